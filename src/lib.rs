@@ -1,0 +1,32 @@
+//! dosetrack: live pharmacokinetic tracking of ketamine from device and
+//! medication events, with concentration forecasts and alerts.
+//!
+//! **Decision support and research software, not a certified medical device.**
+//!
+//! # Layout
+//!
+//! The crate is a functional core with a thin shell (see `ARCHITECTURE.md`):
+//!
+//! * [`vocab`]: routes, settings, and the millisecond time type shared by all.
+//! * [`pk`]: the pharmacokinetic engine. Pure: parameters and an input
+//!   schedule in, exact Cp/Ce trajectories and crossing forecasts out.
+//! * [`drug`]: the drug file (`config/drugs/ketamine.toml`): published models,
+//!   route table, targets, dose limits and interactions, each value sourced.
+//! * [`patient`]: resolves a patient's covariates, model choice and
+//!   comedications into engine parameters, with validity-domain warnings.
+//! * [`contract`]: the MQTT contract's input payloads, parsed and validated
+//!   with the contract's error codes.
+//! * [`ledger`]: turns contract inputs (manual doses, pump and patch events)
+//!   into the engine's piecewise-constant input schedule.
+//! * [`plot`]: Cp/Ce charts (SVG or PNG) for people.
+//! * [`simulate`]: the `dosetrack simulate` / `model show` / `forecast`
+//!   commands as pure functions over text input.
+
+pub mod contract;
+// pub mod drug;
+// pub mod ledger;
+// pub mod patient;
+pub mod pk;
+// pub mod plot;
+// pub mod simulate;
+pub mod vocab;

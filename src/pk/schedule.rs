@@ -1,0 +1,355 @@
+//! From dosing to input events.
+//!
+//! A [`Dosing`] is what was given, in clinical terms: a bolus by a route, an
+//! IV infusion segment at a rate, a patch worn over an interval. A
+//! [`Schedule`] is what the engine needs: at each event time, the amounts
+//! added to compartments and the new total zero-order rates, with
+//! bioavailability and lag applied.
+//!
+//! Overlapping infusions (several pumps, a pump and a manual infusion) and
+//! overlapping patches add up. At every boundary the total rate is
+//! recomputed from the segments active then, so a rate returns to exactly
+//! zero when everything stops (no residue from adding and subtracting).
+
+use super::params::PkParams;
+use super::system::{depot_of, CENTRAL, RATE_CENTRAL, RATE_SKIN};
+use crate::vocab::{Route, TimeMs, MS_PER_MIN};
+
+/// Something given to the patient.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dosing {
+    /// A single amount by `route` (IV bolus or any extravascular route
+    /// except transdermal).
+    Bolus {
+        at_ms: TimeMs,
+        route: Route,
+        amount_mg: f64,
+    },
+    /// Zero-order IV infusion from `start_ms` until `end_ms` (`None`: runs
+    /// on, as a running pump is assumed to).
+    Infusion {
+        start_ms: TimeMs,
+        end_ms: Option<TimeMs>,
+        rate_mg_per_h: f64,
+    },
+    /// A transdermal patch releasing from `start_ms` until `end_ms` (its
+    /// removal, detachment, or planned end).
+    Patch {
+        start_ms: TimeMs,
+        end_ms: TimeMs,
+        release_rate_mg_per_h: f64,
+    },
+}
+
+impl Dosing {
+    /// When this dosing starts.
+    pub fn start_ms(&self) -> TimeMs {
+        match self {
+            Dosing::Bolus { at_ms, .. } => *at_ms,
+            Dosing::Infusion { start_ms, .. } | Dosing::Patch { start_ms, .. } => *start_ms,
+        }
+    }
+}
+
+/// Dosing the engine cannot take.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("dosing #{index}: {what} must be a finite number {rule} (got {value})")]
+    InvalidValue {
+        index: usize,
+        what: &'static str,
+        rule: &'static str,
+        value: f64,
+    },
+    #[error("dosing #{index}: route {route} is not a bolus route")]
+    NotABolusRoute { index: usize, route: Route },
+    #[error("dosing #{index}: ends ({end_ms}) before it starts ({start_ms})")]
+    EndsBeforeStart {
+        index: usize,
+        start_ms: TimeMs,
+        end_ms: TimeMs,
+    },
+}
+
+/// What happens at one event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at_ms: TimeMs,
+    /// Amounts (mg, bioavailability applied) added to state components.
+    pub additions: Vec<(usize, f64)>,
+    /// New total rate (mg/min) for a rate component, when it changes here.
+    pub rates: Vec<(usize, f64)>,
+}
+
+/// The engine's input: events in time order, at most one per instant.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Schedule {
+    events: Vec<Event>,
+}
+
+/// A zero-order segment on one rate component.
+struct Segment {
+    component: usize,
+    start_ms: TimeMs,
+    end_ms: Option<TimeMs>,
+    rate_mg_per_min: f64,
+}
+
+impl Schedule {
+    /// Turn dosing into events for a patient's parameters.
+    pub fn build(params: &PkParams, dosing: &[Dosing]) -> Result<Self, ScheduleError> {
+        let mut additions: Vec<(TimeMs, usize, f64)> = Vec::new();
+        let mut segments: Vec<Segment> = Vec::new();
+        for (index, d) in dosing.iter().enumerate() {
+            match *d {
+                Dosing::Bolus {
+                    at_ms,
+                    route,
+                    amount_mg,
+                } => {
+                    check(index, "amount_mg", amount_mg, "above 0", amount_mg > 0.0)?;
+                    if matches!(route, Route::IvInfusion | Route::Transdermal) {
+                        return Err(ScheduleError::NotABolusRoute { index, route });
+                    }
+                    let rp = params.route(route);
+                    let component = depot_of(route).unwrap_or(CENTRAL);
+                    additions.push((at_ms + lag_ms(rp.lag_min), component, rp.f * amount_mg));
+                }
+                Dosing::Infusion {
+                    start_ms,
+                    end_ms,
+                    rate_mg_per_h,
+                } => {
+                    check(
+                        index,
+                        "rate_mg_per_h",
+                        rate_mg_per_h,
+                        "≥ 0",
+                        rate_mg_per_h >= 0.0,
+                    )?;
+                    check_order(index, start_ms, end_ms)?;
+                    let rp = params.route(Route::IvInfusion);
+                    let lag = lag_ms(rp.lag_min);
+                    segments.push(Segment {
+                        component: RATE_CENTRAL,
+                        start_ms: start_ms + lag,
+                        end_ms: end_ms.map(|e| e + lag),
+                        rate_mg_per_min: rp.f * rate_mg_per_h / 60.0,
+                    });
+                }
+                Dosing::Patch {
+                    start_ms,
+                    end_ms,
+                    release_rate_mg_per_h,
+                } => {
+                    check(
+                        index,
+                        "release_rate_mg_per_h",
+                        release_rate_mg_per_h,
+                        "≥ 0",
+                        release_rate_mg_per_h >= 0.0,
+                    )?;
+                    check_order(index, start_ms, Some(end_ms))?;
+                    let rp = params.route(Route::Transdermal);
+                    let lag = lag_ms(rp.lag_min);
+                    segments.push(Segment {
+                        component: RATE_SKIN,
+                        start_ms: start_ms + lag,
+                        end_ms: Some(end_ms + lag),
+                        rate_mg_per_min: rp.f * release_rate_mg_per_h / 60.0,
+                    });
+                }
+            }
+        }
+
+        let mut times: Vec<TimeMs> = additions.iter().map(|a| a.0).collect();
+        for s in &segments {
+            times.push(s.start_ms);
+            times.extend(s.end_ms);
+        }
+        times.sort_unstable();
+        times.dedup();
+
+        let mut events = Vec::with_capacity(times.len());
+        let mut current = [0.0f64; 2];
+        for &t in &times {
+            let mut event = Event {
+                at_ms: t,
+                additions: Vec::new(),
+                rates: Vec::new(),
+            };
+            for (k, component) in [RATE_CENTRAL, RATE_SKIN].into_iter().enumerate() {
+                let total: f64 = segments
+                    .iter()
+                    .filter(|s| {
+                        s.component == component
+                            && s.start_ms <= t
+                            && s.end_ms.is_none_or(|e| t < e)
+                    })
+                    .map(|s| s.rate_mg_per_min)
+                    .sum();
+                if total != current[k] {
+                    event.rates.push((component, total));
+                    current[k] = total;
+                }
+            }
+            events.push(event);
+        }
+        // Additions, in dosing order within an instant (sums are exact per
+        // component either way).
+        for (t, component, amount) in additions {
+            if let Ok(i) = events.binary_search_by_key(&t, |e| e.at_ms) {
+                events[i].additions.push((component, amount));
+            }
+        }
+        events.retain(|e| !e.additions.is_empty() || !e.rates.is_empty());
+        Ok(Schedule { events })
+    }
+
+    /// The events, in time order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// True when nothing is ever given.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// A lag in minutes as whole milliseconds (nearest).
+pub fn lag_ms(lag_min: f64) -> TimeMs {
+    (lag_min * MS_PER_MIN).round() as TimeMs
+}
+
+fn check(
+    index: usize,
+    what: &'static str,
+    value: f64,
+    rule: &'static str,
+    ok: bool,
+) -> Result<(), ScheduleError> {
+    if value.is_finite() && ok {
+        Ok(())
+    } else {
+        Err(ScheduleError::InvalidValue {
+            index,
+            what,
+            rule,
+            value,
+        })
+    }
+}
+
+fn check_order(
+    index: usize,
+    start_ms: TimeMs,
+    end_ms: Option<TimeMs>,
+) -> Result<(), ScheduleError> {
+    match end_ms {
+        Some(end_ms) if end_ms < start_ms => Err(ScheduleError::EndsBeforeStart {
+            index,
+            start_ms,
+            end_ms,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pk::params::test_support::domino_70kg;
+    use crate::pk::system::{FIRST_DEPOT, SKIN_DEPOT};
+
+    #[test]
+    fn overlapping_infusions_add_and_return_to_exact_zero() {
+        let p = domino_70kg();
+        let s = Schedule::build(
+            &p,
+            &[
+                Dosing::Infusion {
+                    start_ms: 0,
+                    end_ms: Some(60_000),
+                    rate_mg_per_h: 0.1,
+                },
+                Dosing::Infusion {
+                    start_ms: 30_000,
+                    end_ms: Some(90_000),
+                    rate_mg_per_h: 0.2,
+                },
+            ],
+        )
+        .unwrap();
+        let rates: Vec<(TimeMs, f64)> = s
+            .events()
+            .iter()
+            .flat_map(|e| e.rates.iter().map(move |r| (e.at_ms, r.1)))
+            .collect();
+        assert_eq!(rates.len(), 4);
+        assert!((rates[1].1 - 0.3 / 60.0).abs() < 1e-15);
+        assert_eq!(rates[3], (90_000, 0.0));
+    }
+
+    #[test]
+    fn bioavailability_and_lag_are_applied() {
+        let p = domino_70kg();
+        let s = Schedule::build(
+            &p,
+            &[
+                Dosing::Bolus {
+                    at_ms: 0,
+                    route: Route::Oral,
+                    amount_mg: 100.0,
+                },
+                Dosing::Patch {
+                    start_ms: 0,
+                    end_ms: 3_600_000,
+                    release_rate_mg_per_h: 1.2,
+                },
+            ],
+        )
+        .unwrap();
+        let e = &s.events()[0];
+        assert_eq!(e.at_ms, 5 * 60_000); // oral lag 5 min in the test params
+        assert_eq!(e.additions, vec![(FIRST_DEPOT + 3, 20.0)]);
+        let patch_start = &s.events()[1];
+        assert_eq!(patch_start.at_ms, 30 * 60_000); // transdermal lag 30 min
+        assert_eq!(patch_start.rates, vec![(RATE_SKIN, 0.02)]);
+        assert_eq!(s.events()[2].at_ms, 90 * 60_000);
+        let _ = SKIN_DEPOT;
+    }
+
+    #[test]
+    fn bad_dosing_is_refused_with_its_index() {
+        let p = domino_70kg();
+        let bad = [
+            Dosing::Bolus {
+                at_ms: 0,
+                route: Route::IvBolus,
+                amount_mg: -1.0,
+            },
+            Dosing::Bolus {
+                at_ms: 0,
+                route: Route::Transdermal,
+                amount_mg: 1.0,
+            },
+            Dosing::Infusion {
+                start_ms: 10,
+                end_ms: Some(5),
+                rate_mg_per_h: 1.0,
+            },
+            Dosing::Infusion {
+                start_ms: 0,
+                end_ms: None,
+                rate_mg_per_h: f64::NAN,
+            },
+        ];
+        for d in bad {
+            assert!(
+                Schedule::build(&p, std::slice::from_ref(&d)).is_err(),
+                "{d:?}"
+            );
+        }
+    }
+}
