@@ -23,10 +23,10 @@
 //!   commands as pure functions over text input.
 
 pub mod contract;
-// pub mod drug;
-// pub mod ledger;
-// pub mod patient;
+pub mod drug;
+pub mod ledger;
+pub mod patient;
 pub mod pk;
-// pub mod plot;
-// pub mod simulate;
+pub mod plot;
+pub mod simulate;
 pub mod vocab;

@@ -1,1 +1,421 @@
-fn main() {}
+//! The `dosetrack` command: argument parsing, file I/O, printing and exit
+//! codes. Everything else lives in the library.
+//!
+//! Exit codes: 0 success; 2 bad input (arguments, events file, drug file,
+//! patient); 1 anything else (for example a plot that could not be written).
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dosetrack::contract::TargetOverrides;
+use dosetrack::drug::DrugFile;
+use dosetrack::patient::{Covariates, Formulary, PatientSpec};
+use dosetrack::pk::Output;
+use dosetrack::simulate::{self, SimulateError};
+use dosetrack::vocab::{format_rfc3339, parse_rfc3339_ms, Setting, Sex, TimeMs};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Live pharmacokinetic tracking of ketamine. Decision support and research
+/// software, not a certified medical device.
+#[derive(Parser, Debug)]
+#[command(name = "dosetrack", version, about, long_about = None)]
+struct Cli {
+    /// Drug file (TOML). Default: the built-in config/drugs/ketamine.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    drug_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Concentrations over time for a file of doses and device events.
+    Simulate(SimulateArgs),
+    /// When Cp or Ce will next cross the target levels.
+    Forecast(ForecastArgs),
+    /// The PK models of the drug file.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// A worked example on built-in data: one ward day, its concentrations,
+    /// forecast and chart.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// The resolved parameters for one patient.
+    Show(ModelShowArgs),
+    /// The models in the drug file.
+    List,
+}
+
+#[derive(Args, Debug, Clone)]
+struct PatientArgs {
+    /// Total body weight (kg).
+    #[arg(long)]
+    weight_kg: f64,
+    /// Model key from the drug file; default: chosen by age.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    age_years: Option<f64>,
+    #[arg(long, value_parser = parse_sex)]
+    sex: Option<Sex>,
+    #[arg(long)]
+    height_cm: Option<f64>,
+    /// Care setting for dose limits.
+    #[arg(long, default_value = "ward", value_parser = parse_setting)]
+    setting: Setting,
+    /// A comedication (lower-case generic name); repeat for several.
+    #[arg(long = "comedication", value_name = "NAME")]
+    comedications: Vec<String>,
+}
+
+impl PatientArgs {
+    fn spec(&self) -> PatientSpec {
+        PatientSpec {
+            covariates: Covariates {
+                weight_kg: self.weight_kg,
+                age_years: self.age_years,
+                sex: self.sex,
+                height_cm: self.height_cm,
+            },
+            model: self.model.clone(),
+            setting: self.setting,
+            comedications: self.comedications.clone(),
+            targets: TargetOverrides::default(),
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum TableFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Which {
+    Cp,
+    Ce,
+    Both,
+}
+
+#[derive(Args, Debug)]
+struct SimulateArgs {
+    /// JSON Lines of contract dose and device-event payloads.
+    #[arg(long, value_name = "FILE")]
+    events: PathBuf,
+    #[command(flatten)]
+    patient: PatientArgs,
+    /// Start (RFC 3339); default: the first event.
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// End (RFC 3339) or a duration after --from (24h); default 24h.
+    #[arg(long, value_name = "TIME|DURATION")]
+    to: Option<String>,
+    /// Step between rows (60s, 1s, 5min).
+    #[arg(long, default_value = "60s")]
+    step: String,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: TableFormat,
+    /// Also draw a chart (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ForecastArgs {
+    #[arg(long, value_name = "FILE")]
+    events: PathBuf,
+    #[command(flatten)]
+    patient: PatientArgs,
+    /// "Now" (RFC 3339); only inputs at or before it are known. Default:
+    /// the last event.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// How far ahead to look.
+    #[arg(long, default_value = "24h")]
+    horizon: String,
+    /// Level to watch (ng/mL); repeat for several. Default: the patient's
+    /// floor, caution level and ceiling.
+    #[arg(long = "level", value_name = "NG_PER_ML")]
+    levels: Vec<f64>,
+    #[arg(long, value_enum, default_value = "both")]
+    output: Which,
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
+}
+
+#[derive(Args, Debug)]
+struct ModelShowArgs {
+    #[command(flatten)]
+    patient: PatientArgs,
+    #[arg(long, value_enum, default_value = "json")]
+    format: ReportFormat,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Where to write the chart (.svg or .png).
+    #[arg(long, default_value = "dosetrack-demo.svg")]
+    plot: PathBuf,
+}
+
+fn parse_sex(s: &str) -> Result<Sex, String> {
+    s.parse()
+        .map_err(|e: dosetrack::vocab::UnknownName| e.to_string())
+}
+
+fn parse_setting(s: &str) -> Result<Setting, String> {
+    s.parse()
+        .map_err(|e: dosetrack::vocab::UnknownName| e.to_string())
+}
+
+/// An error that is the user's input: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InputError(String);
+
+fn input_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(InputError(e.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dosetrack: {e:#}");
+            if e.downcast_ref::<InputError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn formulary(path: Option<&Path>) -> anyhow::Result<Formulary> {
+    let drug = match path {
+        Some(p) => DrugFile::load(p),
+        None => DrugFile::builtin(),
+    }
+    .map_err(input_error)?;
+    Formulary::new(drug).map_err(input_error)
+}
+
+fn read_events(path: &Path) -> anyhow::Result<Vec<dosetrack::ledger::LedgerInput>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| input_error(format!("cannot read events file {}: {e}", path.display())))?;
+    simulate::parse_events(&text).map_err(|e| input_error(format!("{}: {e}", path.display())))
+}
+
+fn time_arg(option: &str, text: &str) -> anyhow::Result<TimeMs> {
+    parse_rfc3339_ms(text).map_err(|e| input_error(format!("{option}: {e}")))
+}
+
+fn sim_err(e: SimulateError) -> anyhow::Error {
+    input_error(e)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let f = formulary(cli.drug_file.as_deref())?;
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Simulate(a) => {
+            let inputs = read_events(&a.events)?;
+            let step = simulate::parse_duration_ms(&a.step)
+                .map_err(|m| input_error(format!("--step: {m}")))?;
+            let from = a
+                .from
+                .as_deref()
+                .map(|t| time_arg("--from", t))
+                .transpose()?;
+            let solved = simulate::solve(&f, &a.patient.spec(), &inputs, None).map_err(sim_err)?;
+            let report =
+                simulate::simulate(&solved, from, a.to.as_deref(), step).map_err(sim_err)?;
+            for w in &report.warnings {
+                eprintln!("warning [{}]: {}", w.code, w.message);
+            }
+            for n in &report.ledger_notes {
+                eprintln!(
+                    "note: {} {} ({}): {}",
+                    format_rfc3339(n.time_ms),
+                    n.source,
+                    n.input_id,
+                    n.message
+                );
+            }
+            match a.format {
+                TableFormat::Csv => stdout.write_all(simulate::to_csv(&report).as_bytes())?,
+                TableFormat::Json => {
+                    serde_json::to_writer_pretty(&mut stdout, &report)?;
+                    writeln!(stdout)?;
+                }
+            }
+            if let Some(path) = &a.plot {
+                let title = format!(
+                    "Ketamine — {} kg patient, {}",
+                    a.patient.weight_kg,
+                    a.events
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                );
+                let spec = simulate::plot_spec(&solved, &report, &title);
+                dosetrack::plot::write_plot(path, &spec)
+                    .with_context(|| format!("writing the chart to {}", path.display()))?;
+                eprintln!("chart written to {}", path.display());
+            }
+        }
+        Command::Forecast(a) => {
+            let inputs = read_events(&a.events)?;
+            let horizon = simulate::parse_duration_ms(&a.horizon)
+                .map_err(|m| input_error(format!("--horizon: {m}")))?;
+            let at = match a.at.as_deref() {
+                Some(t) => Some(time_arg("--at", t)?),
+                None => None,
+            };
+            let solved = simulate::solve(&f, &a.patient.spec(), &inputs, at).map_err(sim_err)?;
+            let at = at.unwrap_or(solved.last_event_ms);
+            let outputs: &[Output] = match a.output {
+                Which::Cp => &[Output::Cp],
+                Which::Ce => &[Output::Ce],
+                Which::Both => &[Output::Ce, Output::Cp],
+            };
+            let report =
+                simulate::forecast(&solved, at, horizon, outputs, &a.levels).map_err(sim_err)?;
+            match a.format {
+                ReportFormat::Text => {
+                    stdout.write_all(simulate::forecast_text(&report).as_bytes())?
+                }
+                ReportFormat::Json => {
+                    serde_json::to_writer_pretty(&mut stdout, &report)?;
+                    writeln!(stdout)?;
+                }
+            }
+        }
+        Command::Model(ModelCommand::Show(a)) => {
+            let report = simulate::model_report(&f, &a.patient.spec()).map_err(sim_err)?;
+            match a.format {
+                ReportFormat::Json => {
+                    serde_json::to_writer_pretty(&mut stdout, &report)?;
+                    writeln!(stdout)?;
+                }
+                ReportFormat::Text => {
+                    writeln!(stdout, "{} — {}", report.model, report.title)?;
+                    writeln!(stdout, "source: {}", report.source)?;
+                    let [v1, v2, v3] = report.volumes_l;
+                    writeln!(stdout, "volumes (L): V1 {v1:.4}  V2 {v2:.4}  V3 {v3:.4}")?;
+                    let m = &report.micro_constants_per_min;
+                    writeln!(
+                        stdout,
+                        "per min: k10 {:.6}  k12 {:.6}  k21 {:.6}  k13 {:.6}  k31 {:.6}  ke0 {:.6}",
+                        m.k10, m.k12, m.k21, m.k13, m.k31, report.ke0_per_min
+                    )?;
+                    for r in &report.routes {
+                        writeln!(
+                            stdout,
+                            "  {:<12} F {:.3}  ka {}  lag {} min",
+                            r.route.as_str(),
+                            r.f,
+                            r.ka_per_min
+                                .map_or_else(|| "-".to_owned(), |k| format!("{k:.5}/min")),
+                            r.lag_min
+                        )?;
+                    }
+                    for w in &report.warnings {
+                        writeln!(stdout, "warning [{}]: {}", w.code, w.message)?;
+                    }
+                    writeln!(
+                        stdout,
+                        "{} assumed values; --format json lists them",
+                        report.assumptions.len()
+                    )?;
+                }
+            }
+        }
+        Command::Model(ModelCommand::List) => {
+            let drug = f.drug();
+            for (key, m) in &drug.models {
+                writeln!(
+                    stdout,
+                    "{key:<12} {}-compartment  {}",
+                    m.compartments, m.title
+                )?;
+            }
+        }
+        Command::Demo(a) => demo(&f, &a.plot, &mut stdout)?,
+    }
+    Ok(())
+}
+
+/// One built-in ward day for a 72 kg adult.
+const DEMO_EVENTS: &str = include_str!("../examples/ward-day.jsonl");
+
+fn demo(f: &Formulary, plot: &Path, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let inputs = simulate::parse_events(DEMO_EVENTS).map_err(sim_err)?;
+    let mut spec = PatientSpec::weight_only(72.0);
+    spec.covariates.age_years = Some(41.0);
+    spec.covariates.sex = Some(Sex::Female);
+    spec.comedications = vec!["midazolam".to_owned()];
+    let solved = simulate::solve(f, &spec, &inputs, None).map_err(sim_err)?;
+    let report = simulate::simulate(&solved, None, Some("24h"), 60_000).map_err(sim_err)?;
+    writeln!(out, "dosetrack demo — {}", simulate::NOTICE)?;
+    writeln!(
+        out,
+        "patient: 72 kg, 41 y, female, on midazolam · model {} ({})",
+        report.model, report.model_title
+    )?;
+    writeln!(out, "inputs (examples/ward-day.jsonl):")?;
+    for d in &solved.ledger.deliveries {
+        let end = d
+            .end_ms
+            .map_or_else(|| "running".to_owned(), format_rfc3339);
+        let span = if d.rate_mg_per_h.is_some() {
+            format!(" until {end}")
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "  {}  {:<16} {}{span}",
+            format_rfc3339(d.start_ms),
+            d.label(),
+            d.source
+        )?;
+    }
+    writeln!(out, "\n  time (UTC)             Cp ng/mL   Ce ng/mL")?;
+    let floor = solved.patient.targets.analgesic_floor_ng_per_ml;
+    for s in report.samples.iter().step_by(60) {
+        let mark = if s.ce_ng_per_ml < floor {
+            "  below floor"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "  {}  {:>9.1}  {:>9.1}{mark}",
+            format_rfc3339(s.t_ms),
+            s.cp_ng_per_ml,
+            s.ce_ng_per_ml
+        )?;
+    }
+    let at = solved.last_event_ms;
+    let fc =
+        simulate::forecast(&solved, at, 24 * 3_600_000, &[Output::Ce], &[]).map_err(sim_err)?;
+    writeln!(out)?;
+    out.write_all(simulate::forecast_text(&fc).as_bytes())?;
+    let spec = simulate::plot_spec(&solved, &report, "Ketamine — demo ward day, 72 kg");
+    dosetrack::plot::write_plot(plot, &spec)
+        .with_context(|| format!("writing the chart to {}", plot.display()))?;
+    writeln!(out, "\nchart written to {}", plot.display())?;
+    Ok(())
+}

@@ -268,6 +268,9 @@ struct Prepared {
     x_step_ms: i128,
     y_ticks: Vec<f64>,
     y_step: f64,
+    /// Cp's peak when it is above the axis: (x, value, time). Said on the
+    /// chart, never hidden.
+    cp_off_scale: Option<(f64, f64, i128)>,
 }
 
 impl Prepared {
@@ -295,18 +298,31 @@ impl Prepared {
         );
         let x_max = hours_between(t0, t1);
 
+        // The axis is scaled to Ce and the targets: the effect site is what
+        // the targets refer to, and Cp right after an IV bolus (complete
+        // mixing in V1 is the model's assumption) would otherwise squash the
+        // clinically relevant range. A Cp peak above the axis is labelled.
         let t = &spec.targets;
-        let y_top = y_top(
-            spec.cp_ng_per_ml
-                .iter()
-                .chain(&spec.ce_ng_per_ml)
-                .chain([
-                    &t.analgesic_floor_ng_per_ml,
-                    &t.caution_ng_per_ml,
-                    &t.ceiling_ng_per_ml,
-                ])
-                .copied(),
-        );
+        let targets = [
+            t.analgesic_floor_ng_per_ml,
+            t.caution_ng_per_ml,
+            t.ceiling_ng_per_ml,
+        ];
+        let ce_finite = spec.ce_ng_per_ml.iter().any(|v| v.is_finite());
+        let y_top = if ce_finite {
+            y_top(spec.ce_ng_per_ml.iter().chain(&targets).copied())
+        } else {
+            y_top(spec.cp_ng_per_ml.iter().chain(&targets).copied())
+        };
+        let cp_peak = order
+            .iter()
+            .filter(|&&i| spec.cp_ng_per_ml[i].is_finite())
+            .max_by(|&&a, &&b| spec.cp_ng_per_ml[a].total_cmp(&spec.cp_ng_per_ml[b]));
+        let cp_off_scale = cp_peak.and_then(|&i| {
+            let v = spec.cp_ng_per_ml[i];
+            let t = i128::from(spec.times_ms[i]);
+            (v > y_top).then(|| (hours_between(t0, t), v, t))
+        });
         let segments = |values: &[f64]| -> Vec<Vec<(f64, f64)>> {
             let mut out = Vec::new();
             let mut current = Vec::new();
@@ -341,6 +357,7 @@ impl Prepared {
             x_step_ms,
             y_ticks,
             y_step,
+            cp_off_scale,
         })
     }
 
@@ -419,6 +436,13 @@ fn time_window(first: i128, last: i128) -> (i128, i128) {
         t1 = (t0 + MIN_WINDOW_MS).min(hi);
     }
     (t0, t1)
+}
+
+/// `HH:MM` (UTC) of a time in ms.
+fn clock_hhmm(t_ms: i128) -> String {
+    let minutes = t_ms.div_euclid(60_000);
+    let minute_of_day = minutes.rem_euclid(24 * 60);
+    format!("{:02}:{:02}", minute_of_day / 60, minute_of_day % 60)
 }
 
 /// Top of the concentration axis: 10 % above the largest finite value
@@ -1027,6 +1051,23 @@ fn draw_concentrations<DB: DrawingBackend>(
         }
     }
 
+    if let Some((x, value, t)) = p.cp_off_scale {
+        let text = format!(
+            "Cp off scale: peak {:.0} ng/mL at {} ▲",
+            value,
+            clock_hhmm(t)
+        );
+        let style = k.text(TICK_FONT, CP_COLOR);
+        let (px, py) = chart.backend_coord(&(x, p.y_top));
+        let width = root
+            .estimate_text_size(&text, &style)
+            .map_or(0, |(w, _)| w as i32);
+        let (xr, _) = chart.plotting_area().get_pixel_range();
+        let left = (px - width - k.px(4)).max(xr.start + k.px(4));
+        root.draw_text(&text, &style, (left, py + k.px(4)))
+            .map_err(draw_err)?;
+    }
+
     // Frame and the level labels in the right margin.
     let (xr, yr) = chart.plotting_area().get_pixel_range();
     root.draw(&Rectangle::new(
@@ -1332,11 +1373,31 @@ mod tests {
     }
 
     #[test]
+    fn a_cp_spike_is_off_scale_and_labelled_not_hidden() {
+        let mut spiky = example_spec();
+        spiky.cp_ng_per_ml[10] = 4409.0;
+        let p = Prepared::new(&spiky).unwrap();
+        assert!(p.y_top < 1000.0, "axis follows Ce and targets: {}", p.y_top);
+        let (_, value, t) = p.cp_off_scale.unwrap();
+        assert_eq!(value, 4409.0);
+        assert_eq!(t, i128::from(spiky.times_ms[10]));
+        let svg = render_svg(&spiky).unwrap();
+        assert!(
+            svg.contains("Cp off scale: peak 4409 ng/mL"),
+            "label missing"
+        );
+        assert!(Prepared::new(&example_spec())
+            .unwrap()
+            .cp_off_scale
+            .is_none());
+    }
+
+    #[test]
     fn y_axis_reaches_ceiling_or_data_with_headroom() {
         let p = Prepared::new(&example_spec()).unwrap();
         assert!((p.y_top - 550.0).abs() < 1e-9, "{}", p.y_top);
         let mut high = example_spec();
-        high.cp_ng_per_ml[100] = 1000.0;
+        high.ce_ng_per_ml[100] = 1000.0;
         let p = Prepared::new(&high).unwrap();
         assert!((p.y_top - 1100.0).abs() < 1e-9, "{}", p.y_top);
         assert_eq!(p.y_ticks.first(), Some(&0.0));

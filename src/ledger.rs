@@ -1,0 +1,562 @@
+//! The per-patient dose ledger: from contract inputs to engine dosing.
+//!
+//! The ledger owns the meaning of delivery events: which manual doses,
+//! pump segments and patches a patient has had, when each started and ended,
+//! and which are still running. It is rebuilt from the patient's inputs in
+//! occurrence order (ties keep arrival order), so a late or out-of-order
+//! input is handled by rebuilding, never by patching.
+//!
+//! Rules, per device:
+//!
+//! * `infusion_started` opens a segment; `infusion_rate_changed` closes the
+//!   open segment and opens one at the new rate; `infusion_stopped` closes
+//!   it. A rate change with no open segment opens one (and notes it); a start
+//!   while a segment is open replaces it (and notes it).
+//! * `bolus_delivered` is an IV bolus.
+//! * `patch_applied` opens a patch that ends after `wear_h` unless
+//!   `patch_removed` or `patch_detached` ends it earlier; a new patch on the
+//!   same device replaces the old one (noted).
+//! * Heartbeats and alarms do not change delivery: a pump that stops on an
+//!   alarm says so with `infusion_stopped`.
+//!
+//! An open segment has no end: the forecast assumes a running pump keeps
+//! running, as the contract's state message says.
+
+use crate::contract::{DeviceEvent, DeviceEventKind, Dose, DoseKind};
+use crate::pk::Dosing;
+use crate::vocab::{format_rfc3339, Route, TimeMs};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One input to a patient's ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LedgerInput {
+    /// A manually given dose (the medication record).
+    Dose(Dose),
+    /// An event from a device delivering to this patient.
+    Device {
+        device_id: String,
+        event: DeviceEvent,
+    },
+}
+
+impl LedgerInput {
+    /// Occurrence time.
+    pub fn time_ms(&self) -> TimeMs {
+        match self {
+            LedgerInput::Dose(d) => d.time_ms,
+            LedgerInput::Device { event, .. } => event.time_ms,
+        }
+    }
+
+    /// Where the input came from: `manual` or `devices/{id}`.
+    pub fn source(&self) -> String {
+        match self {
+            LedgerInput::Dose(_) => "manual".to_owned(),
+            LedgerInput::Device { device_id, .. } => format!("devices/{device_id}"),
+        }
+    }
+
+    /// The input's own id.
+    pub fn id(&self) -> &str {
+        match self {
+            LedgerInput::Dose(d) => &d.id,
+            LedgerInput::Device { event, .. } => &event.id,
+        }
+    }
+}
+
+/// A delivery the ledger derived, with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// `manual` or `devices/{id}`.
+    pub source: String,
+    /// Id of the input that started it.
+    pub input_id: String,
+    pub route: Route,
+    /// Start (or the instant, for a single amount).
+    pub start_ms: TimeMs,
+    /// End, where known: an infusion's end, a patch's removal or planned
+    /// end. `None` for a running pump segment and for single amounts.
+    pub end_ms: Option<TimeMs>,
+    /// For single amounts.
+    pub amount_mg: Option<f64>,
+    /// For infusions (mg/h) and patches (release mg/h).
+    pub rate_mg_per_h: Option<f64>,
+}
+
+impl Delivery {
+    fn to_dosing(&self) -> Dosing {
+        match (self.route, self.amount_mg, self.rate_mg_per_h) {
+            (Route::Transdermal, _, rate) => Dosing::Patch {
+                start_ms: self.start_ms,
+                end_ms: self.end_ms.unwrap_or(self.start_ms),
+                release_rate_mg_per_h: rate.unwrap_or(0.0),
+            },
+            (Route::IvInfusion, _, rate) => Dosing::Infusion {
+                start_ms: self.start_ms,
+                end_ms: self.end_ms,
+                rate_mg_per_h: rate.unwrap_or(0.0),
+            },
+            (route, amount, _) => Dosing::Bolus {
+                at_ms: self.start_ms,
+                route,
+                amount_mg: amount.unwrap_or(0.0),
+            },
+        }
+    }
+
+    /// True while a zero-order delivery runs at `t_ms`.
+    pub fn is_running_at(&self, t_ms: TimeMs) -> bool {
+        self.rate_mg_per_h.is_some()
+            && self.start_ms <= t_ms
+            && self.end_ms.is_none_or(|end| t_ms < end)
+    }
+
+    /// A short label for charts and logs: `IN 50 mg`, `IV 20 mg/h`.
+    pub fn label(&self) -> String {
+        let route = match self.route {
+            Route::IvBolus => "IV bolus",
+            Route::IvInfusion => "IV",
+            Route::Im => "IM",
+            Route::Sc => "SC",
+            Route::Intranasal => "IN",
+            Route::Oral => "PO",
+            Route::Sublingual => "SL",
+            Route::Rectal => "PR",
+            Route::Transdermal => "patch",
+        };
+        match (self.amount_mg, self.rate_mg_per_h) {
+            (Some(a), _) => format!("{route} {} mg", trim(a)),
+            (_, Some(r)) => format!("{route} {} mg/h", trim(r)),
+            _ => route.to_owned(),
+        }
+    }
+}
+
+fn trim(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Something the ledger had to interpret; shown to people, never silent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerNote {
+    pub time_ms: TimeMs,
+    pub source: String,
+    pub input_id: String,
+    pub message: String,
+}
+
+/// A patient's deliveries, derived from their inputs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Ledger {
+    pub deliveries: Vec<Delivery>,
+    pub notes: Vec<LedgerNote>,
+}
+
+#[derive(Default)]
+struct DeviceState {
+    /// Index into `deliveries` of the open pump segment.
+    open_infusion: Option<usize>,
+    /// Index into `deliveries` of the patch on the skin.
+    open_patch: Option<usize>,
+}
+
+impl Ledger {
+    /// Build the ledger from a patient's inputs, in any order.
+    pub fn build(inputs: &[LedgerInput]) -> Ledger {
+        let mut order: Vec<&LedgerInput> = inputs.iter().collect();
+        order.sort_by_key(|i| i.time_ms()); // stable: ties keep arrival order
+        let mut ledger = Ledger::default();
+        let mut devices: BTreeMap<&str, DeviceState> = BTreeMap::new();
+        for input in order {
+            match input {
+                LedgerInput::Dose(dose) => ledger.manual(dose),
+                LedgerInput::Device { device_id, event } => {
+                    let state = devices.entry(device_id.as_str()).or_default();
+                    ledger.device(input, state, event);
+                }
+            }
+        }
+        ledger
+    }
+
+    /// The engine's dosing for these deliveries.
+    pub fn dosing(&self) -> Vec<Dosing> {
+        self.deliveries.iter().map(Delivery::to_dosing).collect()
+    }
+
+    /// Deliveries running at `t_ms` (infusions and patches).
+    pub fn running_at(&self, t_ms: TimeMs) -> impl Iterator<Item = &Delivery> {
+        self.deliveries
+            .iter()
+            .filter(move |d| d.is_running_at(t_ms))
+    }
+
+    fn manual(&mut self, dose: &Dose) {
+        let base = Delivery {
+            source: "manual".to_owned(),
+            input_id: dose.id.clone(),
+            route: dose.kind.route(),
+            start_ms: dose.time_ms,
+            end_ms: None,
+            amount_mg: None,
+            rate_mg_per_h: None,
+        };
+        let delivery = match dose.kind {
+            DoseKind::Amount { amount_mg, .. } => Delivery {
+                amount_mg: Some(amount_mg),
+                ..base
+            },
+            DoseKind::Infusion {
+                rate_mg_per_h,
+                duration_min,
+            } => Delivery {
+                end_ms: Some(dose.time_ms + minutes_ms(duration_min)),
+                rate_mg_per_h: Some(rate_mg_per_h),
+                ..base
+            },
+            DoseKind::Patch {
+                release_rate_mg_per_h,
+                wear_h,
+            } => Delivery {
+                end_ms: Some(dose.time_ms + minutes_ms(wear_h * 60.0)),
+                rate_mg_per_h: Some(release_rate_mg_per_h),
+                ..base
+            },
+        };
+        self.deliveries.push(delivery);
+    }
+
+    fn device(&mut self, input: &LedgerInput, state: &mut DeviceState, event: &DeviceEvent) {
+        let t = event.time_ms;
+        let source = input.source();
+        let note = |message: String| LedgerNote {
+            time_ms: t,
+            source: source.clone(),
+            input_id: event.id.clone(),
+            message,
+        };
+        let start = |route: Route, rate: f64, end: Option<TimeMs>| Delivery {
+            source: source.clone(),
+            input_id: event.id.clone(),
+            route,
+            start_ms: t,
+            end_ms: end,
+            amount_mg: None,
+            rate_mg_per_h: Some(rate),
+        };
+        match &event.kind {
+            DeviceEventKind::InfusionStarted(rate) => {
+                if let Some(i) = state.open_infusion.take() {
+                    self.close(i, t);
+                    self.notes.push(note(format!(
+                        "infusion_started while a segment was running since {}: that segment ends here",
+                        format_rfc3339(self.deliveries[i].start_ms)
+                    )));
+                }
+                self.deliveries
+                    .push(start(Route::IvInfusion, rate.rate_mg_per_h, None));
+                state.open_infusion = Some(self.deliveries.len() - 1);
+            }
+            DeviceEventKind::InfusionRateChanged(rate) => {
+                match state.open_infusion.take() {
+                    Some(i) => self.close(i, t),
+                    None => self.notes.push(note(
+                        "infusion_rate_changed with no running segment: taken as a start"
+                            .to_owned(),
+                    )),
+                }
+                self.deliveries
+                    .push(start(Route::IvInfusion, rate.rate_mg_per_h, None));
+                state.open_infusion = Some(self.deliveries.len() - 1);
+            }
+            DeviceEventKind::InfusionStopped { .. } => match state.open_infusion.take() {
+                Some(i) => self.close(i, t),
+                None => self.notes.push(note(
+                    "infusion_stopped with no running segment: nothing to stop".to_owned(),
+                )),
+            },
+            DeviceEventKind::BolusDelivered { amount_mg, .. } => {
+                self.deliveries.push(Delivery {
+                    source: source.clone(),
+                    input_id: event.id.clone(),
+                    route: Route::IvBolus,
+                    start_ms: t,
+                    end_ms: None,
+                    amount_mg: Some(*amount_mg),
+                    rate_mg_per_h: None,
+                });
+            }
+            DeviceEventKind::PatchApplied {
+                release_rate_mg_per_h,
+                wear_h,
+                ..
+            } => {
+                if let Some(i) = state.open_patch.take() {
+                    if self.deliveries[i].end_ms.is_none_or(|end| end > t) {
+                        self.close(i, t);
+                        self.notes.push(note(
+                            "patch_applied while a patch was on: the earlier patch ends here"
+                                .to_owned(),
+                        ));
+                    }
+                }
+                let planned_end = t + minutes_ms(wear_h * 60.0);
+                self.deliveries.push(start(
+                    Route::Transdermal,
+                    *release_rate_mg_per_h,
+                    Some(planned_end),
+                ));
+                state.open_patch = Some(self.deliveries.len() - 1);
+            }
+            DeviceEventKind::PatchRemoved | DeviceEventKind::PatchDetached => {
+                match state.open_patch.take() {
+                    Some(i) if self.deliveries[i].end_ms.is_none_or(|end| end > t) => {
+                        self.close(i, t)
+                    }
+                    Some(_) => {}
+                    None => self.notes.push(note(format!(
+                        "{} with no patch on: nothing to stop",
+                        event.kind.kind_name()
+                    ))),
+                }
+            }
+            DeviceEventKind::Heartbeat { .. }
+            | DeviceEventKind::Alarm { .. }
+            | DeviceEventKind::AlarmCleared { .. } => {}
+        }
+    }
+
+    fn close(&mut self, index: usize, t: TimeMs) {
+        if let Some(d) = self.deliveries.get_mut(index) {
+            d.end_ms = Some(match d.end_ms {
+                Some(end) => end.min(t),
+                None => t,
+            });
+        }
+    }
+}
+
+/// Minutes as whole milliseconds (nearest).
+fn minutes_ms(minutes: f64) -> TimeMs {
+    (minutes * 60_000.0).round() as TimeMs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{AlarmCode, PumpRate, StopReason};
+
+    fn dev(device: &str, id: &str, t: TimeMs, kind: DeviceEventKind) -> LedgerInput {
+        LedgerInput::Device {
+            device_id: device.to_owned(),
+            event: DeviceEvent {
+                id: id.to_owned(),
+                time_ms: t,
+                patient_id: Some("P-1".to_owned()),
+                kind,
+            },
+        }
+    }
+
+    fn rate(mg_per_h: f64) -> PumpRate {
+        PumpRate {
+            rate_mg_per_h: mg_per_h,
+            rate_ml_per_h: None,
+            concentration_mg_per_ml: None,
+        }
+    }
+
+    #[test]
+    fn pump_segments_follow_start_change_stop() {
+        let l = Ledger::build(&[
+            dev(
+                "pump-1",
+                "a",
+                0,
+                DeviceEventKind::InfusionStarted(rate(20.0)),
+            ),
+            dev(
+                "pump-1",
+                "b",
+                3_600_000,
+                DeviceEventKind::InfusionRateChanged(rate(10.0)),
+            ),
+            dev(
+                "pump-1",
+                "c",
+                7_200_000,
+                DeviceEventKind::InfusionStopped {
+                    reason: Some(StopReason::Clinician),
+                },
+            ),
+        ]);
+        assert_eq!(l.notes, vec![]);
+        assert_eq!(
+            l.dosing(),
+            vec![
+                Dosing::Infusion {
+                    start_ms: 0,
+                    end_ms: Some(3_600_000),
+                    rate_mg_per_h: 20.0
+                },
+                Dosing::Infusion {
+                    start_ms: 3_600_000,
+                    end_ms: Some(7_200_000),
+                    rate_mg_per_h: 10.0
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn out_of_order_arrival_gives_the_same_ledger() {
+        let inputs = vec![
+            dev(
+                "pump-1",
+                "a",
+                0,
+                DeviceEventKind::InfusionStarted(rate(20.0)),
+            ),
+            dev(
+                "pump-1",
+                "c",
+                7_200_000,
+                DeviceEventKind::InfusionStopped { reason: None },
+            ),
+            dev(
+                "pump-1",
+                "b",
+                3_600_000,
+                DeviceEventKind::InfusionRateChanged(rate(10.0)),
+            ),
+        ];
+        let mut sorted = inputs.clone();
+        sorted.sort_by_key(LedgerInput::time_ms);
+        assert_eq!(Ledger::build(&inputs), Ledger::build(&sorted));
+    }
+
+    #[test]
+    fn running_pump_has_no_end_and_is_running() {
+        let l = Ledger::build(&[
+            dev(
+                "pump-1",
+                "a",
+                0,
+                DeviceEventKind::InfusionStarted(rate(20.0)),
+            ),
+            dev(
+                "pump-1",
+                "h",
+                60_000,
+                DeviceEventKind::Alarm {
+                    code: AlarmCode::BatteryLow,
+                    message: None,
+                },
+            ),
+        ]);
+        assert_eq!(l.deliveries[0].end_ms, None);
+        assert_eq!(l.running_at(10 * 3_600_000).count(), 1);
+    }
+
+    #[test]
+    fn patches_end_at_removal_or_planned_end() {
+        let applied = |id: &str, t| {
+            dev(
+                "patch-1",
+                id,
+                t,
+                DeviceEventKind::PatchApplied {
+                    release_rate_mg_per_h: 1.04,
+                    wear_h: 24.0,
+                    site: None,
+                },
+            )
+        };
+        let l = Ledger::build(&[
+            applied("a", 0),
+            dev("patch-1", "r", 3_600_000, DeviceEventKind::PatchDetached),
+        ]);
+        assert_eq!(l.deliveries[0].end_ms, Some(3_600_000));
+        let l = Ledger::build(&[applied("a", 0)]);
+        assert_eq!(l.deliveries[0].end_ms, Some(24 * 3_600_000));
+        assert!(!l.deliveries[0].is_running_at(24 * 3_600_000));
+        // Removal after the planned end changes nothing.
+        let l = Ledger::build(&[
+            applied("a", 0),
+            dev(
+                "patch-1",
+                "r",
+                30 * 3_600_000,
+                DeviceEventKind::PatchRemoved,
+            ),
+        ]);
+        assert_eq!(l.deliveries[0].end_ms, Some(24 * 3_600_000));
+        // A second patch replaces the first.
+        let l = Ledger::build(&[applied("a", 0), applied("b", 3_600_000)]);
+        assert_eq!(l.deliveries[0].end_ms, Some(3_600_000));
+        assert_eq!(l.notes.len(), 1);
+    }
+
+    #[test]
+    fn odd_sequences_are_noted_not_dropped() {
+        let l = Ledger::build(&[
+            dev(
+                "pump-1",
+                "b",
+                0,
+                DeviceEventKind::InfusionRateChanged(rate(5.0)),
+            ),
+            dev(
+                "pump-2",
+                "x",
+                0,
+                DeviceEventKind::InfusionStopped { reason: None },
+            ),
+            dev("patch-1", "y", 0, DeviceEventKind::PatchRemoved),
+        ]);
+        assert_eq!(l.deliveries.len(), 1);
+        assert_eq!(l.notes.len(), 3);
+        assert!(l.notes[0].message.contains("taken as a start"));
+    }
+
+    #[test]
+    fn manual_doses_map_to_their_routes() {
+        let dose = |id: &str, kind| {
+            LedgerInput::Dose(Dose {
+                id: id.to_owned(),
+                time_ms: 0,
+                kind,
+            })
+        };
+        let l = Ledger::build(&[
+            dose(
+                "m1",
+                DoseKind::Amount {
+                    route: Route::Intranasal,
+                    amount_mg: 50.0,
+                },
+            ),
+            dose(
+                "m2",
+                DoseKind::Infusion {
+                    rate_mg_per_h: 20.0,
+                    duration_min: 120.0,
+                },
+            ),
+            dose(
+                "m3",
+                DoseKind::Patch {
+                    release_rate_mg_per_h: 1.04,
+                    wear_h: 24.0,
+                },
+            ),
+        ]);
+        assert_eq!(l.deliveries[0].label(), "IN 50 mg");
+        assert_eq!(l.deliveries[1].end_ms, Some(7_200_000));
+        assert_eq!(l.deliveries[2].end_ms, Some(86_400_000));
+        assert_eq!(l.deliveries[2].label(), "patch 1.04 mg/h");
+    }
+}
