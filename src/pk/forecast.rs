@@ -22,6 +22,12 @@
 //!   finds an excursion shorter than one step, which a plain sign scan
 //!   misses.
 //!
+//! Far from the level the walk skips ahead: the system's envelopes
+//! (`System::output_range`) bound the output over the next `2^j` ms from
+//! the current state, and when the bound stays on the current side no
+//! crossing is possible there, so the walk advances `2^j` ms at once (up to
+//! 70 min). Only near the level does it take the careful steps above.
+//!
 //! Every bracket is then bisected to one millisecond with the exact
 //! transition matrices. A value within a relative `1e-9` of the level counts
 //! as *on* the level: touching the level without passing it, or resting on
@@ -29,13 +35,17 @@
 //! result is the first moment on the other side, to the millisecond.
 
 use super::solution::Solution;
-use super::system::{State, System, CENTRAL, EFFECT};
+use super::system::{State, System, Watched, CENTRAL, EFFECT};
 use crate::vocab::TimeMs;
 use serde::Serialize;
 
-/// Coarse step of the search, 2^14 ms (16.4 s): short beside every
+/// Careful step of the search, 2^14 ms (16.4 s): short beside every
 /// absorption, distribution and effect-site time constant in the drug file.
-pub const GRID_MS: TimeMs = 1 << 14;
+pub const GRID_LEVEL: usize = 14;
+/// [`GRID_LEVEL`] in ms.
+pub const GRID_MS: TimeMs = 1 << GRID_LEVEL;
+/// Longest provably-safe skip, 2^22 ms (70 min).
+const MAX_SKIP_LEVEL: usize = 22;
 
 /// Relative band around the level treated as "on the level".
 const ON_LEVEL_REL: f64 = 1e-9;
@@ -80,6 +90,21 @@ struct Probe<'a> {
 }
 
 impl Probe<'_> {
+    /// True when the output provably stays on side `side` for the next
+    /// `2^level` ms.
+    fn stays(&self, side: Side, x: &State, level: usize) -> bool {
+        let watched = match self.output {
+            Output::Cp => Watched::Cp,
+            Output::Ce => Watched::Ce,
+        };
+        let (lo, hi) = self.system.output_range(watched, x, level);
+        match side {
+            Side::Below => hi < self.level - self.tol,
+            Side::Above => lo > self.level + self.tol,
+            Side::On => false,
+        }
+    }
+
     fn value(&self, x: &State) -> f64 {
         match self.output {
             Output::Cp => self.system.cp_ng_per_ml(x),
@@ -217,9 +242,28 @@ impl Solution {
         let mut x = self.state_at(from_ms);
         let mut reference = probe.side(&x);
 
+        let mut skip_level = MAX_SKIP_LEVEL;
         while t < end {
             let segment_end = times.get(next_event).map_or(end, |&te| te.min(end));
             while t < segment_end {
+                // Skip ahead while the envelope proves the side holds.
+                let room = segment_end - t;
+                let mut level = skip_level.min(63 - room.leading_zeros() as usize);
+                let mut skipped = false;
+                while level > GRID_LEVEL {
+                    if probe.stays(reference, &x, level) {
+                        probe.system.advance_level(&mut x, level);
+                        t += 1 << level;
+                        skip_level = (level + 1).min(MAX_SKIP_LEVEL);
+                        skipped = true;
+                        break;
+                    }
+                    level -= 1;
+                }
+                if skipped {
+                    continue;
+                }
+                skip_level = GRID_LEVEL + 1;
                 let tn = (t + GRID_MS).min(segment_end);
                 let mut xn = x;
                 probe.system.advance(&mut xn, tn - t);

@@ -130,6 +130,30 @@ impl Transition {
     }
 }
 
+/// Which concentration an envelope bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    Cp,
+    Ce,
+}
+
+/// Bounds on how far an output can move within a dyadic interval.
+///
+/// `M` is a Metzler matrix (every off-diagonal entry ≥ 0), so every
+/// transition matrix is non-negative and every state component is. For an
+/// output `y = c·x` and an interval of `2^j` ms, `upper[j]` and `lower[j]`
+/// bound `c·exp(M τ)` elementwise for every `τ` in `[0, 2^j ms]`, hence
+/// `lower[j]·x ≤ y(t+τ) ≤ upper[j]·x` for every non-negative state. Built by
+/// doubling: over `[0, 2h]` the response is the response over `[0, h]`,
+/// or that followed by `exp(M h)` (non-negative, so the bounds carry over):
+/// `upper_{2h} = max(upper_h, upper_h·Φ_h)`, `lower` likewise with `min`.
+/// The base interval is 1 ms, against time constants of seconds and more.
+#[derive(Clone)]
+struct Envelope {
+    upper: Vec<State>,
+    lower: Vec<State>,
+}
+
 /// One patient's linear system: its matrix and the dyadic transition table.
 #[derive(Clone)]
 pub struct System {
@@ -138,6 +162,12 @@ pub struct System {
     matrix: [[f64; N]; N],
     /// `levels[j] = exp(M · 2^j ms)`.
     levels: Vec<Transition>,
+    /// Envelopes for Cp and Ce, per level.
+    envelopes: [Envelope; 2],
+    /// Steady state for a unit rate into central and into the skin depot
+    /// (the eliminated amount, which grows without bound, left at 0);
+    /// `None` if the system has none (then only the first bound is used).
+    steady_per_unit_rate: Option<[State; 2]>,
 }
 
 impl std::fmt::Debug for System {
@@ -165,12 +195,67 @@ impl System {
                 let dt_min = (1u64 << j) as f64 / MS_PER_MIN;
                 Transition::from_dmatrix(&(&dm * dt_min).exp())
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut cp = [0.0; N];
+        cp[CENTRAL] = 1000.0 / params.v1_l;
+        let mut ce = [0.0; N];
+        ce[EFFECT] = 1000.0;
+        let envelopes = [envelope(&cp, &levels), envelope(&ce, &levels)];
+        let steady_per_unit_rate = steady_state(&matrix, RATE_CENTRAL)
+            .zip(steady_state(&matrix, RATE_SKIN))
+            .map(|(central, skin)| [central, skin]);
         Ok(System {
             params,
             matrix,
             levels,
+            envelopes,
+            steady_per_unit_rate,
         })
+    }
+
+    /// Number of dyadic levels: `exp(M · 2^j ms)` exists for `j < levels()`.
+    pub fn levels(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Advance by exactly `2^level` ms (one matrix-vector product).
+    pub fn advance_level(&self, x: &mut State, level: usize) {
+        if let Some(t) = self.levels.get(level) {
+            t.apply(x);
+        }
+    }
+
+    /// Bounds `(lower, upper)` on the watched output (ng/mL) over the next
+    /// `2^level` ms from state `x`, with no input event in between.
+    ///
+    /// Two bounds, the tighter taken: the envelope applied to the state
+    /// (`lower·x ≤ y ≤ upper·x`), and the same envelope applied to the
+    /// state's distance from the steady state of the current rates: with
+    /// rates constant `x(t+τ) = x_ss + Φ(τ)(x − x_ss)`, and as `Φ ≥ 0` and
+    /// the output weights are ≥ 0, `|c·Φ(τ)(x − x_ss)| ≤ upper·|x − x_ss|`.
+    /// The first is tight after a bolus, the second near a plateau.
+    pub fn output_range(&self, watched: Watched, x: &State, level: usize) -> (f64, f64) {
+        let e = &self.envelopes[watched as usize];
+        let (Some(lo_env), Some(hi_env)) = (e.lower.get(level), e.upper.get(level)) else {
+            return (0.0, f64::INFINITY);
+        };
+        let (lo_x, hi_x) = (dot(lo_env, x), dot(hi_env, x));
+        let Some([per_central, per_skin]) = &self.steady_per_unit_rate else {
+            return (lo_x, hi_x);
+        };
+        let mut deviation = 0.0;
+        let mut steady = [0.0; N];
+        for i in 0..N {
+            steady[i] = x[RATE_CENTRAL] * per_central[i] + x[RATE_SKIN] * per_skin[i];
+            if i != ELIMINATED && i != RATE_CENTRAL && i != RATE_SKIN {
+                deviation += hi_env[i] * (x[i] - steady[i]).abs();
+            }
+        }
+        let y_ss = match watched {
+            Watched::Cp => self.cp_ng_per_ml(&steady),
+            Watched::Ce => self.ce_ng_per_ml(&steady),
+        };
+        (lo_x.max(y_ss - deviation), hi_x.min(y_ss + deviation))
     }
 
     /// The parameters this system was built from.
@@ -243,6 +328,70 @@ impl System {
     pub fn amount_in_body_mg(&self, x: &State) -> f64 {
         x[CENTRAL] + x[1] + x[2] + x[FIRST_DEPOT..=SKIN_DEPOT].iter().sum::<f64>()
     }
+}
+
+fn dot(a: &State, b: &State) -> f64 {
+    a.iter().zip(b).map(|(p, q)| p * q).sum()
+}
+
+/// `c · Φ` for a row vector `c`.
+fn row_times(c: &State, t: &Transition) -> State {
+    let mut out = [0.0; N];
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = (0..N).map(|i| c[i] * t.m[i][j]).sum();
+    }
+    out
+}
+
+/// Steady state of the dynamic components for a unit rate on `rate`:
+/// solves `M_dd x_d = −M_d,rate` over the components other than the rates,
+/// the eliminated amount, and absent compartments (an all-zero row: nothing
+/// flows in or out, so it stays 0). `None` when that system is singular.
+fn steady_state(m: &[[f64; N]; N], rate: usize) -> Option<State> {
+    let dynamic: Vec<usize> = (0..N)
+        .filter(|&i| i != ELIMINATED && i != RATE_CENTRAL && i != RATE_SKIN)
+        .filter(|&i| m[i].iter().any(|v| *v != 0.0))
+        .collect();
+    let n = dynamic.len();
+    let a = DMatrix::from_fn(n, n, |r, c| m[dynamic[r]][dynamic[c]]);
+    let b = nalgebra::DVector::from_fn(n, |r, _| -m[dynamic[r]][rate]);
+    let x = a.lu().solve(&b)?;
+    let mut out = [0.0; N];
+    for (k, &i) in dynamic.iter().enumerate() {
+        if !x[k].is_finite() {
+            return None;
+        }
+        out[i] = x[k];
+    }
+    out[rate] = 1.0;
+    Some(out)
+}
+
+fn envelope(c: &State, levels: &[Transition]) -> Envelope {
+    let mut upper = Vec::with_capacity(levels.len());
+    let mut lower = Vec::with_capacity(levels.len());
+    let mut hi = *c;
+    let mut lo = *c;
+    // Base: [0, 1 ms] is bounded by its end points.
+    if let Some(first) = levels.first() {
+        let moved = row_times(c, first);
+        for j in 0..N {
+            hi[j] = hi[j].max(moved[j]);
+            lo[j] = lo[j].min(moved[j]).max(0.0);
+        }
+    }
+    upper.push(hi);
+    lower.push(lo);
+    for t in levels.iter().take(levels.len().saturating_sub(1)) {
+        let (hm, lm) = (row_times(&hi, t), row_times(&lo, t));
+        for j in 0..N {
+            hi[j] = hi[j].max(hm[j]);
+            lo[j] = lo[j].min(lm[j]).max(0.0);
+        }
+        upper.push(hi);
+        lower.push(lo);
+    }
+    Envelope { upper, lower }
 }
 
 /// Build `M` for `x' = M x`.
@@ -320,6 +469,78 @@ mod tests {
                 "component {i}"
             );
         }
+    }
+
+    #[test]
+    fn envelopes_bound_the_output_over_their_interval() {
+        let sys = System::new(domino_70kg()).unwrap();
+        let mut x0 = [0.0; N];
+        x0[FIRST_DEPOT + 2] = 40.0; // intranasal depot: Cp rises, peaks, falls
+        x0[CENTRAL] = 5.0;
+        x0[RATE_CENTRAL] = 0.2;
+        for level in [10usize, 14, 18, 22] {
+            let (lo_cp, hi_cp) = sys.output_range(Watched::Cp, &x0, level);
+            let (lo_ce, hi_ce) = sys.output_range(Watched::Ce, &x0, level);
+            let span = 1i64 << level;
+            let mut x = x0;
+            let step = (span / 97).max(1);
+            let mut t = 0;
+            while t <= span {
+                let (cp, ce) = (sys.cp_ng_per_ml(&x), sys.ce_ng_per_ml(&x));
+                assert!(
+                    lo_cp <= cp + 1e-9 && cp <= hi_cp + 1e-9,
+                    "Cp {cp} outside [{lo_cp}, {hi_cp}]"
+                );
+                assert!(
+                    lo_ce <= ce + 1e-9 && ce <= hi_ce + 1e-9,
+                    "Ce {ce} outside [{lo_ce}, {hi_ce}]"
+                );
+                sys.advance(&mut x, step);
+                t += step;
+            }
+            // And they are not vacuous: the upper bound is within a factor of
+            // the true maximum for short intervals.
+            if level <= 14 {
+                assert!(hi_cp < 10.0 * sys.cp_ng_per_ml(&x0) + 1000.0);
+            }
+        }
+    }
+
+    #[test]
+    fn one_compartment_systems_have_a_steady_state_and_sound_bounds() {
+        let mut p = domino_70kg();
+        (p.k12_per_min, p.k21_per_min, p.k13_per_min, p.k31_per_min) = (0.0, 0.0, 0.0, 0.0);
+        let sys = System::new(p).unwrap();
+        assert!(sys.steady_per_unit_rate.is_some());
+        let mut x = [0.0; N];
+        x[RATE_CENTRAL] = 1.0 / 60.0;
+        for level in 12..24 {
+            let (_, hi) = sys.output_range(Watched::Cp, &x, level);
+            let mut y = x;
+            sys.advance(&mut y, 1 << level);
+            assert!(sys.cp_ng_per_ml(&y) <= hi + 1e-9, "level {level}");
+        }
+    }
+
+    #[test]
+    fn steady_state_bound_is_tight_on_a_plateau() {
+        let sys = System::new(domino_70kg()).unwrap();
+        let mut x = [0.0; N];
+        x[RATE_CENTRAL] = 0.5;
+        x[RATE_SKIN] = 0.02;
+        sys.advance(&mut x, 400 * 3_600_000);
+        let cp = sys.cp_ng_per_ml(&x);
+        let (lo, hi) = sys.output_range(Watched::Cp, &x, 22);
+        assert!(lo <= cp && cp <= hi);
+        assert!(
+            hi - lo < 1e-6 * cp,
+            "plateau bound [{lo}, {hi}] around {cp}"
+        );
+        // Steady state is rate / CL for the central rate plus the patch.
+        let expected = (0.5 + 0.02 * sys.params().route(crate::vocab::Route::Transdermal).f)
+            / sys.params().cl_l_per_min()
+            * 1000.0;
+        assert!((cp - expected).abs() < 1e-6 * expected);
     }
 
     #[test]
