@@ -6,7 +6,8 @@
 //! * "now" for a patient with 10,000 past inputs < 2 µs;
 //! * a forecast (next crossing) < 50 µs.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
 use dosetrack::drug::DrugFile;
 use dosetrack::patient::{Formulary, PatientSpec};
 use dosetrack::pk::{Dosing, Output, PkParams, Schedule, Solution, System};
