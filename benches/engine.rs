@@ -1,3 +1,4 @@
+#![allow(clippy::expect_used)]
 //! Engine benchmarks for the targets of issue #2 (numbers in
 //! docs/benchmarks.md):
 //!
@@ -7,11 +8,11 @@
 //! * a forecast (next crossing) < 50 µs.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use std::hint::black_box;
 use dosetrack::drug::DrugFile;
 use dosetrack::patient::{Formulary, PatientSpec};
 use dosetrack::pk::{Dosing, Output, PkParams, Schedule, Solution, System};
 use dosetrack::vocab::Route;
+use std::hint::black_box;
 use std::sync::Arc;
 
 const H: i64 = 3_600_000;
