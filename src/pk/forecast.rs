@@ -229,8 +229,9 @@ impl Solution {
         if !(level_ng_per_ml.is_finite() && level_ng_per_ml > 0.0) || horizon_ms <= 0 {
             return None;
         }
-        let probe = Probe {
-            system: self.system(),
+        let (start_state, start_system) = self.state_and_system_at(from_ms);
+        let mut probe = Probe {
+            system: start_system,
             output,
             level: level_ng_per_ml,
             tol: level_ng_per_ml * ON_LEVEL_REL,
@@ -239,7 +240,7 @@ impl Solution {
         let times = self.event_times();
         let mut next_event = times.partition_point(|&ti| ti <= from_ms);
         let mut t = from_ms;
-        let mut x = self.state_at(from_ms);
+        let mut x = start_state;
         let mut reference = probe.side(&x);
 
         let mut skip_level = MAX_SKIP_LEVEL;
@@ -282,6 +283,9 @@ impl Solution {
             if next_event < times.len() && times[next_event] == t && t <= end {
                 if let Some(after) = self.checkpoint(next_event) {
                     x = *after;
+                }
+                if let Some(system) = self.checkpoint_system(next_event) {
+                    probe.system = system;
                 }
                 next_event += 1;
                 let side = probe.side(&x);
@@ -442,6 +446,41 @@ mod tests {
         assert!(c.at_ms > 7_200_000);
         let b = brute(&s, Output::Ce, 100.0, 3_600_000, 6 * 3_600_000).unwrap();
         assert!(c.at_ms > b - 1000 && c.at_ms <= b);
+    }
+
+    #[test]
+    fn forecast_follows_a_change_of_parameters() {
+        // Clearance doubles at 30 min (an inducer started): Ce falls faster.
+        let p = domino_70kg();
+        let mut fast = p.clone();
+        fast.k10_per_min *= 2.0;
+        let dosing = [Dosing::Infusion {
+            start_ms: 0,
+            end_ms: None,
+            rate_mg_per_h: 35.0,
+        }];
+        let schedule = Schedule::build(&p, &dosing).unwrap();
+        let s = Solution::piecewise(
+            vec![
+                (i64::MIN, Arc::new(System::new(p).unwrap())),
+                (1_800_000, Arc::new(System::new(fast).unwrap())),
+            ],
+            &schedule,
+        );
+        let c = s.next_crossing(Output::Ce, 100.0, 0, 6 * 3_600_000);
+        let b = brute(&s, Output::Ce, 100.0, 0, 6 * 3_600_000);
+        match (c, b) {
+            (Some(c), Some(b)) => assert!(c.at_ms > b - 1000 && c.at_ms <= b, "{c:?} vs {b}"),
+            other => panic!("{other:?}"),
+        }
+        // From after the change, the steady state is half: Ce ends below 100
+        // where the unchanged model would stay above it.
+        let late = s.next_crossing(Output::Ce, 100.0, 3_600_000, 6 * 3_600_000);
+        let b = brute(&s, Output::Ce, 100.0, 3_600_000, 6 * 3_600_000);
+        assert_eq!(
+            late.map(|c| c.at_ms <= b.unwrap_or(i64::MAX)),
+            b.map(|_| true)
+        );
     }
 
     #[test]

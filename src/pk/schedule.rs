@@ -98,6 +98,33 @@ struct Segment {
 impl Schedule {
     /// Turn dosing into events for a patient's parameters.
     pub fn build(params: &PkParams, dosing: &[Dosing]) -> Result<Self, ScheduleError> {
+        Self::build_with(|_| params, dosing)
+    }
+
+    /// Turn dosing into events when parameters change over time: `params`
+    /// are `(from_ms, params)` in increasing `from_ms`, the first also in
+    /// force before its start. Each dosing takes bioavailability and lag
+    /// from the parameters in force when it starts.
+    pub fn build_piecewise(
+        params: &[(TimeMs, &PkParams)],
+        dosing: &[Dosing],
+    ) -> Result<Self, ScheduleError> {
+        let Some(first) = params.first() else {
+            return Ok(Schedule::default());
+        };
+        Self::build_with(
+            |t| {
+                let k = params.partition_point(|(from, _)| *from <= t);
+                params.get(k.saturating_sub(1)).map_or(first.1, |p| p.1)
+            },
+            dosing,
+        )
+    }
+
+    fn build_with<'p>(
+        params_at: impl Fn(TimeMs) -> &'p PkParams,
+        dosing: &[Dosing],
+    ) -> Result<Self, ScheduleError> {
         let mut additions: Vec<(TimeMs, usize, f64)> = Vec::new();
         let mut segments: Vec<Segment> = Vec::new();
         for (index, d) in dosing.iter().enumerate() {
@@ -111,7 +138,7 @@ impl Schedule {
                     if matches!(route, Route::IvInfusion | Route::Transdermal) {
                         return Err(ScheduleError::NotABolusRoute { index, route });
                     }
-                    let rp = params.route(route);
+                    let rp = params_at(at_ms).route(route);
                     let component = depot_of(route).unwrap_or(CENTRAL);
                     additions.push((at_ms + lag_ms(rp.lag_min), component, rp.f * amount_mg));
                 }
@@ -128,7 +155,7 @@ impl Schedule {
                         rate_mg_per_h >= 0.0,
                     )?;
                     check_order(index, start_ms, end_ms)?;
-                    let rp = params.route(Route::IvInfusion);
+                    let rp = params_at(start_ms).route(Route::IvInfusion);
                     let lag = lag_ms(rp.lag_min);
                     segments.push(Segment {
                         component: RATE_CENTRAL,
@@ -150,7 +177,7 @@ impl Schedule {
                         release_rate_mg_per_h >= 0.0,
                     )?;
                     check_order(index, start_ms, Some(end_ms))?;
-                    let rp = params.route(Route::Transdermal);
+                    let rp = params_at(start_ms).route(Route::Transdermal);
                     let lag = lag_ms(rp.lag_min);
                     segments.push(Segment {
                         component: RATE_SKIN,
@@ -318,6 +345,29 @@ mod tests {
         assert_eq!(patch_start.rates, vec![(RATE_SKIN, 0.02)]);
         assert_eq!(s.events()[2].at_ms, 90 * 60_000);
         let _ = SKIN_DEPOT;
+    }
+
+    #[test]
+    fn piecewise_parameters_apply_by_dose_time() {
+        let p = domino_70kg();
+        let mut later = p.clone();
+        later.route_mut(Route::Oral).f = 0.5;
+        let oral = |t| Dosing::Bolus {
+            at_ms: t,
+            route: Route::Oral,
+            amount_mg: 100.0,
+        };
+        let s = Schedule::build_piecewise(
+            &[(i64::MIN, &p), (1_000_000, &later)],
+            &[oral(0), oral(2_000_000)],
+        )
+        .unwrap();
+        let amounts: Vec<f64> = s
+            .events()
+            .iter()
+            .flat_map(|e| e.additions.iter().map(|a| a.1))
+            .collect();
+        assert_eq!(amounts, vec![20.0, 50.0]);
     }
 
     #[test]

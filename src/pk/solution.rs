@@ -4,9 +4,15 @@
 //! the solution is built. Evaluating at any moment is then a binary search
 //! for the last event at or before it and one exact advance from there, so
 //! its cost does not grow with the length of the dose history.
+//!
+//! Parameters may change over time (a later admission message changes the
+//! weight or the comedications "from its time on"): a solution can hold
+//! several systems, each from its start time. A change of system is a
+//! checkpoint like an input event; the state (amounts, Ce) carries over and
+//! the new system governs what follows.
 
 use super::schedule::{Event, Schedule};
-use super::system::{State, System, N};
+use super::system::{State, System, Transition, N};
 use crate::vocab::TimeMs;
 use serde::Serialize;
 use std::sync::Arc;
@@ -26,97 +32,167 @@ pub struct Sample {
     pub ce_ng_per_ml: f64,
 }
 
-/// A regimen solved for one patient's system.
+/// A regimen solved for one patient.
 #[derive(Debug, Clone)]
 pub struct Solution {
-    system: Arc<System>,
-    /// Distinct event times, increasing.
+    /// The systems in force, each from `system_from[k]` on (the first one
+    /// also before its start).
+    systems: Vec<Arc<System>>,
+    system_from: Vec<TimeMs>,
+    /// Checkpoint times (input events and system changes), increasing.
     times: Vec<TimeMs>,
-    /// `states[i]`: the state right after the events at `times[i]`.
+    /// `states[i]`: the state right after the checkpoint at `times[i]`.
     states: Vec<State>,
+    /// `system_of[i]`: index of the system in force from `times[i]` on.
+    system_of: Vec<usize>,
 }
 
 impl Solution {
-    /// Solve `schedule`: one exact advance per event.
+    /// Solve `schedule` with one system: one exact advance per event.
     pub fn new(system: Arc<System>, schedule: &Schedule) -> Self {
+        Self::piecewise(vec![(TimeMs::MIN, system)], schedule)
+    }
+
+    /// Solve `schedule` with systems that change over time: `systems` are
+    /// `(from_ms, system)` in increasing `from_ms`; the first applies before
+    /// its start too. An empty list is treated as no input at all.
+    pub fn piecewise(systems: Vec<(TimeMs, Arc<System>)>, schedule: &Schedule) -> Self {
+        let (system_from, systems): (Vec<TimeMs>, Vec<Arc<System>>) = systems.into_iter().unzip();
         let events = schedule.events();
-        let mut times = Vec::with_capacity(events.len());
-        let mut states = Vec::with_capacity(events.len());
+        let mut times = Vec::with_capacity(events.len() + system_from.len());
+        let mut states = Vec::with_capacity(times.capacity());
+        let mut system_of = Vec::with_capacity(times.capacity());
+        if systems.is_empty() {
+            return Solution {
+                systems,
+                system_from,
+                times,
+                states,
+                system_of,
+            };
+        }
+        // Checkpoint instants: every event and every change after the first.
+        let mut instants: Vec<TimeMs> = events.iter().map(|ev| ev.at_ms).collect();
+        instants.extend(system_from.iter().skip(1).copied());
+        instants.sort_unstable();
+        instants.dedup();
         let mut x: State = [0.0; N];
+        let mut k = 0;
         let mut prev: Option<TimeMs> = None;
-        for e in events {
-            if let Some(p) = prev {
-                system.advance(&mut x, e.at_ms - p);
+        let mut e = 0;
+        for t in instants {
+            if let Some(pt) = prev {
+                systems[k].advance(&mut x, t - pt);
             }
-            apply_event(&mut x, e);
-            times.push(e.at_ms);
+            // A change at t takes effect first, then the events at t.
+            while k + 1 < system_from.len() && system_from[k + 1] <= t {
+                k += 1;
+            }
+            if let Some(ev) = events.get(e).filter(|ev| ev.at_ms == t) {
+                apply_event(&mut x, ev);
+                e += 1;
+            }
+            times.push(t);
             states.push(x);
-            prev = Some(e.at_ms);
+            system_of.push(k);
+            prev = Some(t);
         }
         Solution {
-            system,
+            systems,
+            system_from,
             times,
             states,
+            system_of,
         }
     }
 
-    /// The system this solution was computed with.
-    pub fn system(&self) -> &System {
-        &self.system
+    /// The system in force at `t_ms`.
+    pub fn system_at(&self, t_ms: TimeMs) -> &System {
+        let k = self
+            .system_from
+            .partition_point(|&f| f <= t_ms)
+            .saturating_sub(1);
+        &self.systems[k.min(self.systems.len().saturating_sub(1))]
     }
 
-    /// Event times, increasing.
+    /// The latest system (the one in force after the last change).
+    pub fn system(&self) -> &System {
+        &self.systems[self.systems.len().saturating_sub(1)]
+    }
+
+    /// Checkpoint times (input events and system changes), increasing.
     pub fn event_times(&self) -> &[TimeMs] {
         &self.times
     }
 
-    /// The checkpoint state right after the event at `event_times()[i]`.
+    /// The checkpoint state right after `event_times()[i]`.
     pub fn checkpoint(&self, i: usize) -> Option<&State> {
         self.states.get(i)
     }
 
+    /// The system in force from checkpoint `i` on.
+    pub(crate) fn checkpoint_system(&self, i: usize) -> Option<&System> {
+        self.system_of.get(i).map(|&k| &*self.systems[k])
+    }
+
     /// The state at `t_ms`, with every event at or before `t_ms` applied
-    /// (concentrations are right-continuous: a bolus at `t` counts at `t`).
-    pub fn state_at(&self, t_ms: TimeMs) -> State {
+    /// (concentrations are right-continuous: a bolus at `t` counts at `t`),
+    /// and the system that governs it.
+    pub fn state_and_system_at(&self, t_ms: TimeMs) -> (State, &System) {
         let idx = self.times.partition_point(|&ti| ti <= t_ms);
         match idx.checked_sub(1) {
-            None => [0.0; N],
+            None => ([0.0; N], self.system_at(t_ms)),
             Some(i) => {
+                let sys = &*self.systems[self.system_of[i]];
                 let mut x = self.states[i];
-                self.system.advance(&mut x, t_ms - self.times[i]);
-                x
+                sys.advance(&mut x, t_ms - self.times[i]);
+                (x, sys)
             }
         }
     }
 
+    /// The state at `t_ms` (see [`Self::state_and_system_at`]).
+    pub fn state_at(&self, t_ms: TimeMs) -> State {
+        self.state_and_system_at(t_ms).0
+    }
+
     /// Cp and Ce at `t_ms`.
     pub fn at(&self, t_ms: TimeMs) -> Concentrations {
-        let x = self.state_at(t_ms);
+        let (x, sys) = self.state_and_system_at(t_ms);
         Concentrations {
-            cp_ng_per_ml: self.system.cp_ng_per_ml(&x),
-            ce_ng_per_ml: self.system.ce_ng_per_ml(&x),
+            cp_ng_per_ml: sys.cp_ng_per_ml(&x),
+            ce_ng_per_ml: sys.ce_ng_per_ml(&x),
         }
     }
 
     /// Cp and Ce every `step_ms` from `from_ms` to `to_ms` inclusive (the
     /// last point is the last grid point not after `to_ms`). A fixed step
     /// costs one precomputed matrix-vector product per point; a step that
-    /// contains events restarts from the last checkpoint in it.
+    /// contains a checkpoint restarts from the last checkpoint in it.
     pub fn sample(&self, from_ms: TimeMs, to_ms: TimeMs, step_ms: TimeMs) -> Vec<Sample> {
-        if step_ms <= 0 || to_ms < from_ms {
+        if step_ms <= 0 || to_ms < from_ms || self.systems.is_empty() {
             return Vec::new();
         }
         let count = ((to_ms - from_ms) / step_ms + 1) as usize;
         let mut out = Vec::with_capacity(count);
-        let step = self.system.transition(step_ms);
+        let mut steps: Vec<Option<Transition>> = vec![None; self.systems.len()];
+        let first = self.times.partition_point(|&ti| ti <= from_ms);
+        let mut k = match first.checked_sub(1) {
+            Some(i) => self.system_of[i],
+            None => self
+                .system_from
+                .partition_point(|&f| f <= from_ms)
+                .saturating_sub(1),
+        };
         let mut t = from_ms;
         let mut x = self.state_at(from_ms);
-        let mut next_event = self.times.partition_point(|&ti| ti <= from_ms);
+        let mut next_event = first;
         loop {
+            let sys = &self.systems[k];
             out.push(Sample {
                 t_ms: t,
-                cp_ng_per_ml: self.system.cp_ng_per_ml(&x),
-                ce_ng_per_ml: self.system.ce_ng_per_ml(&x),
+                cp_ng_per_ml: sys.cp_ng_per_ml(&x),
+                ce_ng_per_ml: sys.ce_ng_per_ml(&x),
             });
             let tn = t + step_ms;
             if tn > to_ms {
@@ -125,11 +201,14 @@ impl Solution {
             if next_event < self.times.len() && self.times[next_event] <= tn {
                 let idx = self.times.partition_point(|&ti| ti <= tn);
                 let last = idx - 1;
+                k = self.system_of[last];
                 x = self.states[last];
-                self.system.advance(&mut x, tn - self.times[last]);
+                self.systems[k].advance(&mut x, tn - self.times[last]);
                 next_event = idx;
             } else {
-                step.apply(&mut x);
+                steps[k]
+                    .get_or_insert_with(|| self.systems[k].transition(step_ms))
+                    .apply(&mut x);
             }
             t = tn;
         }
@@ -177,6 +256,41 @@ mod tests {
         let c = s.at(60_000);
         assert!((c.cp_ng_per_ml - 24.5 / 4.41 * 1000.0).abs() < 1e-9);
         assert_eq!(c.ce_ng_per_ml, 0.0);
+    }
+
+    #[test]
+    fn a_change_of_parameters_carries_the_amounts_over() {
+        let p = domino_70kg();
+        let mut heavier = p.clone();
+        heavier.v1_l *= 2.0;
+        let dosing = [Dosing::Bolus {
+            at_ms: 0,
+            route: Route::IvBolus,
+            amount_mg: 24.5,
+        }];
+        let schedule = Schedule::build(&p, &dosing).unwrap();
+        let a = Arc::new(System::new(p).unwrap());
+        let b = Arc::new(System::new(heavier).unwrap());
+        let one = Solution::new(a.clone(), &schedule);
+        let two = Solution::piecewise(vec![(i64::MIN, a.clone()), (600_000, b.clone())], &schedule);
+        // Identical before the change.
+        assert_eq!(one.at(599_999), two.at(599_999));
+        // At the change: same amounts, twice the volume → half the Cp.
+        let before = one.state_at(600_000);
+        let after = two.state_at(600_000);
+        assert_eq!(before, after);
+        assert!((two.at(600_000).cp_ng_per_ml * 2.0 - one.at(600_000).cp_ng_per_ml).abs() < 1e-9);
+        // After the change it evolves with the new system.
+        let mut x = after;
+        b.advance(&mut x, 60_000);
+        assert_eq!(two.state_at(660_000), x);
+        // Sampling agrees with pointwise evaluation across the change.
+        for smp in two.sample(0, 1_200_000, 7_000) {
+            let c = two.at(smp.t_ms);
+            assert!((c.cp_ng_per_ml - smp.cp_ng_per_ml).abs() <= 1e-9 * c.cp_ng_per_ml.max(1.0));
+        }
+        assert!(std::ptr::eq(two.system_at(0), &*a));
+        assert!(std::ptr::eq(two.system_at(600_000), &*b));
     }
 
     #[test]
