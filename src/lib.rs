@@ -29,4 +29,5 @@ pub mod patient;
 pub mod pk;
 pub mod plot;
 pub mod simulate;
+pub mod tracker;
 pub mod vocab;

@@ -53,16 +53,16 @@ enum ModelCommand {
 #[derive(Args, Debug, Clone)]
 struct PatientArgs {
     /// Total body weight (kg).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     weight_kg: f64,
     /// Model key from the drug file; default: chosen by age.
     #[arg(long)]
     model: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     age_years: Option<f64>,
     #[arg(long, value_parser = parse_sex)]
     sex: Option<Sex>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     height_cm: Option<f64>,
     /// Care setting for dose limits.
     #[arg(long, default_value = "ward", value_parser = parse_setting)]
@@ -146,7 +146,11 @@ struct ForecastArgs {
     horizon: String,
     /// Level to watch (ng/mL); repeat for several. Default: the patient's
     /// floor, caution level and ceiling.
-    #[arg(long = "level", value_name = "NG_PER_ML")]
+    #[arg(
+        long = "level",
+        value_name = "NG_PER_ML",
+        allow_negative_numbers = true
+    )]
     levels: Vec<f64>,
     #[arg(long, value_enum, default_value = "both")]
     output: Which,
@@ -171,12 +175,19 @@ struct DemoArgs {
 
 fn parse_sex(s: &str) -> Result<Sex, String> {
     s.parse()
-        .map_err(|e: dosetrack::vocab::UnknownName| e.to_string())
+        .map_err(|e: dosetrack::vocab::UnknownName| format!("{e}: use female or male"))
 }
 
 fn parse_setting(s: &str) -> Result<Setting, String> {
     s.parse()
-        .map_err(|e: dosetrack::vocab::UnknownName| e.to_string())
+        .map_err(|e: dosetrack::vocab::UnknownName| format!("{e}: use ward or monitored"))
+}
+
+/// A chart path must name a format we can write: checked before any work.
+fn check_plot_path(path: &Path) -> anyhow::Result<()> {
+    dosetrack::plot::PlotFormat::from_path(path)
+        .map(|_| ())
+        .map_err(|e| input_error(format!("--plot: {e}")))
 }
 
 /// An error that is the user's input: exit code 2.
@@ -231,6 +242,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Simulate(a) => {
+            if let Some(path) = &a.plot {
+                check_plot_path(path)?;
+            }
             let inputs = read_events(&a.events)?;
             let step = simulate::parse_duration_ms(&a.step)
                 .map_err(|m| input_error(format!("--step: {m}")))?;
@@ -310,7 +324,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     writeln!(stdout)?;
                 }
                 ReportFormat::Text => {
-                    writeln!(stdout, "{} — {}", report.model, report.title)?;
+                    writeln!(
+                        stdout,
+                        "{} — {} ({})",
+                        report.model,
+                        report.title,
+                        simulate::NOTICE
+                    )?;
                     writeln!(stdout, "source: {}", report.source)?;
                     let [v1, v2, v3] = report.volumes_l;
                     writeln!(stdout, "volumes (L): V1 {v1:.4}  V2 {v2:.4}  V3 {v3:.4}")?;
@@ -361,6 +381,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 const DEMO_EVENTS: &str = include_str!("../examples/ward-day.jsonl");
 
 fn demo(f: &Formulary, plot: &Path, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    check_plot_path(plot)?;
     let inputs = simulate::parse_events(DEMO_EVENTS).map_err(sim_err)?;
     let mut spec = PatientSpec::weight_only(72.0);
     spec.covariates.age_years = Some(41.0);

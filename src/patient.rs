@@ -69,7 +69,7 @@ pub enum PatientError {
     InvalidCovariate {
         field: &'static str,
         value: f64,
-        reason: &'static str,
+        reason: String,
     },
     #[error("targets must satisfy floor < caution < ceiling; got floor {floor}, caution {caution}, ceiling {ceiling} ng/mL")]
     InvalidTargets {
@@ -274,9 +274,10 @@ impl Formulary {
     /// Resolve a patient.
     pub fn resolve(&self, spec: &PatientSpec) -> Result<ResolvedPatient, PatientError> {
         let cov = &spec.covariates;
-        check_covariate("weight_kg", Some(cov.weight_kg), 0.0)?;
-        check_covariate("age_years", cov.age_years, -1.0)?;
-        check_covariate("height_cm", cov.height_cm, 0.0)?;
+        use crate::contract::{AGE_YEARS, HEIGHT_CM, WEIGHT_KG};
+        check_covariate("weight_kg", Some(cov.weight_kg), WEIGHT_KG)?;
+        check_covariate("age_years", cov.age_years, AGE_YEARS)?;
+        check_covariate("height_cm", cov.height_cm, HEIGHT_CM)?;
 
         let mut warnings = Vec::new();
         let model_key = match &spec.model {
@@ -461,10 +462,10 @@ impl Formulary {
             .get(&spec.setting)
             .or_else(|| self.drug.limits.values().next())
             .cloned()
-            .ok_or(PatientError::InvalidCovariate {
+            .ok_or_else(|| PatientError::InvalidCovariate {
                 field: "setting",
                 value: f64::NAN,
-                reason: "the drug file has no dose limits",
+                reason: "the drug file has no dose limits".to_owned(),
             })?;
 
         let assumptions = self.assumptions_for(&model_key, &spec.targets);
@@ -518,16 +519,18 @@ impl Formulary {
     }
 }
 
+/// Covariates use the contract's plausibility ranges, so the offline
+/// commands and the daemon accept the same patients.
 fn check_covariate(
     field: &'static str,
     value: Option<f64>,
-    above: f64,
+    range: crate::contract::Range,
 ) -> Result<(), PatientError> {
     match value {
-        Some(v) if !(v.is_finite() && v > above) => Err(PatientError::InvalidCovariate {
+        Some(v) if !range.contains(v) => Err(PatientError::InvalidCovariate {
             field,
             value: v,
-            reason: "must be a finite positive number",
+            reason: range.requirement(field),
         }),
         _ => Ok(()),
     }
@@ -829,10 +832,26 @@ mod tests {
             f.resolve(&spec),
             Err(PatientError::UnknownModel { .. })
         ));
+        for w in [f64::NAN, 0.4, 401.0, -3.0] {
+            assert!(
+                matches!(
+                    f.resolve(&PatientSpec::weight_only(w)),
+                    Err(PatientError::InvalidCovariate { .. })
+                ),
+                "weight {w}"
+            );
+        }
+        let mut spec = PatientSpec::weight_only(3.5);
+        spec.covariates.age_years = Some(-0.5);
         assert!(matches!(
-            f.resolve(&PatientSpec::weight_only(f64::NAN)),
-            Err(PatientError::InvalidCovariate { .. })
+            f.resolve(&spec),
+            Err(PatientError::InvalidCovariate {
+                field: "age_years",
+                ..
+            })
         ));
+        spec.covariates.age_years = Some(0.0);
+        assert!(f.resolve(&spec).is_ok(), "newborns are age 0");
         let mut spec = PatientSpec::weight_only(70.0);
         spec.targets.ceiling_ng_per_ml = Some(50.0);
         assert!(matches!(

@@ -123,7 +123,7 @@ pub enum PlotError {
     LengthMismatch { times: usize, cp: usize, ce: usize },
     #[error("drawing the plot failed: {0}")]
     Draw(String),
-    #[error("cannot write plot to '{}': {source}", .path.display())]
+    #[error("cannot write plot to '{}'", .path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -72,8 +72,9 @@ pub fn parse_events(text: &str) -> Result<Vec<LedgerInput>, SimulateError> {
                 LedgerInput::Device { device_id, event }
             }
         };
-        let content: serde_json::Value =
-            serde_json::from_str(trimmed).unwrap_or(serde_json::Value::Null);
+        // "Same content" is the same parsed input: number spelling (20 vs
+        // 20.0) and unknown fields (ignored by the contract) do not count.
+        let content = input_content(&input);
         let key = (input.source(), input.id().to_owned());
         if let Some((first_line, first)) = seen.get(&key) {
             if *first == content {
@@ -96,6 +97,14 @@ pub fn parse_events(text: &str) -> Result<Vec<LedgerInput>, SimulateError> {
         return Err(SimulateError::NoEvents);
     }
     Ok(inputs)
+}
+
+fn input_content(input: &LedgerInput) -> serde_json::Value {
+    match input {
+        LedgerInput::Dose(d) => serde_json::to_value(d),
+        LedgerInput::Device { event, .. } => serde_json::to_value(event),
+    }
+    .unwrap_or(serde_json::Value::Null)
 }
 
 /// Parse a duration: a number with a unit `ms`, `s`, `min`/`m`, `h` or `d`
@@ -233,12 +242,14 @@ pub fn simulate(
         });
     }
     let routes_used = used_routes(&solved.ledger);
+    // The last grid point, which is `to` unless the step does not divide it.
+    let last_ms = from_ms + (points - 1) * step_ms;
     Ok(SimulationReport {
         notice: NOTICE,
         model: solved.patient.model_label.clone(),
         model_title: solved.patient.model_title.clone(),
         from: format_rfc3339(from_ms),
-        to: format_rfc3339(to_ms),
+        to: format_rfc3339(last_ms),
         step_ms,
         warnings: solved.patient.warnings.clone(),
         ledger_notes: solved.ledger.notes.clone(),
@@ -662,6 +673,13 @@ mod tests {
         let line =
             "{\"id\":\"m1\",\"time\":\"2026-11-27T08:00:00Z\",\"route\":\"oral\",\"amount_mg\":5}";
         assert_eq!(parse_events(&format!("{line}\n{line}\n")).unwrap().len(), 1);
+        let respelled = line.replace("5}", "5.0, \"note\": \"unknown fields are ignored\"}");
+        assert_eq!(
+            parse_events(&format!("{line}\n{respelled}\n"))
+                .unwrap()
+                .len(),
+            1
+        );
         let other = line.replace("5}", "6}");
         assert!(matches!(
             parse_events(&format!("{line}\n{other}\n")),

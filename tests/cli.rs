@@ -67,7 +67,11 @@ fn run_ok(args: &[&str]) -> Run {
 /// Exit code 2, no panic, nothing on stdout, and stderr naming every needle.
 fn assert_input_error(args: &[&str], needles: &[&str]) -> Run {
     let r = run(args);
-    assert_eq!(r.code, Some(2), "dosetrack {args:?}: expected exit 2: {r:#?}");
+    assert_eq!(
+        r.code,
+        Some(2),
+        "dosetrack {args:?}: expected exit 2: {r:#?}"
+    );
     assert!(!r.stderr.contains("panicked"), "{r:#?}");
     assert!(
         r.stdout.is_empty(),
@@ -326,7 +330,11 @@ fn simulate_plot_svg() {
         "--plot",
         svg.to_str().unwrap(),
     ]);
-    assert_eq!(csv_rows(&r.stdout).len(), 1441, "the table is still printed");
+    assert_eq!(
+        csv_rows(&r.stdout).len(),
+        1441,
+        "the table is still printed"
+    );
     assert!(r.stderr.contains("chart written to"), "{}", r.stderr);
     let text = std::fs::read_to_string(&svg).expect("SVG written");
     assert!(text.contains("<svg"), "not an SVG document");
@@ -375,8 +383,9 @@ fn simulate_plot_with_unknown_extension_fails() {
         "--plot",
         txt.to_str().unwrap(),
     ]);
-    assert_ne!(r.code, Some(0), "{r:#?}");
-    assert!(r.code.is_some(), "exited, not killed: {r:#?}");
+    // Checked before any work: bad input, nothing printed.
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    assert!(r.stdout.is_empty(), "{r:#?}");
     assert!(!r.stderr.contains("panicked"), "{r:#?}");
     assert!(r.stderr.contains("out.txt"), "{}", r.stderr);
     assert!(
@@ -399,10 +408,7 @@ fn events_error(text: &str, needles: &[&str]) -> Run {
     let path = write(dir.path(), "events.jsonl", text);
     let mut all = vec!["events.jsonl"];
     all.extend_from_slice(needles);
-    assert_input_error(
-        &["simulate", "--events", &path, "--weight-kg", "72"],
-        &all,
-    )
+    assert_input_error(&["simulate", "--events", &path, "--weight-kg", "72"], &all)
 }
 
 #[test]
@@ -443,7 +449,13 @@ fn events_unparseable_time() {
     let text = r#"{"id":"m1","time":"27/11/2026 08:00","route":"oral","amount_mg":5}"#;
     events_error(
         text,
-        &["line 1:", "invalid_value", "(time)", "RFC 3339", "27/11/2026 08:00"],
+        &[
+            "line 1:",
+            "invalid_value",
+            "(time)",
+            "RFC 3339",
+            "27/11/2026 08:00",
+        ],
     );
 }
 
@@ -453,7 +465,10 @@ fn events_unknown_kind() {
         "{GOOD_DOSE}\n{}\n",
         r#"{"device_id":"pump-7","id":"e1","time":"2026-11-27T08:05:00Z","kind":"infusion_exploded","rate_mg_per_h":5}"#
     );
-    let r = events_error(&text, &["line 2:", "unknown_kind", "(kind)", "infusion_exploded"]);
+    let r = events_error(
+        &text,
+        &["line 2:", "unknown_kind", "(kind)", "infusion_exploded"],
+    );
     assert!(r.stderr.contains("infusion_started"), "{}", r.stderr);
 }
 
@@ -515,10 +530,25 @@ fn events_file_that_does_not_exist() {
 fn unknown_model_lists_the_known_ones() {
     let ev = ward_day();
     let r = assert_input_error(
-        &["simulate", "--events", &ev, "--weight-kg", "72", "--model", "nope"],
+        &[
+            "simulate",
+            "--events",
+            &ev,
+            "--weight-kg",
+            "72",
+            "--model",
+            "nope",
+        ],
         &["unknown model 'nope'"],
     );
-    for m in ["clements250", "domino", "herd", "hijazi", "hornik", "kamp2020"] {
+    for m in [
+        "clements250",
+        "domino",
+        "herd",
+        "hijazi",
+        "hornik",
+        "kamp2020",
+    ] {
         assert!(r.stderr.contains(m), "lists {m}: {}", r.stderr);
     }
 }
@@ -527,26 +557,46 @@ fn unknown_model_lists_the_known_ones() {
 fn negative_weight() {
     let ev = ward_day();
     // `--weight-kg=-3` reaches the patient check, which names the field.
+    // The patient check uses the contract's plausibility ranges.
     assert_input_error(
         &["simulate", "--events", &ev, "--weight-kg=-3"],
-        &["weight_kg", "-3", "must be a finite positive number"],
+        &["weight_kg", "-3", "from 0.5 to 400"],
     );
     assert_input_error(
         &["model", "show", "--weight-kg=0"],
-        &["weight_kg", "must be a finite positive number"],
+        &["weight_kg", "from 0.5 to 400"],
     );
-    // `--weight-kg -3`: the argument parser rejects it first.
+    assert_input_error(
+        &["model", "show", "--weight-kg", "1e9"],
+        &["weight_kg", "from 0.5 to 400"],
+    );
+    // Without `=`, a negative number still reaches the check.
     assert_input_error(
         &["simulate", "--events", &ev, "--weight-kg", "-3"],
-        &["-3"],
+        &["weight_kg", "-3", "from 0.5 to 400"],
     );
+    // Negative ages are refused; newborns (age 0) are not.
+    assert_input_error(
+        &["model", "show", "--weight-kg", "3.5", "--age-years", "-0.5"],
+        &["age_years", "from 0 to 130"],
+    );
+    let r = run(&["model", "show", "--weight-kg", "3.5", "--age-years", "0"]);
+    assert_eq!(r.code, Some(0), "{r:#?}");
 }
 
 #[test]
 fn unknown_sex() {
     let ev = ward_day();
     assert_input_error(
-        &["simulate", "--events", &ev, "--weight-kg", "72", "--sex", "other"],
+        &[
+            "simulate",
+            "--events",
+            &ev,
+            "--weight-kg",
+            "72",
+            "--sex",
+            "other",
+        ],
         &["--sex", "'other'"],
     );
 }
@@ -555,7 +605,15 @@ fn unknown_sex() {
 fn step_without_unit() {
     let ev = ward_day();
     assert_input_error(
-        &["simulate", "--events", &ev, "--weight-kg", "72", "--step", "10"],
+        &[
+            "simulate",
+            "--events",
+            &ev,
+            "--weight-kg",
+            "72",
+            "--step",
+            "10",
+        ],
         &["--step", "'10'", "needs a unit"],
     );
 }
@@ -578,7 +636,15 @@ fn to_before_from() {
         &["--to", "is before --from", "2026-11-27T08:00:00Z"],
     );
     assert_input_error(
-        &["simulate", "--events", &ev, "--weight-kg", "72", "--to", "soon"],
+        &[
+            "simulate",
+            "--events",
+            &ev,
+            "--weight-kg",
+            "72",
+            "--to",
+            "soon",
+        ],
         &["--to", "'soon'", "duration"],
     );
 }
@@ -625,7 +691,9 @@ fn drug_file_copy_behaves_like_the_builtin() {
 fn drug_file_with_a_typo_names_the_key_path() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(builtin_drug_file()).unwrap();
-    let first = text.find("k10_per_min").expect("the drug file has k10_per_min");
+    let first = text
+        .find("k10_per_min")
+        .expect("the drug file has k10_per_min");
     let mut typo = text.clone();
     typo.replace_range(first..first + "k10_per_min".len(), "k10_per_mn");
     assert_eq!(typo.matches("k10_per_mn]").count(), 1);
@@ -678,7 +746,10 @@ fn model_show_domino_at_70_kg() {
 
     let routes = v["routes"].as_array().unwrap();
     assert_eq!(routes.len(), 9);
-    let names: Vec<&str> = routes.iter().map(|r| r["route"].as_str().unwrap()).collect();
+    let names: Vec<&str> = routes
+        .iter()
+        .map(|r| r["route"].as_str().unwrap())
+        .collect();
     for name in [
         "iv_bolus",
         "iv_infusion",
@@ -734,7 +805,10 @@ fn model_show_warns_outside_the_model_domain() {
         .iter()
         .find(|w| w["code"] == "model_domain")
         .unwrap_or_else(|| panic!("a model_domain warning: {warnings:?}"));
-    assert!(domain["message"].as_str().unwrap().contains("16"), "{domain}");
+    assert!(
+        domain["message"].as_str().unwrap().contains("16"),
+        "{domain}"
+    );
 }
 
 #[test]
@@ -742,12 +816,19 @@ fn model_show_rifampicin_speeds_up_elimination() {
     let k10 = |v: &Value| num(&v["micro_constants_per_min"]["k10"]);
     let without = model_show(&["--weight-kg", "70"]);
     let with = model_show(&["--weight-kg", "70", "--comedication", "rifampicin"]);
-    assert!(k10(&with) > k10(&without), "{} vs {}", k10(&with), k10(&without));
+    assert!(
+        k10(&with) > k10(&without),
+        "{} vs {}",
+        k10(&with),
+        k10(&without)
+    );
     // Measured: 0.438 × 1.1628.
     assert!((k10(&with) - 0.509_306_4).abs() < 1e-9, "{}", k10(&with));
     let interactions = with["interactions"].as_array().unwrap();
     assert!(
-        interactions.iter().any(|i| i["comedication"] == "rifampicin"),
+        interactions
+            .iter()
+            .any(|i| i["comedication"] == "rifampicin"),
         "{interactions:?}"
     );
     assert!(without["interactions"].as_array().unwrap().is_empty());
@@ -780,7 +861,14 @@ fn model_list_has_the_six_models() {
         .collect();
     assert_eq!(
         keys,
-        ["clements250", "domino", "herd", "hijazi", "hornik", "kamp2020"]
+        [
+            "clements250",
+            "domino",
+            "herd",
+            "hijazi",
+            "hornik",
+            "kamp2020"
+        ]
     );
     let domino = r.stdout.lines().find(|l| l.starts_with("domino")).unwrap();
     assert!(domino.contains("3-compartment"), "{domino}");
@@ -908,15 +996,15 @@ fn forecast_text() {
 #[test]
 fn forecast_bad_options() {
     let ev = ward_day();
-    let base = ["forecast", "--events", ev.as_str(), "--weight-kg", "72"];
-    let with = |extra: &[&str]| {
-        let mut a = base.to_vec();
-        a.extend_from_slice(extra);
-        a
-    };
-    assert_input_error(&with(&["--at", "tomorrow"]), &["--at", "'tomorrow'"]);
-    assert_input_error(&with(&["--horizon", "10"]), &["--horizon", "needs a unit"]);
-    assert_input_error(&with(&["--level", "0"]), &["--level", "positive"]);
+    for (extra, needles) in [
+        (["--at", "tomorrow"], ["--at", "'tomorrow'"]),
+        (["--horizon", "10"], ["--horizon", "needs a unit"]),
+        (["--level", "0"], ["--level", "positive"]),
+    ] {
+        let mut args = vec!["forecast", "--events", ev.as_str(), "--weight-kg", "72"];
+        args.extend_from_slice(&extra);
+        assert_input_error(&args, &needles);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -939,7 +1027,11 @@ fn demo_prints_the_ward_day_and_writes_the_chart() {
     let ce: f64 = cols[2].parse().unwrap();
     assert!((ce - CE_AT_0900).abs() < 0.06, "{row}");
     assert!(r.stdout.contains("chart written"), "{}", r.stdout);
-    assert!(r.stdout.contains(&svg.display().to_string()), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&svg.display().to_string()),
+        "{}",
+        r.stdout
+    );
     let text = std::fs::read_to_string(&svg).expect("the chart exists");
     assert!(text.contains("<svg") && text.contains("Concentration (ng/mL)"));
 }

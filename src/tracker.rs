@@ -1,0 +1,764 @@
+//! Live patient state, derived from stored inputs in occurrence time.
+//!
+//! The tracker owns who is tracked and what each patient has received:
+//! admissions (covariates that change "from their time on"), discharges,
+//! manual doses, and device events attributed to a patient. It is pure: the
+//! daemon feeds it inputs that are already durably stored, asks it for
+//! state messages at a "now" it chooses, and publishes what it returns.
+//!
+//! # Attribution
+//!
+//! A device event belongs to the patient in its payload (which also records
+//! the device's association with that patient from the event's time on), or
+//! else to the patient the device was associated with at the event's
+//! occurrence time. An input that cannot be applied — a dose for a patient
+//! never admitted, a device event from a device with no patient at that
+//! time, or for a patient never admitted — is kept and listed by
+//! [`Tracker::unassigned`]; it is applied as soon as the missing admission
+//! or association arrives, because attribution is recomputed, not stored.
+//!
+//! # Recompute, don't patch
+//!
+//! Every input marks the patients it can affect as dirty. A dirty patient's
+//! ledger, schedule and solution are rebuilt from all of their inputs in
+//! occurrence order, so a late or out-of-order input gives exactly the state
+//! a clean replay gives.
+
+use crate::contract::{Admit, DeviceEvent, Dose, Input, InputTopic, Rejection};
+use crate::ledger::{Ledger, LedgerInput};
+use crate::patient::{Formulary, PatientSpec, PatientWarning, ResolvedPatient};
+use crate::pk::{Crossing, Direction, Output, Schedule, Solution, System};
+use crate::vocab::{format_rfc3339, Route, TimeMs};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Tracker settings (from the daemon's config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackerConfig {
+    /// How far ahead the state message's forecast looks.
+    pub forecast_horizon_ms: TimeMs,
+    /// A delivering device not heard from for this long makes the state
+    /// `stale`.
+    pub device_stale_after_ms: TimeMs,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            forecast_horizon_ms: 12 * 3_600_000,
+            device_stale_after_ms: 10 * 60_000,
+        }
+    }
+}
+
+/// A stored input, as the tracker receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackedInput {
+    /// Store sequence number (arrival order).
+    pub seq: i64,
+    pub topic: InputTopic,
+    pub input: Input,
+}
+
+/// Why an input is not applied (yet).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unassigned {
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// One running delivery in a state message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActiveInput {
+    pub source: String,
+    pub route: Route,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_mg_per_h: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_rate_mg_per_h: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+}
+
+/// The state message's forecast.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateForecast {
+    /// When Ce falls below the analgesic floor (now, if already below;
+    /// `null` if not within the horizon).
+    pub below_floor_at: Option<String>,
+    /// When Ce rises above the ceiling (now, if already above).
+    pub above_ceiling_at: Option<String>,
+    /// How far ahead it looked, in hours.
+    pub horizon_h: f64,
+}
+
+/// The retained `patients/{id}/state` message (contract fields first; the
+/// rest are additions the contract allows).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateMessage {
+    pub patient_id: String,
+    pub time: String,
+    pub cp_ng_per_ml: f64,
+    pub ce_ng_per_ml: f64,
+    /// `rising`, `falling` or `steady` (Ce).
+    pub trend: &'static str,
+    pub active_inputs: Vec<ActiveInput>,
+    pub forecast: StateForecast,
+    pub model: String,
+    pub stale: bool,
+    /// Devices delivering to the patient that have gone quiet.
+    pub stale_devices: Vec<String>,
+    pub targets: crate::patient::PatientTargets,
+    /// What the forecast assumes about future inputs.
+    pub assumes: &'static str,
+    pub warnings: Vec<PatientWarning>,
+    /// Drug-file keys of the assumed values this state rests on.
+    pub assumptions: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Association {
+    from_ms: TimeMs,
+    seq: i64,
+    patient_id: String,
+}
+
+#[derive(Debug, Clone)]
+struct DeviceTrack {
+    /// Associations by (from_ms, seq).
+    associations: Vec<Association>,
+    /// Every event of the device, by arrival.
+    events: Vec<(i64, DeviceEvent)>,
+    /// Latest occurrence time heard.
+    last_heard_ms: TimeMs,
+}
+
+impl DeviceTrack {
+    fn patient_at(&self, t_ms: TimeMs) -> Option<&str> {
+        self.associations
+            .iter()
+            .rev()
+            .find(|a| a.from_ms <= t_ms)
+            .map(|a| a.patient_id.as_str())
+    }
+
+    /// The patient an event belongs to.
+    fn owner<'a>(&'a self, event: &'a DeviceEvent) -> Option<&'a str> {
+        event
+            .patient_id
+            .as_deref()
+            .or_else(|| self.patient_at(event.time_ms))
+    }
+}
+
+/// A patient's derived model, rebuilt when their inputs change.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    /// The patient as resolved from the latest admission.
+    pub patient: ResolvedPatient,
+    pub ledger: Ledger,
+    pub solution: Solution,
+    /// Devices that delivered to the patient, with when they were last heard.
+    pub devices_last_heard: BTreeMap<String, TimeMs>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PatientTrack {
+    /// Admissions by (time, seq).
+    admits: Vec<(TimeMs, i64, Admit)>,
+    discharged_at: Option<TimeMs>,
+    doses: Vec<(i64, Dose)>,
+    derived: Option<Arc<Derived>>,
+    /// Why the last rebuild failed, if it did.
+    error: Option<String>,
+    dirty: bool,
+}
+
+/// Every patient's live state.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    formulary: Arc<Formulary>,
+    config: TrackerConfig,
+    patients: BTreeMap<String, PatientTrack>,
+    devices: BTreeMap<String, DeviceTrack>,
+    /// Doses for patients never admitted: patient id → doses.
+    orphan_doses: BTreeMap<String, Vec<(i64, Dose)>>,
+    /// Systems already built, by the exact bits of their parameters.
+    systems: BTreeMap<Vec<u64>, Arc<System>>,
+}
+
+impl Tracker {
+    pub fn new(formulary: Arc<Formulary>, config: TrackerConfig) -> Self {
+        Tracker {
+            formulary,
+            config,
+            patients: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            orphan_doses: BTreeMap::new(),
+            systems: BTreeMap::new(),
+        }
+    }
+
+    /// Checks that need the drug file (the contract parser cannot make
+    /// them): an admission's model must exist, its targets must be ordered.
+    /// A failure is an `invalid_value` rejection.
+    pub fn check(&self, input: &Input) -> Result<(), Rejection> {
+        if let Input::Admit(admit) = input {
+            let spec = spec_of(admit);
+            if let Err(e) = self.formulary.resolve(&spec) {
+                let field = match e {
+                    crate::patient::PatientError::UnknownModel { .. } => "model",
+                    crate::patient::PatientError::InvalidTargets { .. } => "targets",
+                    _ => "weight_kg",
+                };
+                return Err(Rejection {
+                    code: crate::contract::ErrorCode::InvalidValue,
+                    field: Some(field.to_owned()),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply a stored input. Returns the patients whose state may have
+    /// changed (their state should be republished).
+    pub fn apply(&mut self, input: TrackedInput) -> BTreeSet<String> {
+        let mut touched = BTreeSet::new();
+        match (input.topic, input.input) {
+            (InputTopic::Admit { patient_id }, Input::Admit(admit)) => {
+                let track = self.patients.entry(patient_id.clone()).or_default();
+                let pos = track
+                    .admits
+                    .partition_point(|(t, s, _)| (*t, *s) <= (admit.time_ms, input.seq));
+                track.admits.insert(pos, (admit.time_ms, input.seq, admit));
+                if let Some(doses) = self.orphan_doses.remove(&patient_id) {
+                    track.doses.extend(doses);
+                }
+                track.dirty = true;
+                touched.insert(patient_id);
+            }
+            (InputTopic::Discharge { patient_id }, Input::Discharge(d)) => {
+                let track = self.patients.entry(patient_id.clone()).or_default();
+                track.discharged_at =
+                    Some(track.discharged_at.map_or(d.time_ms, |t| t.max(d.time_ms)));
+                track.dirty = true;
+                touched.insert(patient_id);
+            }
+            (InputTopic::Dose { patient_id }, Input::Dose(dose)) => {
+                match self.patients.get_mut(&patient_id) {
+                    Some(track) if !track.admits.is_empty() => {
+                        track.doses.push((input.seq, dose));
+                        track.dirty = true;
+                        touched.insert(patient_id);
+                    }
+                    _ => self
+                        .orphan_doses
+                        .entry(patient_id)
+                        .or_default()
+                        .push((input.seq, dose)),
+                }
+            }
+            (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(event)) => {
+                let device = self
+                    .devices
+                    .entry(device_id)
+                    .or_insert_with(|| DeviceTrack {
+                        associations: Vec::new(),
+                        events: Vec::new(),
+                        last_heard_ms: i64::MIN,
+                    });
+                device.last_heard_ms = device.last_heard_ms.max(event.time_ms);
+                // Everyone the device ever delivered to may be affected by a
+                // change of association; the event's owner certainly is.
+                let before: BTreeSet<String> = device
+                    .associations
+                    .iter()
+                    .map(|a| a.patient_id.clone())
+                    .collect();
+                if let Some(pid) = &event.patient_id {
+                    if device.patient_at(event.time_ms) != Some(pid.as_str()) {
+                        let pos = device
+                            .associations
+                            .partition_point(|a| (a.from_ms, a.seq) <= (event.time_ms, input.seq));
+                        device.associations.insert(
+                            pos,
+                            Association {
+                                from_ms: event.time_ms,
+                                seq: input.seq,
+                                patient_id: pid.clone(),
+                            },
+                        );
+                        touched.extend(before);
+                    }
+                }
+                if let Some(owner) = device.owner(&event) {
+                    touched.insert(owner.to_owned());
+                }
+                device.events.push((input.seq, event));
+                for pid in &touched {
+                    if let Some(track) = self.patients.get_mut(pid) {
+                        track.dirty = true;
+                    }
+                }
+                touched.retain(|pid| self.patients.get(pid).is_some_and(|t| !t.admits.is_empty()));
+            }
+            // Operator commands belong to the alert lifecycle, not the model.
+            (_, Input::AlertCommand(_)) => {}
+            // The daemon pairs topics and payloads; a mismatch is a bug there.
+            _ => {}
+        }
+        touched
+    }
+
+    /// Inputs stored but not applied, with the reason.
+    pub fn unassigned(&self) -> Vec<Unassigned> {
+        let mut out = Vec::new();
+        for (pid, doses) in &self.orphan_doses {
+            for (seq, _) in doses {
+                out.push(Unassigned {
+                    seq: *seq,
+                    reason: format!("dose for patient {pid}, who has not been admitted"),
+                });
+            }
+        }
+        for (device_id, device) in &self.devices {
+            for (seq, event) in &device.events {
+                match device.owner(event) {
+                    None => out.push(Unassigned {
+                        seq: *seq,
+                        reason: format!("event from device {device_id}, which has no patient at {}", format_rfc3339(event.time_ms)),
+                    }),
+                    Some(pid) if self.patients.get(pid).is_none_or(|t| t.admits.is_empty()) => {
+                        out.push(Unassigned {
+                            seq: *seq,
+                            reason: format!("event from device {device_id} for patient {pid}, who has not been admitted"),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        out.sort_by_key(|u| u.seq);
+        out
+    }
+
+    /// Admitted patients not discharged at `now_ms`.
+    pub fn tracked(&self, now_ms: TimeMs) -> Vec<String> {
+        self.patients
+            .iter()
+            .filter(|(_, t)| !t.admits.is_empty() && t.discharged_at.is_none_or(|d| d > now_ms))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// When the patient was discharged, if they were.
+    pub fn discharged_at(&self, patient_id: &str) -> Option<TimeMs> {
+        self.patients.get(patient_id).and_then(|t| t.discharged_at)
+    }
+
+    /// The patient's derived model, rebuilt if their inputs changed. `None`
+    /// for a patient never admitted, or whose inputs cannot be solved (see
+    /// [`Tracker::error`]).
+    pub fn derived(&mut self, patient_id: &str) -> Option<Arc<Derived>> {
+        let dirty = self.patients.get(patient_id).is_some_and(|t| t.dirty);
+        if dirty {
+            let rebuilt = self.rebuild(patient_id);
+            if let Some(track) = self.patients.get_mut(patient_id) {
+                track.dirty = false;
+                match rebuilt {
+                    Ok(d) => {
+                        track.derived = d.map(Arc::new);
+                        track.error = None;
+                    }
+                    Err(e) => {
+                        track.derived = None;
+                        track.error = Some(e);
+                    }
+                }
+            }
+        }
+        self.patients
+            .get(patient_id)
+            .and_then(|t| t.derived.clone())
+    }
+
+    /// Why a patient's inputs could not be solved, if they could not.
+    pub fn error(&self, patient_id: &str) -> Option<&str> {
+        self.patients
+            .get(patient_id)
+            .and_then(|t| t.error.as_deref())
+    }
+
+    fn system_for(&mut self, params: &crate::pk::PkParams) -> Result<Arc<System>, String> {
+        let key = params_key(params);
+        if let Some(s) = self.systems.get(&key) {
+            return Ok(s.clone());
+        }
+        let system = Arc::new(System::new(params.clone()).map_err(|e| e.to_string())?);
+        self.systems.insert(key, system.clone());
+        Ok(system)
+    }
+
+    fn rebuild(&mut self, patient_id: &str) -> Result<Option<Derived>, String> {
+        let Some(track) = self.patients.get(patient_id) else {
+            return Ok(None);
+        };
+        if track.admits.is_empty() {
+            return Ok(None);
+        }
+        // Parameters from each admission on.
+        let mut resolved: Vec<(TimeMs, ResolvedPatient)> = Vec::with_capacity(track.admits.len());
+        for (t, _, admit) in &track.admits {
+            let p = self
+                .formulary
+                .resolve(&spec_of(admit))
+                .map_err(|e| e.to_string())?;
+            resolved.push((*t, p));
+        }
+        // Inputs: doses, and device events this patient owns.
+        let mut inputs: Vec<(i64, LedgerInput)> = track
+            .doses
+            .iter()
+            .map(|(s, d)| (*s, LedgerInput::Dose(d.clone())))
+            .collect();
+        let mut devices_last_heard = BTreeMap::new();
+        for (device_id, device) in &self.devices {
+            let mut owned = false;
+            for (seq, event) in &device.events {
+                if device.owner(event) == Some(patient_id) {
+                    owned = true;
+                    inputs.push((
+                        *seq,
+                        LedgerInput::Device {
+                            device_id: device_id.clone(),
+                            event: event.clone(),
+                        },
+                    ));
+                }
+            }
+            if owned {
+                devices_last_heard.insert(device_id.clone(), device.last_heard_ms);
+            }
+        }
+        // Arrival order for ties in occurrence time.
+        inputs.sort_by_key(|(seq, _)| *seq);
+        let inputs: Vec<LedgerInput> = inputs.into_iter().map(|(_, i)| i).collect();
+        let ledger = Ledger::build(&inputs);
+        let param_segments: Vec<(TimeMs, &crate::pk::PkParams)> =
+            resolved.iter().map(|(t, p)| (*t, &p.params)).collect();
+        let schedule = Schedule::build_piecewise(&param_segments, &ledger.dosing())
+            .map_err(|e| e.to_string())?;
+        let mut systems = Vec::with_capacity(resolved.len());
+        for (i, (t, p)) in resolved.iter().enumerate() {
+            let from = if i == 0 { TimeMs::MIN } else { *t };
+            systems.push((from, self.system_for(&p.params)?));
+        }
+        let solution = Solution::piecewise(systems, &schedule);
+        let patient = resolved.pop().map(|(_, p)| p).ok_or("no admission")?;
+        Ok(Some(Derived {
+            patient,
+            ledger,
+            solution,
+            devices_last_heard,
+        }))
+    }
+
+    /// The state message for a tracked patient at `now_ms`.
+    pub fn state(&mut self, patient_id: &str, now_ms: TimeMs) -> Option<StateMessage> {
+        let d = self.derived(patient_id)?;
+        let p = &d.patient;
+        let s = &d.solution;
+        let now = s.at(now_ms);
+        let (x, sys) = s.state_and_system_at(now_ms);
+        let ce_slope_per_min = sys.derivative(&x, crate::pk::system::EFFECT) * 1000.0;
+        let trend = if ce_slope_per_min.abs() <= (0.005 * now.ce_ng_per_ml).max(0.05) {
+            "steady"
+        } else if ce_slope_per_min > 0.0 {
+            "rising"
+        } else {
+            "falling"
+        };
+        let horizon = self.config.forecast_horizon_ms;
+        let when = |level: f64, falling: bool| -> Option<String> {
+            let below = now.ce_ng_per_ml < level;
+            if below == falling {
+                return Some(format_rfc3339(now_ms));
+            }
+            s.next_crossing(Output::Ce, level, now_ms, horizon)
+                .filter(|Crossing { direction, .. }| (*direction == Direction::Falling) == falling)
+                .map(|c| format_rfc3339(c.at_ms))
+        };
+        let forecast = StateForecast {
+            below_floor_at: when(p.targets.analgesic_floor_ng_per_ml, true),
+            above_ceiling_at: when(p.targets.ceiling_ng_per_ml, false),
+            horizon_h: horizon as f64 / 3_600_000.0,
+        };
+        let active_inputs: Vec<ActiveInput> = d
+            .ledger
+            .running_at(now_ms)
+            .map(|del| {
+                let patch = del.route == Route::Transdermal;
+                ActiveInput {
+                    source: del.source.clone(),
+                    route: del.route,
+                    rate_mg_per_h: if patch { None } else { del.rate_mg_per_h },
+                    release_rate_mg_per_h: if patch { del.rate_mg_per_h } else { None },
+                    ends_at: del.end_ms.map(format_rfc3339),
+                }
+            })
+            .collect();
+        let stale_after = self.config.device_stale_after_ms;
+        let stale_devices: Vec<String> = active_inputs
+            .iter()
+            .filter_map(|a| a.source.strip_prefix("devices/"))
+            .filter(|id| {
+                d.devices_last_heard
+                    .get(*id)
+                    .is_none_or(|heard| now_ms.saturating_sub(*heard) > stale_after)
+            })
+            .map(str::to_owned)
+            .collect();
+        Some(StateMessage {
+            patient_id: patient_id.to_owned(),
+            time: format_rfc3339(now_ms),
+            cp_ng_per_ml: round3(now.cp_ng_per_ml),
+            ce_ng_per_ml: round3(now.ce_ng_per_ml),
+            trend,
+            active_inputs,
+            forecast,
+            model: p.model_label.clone(),
+            stale: !stale_devices.is_empty(),
+            stale_devices,
+            targets: p.targets,
+            assumes: crate::simulate::FORECAST_ASSUMPTIONS,
+            warnings: p.warnings.clone(),
+            assumptions: p.assumptions.iter().map(|a| a.key.clone()).collect(),
+        })
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn params_key(p: &crate::pk::PkParams) -> Vec<u64> {
+    let mut k = vec![
+        p.v1_l.to_bits(),
+        p.k10_per_min.to_bits(),
+        p.k12_per_min.to_bits(),
+        p.k21_per_min.to_bits(),
+        p.k13_per_min.to_bits(),
+        p.k31_per_min.to_bits(),
+        p.ke0_per_min.to_bits(),
+    ];
+    for r in &p.routes {
+        k.push(r.f.to_bits());
+        k.push(r.ka_per_min.map_or(0, f64::to_bits));
+        k.push(r.lag_min.to_bits());
+    }
+    k
+}
+
+/// The patient described by an admission.
+pub fn spec_of(admit: &Admit) -> PatientSpec {
+    PatientSpec {
+        covariates: crate::patient::Covariates {
+            weight_kg: admit.weight_kg,
+            age_years: admit.age_years,
+            sex: admit.sex,
+            height_cm: admit.height_cm,
+        },
+        model: admit.model.clone(),
+        setting: admit.setting,
+        comedications: admit.comedications.clone(),
+        targets: admit.targets.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{self, InputTopic};
+    use crate::drug::DrugFile;
+    use crate::vocab::parse_rfc3339_ms;
+
+    fn tracker() -> Tracker {
+        let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+        Tracker::new(Arc::new(f), TrackerConfig::default())
+    }
+
+    fn input(seq: i64, topic: &str, payload: &str) -> TrackedInput {
+        let topic = contract::parse_topic("dosetrack", topic).unwrap();
+        let input = contract::parse_payload(&topic, payload.as_bytes()).unwrap();
+        TrackedInput { seq, topic, input }
+    }
+
+    fn t(s: &str) -> TimeMs {
+        parse_rfc3339_ms(s).unwrap()
+    }
+
+    const ADMIT: &str =
+        r#"{"id":"adm-1","time":"2026-11-27T08:00:00Z","weight_kg":72,"age_years":41}"#;
+    const BOLUS: &str =
+        r#"{"id":"mar-1","time":"2026-11-27T08:00:00Z","route":"iv_bolus","amount_mg":20}"#;
+    const PUMP_ON: &str = r#"{"id":"p-1","time":"2026-11-27T08:05:00Z","kind":"infusion_started","patient_id":"P-1","rate_mg_per_h":18}"#;
+    const BEAT: &str = r#"{"id":"p-2","time":"2026-11-27T09:00:00Z","kind":"heartbeat"}"#;
+    const PUMP_OFF: &str =
+        r#"{"id":"p-3","time":"2026-11-27T10:00:00Z","kind":"infusion_stopped"}"#;
+
+    fn all() -> Vec<TrackedInput> {
+        vec![
+            input(1, "dosetrack/v1/patients/P-1/admit", ADMIT),
+            input(2, "dosetrack/v1/patients/P-1/doses", BOLUS),
+            input(3, "dosetrack/v1/devices/pump-7/events", PUMP_ON),
+            input(4, "dosetrack/v1/devices/pump-7/events", BEAT),
+            input(5, "dosetrack/v1/devices/pump-7/events", PUMP_OFF),
+        ]
+    }
+
+    #[test]
+    fn state_matches_the_offline_engine() {
+        let mut tr = tracker();
+        for i in all() {
+            tr.apply(i);
+        }
+        let now = t("2026-11-27T09:30:00Z");
+        let s = tr.state("P-1", now).unwrap();
+        assert_eq!(s.model, "ketamine/domino");
+        assert_eq!(s.active_inputs.len(), 1);
+        assert_eq!(s.active_inputs[0].source, "devices/pump-7");
+        assert!(!s.stale);
+        // The same inputs through the offline path.
+        let events = "{\"id\":\"mar-1\",\"time\":\"2026-11-27T08:00:00Z\",\"route\":\"iv_bolus\",\"amount_mg\":20}\n\
+            {\"device_id\":\"pump-7\",\"id\":\"p-1\",\"time\":\"2026-11-27T08:05:00Z\",\"kind\":\"infusion_started\",\"patient_id\":\"P-1\",\"rate_mg_per_h\":18}\n\
+            {\"device_id\":\"pump-7\",\"id\":\"p-3\",\"time\":\"2026-11-27T10:00:00Z\",\"kind\":\"infusion_stopped\"}\n";
+        let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+        let mut spec = PatientSpec::weight_only(72.0);
+        spec.covariates.age_years = Some(41.0);
+        let solved = crate::simulate::solve(
+            &f,
+            &spec,
+            &crate::simulate::parse_events(events).unwrap(),
+            None,
+        )
+        .unwrap();
+        let c = solved.solution.at(now);
+        assert!((s.cp_ng_per_ml - c.cp_ng_per_ml).abs() < 1e-3);
+        assert!((s.ce_ng_per_ml - c.ce_ng_per_ml).abs() < 1e-3);
+        // The pump stop is known: Ce falls below the floor after 10:00.
+        let below = s.forecast.below_floor_at.unwrap();
+        assert!(below.as_str() > "2026-11-27T10:00:00Z", "{below}");
+    }
+
+    #[test]
+    fn out_of_order_arrival_gives_the_clean_replay_state() {
+        let now = t("2026-11-27T11:00:00Z");
+        let mut clean = tracker();
+        for i in all() {
+            clean.apply(i);
+        }
+        let mut shuffled = tracker();
+        let mut inputs = all();
+        inputs.reverse();
+        for i in inputs {
+            shuffled.apply(i);
+        }
+        assert_eq!(clean.state("P-1", now), shuffled.state("P-1", now));
+        assert!(shuffled.unassigned().is_empty());
+    }
+
+    #[test]
+    fn inputs_wait_for_admission_and_association() {
+        let mut tr = tracker();
+        let inputs = all();
+        // Dose before admission, heartbeat from a device with no patient yet.
+        tr.apply(inputs[1].clone());
+        tr.apply(inputs[3].clone());
+        let u = tr.unassigned();
+        assert_eq!(u.len(), 2);
+        assert!(u[0].reason.contains("not been admitted"));
+        assert!(u[1].reason.contains("no patient"));
+        assert!(tr.state("P-1", t("2026-11-27T09:00:00Z")).is_none());
+        tr.apply(inputs[0].clone());
+        tr.apply(inputs[2].clone());
+        assert!(tr.unassigned().is_empty(), "{:?}", tr.unassigned());
+        assert!(tr.state("P-1", t("2026-11-27T09:00:00Z")).is_some());
+    }
+
+    #[test]
+    fn a_later_admission_changes_the_model_from_its_time_on() {
+        let mut tr = tracker();
+        for i in all() {
+            tr.apply(i);
+        }
+        let before = tr.state("P-1", t("2026-11-27T09:30:00Z")).unwrap();
+        tr.apply(input(
+            6,
+            "dosetrack/v1/patients/P-1/admit",
+            r#"{"id":"adm-2","time":"2026-11-27T09:00:00Z","weight_kg":144,"age_years":41}"#,
+        ));
+        let early = tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap();
+        let after = tr.state("P-1", t("2026-11-27T09:30:00Z")).unwrap();
+        assert!(
+            after.cp_ng_per_ml < before.cp_ng_per_ml,
+            "twice the volume after 09:00"
+        );
+        let mut fresh = tracker();
+        for i in all() {
+            fresh.apply(i);
+        }
+        assert_eq!(
+            early.cp_ng_per_ml,
+            fresh
+                .state("P-1", t("2026-11-27T08:30:00Z"))
+                .unwrap()
+                .cp_ng_per_ml
+        );
+    }
+
+    #[test]
+    fn a_quiet_delivering_device_makes_the_state_stale() {
+        let mut tr = tracker();
+        let inputs = all();
+        for i in &inputs[..3] {
+            tr.apply(i.clone());
+        }
+        assert!(!tr.state("P-1", t("2026-11-27T08:10:00Z")).unwrap().stale);
+        let s = tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap();
+        assert!(s.stale);
+        assert_eq!(s.stale_devices, vec!["pump-7".to_owned()]);
+    }
+
+    #[test]
+    fn discharge_ends_tracking() {
+        let mut tr = tracker();
+        for i in all() {
+            tr.apply(i);
+        }
+        tr.apply(input(
+            7,
+            "dosetrack/v1/patients/P-1/discharge",
+            r#"{"id":"dis-1","time":"2026-11-27T12:00:00Z"}"#,
+        ));
+        assert_eq!(
+            tr.tracked(t("2026-11-27T11:00:00Z")),
+            vec!["P-1".to_owned()]
+        );
+        assert!(tr.tracked(t("2026-11-27T12:00:00Z")).is_empty());
+    }
+
+    #[test]
+    fn admissions_with_unknown_models_are_refused() {
+        let tr = tracker();
+        let i = input(
+            1,
+            "dosetrack/v1/patients/P-1/admit",
+            r#"{"id":"a","time":"2026-11-27T08:00:00Z","weight_kg":72,"model":"nope"}"#,
+        );
+        let r = tr.check(&i.input).unwrap_err();
+        assert_eq!(r.field.as_deref(), Some("model"));
+        assert!(matches!(i.topic, InputTopic::Admit { .. }));
+    }
+}
