@@ -22,6 +22,7 @@
 //! * [`simulate`]: the `dosetrack simulate` / `model show` / `forecast`
 //!   commands as pure functions over text input.
 
+pub mod config;
 pub mod contract;
 pub mod drug;
 pub mod ledger;
