@@ -24,11 +24,16 @@
 
 pub mod config;
 pub mod contract;
+pub mod daemon;
+pub mod devsim;
 pub mod drug;
+pub mod intake;
 pub mod ledger;
+pub mod mqtt;
 pub mod patient;
 pub mod pk;
 pub mod plot;
 pub mod simulate;
+pub mod store;
 pub mod tracker;
 pub mod vocab;

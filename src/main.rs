@@ -40,6 +40,157 @@ enum Command {
     /// A worked example on built-in data: one ward day, its concentrations,
     /// forecast and chart.
     Demo(DemoArgs),
+    /// The service: inputs over MQTT, history in SQLite, live state out.
+    Run(RunArgs),
+    /// Tracked patients with their last published concentrations
+    /// (reads the database; safe while the service runs).
+    Patients(PatientsArgs),
+    /// A patient's concentration history from the database.
+    History(HistoryArgs),
+    /// Every stored input of a patient, one per line.
+    Events(EventsArgs),
+    /// Publish a simulated ward's pump, patch and medication-record traffic
+    /// to a broker (for demos and load tests).
+    SimulateDevices(SimulateDevicesArgs),
+}
+
+#[derive(Args, Debug)]
+struct SimulateDevicesArgs {
+    /// Broker address, mqtt://HOST:PORT.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", value_name = "URL")]
+    broker: String,
+    #[arg(long, default_value = "dosetrack", value_name = "P")]
+    topic_prefix: String,
+    /// Number of simulated patients.
+    #[arg(long, default_value_t = 20)]
+    patients: usize,
+    /// Random seed (same seed, same ward).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulated seconds per real second (1 = real time). Above 1 the ward
+    /// starts in the past and catches up with the clock at the end.
+    #[arg(long, default_value_t = 1.0)]
+    speedup: f64,
+    /// Simulated duration (e.g. 2h, 24h).
+    #[arg(long, default_value = "1h")]
+    duration: String,
+    /// At most this many messages per second.
+    #[arg(long)]
+    rate_limit: Option<f64>,
+    #[arg(long, default_value = "dosetrack-devsim", value_name = "ID")]
+    client_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServiceArgs {
+    /// Config file (TOML); see config/dosetrack.toml. Default: built-in
+    /// defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Broker address, mqtt://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// SQLite database file.
+    #[arg(long, value_name = "PATH")]
+    database: Option<PathBuf>,
+    /// Topic prefix (topics are PREFIX/v1/...).
+    #[arg(long, value_name = "P")]
+    topic_prefix: Option<String>,
+    /// MQTT client id of the ingest connection (fixed per deployment).
+    #[arg(long, value_name = "ID")]
+    client_id: Option<String>,
+}
+
+impl ServiceArgs {
+    fn config(&self) -> anyhow::Result<dosetrack::config::Config> {
+        let overrides = dosetrack::config::Overrides {
+            broker: self.broker.clone(),
+            database: self.database.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            client_id: self.client_id.clone(),
+        };
+        dosetrack::config::Config::load(
+            self.config.as_deref(),
+            |k| std::env::var(k).ok(),
+            &overrides,
+        )
+        .map_err(input_error)
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[derive(Args, Debug)]
+struct DbArgs {
+    /// SQLite database file (default: the config's).
+    #[arg(long, value_name = "PATH")]
+    database: Option<PathBuf>,
+    /// Config file to take the database path from.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl DbArgs {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.database {
+            return Ok(p.clone());
+        }
+        let cfg = dosetrack::config::Config::load(
+            self.config.as_deref(),
+            |_| None,
+            &dosetrack::config::Overrides::default(),
+        )
+        .map_err(input_error)?;
+        Ok(cfg.database.path)
+    }
+
+    fn reader(&self) -> anyhow::Result<dosetrack::store::Reader> {
+        let path = self.path()?;
+        if !path.exists() {
+            return Err(input_error(format!("no database at {}", path.display())));
+        }
+        dosetrack::store::Reader::open(&path)
+            .map_err(|e| input_error(format!("cannot read {}: {e}", path.display())))
+    }
+}
+
+#[derive(Args, Debug)]
+struct PatientsArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
+}
+
+#[derive(Args, Debug)]
+struct HistoryArgs {
+    patient_id: String,
+    #[command(flatten)]
+    db: DbArgs,
+    /// From (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// To (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: TableFormat,
+    /// Also draw a chart (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct EventsArgs {
+    patient_id: String,
+    #[command(flatten)]
+    db: DbArgs,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: TableFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -373,8 +524,329 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo(a) => demo(&f, &a.plot, &mut stdout)?,
+        Command::Run(a) => run_service(&a.service)?,
+        Command::Patients(a) => patients(&a, &mut stdout)?,
+        Command::History(a) => history(&f, &a, &mut stdout)?,
+        Command::Events(a) => events(&a, &mut stdout)?,
+        Command::SimulateDevices(a) => simulate_devices(&a)?,
     }
     Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run_service(args: &ServiceArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stop signal received");
+            stop.cancel();
+        });
+        tracing::info!(
+            broker = %format!("{}:{}", cfg.broker.host, cfg.broker.port),
+            client_id = %cfg.broker.client_id,
+            prefix = %cfg.topics.prefix,
+            database = %cfg.database.path.display(),
+            "dosetrack starting — decision support, not a certified medical device"
+        );
+        dosetrack::daemon::run(cfg, shutdown)
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn simulate_devices(a: &SimulateDevicesArgs) -> anyhow::Result<()> {
+    use dosetrack::devsim;
+    let (host, port) = dosetrack::config::parse_broker_url(&a.broker).map_err(input_error)?;
+    let duration_ms = simulate::parse_duration_ms(&a.duration)
+        .map_err(|m| input_error(format!("--duration: {m}")))?;
+    if !(a.speedup.is_finite() && a.speedup >= 1.0) {
+        return Err(input_error("--speedup must be a number ≥ 1"));
+    }
+    init_logging();
+    let now = devsim::wall_clock_ms().map_err(input_error)?;
+    let mut spec = devsim::WardSpec::new(
+        a.patients,
+        a.seed,
+        devsim::catch_up_start_ms(now, duration_ms, a.speedup),
+    );
+    spec.prefix = a.topic_prefix.clone();
+    let mut ward = devsim::Ward::new(spec);
+    let publish = devsim::PublishSpec {
+        host,
+        port,
+        client_id: a.client_id.clone(),
+        speedup: a.speedup,
+        duration_ms,
+        rate_limit_per_s: a.rate_limit,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let stats = runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        devsim::publish_ward(&mut ward, &publish, shutdown).await
+    })?;
+    eprintln!(
+        "published {} messages ({} acknowledged) in {:.1} s",
+        stats.sent,
+        stats.acked,
+        stats.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn patients(a: &PatientsArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let rows = a.db.reader()?.patients()?;
+    let json_rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let state: serde_json::Value = r
+                .last_state
+                .as_ref()
+                .and_then(|s| serde_json::from_str(&s.payload).ok())
+                .unwrap_or(serde_json::Value::Null);
+            serde_json::json!({
+                "patient_id": r.patient_id,
+                "admitted_at": format_rfc3339(r.first_admitted_at_ms),
+                "discharged_at": r.discharged_at_ms.map(format_rfc3339),
+                "state_time": state.get("time"),
+                "cp_ng_per_ml": state.get("cp_ng_per_ml"),
+                "ce_ng_per_ml": state.get("ce_ng_per_ml"),
+                "trend": state.get("trend"),
+                "model": state.get("model"),
+                "stale": state.get("stale"),
+            })
+        })
+        .collect();
+    match a.format {
+        ReportFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, &json_rows)?;
+            writeln!(out)?;
+        }
+        ReportFormat::Text => {
+            writeln!(
+                out,
+                "{:<16} {:<22} {:<22} {:>10} {:>10}  {:<8} model",
+                "patient", "admitted", "state at", "Cp ng/mL", "Ce ng/mL", "trend"
+            )?;
+            for r in &json_rows {
+                let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_owned();
+                let n = |k: &str| {
+                    r.get(k)
+                        .and_then(serde_json::Value::as_f64)
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+                };
+                let discharged = if r.get("discharged_at").is_some_and(|v| !v.is_null()) {
+                    " (discharged)"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "{:<16} {:<22} {:<22} {:>10} {:>10}  {:<8} {}{discharged}",
+                    s("patient_id"),
+                    s("admitted_at"),
+                    s("state_time"),
+                    n("cp_ng_per_ml"),
+                    n("ce_ng_per_ml"),
+                    s("trend"),
+                    s("model"),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn history(f: &Formulary, a: &HistoryArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    if let Some(p) = &a.plot {
+        check_plot_path(p)?;
+    }
+    let from = a
+        .from
+        .as_deref()
+        .map(|t| time_arg("--from", t))
+        .transpose()?;
+    let to = a.to.as_deref().map(|t| time_arg("--to", t)).transpose()?;
+    let reader = a.db.reader()?;
+    let rows = reader.history(&a.patient_id, from, to)?;
+    if rows.is_empty() {
+        return Err(input_error(format!(
+            "no history for patient '{}'",
+            a.patient_id
+        )));
+    }
+    let start = rows.first().map_or(0, |r| r.t_ms);
+    match a.format {
+        TableFormat::Csv => {
+            writeln!(out, "time,t_min,cp_ng_per_ml,ce_ng_per_ml")?;
+            for r in &rows {
+                writeln!(
+                    out,
+                    "{},{},{:.4},{:.4}",
+                    format_rfc3339(r.t_ms),
+                    (r.t_ms - start) as f64 / 60_000.0,
+                    r.cp_ng_per_ml,
+                    r.ce_ng_per_ml
+                )?;
+            }
+        }
+        TableFormat::Json => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "time": format_rfc3339(r.t_ms),
+                        "cp_ng_per_ml": r.cp_ng_per_ml,
+                        "ce_ng_per_ml": r.ce_ng_per_ml,
+                    })
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut *out, &v)?;
+            writeln!(out)?;
+        }
+    }
+    if let Some(path) = &a.plot {
+        // Targets from the last published state, else the drug file's.
+        let last: Option<serde_json::Value> = reader
+            .patients()?
+            .into_iter()
+            .find(|p| p.patient_id == a.patient_id)
+            .and_then(|p| p.last_state)
+            .and_then(|s| serde_json::from_str(&s.payload).ok());
+        let t = &f.drug().targets;
+        let target = |k: &str, default: f64| {
+            last.as_ref()
+                .and_then(|s| s.get("targets"))
+                .and_then(|t| t.get(k))
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(default)
+        };
+        let model = last
+            .as_ref()
+            .and_then(|s| s.get("model"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("unknown")
+            .to_owned();
+        let spec = dosetrack::plot::PlotSpec {
+            title: format!("Ketamine — patient {} (recorded history)", a.patient_id),
+            subtitle: format!("model {model} · {}", simulate::NOTICE),
+            times_ms: rows.iter().map(|r| r.t_ms).collect(),
+            cp_ng_per_ml: rows.iter().map(|r| r.cp_ng_per_ml).collect(),
+            ce_ng_per_ml: rows.iter().map(|r| r.ce_ng_per_ml).collect(),
+            targets: dosetrack::plot::TargetLines {
+                analgesic_floor_ng_per_ml: target(
+                    "analgesic_floor_ng_per_ml",
+                    t.analgesic_floor_ng_per_ml.value,
+                ),
+                caution_ng_per_ml: target(
+                    "psychotomimetic_caution_ng_per_ml",
+                    t.psychotomimetic_caution_ng_per_ml.value,
+                ),
+                ceiling_ng_per_ml: target("ceiling_ng_per_ml", t.ceiling_ng_per_ml.value),
+            },
+            doses: Vec::new(),
+            spans: Vec::new(),
+        };
+        dosetrack::plot::write_plot(path, &spec)
+            .with_context(|| format!("writing the chart to {}", path.display()))?;
+        eprintln!("chart written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn events(a: &EventsArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let rows = a.db.reader()?.inputs_for_patient(&a.patient_id)?;
+    match a.format {
+        TableFormat::Csv => {
+            writeln!(out, "seq,occurred_at,received_at,source,kind,id,payload")?;
+            for r in &rows {
+                let payload = r.payload.replace('"', "\"\"");
+                writeln!(
+                    out,
+                    "{},{},{},{}/{},{},{},\"{payload}\"",
+                    r.seq,
+                    format_rfc3339(r.occurred_at_ms),
+                    format_rfc3339(r.received_at_ms),
+                    r.source.kind(),
+                    r.source.id(),
+                    r.kind,
+                    csv_field(&r.input_id),
+                )?;
+            }
+        }
+        TableFormat::Json => {
+            for r in &rows {
+                let payload: serde_json::Value = serde_json::from_str(&r.payload)
+                    .unwrap_or(serde_json::Value::String(r.payload.clone()));
+                let line = serde_json::json!({
+                    "seq": r.seq,
+                    "occurred_at": format_rfc3339(r.occurred_at_ms),
+                    "received_at": format_rfc3339(r.received_at_ms),
+                    "source": format!("{}/{}", r.source.kind(), r.source.id()),
+                    "kind": r.kind,
+                    "id": r.input_id,
+                    "payload": payload,
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Quote a CSV field when it needs it.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
 /// One built-in ward day for a 72 kg adult.

@@ -200,26 +200,14 @@ impl Tracker {
         }
     }
 
-    /// Checks that need the drug file (the contract parser cannot make
-    /// them): an admission's model must exist, its targets must be ordered.
-    /// A failure is an `invalid_value` rejection.
+    /// See [`check_input`].
     pub fn check(&self, input: &Input) -> Result<(), Rejection> {
-        if let Input::Admit(admit) = input {
-            let spec = spec_of(admit);
-            if let Err(e) = self.formulary.resolve(&spec) {
-                let field = match e {
-                    crate::patient::PatientError::UnknownModel { .. } => "model",
-                    crate::patient::PatientError::InvalidTargets { .. } => "targets",
-                    _ => "weight_kg",
-                };
-                return Err(Rejection {
-                    code: crate::contract::ErrorCode::InvalidValue,
-                    field: Some(field.to_owned()),
-                    message: e.to_string(),
-                });
-            }
-        }
-        Ok(())
+        check_input(&self.formulary, input)
+    }
+
+    /// The drug file the tracker resolves patients with.
+    pub fn formulary(&self) -> &Arc<Formulary> {
+        &self.formulary
     }
 
     /// Apply a stored input. Returns the patients whose state may have
@@ -561,6 +549,28 @@ fn params_key(p: &crate::pk::PkParams) -> Vec<u64> {
     k
 }
 
+/// Checks that need the drug file (the contract parser cannot make them):
+/// an admission's model must exist and its covariates and targets must
+/// resolve. A failure is an `invalid_value` rejection naming the field.
+pub fn check_input(formulary: &Formulary, input: &Input) -> Result<(), Rejection> {
+    if let Input::Admit(admit) = input {
+        if let Err(e) = formulary.resolve(&spec_of(admit)) {
+            let field = match &e {
+                crate::patient::PatientError::UnknownModel { .. } => "model",
+                crate::patient::PatientError::InvalidTargets { .. } => "targets",
+                crate::patient::PatientError::InvalidCovariate { field, .. } => field,
+                crate::patient::PatientError::InvalidParams(_) => "model",
+            };
+            return Err(Rejection {
+                code: crate::contract::ErrorCode::InvalidValue,
+                field: Some(field.to_owned()),
+                message: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The patient described by an admission.
 pub fn spec_of(admit: &Admit) -> PatientSpec {
     PatientSpec {
@@ -650,6 +660,16 @@ mod tests {
         // The pump stop is known: Ce falls below the floor after 10:00.
         let below = s.forecast.below_floor_at.unwrap();
         assert!(below.as_str() > "2026-11-27T10:00:00Z", "{below}");
+    }
+
+    #[test]
+    fn a_stop_without_patient_id_ends_the_pump_segment() {
+        let mut tr = tracker();
+        for i in all() {
+            tr.apply(i);
+        }
+        let s = tr.state("P-1", t("2026-11-27T11:00:00Z")).unwrap();
+        assert!(s.active_inputs.is_empty(), "{:?}", s.active_inputs);
     }
 
     #[test]

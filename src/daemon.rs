@@ -1,0 +1,597 @@
+//! The daemon (`dosetrack run`): the shell around the pure core.
+//!
+//! It owns the edges — the MQTT connections, the SQLite writer, the clock
+//! and shutdown — and the order of things for each input:
+//!
+//! 1. **Stage A** (receive): take a message from the ingest connection,
+//!    decide on it with [`intake`](crate::intake) (pure), and submit its
+//!    write to the store at once, so that concurrent inputs share a commit.
+//! 2. **Stage B** (apply, in arrival order): wait for the input's write to
+//!    commit; if it was new, apply it to the [`Tracker`], publish the
+//!    patients' new state and record it; publish the rejection notice for a
+//!    refused message; and only then acknowledge the input to the broker.
+//!    A write that fails is retried (with back-off) and never acknowledged
+//!    until it succeeds: the input is not lost, and inputs behind it wait.
+//! 3. **Timer**: every `state.interval_s` the state of every tracked
+//!    patient is republished; every `state.history_interval_s` a history
+//!    point is recorded per tracked patient (on a fixed grid, so a
+//!    recompute after a late input overwrites the same points).
+//!
+//! At start, the tracker is rebuilt from every stored input before the
+//! subscription resumes; the broker then redelivers what was not
+//! acknowledged, and the store's duplicate detection makes that harmless.
+
+use crate::config::Config;
+use crate::contract::ErrorCode;
+use crate::drug::DrugFile;
+use crate::intake::{self, Intake, RejectedNotice};
+use crate::mqtt::{self, AckToken, BrokerConfig, IngestHandle, Publisher};
+use crate::patient::Formulary;
+use crate::store::{
+    HistoryRow, Reader, RejectedRecord, StoreConfig, StoreError, StoreOutcome, WriteOp,
+    WriteResult, Writer,
+};
+use crate::tracker::{TrackedInput, Tracker, TrackerConfig};
+use crate::vocab::{format_rfc3339, TimeMs};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("drug file: {0}")]
+    Drug(String),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("broker: {0}")]
+    Mqtt(#[from] mqtt::MqttError),
+    #[error("task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Counters, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub replayed: usize,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+}
+
+/// Milliseconds since the epoch, from the system clock (the one place the
+/// daemon reads it).
+pub fn now_ms() -> TimeMs {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Topic names under the configured prefix.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        Topics {
+            prefix: prefix.to_owned(),
+        }
+    }
+    pub fn state(&self, patient_id: &str) -> String {
+        format!("{}/v1/patients/{patient_id}/state", self.prefix)
+    }
+    pub fn rejected(&self) -> String {
+        format!("{}/v1/rejected", self.prefix)
+    }
+    pub fn status(&self) -> String {
+        format!("{}/v1/status", self.prefix)
+    }
+}
+
+/// One input on its way from stage A to stage B.
+struct InFlight {
+    ack: AckToken,
+    kind: Pending,
+}
+
+enum Pending {
+    Accept {
+        op: WriteOp,
+        write: JoinHandle<Result<WriteResult, StoreError>>,
+        tracked: Box<TrackedInput>,
+        topic: String,
+        payload: Vec<u8>,
+        received_at_ms: TimeMs,
+    },
+    Reject {
+        op: WriteOp,
+        write: JoinHandle<Result<WriteResult, StoreError>>,
+        notice: RejectedNotice,
+    },
+}
+
+/// Load the drug file named by the config (or the built-in one).
+pub fn formulary(cfg: &Config) -> Result<Formulary, DaemonError> {
+    let drug = match &cfg.drug.file {
+        Some(p) => DrugFile::load(p),
+        None => DrugFile::builtin(),
+    }
+    .map_err(|e| DaemonError::Drug(e.to_string()))?;
+    Formulary::new(drug).map_err(|e| DaemonError::Drug(e.to_string()))
+}
+
+fn broker_config(cfg: &Config, client_id: String) -> BrokerConfig {
+    let mut b = BrokerConfig::new(cfg.broker.host.clone(), cfg.broker.port, client_id);
+    b.username = cfg.broker.username.clone();
+    b.password = cfg.broker.password.clone();
+    b.keep_alive = cfg.keep_alive();
+    b.max_packet_bytes = cfg.broker.max_packet_bytes;
+    b
+}
+
+/// Rebuild the tracker from every stored input.
+pub fn rebuild(reader: &Reader, tracker: &mut Tracker) -> Result<usize, DaemonError> {
+    let stored = reader.inputs(0)?;
+    let mut replayed = 0;
+    for s in &stored {
+        match intake::replay(s) {
+            Ok(t) => {
+                tracker.apply(t);
+                replayed += 1;
+            }
+            Err(r) => {
+                warn!(seq = s.seq, topic = %s.topic, error = %r, "stored input no longer parses; not applied")
+            }
+        }
+    }
+    Ok(replayed)
+}
+
+/// Run until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary, DaemonError> {
+    let formulary = Arc::new(formulary(&cfg)?);
+    let topics = Topics::new(&cfg.topics.prefix);
+    let mut store_cfg = StoreConfig::new(cfg.database.path.clone());
+    store_cfg.batch_max = cfg.database.batch_max;
+    store_cfg.batch_window = Duration::from_millis(cfg.database.batch_window_ms);
+    let (writer, writer_thread) = Writer::open(store_cfg)?;
+    let reader = Reader::open(&cfg.database.path)?;
+
+    let tracker_cfg = TrackerConfig {
+        forecast_horizon_ms: (cfg.state.forecast_horizon_h * 3_600_000.0) as TimeMs,
+        device_stale_after_ms: (cfg.state.device_stale_after_min * 60_000.0) as TimeMs,
+    };
+    let mut tracker = Tracker::new(formulary.clone(), tracker_cfg);
+    let replayed = rebuild(&reader, &mut tracker)?;
+    info!(
+        replayed,
+        database = %cfg.database.path.display(),
+        tracked = tracker.tracked(now_ms()).len(),
+        "state rebuilt from the database"
+    );
+
+    let started_at = format_rfc3339(now_ms());
+    let online = serde_json::json!({
+        "state": "online",
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": started_at,
+    })
+    .to_string();
+    let offline = serde_json::json!({"state": "offline"}).to_string();
+    let publisher_stop = CancellationToken::new();
+    let (publisher, publisher_task) = mqtt::spawn_publisher(
+        broker_config(&cfg, format!("{}-pub", cfg.broker.client_id)),
+        topics.status(),
+        online,
+        offline,
+        publisher_stop.clone(),
+    );
+
+    let (deliver_tx, mut deliver_rx) = mpsc::channel::<mqtt::Incoming>(256);
+    let ingest_stop = CancellationToken::new();
+    let (ingest, ingest_task) = mqtt::spawn_ingest(
+        broker_config(&cfg, cfg.broker.client_id.clone()),
+        cfg.topics.prefix.clone(),
+        deliver_tx,
+        ingest_stop.clone(),
+    );
+
+    // Stage B runs as its own task; stage A feeds it in arrival order.
+    let (pipe_tx, pipe_rx) = mpsc::channel::<InFlight>(1024);
+    let stage_b = tokio::spawn(stage_b(StageB {
+        rx: pipe_rx,
+        tracker,
+        writer: writer.clone(),
+        publisher: publisher.clone(),
+        ingest: ingest.clone(),
+        topics: topics.clone(),
+        state_interval: Duration::from_secs(cfg.state.interval_s),
+        history_interval_ms: (cfg.state.history_interval_s * 1000) as TimeMs,
+        summary: RunSummary {
+            replayed,
+            ..RunSummary::default()
+        },
+    }));
+
+    // Stage A.
+    let max_skew_ms = (cfg.limits.max_future_skew_s * 1000) as i64;
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = deliver_rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let decision = intake::intake(
+            &cfg.topics.prefix,
+            &incoming.topic,
+            &incoming.payload,
+            incoming.received_at_ms,
+            max_skew_ms,
+            &formulary,
+        );
+        let kind = match decision {
+            Intake::Accept {
+                record,
+                topic,
+                input,
+            } => {
+                let op = WriteOp::Input(*record);
+                let w = writer.clone();
+                let op2 = op.clone();
+                Pending::Accept {
+                    op,
+                    write: tokio::spawn(async move { w.write(op2).await }),
+                    tracked: Box::new(TrackedInput {
+                        seq: 0,
+                        topic,
+                        input: *input,
+                    }),
+                    topic: incoming.topic.clone(),
+                    payload: incoming.payload.to_vec(),
+                    received_at_ms: incoming.received_at_ms,
+                }
+            }
+            Intake::Reject { record, notice } => {
+                debug!(topic = %incoming.topic, code = record.code.as_str(), "rejected");
+                let op = WriteOp::Rejected(record);
+                let w = writer.clone();
+                let op2 = op.clone();
+                Pending::Reject {
+                    op,
+                    write: tokio::spawn(async move { w.write(op2).await }),
+                    notice,
+                }
+            }
+        };
+        if pipe_tx
+            .send(InFlight {
+                ack: incoming.ack,
+                kind,
+            })
+            .await
+            .is_err()
+        {
+            error!("the apply stage stopped; stopping intake");
+            break;
+        }
+    }
+
+    // Clean stop: no new inputs; finish and acknowledge those in hand.
+    info!("stopping: finishing the inputs in hand");
+    ingest_stop.cancel();
+    drop(pipe_tx);
+    // Keep draining deliveries that raced the stop so their tokens are
+    // dropped (they were not acknowledged and will be redelivered).
+    deliver_rx.close();
+    // Bounded: if the database is failing, stop anyway; what was not stored
+    // was not acknowledged and is redelivered to the next run.
+    let summary = match tokio::time::timeout(Duration::from_secs(30), stage_b).await {
+        Ok(joined) => joined?,
+        Err(_) => {
+            error!("inputs in hand could not be stored within 30 s; stopping without them (they are redelivered)");
+            RunSummary {
+                replayed,
+                ..RunSummary::default()
+            }
+        }
+    };
+    match ingest_task.await {
+        Ok(Ok(())) | Ok(Err(mqtt::MqttError::DeliverClosed)) => {}
+        Ok(Err(e)) => warn!(error = %e, "ingest connection ended with an error"),
+        Err(e) => warn!(error = %e, "ingest task failed"),
+    }
+    publisher_stop.cancel();
+    match publisher_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "publisher ended with an error"),
+        Err(e) => warn!(error = %e, "publisher task failed"),
+    }
+    drop(writer);
+    writer_thread.shutdown()?;
+    info!(
+        accepted = summary.accepted,
+        duplicates = summary.duplicates,
+        rejected = summary.rejected,
+        "stopped cleanly"
+    );
+    Ok(summary)
+}
+
+struct StageB {
+    rx: mpsc::Receiver<InFlight>,
+    tracker: Tracker,
+    writer: Writer,
+    publisher: Publisher,
+    ingest: IngestHandle,
+    topics: Topics,
+    state_interval: Duration,
+    history_interval_ms: TimeMs,
+    summary: RunSummary,
+}
+
+/// Wait for a write; on failure retry it with back-off until it succeeds
+/// (the input stays unacknowledged meanwhile). `None` only when the writer
+/// has stopped for good: then the input is not acknowledged and the broker
+/// redelivers it to the next run.
+async fn committed(
+    writer: &Writer,
+    first: JoinHandle<Result<WriteResult, StoreError>>,
+    op: &WriteOp,
+) -> Option<WriteResult> {
+    let mut result = first.await.unwrap_or(Err(StoreError::WriterClosed));
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match result {
+            Ok(r) => return Some(r),
+            Err(StoreError::WriterClosed | StoreError::WriterPanicked) => {
+                error!("the store writer has stopped; input not acknowledged");
+                return None;
+            }
+            Err(e) => {
+                error!(error = %e, retry_in_ms = delay.as_millis() as u64, "write failed; the input is not acknowledged and will be retried");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                result = writer.write(op.clone()).await;
+            }
+        }
+    }
+}
+
+async fn stage_b(mut b: StageB) -> RunSummary {
+    // Publish the rebuilt state once at start.
+    let now = now_ms();
+    let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
+    publish_states(&mut b, &tracked, now).await;
+    let mut state_tick = tokio::time::interval(b.state_interval);
+    state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut history_tick =
+        tokio::time::interval(Duration::from_millis(b.history_interval_ms as u64));
+    history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            item = b.rx.recv() => match item {
+                Some(item) => handle(&mut b, item).await,
+                None => break,
+            },
+            _ = state_tick.tick() => {
+                let now = now_ms();
+                let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
+                publish_states(&mut b, &tracked, now).await;
+            }
+            _ = history_tick.tick() => {
+                let now = now_ms();
+                let grid = now - now.rem_euclid(b.history_interval_ms);
+                let rows: Vec<HistoryRow> = b
+                    .tracker
+                    .tracked(now)
+                    .into_iter()
+                    .filter_map(|pid| {
+                        let d = b.tracker.derived(&pid)?;
+                        let c = d.solution.at(grid);
+                        Some(HistoryRow { patient_id: pid, t_ms: grid, cp_ng_per_ml: c.cp_ng_per_ml, ce_ng_per_ml: c.ce_ng_per_ml })
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    if let Err(e) = b.writer.write(WriteOp::History(rows)).await {
+                        warn!(error = %e, "history points not recorded");
+                    }
+                }
+            }
+        }
+    }
+    b.summary
+}
+
+async fn handle(b: &mut StageB, item: InFlight) {
+    let stored = match item.kind {
+        Pending::Accept {
+            op,
+            write,
+            mut tracked,
+            topic,
+            payload,
+            received_at_ms,
+        } => match committed(&b.writer, write, &op).await {
+            None => false,
+            Some(WriteResult::Input(StoreOutcome::Inserted { seq })) => {
+                b.summary.accepted += 1;
+                tracked.seq = seq;
+                let occurred = intake::occurred_at(&tracked.input);
+                let touched = b.tracker.apply(*tracked);
+                let now = now_ms();
+                publish_states(b, &touched, now).await;
+                backfill_history(b, &touched, occurred, now).await;
+                true
+            }
+            Some(WriteResult::Input(StoreOutcome::Duplicate { seq })) => {
+                b.summary.duplicates += 1;
+                debug!(
+                    seq,
+                    "redelivery of a stored input; acknowledged, not applied again"
+                );
+                true
+            }
+            Some(WriteResult::Input(StoreOutcome::Conflict { seq })) => {
+                let r = intake::reject(
+                    &topic,
+                    &payload,
+                    received_at_ms,
+                    crate::contract::Rejection {
+                        code: ErrorCode::DuplicateConflict,
+                        field: Some("id".to_owned()),
+                        message: format!(
+                            "this id was already stored (input #{seq}) with different content"
+                        ),
+                    },
+                );
+                match r {
+                    Intake::Reject { record, notice } => store_rejection(b, record, notice).await,
+                    Intake::Accept { .. } => false,
+                }
+            }
+            Some(WriteResult::Written) => true,
+        },
+        Pending::Reject { op, write, notice } => {
+            let done = committed(&b.writer, write, &op).await.is_some();
+            if done {
+                b.summary.rejected += 1;
+                publish_rejected(b, &notice).await;
+            }
+            done
+        }
+    };
+    if !stored {
+        // Not durably stored: no acknowledgement, the broker redelivers.
+        drop(item.ack);
+        return;
+    }
+    if let Err(e) = b.ingest.ack(item.ack).await {
+        warn!(error = %e, "could not acknowledge (the ingest connection is gone); the broker will redeliver");
+    }
+}
+
+async fn store_rejection(b: &mut StageB, record: RejectedRecord, notice: RejectedNotice) -> bool {
+    let op = WriteOp::Rejected(record);
+    let w = b.writer.clone();
+    let op2 = op.clone();
+    let write = tokio::spawn(async move { w.write(op2).await });
+    if committed(&b.writer, write, &op).await.is_none() {
+        return false;
+    }
+    b.summary.rejected += 1;
+    publish_rejected(b, &notice).await;
+    true
+}
+
+async fn publish_rejected(b: &StageB, notice: &RejectedNotice) {
+    match serde_json::to_vec(notice) {
+        Ok(payload) => {
+            if let Err(e) = b
+                .publisher
+                .publish(b.topics.rejected(), payload, false)
+                .await
+            {
+                warn!(error = %e, "rejection notice not published");
+            }
+        }
+        Err(e) => warn!(error = %e, "rejection notice not serialised"),
+    }
+}
+
+/// Publish (retained) and record the state of `patients` at `now`.
+async fn publish_states(b: &mut StageB, patients: &BTreeSet<String>, now: TimeMs) {
+    for pid in patients {
+        let Some(state) = b.tracker.state(pid, now) else {
+            if let Some(e) = b.tracker.error(pid) {
+                warn!(patient_id = %pid, error = %e, "no state: the patient's inputs cannot be solved");
+            }
+            continue;
+        };
+        let payload = match serde_json::to_string(&state) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(patient_id = %pid, error = %e, "state not serialised");
+                continue;
+            }
+        };
+        if let Err(e) = b
+            .publisher
+            .publish(b.topics.state(pid), payload.clone().into_bytes(), true)
+            .await
+        {
+            warn!(patient_id = %pid, error = %e, "state not published");
+        }
+        let rows = vec![HistoryRow {
+            patient_id: pid.clone(),
+            t_ms: now,
+            cp_ng_per_ml: state.cp_ng_per_ml,
+            ce_ng_per_ml: state.ce_ng_per_ml,
+        }];
+        for op in [
+            WriteOp::State {
+                patient_id: pid.clone(),
+                time_ms: now,
+                payload,
+            },
+            WriteOp::History(rows),
+        ] {
+            // Derived data: failures are logged, the inputs are safe.
+            let w = b.writer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = w.write(op).await {
+                    warn!(error = %e, "derived state not recorded");
+                }
+            });
+        }
+    }
+}
+
+/// Most history recomputed after one late input: 7 days.
+const BACKFILL_MAX_MS: TimeMs = 7 * 24 * 3_600_000;
+
+/// A late input changes the past: recompute the history grid points from
+/// its occurrence time to now.
+async fn backfill_history(
+    b: &mut StageB,
+    patients: &BTreeSet<String>,
+    occurred_ms: TimeMs,
+    now: TimeMs,
+) {
+    let step = b.history_interval_ms;
+    if now - occurred_ms <= step {
+        return;
+    }
+    let from = occurred_ms.max(now - BACKFILL_MAX_MS);
+    let from = from - from.rem_euclid(step) + step;
+    for pid in patients {
+        let Some(d) = b.tracker.derived(pid) else {
+            continue;
+        };
+        let rows: Vec<HistoryRow> = d
+            .solution
+            .sample(from, now, step)
+            .into_iter()
+            .map(|s| HistoryRow {
+                patient_id: pid.clone(),
+                t_ms: s.t_ms,
+                cp_ng_per_ml: s.cp_ng_per_ml,
+                ce_ng_per_ml: s.ce_ng_per_ml,
+            })
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let w = b.writer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = w.write(WriteOp::History(rows)).await {
+                warn!(error = %e, "recomputed history not recorded");
+            }
+        });
+    }
+}

@@ -1,0 +1,238 @@
+//! The connection driver: the only code that polls a rumqttc `EventLoop`.
+//!
+//! It owns connecting, reconnecting with [`Backoff`], outage logging (the
+//! first failure, then every 30 s, then the recovery: never one line per
+//! attempt), and the connection counters. It forwards everything rumqttc
+//! yields to the connection's logic over an unbounded channel, so it never
+//! waits on the logic and keeps answering keep-alives whatever the logic is
+//! doing. (The number of messages in that channel is bounded by the broker's
+//! in-flight window: the logic withholds acks until the store has the input.)
+//!
+//! Every connection attempt gets a fresh `AsyncClient` + `EventLoop`, with a
+//! new *generation* number once connected. A request made on a dead
+//! generation's client goes nowhere: a PUBACK meant for one connection can
+//! never be sent on the next (the broker redelivers instead), and no stale
+//! in-flight or packet-id collision state survives a reconnect (rumqttc
+//! #1014, #1056).
+//!
+//! `poll()` is never cancelled while a connection is up, except when the
+//! logic stops the driver at the very end: rumqttc's `poll` is not
+//! cancel-safe (a request taken from the channel can be lost mid-write).
+
+use super::{Backoff, SharedStats};
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, StateError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Capacity of rumqttc's request channel (logic → event loop).
+const REQUEST_CAPACITY: usize = 64;
+
+/// While the broker stays unreachable, log again this often.
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// A connection that stayed up this long resets the back-off. A connection
+/// that is accepted and dropped at once (another process taking the session
+/// over with the same client id, a broker refusing a packet) keeps backing
+/// off instead of reconnecting ten times a second forever.
+const STABLE_AFTER: Duration = Duration::from_secs(5);
+
+/// What the driver tells the connection's logic, in order.
+pub(crate) enum DriverMsg {
+    /// A CONNACK was received: a new generation starts.
+    Connected {
+        generation: u64,
+        client: AsyncClient,
+        session_present: bool,
+    },
+    /// Something rumqttc yielded on that generation's connection.
+    Event { generation: u64, event: Event },
+    /// That generation's connection failed; the driver is reconnecting.
+    Lost { generation: u64 },
+}
+
+pub(crate) struct Driver {
+    pub(crate) role: &'static str,
+    pub(crate) options: MqttOptions,
+    pub(crate) tx: UnboundedSender<DriverMsg>,
+    /// Cancelled by the logic when it is done (after DISCONNECT, or when it
+    /// gives up waiting for it).
+    pub(crate) stop: CancellationToken,
+    pub(crate) stats: Arc<SharedStats>,
+}
+
+/// The state of an outage, for logging it without spam.
+struct Outage {
+    since: Instant,
+    failed_attempts: u64,
+    last_logged: Instant,
+}
+
+impl Driver {
+    /// Connect, forward, reconnect, until stopped, until the logic's receiver
+    /// is gone, or until rumqttc reports our DISCONNECT as sent.
+    pub(crate) async fn run(self) {
+        let (host, port) = self.options.broker_address();
+        let broker = format!("{host}:{port}");
+        let client_id = self.options.client_id();
+        let role = self.role;
+        let mut backoff = Backoff::new();
+        let mut outage: Option<Outage> = None;
+        let mut generation = 0u64;
+
+        loop {
+            let (client, mut eventloop) = AsyncClient::new(self.options.clone(), REQUEST_CAPACITY);
+            self.stats.attempt();
+            let first = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return,
+                r = eventloop.poll() => r,
+            };
+            let connack = match first {
+                Ok(Event::Incoming(Packet::ConnAck(c))) => c,
+                other => {
+                    let error = match other {
+                        Err(e) => e.to_string(),
+                        Ok(ev) => format!("expected CONNACK first, got {ev:?}"),
+                    };
+                    let now = Instant::now();
+                    match &mut outage {
+                        None => {
+                            warn!(role, %client_id, %broker, %error,
+                                "cannot connect to the MQTT broker; retrying with back-off");
+                            outage = Some(Outage {
+                                since: now,
+                                failed_attempts: 1,
+                                last_logged: now,
+                            });
+                        }
+                        Some(o) => {
+                            o.failed_attempts += 1;
+                            if now.duration_since(o.last_logged) >= OUTAGE_LOG_EVERY {
+                                o.last_logged = now;
+                                warn!(role, %client_id, %broker, %error,
+                                    outage_s = now.duration_since(o.since).as_secs(),
+                                    failed_attempts = o.failed_attempts,
+                                    "still cannot connect to the MQTT broker");
+                            } else {
+                                debug!(role, %client_id, %broker, %error,
+                                    failed_attempts = o.failed_attempts,
+                                    "MQTT connect attempt failed");
+                            }
+                        }
+                    }
+                    if !self.sleep(backoff.next_delay()).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+
+            let first_connection = generation == 0;
+            generation += 1;
+            self.stats.set_connected(true);
+            let session_present = connack.session_present;
+            match outage.take() {
+                None => info!(role, %client_id, %broker, session_present,
+                    "connected to the MQTT broker"),
+                Some(o) => {
+                    let outage_ms = o.since.elapsed().as_millis() as u64;
+                    let failed_attempts = o.failed_attempts;
+                    if first_connection {
+                        info!(role, %client_id, %broker, session_present, outage_ms, failed_attempts,
+                            "connected to the MQTT broker");
+                    } else {
+                        info!(role, %client_id, %broker, session_present, outage_ms, failed_attempts,
+                            "reconnected to the MQTT broker");
+                    }
+                }
+            }
+            if self
+                .tx
+                .send(DriverMsg::Connected {
+                    generation,
+                    client,
+                    session_present: connack.session_present,
+                })
+                .is_err()
+            {
+                self.stats.set_connected(false);
+                return;
+            }
+
+            let up_since = Instant::now();
+            let error = loop {
+                let polled = tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => {
+                        self.stats.set_connected(false);
+                        return;
+                    }
+                    r = eventloop.poll() => r,
+                };
+                match polled {
+                    Ok(event) => {
+                        let disconnected = matches!(event, Event::Outgoing(Outgoing::Disconnect));
+                        if self
+                            .tx
+                            .send(DriverMsg::Event { generation, event })
+                            .is_err()
+                        {
+                            self.stats.set_connected(false);
+                            return;
+                        }
+                        if disconnected {
+                            // rumqttc has written and flushed our DISCONNECT.
+                            self.stats.set_connected(false);
+                            debug!(role, %client_id, "MQTT DISCONNECT sent");
+                            return;
+                        }
+                    }
+                    Err(e) => break e,
+                }
+            };
+
+            self.stats.set_connected(false);
+            drop(eventloop);
+            if let ConnectionError::MqttState(StateError::Deserialization(
+                rumqttc::Error::PayloadSizeLimitExceeded(size),
+            )) = &error
+            {
+                error!(role, %client_id, size, max = self.options.max_packet_size(),
+                    "the broker sent a packet larger than max_packet_bytes; it will be \
+                     redelivered on every reconnect: raise max_packet_bytes or lower the \
+                     broker's max_packet_size below it");
+            }
+            let now = Instant::now();
+            warn!(role, %client_id, %broker, error = %error,
+                up_ms = now.duration_since(up_since).as_millis() as u64,
+                "MQTT connection lost; reconnecting");
+            outage = Some(Outage {
+                since: now,
+                failed_attempts: 0,
+                last_logged: now,
+            });
+            if self.tx.send(DriverMsg::Lost { generation }).is_err() {
+                return;
+            }
+            if now.duration_since(up_since) >= STABLE_AFTER {
+                backoff.reset();
+            }
+            if !self.sleep(backoff.next_delay()).await {
+                return;
+            }
+        }
+    }
+
+    /// Sleep unless stopped or the logic is gone; false when the driver must end.
+    async fn sleep(&self, delay: Duration) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => false,
+            _ = self.tx.closed() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The daemon's MQTT edge (MQTT 3.1.1 over rumqttc): broker settings, the
+//! contract's input subscriptions, and the two connections the daemon keeps.
+//!
+//! This module owns:
+//!
+//! * [`BrokerConfig`] and the one place where rumqttc options, including the
+//!   transport, are built from it ([`mqtt_options`]);
+//! * the input topic filters of the contract ([`input_filters`]);
+//! * the errors of this layer ([`MqttError`]) and connection counters
+//!   ([`ConnectionStats`]).
+//!
+//! Its submodules own the rest:
+//!
+//! * [`ingest`]: the input connection (persistent session, QoS 1, manual
+//!   acknowledgements sent in arrival order only when the store says so);
+//! * [`publisher`]: the output connection (QoS 1 publishes, publish
+//!   confirmation, retained online/offline status with a last will);
+//! * [`backoff`]: the reconnect delay (rumqttc has none of its own);
+//! * `driver` (private): the task that drives one rumqttc event loop per
+//!   connection, reconnects with back-off and logs outages.
+//!
+//! Each connection is one tokio task in which a *driver* (polls rumqttc's
+//! event loop, never cancelled while connected) and a *logic* part (acks,
+//! delivery, outbox) run concurrently. Every connection attempt gets a fresh
+//! rumqttc `EventLoop`: an acknowledgement or publish requested on a
+//! connection that has since died can never leak onto the next one.
+
+pub mod backoff;
+mod driver;
+pub mod ingest;
+pub mod publisher;
+
+pub use backoff::Backoff;
+pub use ingest::{spawn_ingest, AckToken, Incoming, IngestHandle};
+pub use publisher::{spawn_publisher, Publisher};
+
+use rumqttc::{MqttOptions, Transport};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Where and how to connect to the broker. One value per connection: the
+/// ingest and the publisher need different `client_id`s (e.g. `dosetrack`
+/// and `dosetrack-pub`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Fixed per deployment: the broker keeps the ingest's session (its
+    /// subscriptions and unacknowledged inputs) under this id.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// MQTT keep-alive; 0 (off) or at least 1 s. Default 30 s.
+    pub keep_alive: Duration,
+    /// Largest packet accepted from or sent to the broker, in bytes. Default
+    /// 1 MiB: larger than the contract's 64 KiB, so an over-size input still
+    /// reaches the service (which rejects it as `too_large`, stores and acks
+    /// it) instead of failing the connection and being redelivered forever.
+    /// The broker's own `max_packet_size` should be at most this.
+    pub max_packet_bytes: usize,
+    /// Most outgoing QoS 1 publishes awaiting a PUBACK. Default 100.
+    pub inflight: u16,
+    /// On shutdown, how long to wait for outstanding acknowledgements
+    /// (ingest) or unconfirmed publishes (publisher) before disconnecting.
+    /// Default 5 s.
+    pub drain_timeout: Duration,
+}
+
+impl BrokerConfig {
+    /// Defaults for everything but the address and the client id.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> BrokerConfig {
+        BrokerConfig {
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            max_packet_bytes: 1024 * 1024,
+            inflight: 100,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Check what rumqttc would otherwise panic on (an empty client id with a
+    /// persistent session, a sub-second keep-alive, zero in-flight) and what
+    /// would make every connection fail.
+    pub fn validate(&self) -> Result<(), MqttError> {
+        if self.client_id.is_empty() {
+            return Err(MqttError::Config("client_id must not be empty".into()));
+        }
+        if self.host.is_empty() {
+            return Err(MqttError::Config("host must not be empty".into()));
+        }
+        if !self.keep_alive.is_zero() && self.keep_alive < Duration::from_secs(1) {
+            return Err(MqttError::Config(
+                "keep_alive must be 0 (off) or at least 1 s".into(),
+            ));
+        }
+        if self.keep_alive.as_secs() > u64::from(u16::MAX) {
+            return Err(MqttError::Config(format!(
+                "keep_alive must be at most {} s",
+                u16::MAX
+            )));
+        }
+        if self.inflight == 0 {
+            return Err(MqttError::Config("inflight must be at least 1".into()));
+        }
+        // A PUBACK, SUBSCRIBE or status publish must fit.
+        if self.max_packet_bytes < 1024 {
+            return Err(MqttError::Config(
+                "max_packet_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(MqttError::Config(
+                "a password needs a username (MQTT 3.1.1)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the MQTT layer. Connection failures are not errors here: they
+/// are retried with back-off and logged.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// The configuration cannot work (see [`BrokerConfig::validate`]).
+    #[error("invalid MQTT configuration: {0}")]
+    Config(String),
+    /// The connection's task has ended (shut down, or failed).
+    #[error("the MQTT {0} task has stopped")]
+    Stopped(&'static str),
+    /// The receiver of incoming messages was dropped while the ingest ran.
+    #[error("the receiver of incoming MQTT messages was dropped")]
+    DeliverClosed,
+    /// A topic that cannot be published to (empty, wildcards, NUL, too long).
+    #[error("cannot publish to topic {topic:?}: {reason}")]
+    InvalidTopic { topic: String, reason: &'static str },
+    /// The publish would exceed `max_packet_bytes`.
+    #[error("a publish of {size} bytes to {topic:?} exceeds max_packet_bytes ({max})")]
+    TooLarge {
+        topic: String,
+        size: usize,
+        max: usize,
+    },
+    /// The connection driver ended while the connection was still in use.
+    #[error("the MQTT connection driver ended unexpectedly")]
+    DriverGone,
+}
+
+/// The contract's input topic filters under `prefix` (QoS 1 subscriptions of
+/// the ingest connection).
+pub fn input_filters(prefix: &str) -> Vec<String> {
+    vec![
+        format!("{prefix}/v1/patients/+/admit"),
+        format!("{prefix}/v1/patients/+/discharge"),
+        format!("{prefix}/v1/patients/+/doses"),
+        format!("{prefix}/v1/devices/+/events"),
+        format!("{prefix}/v1/alerts/+/commands"),
+    ]
+}
+
+/// Counters of one connection, for health checks, metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// TCP + CONNECT attempts so far.
+    pub connect_attempts: u64,
+    /// Successful CONNACKs so far (1 = never reconnected).
+    pub connections: u64,
+    /// Whether a connection is up now.
+    pub connected: bool,
+    /// Ingest only: SUBACKs that granted every input filter.
+    pub subscriptions: u64,
+}
+
+/// The shared, lock-free form of [`ConnectionStats`].
+#[derive(Debug, Default)]
+pub(crate) struct SharedStats {
+    connect_attempts: AtomicU64,
+    connections: AtomicU64,
+    connected: AtomicBool,
+    subscriptions: AtomicU64,
+}
+
+impl SharedStats {
+    pub(crate) fn snapshot(&self) -> ConnectionStats {
+        ConnectionStats {
+            connect_attempts: self.connect_attempts.load(Ordering::Relaxed),
+            connections: self.connections.load(Ordering::Relaxed),
+            connected: self.connected.load(Ordering::Relaxed),
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn attempt(&self) {
+        self.connect_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn set_connected(&self, up: bool) {
+        if up {
+            self.connections.fetch_add(1, Ordering::Relaxed);
+        }
+        self.connected.store(up, Ordering::Relaxed);
+    }
+
+    pub(crate) fn subscribed(&self) {
+        self.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The transport. The one place to change when TLS arrives (rumqttc's
+/// `use-rustls-no-provider` feature and `Transport::tls_with_config`).
+fn transport(_cfg: &BrokerConfig) -> Transport {
+    Transport::tcp()
+}
+
+/// rumqttc options for `cfg` (call [`BrokerConfig::validate`] first: rumqttc
+/// panics on an empty client id with `clean_session = false`).
+pub(crate) fn mqtt_options(cfg: &BrokerConfig, clean_session: bool) -> MqttOptions {
+    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    o.set_transport(transport(cfg))
+        .set_keep_alive(cfg.keep_alive)
+        .set_clean_session(clean_session)
+        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
+        .set_inflight(cfg.inflight);
+    if let Some(user) = &cfg.username {
+        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    o
+}
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub(crate) fn now_ms() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        // A clock before 1970: report it as negative milliseconds.
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_cover_the_five_input_kinds() {
+        assert_eq!(
+            input_filters("dt"),
+            vec![
+                "dt/v1/patients/+/admit",
+                "dt/v1/patients/+/discharge",
+                "dt/v1/patients/+/doses",
+                "dt/v1/devices/+/events",
+                "dt/v1/alerts/+/commands",
+            ]
+        );
+    }
+
+    #[test]
+    fn filters_match_topics_the_contract_parser_accepts() {
+        use crate::contract::parse_topic;
+        let topics = [
+            "dt/v1/patients/P-1/admit",
+            "dt/v1/patients/P-1/discharge",
+            "dt/v1/patients/P-1/doses",
+            "dt/v1/devices/pump-7/events",
+            "dt/v1/alerts/a-1/commands",
+        ];
+        for (filter, topic) in input_filters("dt").iter().zip(topics) {
+            assert!(rumqttc::matches(topic, filter), "{topic} vs {filter}");
+            assert!(parse_topic("dt", topic).is_ok(), "{topic}");
+        }
+    }
+
+    #[test]
+    fn validate_refuses_what_rumqttc_would_panic_on() {
+        let ok = BrokerConfig::new("localhost", 1883, "dosetrack");
+        assert!(ok.validate().is_ok());
+        let mut c = ok.clone();
+        c.client_id.clear();
+        assert!(matches!(c.validate(), Err(MqttError::Config(_))));
+        let mut c = ok.clone();
+        c.keep_alive = Duration::from_millis(500);
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.keep_alive = Duration::ZERO;
+        assert!(c.validate().is_ok());
+        let mut c = ok.clone();
+        c.inflight = 0;
+        assert!(c.validate().is_err());
+        let mut c = ok;
+        c.password = Some("x".into());
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn options_carry_the_config() {
+        let mut cfg = BrokerConfig::new("broker", 1884, "dt-1");
+        cfg.username = Some("u".into());
+        cfg.password = Some("p".into());
+        let o = mqtt_options(&cfg, false);
+        assert_eq!(o.broker_address(), ("broker".to_string(), 1884));
+        assert_eq!(o.client_id(), "dt-1");
+        assert!(!o.clean_session());
+        assert_eq!(o.keep_alive(), Duration::from_secs(30));
+        assert_eq!(o.max_packet_size(), 1024 * 1024);
+        assert_eq!(o.inflight(), 100);
+        let login = o.credentials().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("u", "p")
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! The daemon's durable storage: one SQLite file (WAL, `synchronous=FULL`)
+//! holding every accepted input, every rejected message, the projections
+//! derived from the inputs, the computed concentration history, the last
+//! published state per patient and (from issue 4) the publish outbox.
+//!
+//! This module owns the records the rest of the daemon hands to the store
+//! ([`WriteOp`] and its parts), the store's error type ([`StoreError`]) and
+//! its configuration ([`StoreConfig`]). The work is split into:
+//!
+//! * `schema`: the embedded migrations (`migrations/NN-name/up.sql`) and
+//!   the connection set-up (PRAGMAs) for the writer and for readers;
+//! * `apply`: what one [`WriteOp`] does inside a transaction: the input
+//!   insert with duplicate/conflict detection and its projections, rejected
+//!   messages, history and published-state upserts;
+//! * `writer`: [`Writer`], the single writer thread with group commit;
+//! * `read`: [`Reader`], read-only queries that never block the writer.
+//!
+//! # The durability rule
+//!
+//! An input may be acknowledged to the broker only after the
+//! [`Writer::write`] call that carried it returned `Ok`: that happens only
+//! after the `COMMIT` containing it returned, with `synchronous=FULL` (the
+//! WAL is fsynced at every commit). Any `Err` means "not stored": do not
+//! acknowledge.
+//!
+//! # Duplicates
+//!
+//! An input is identified by (source kind, source id, input id). The store
+//! compares the canonical form of the *parsed* input (`parsed_json`
+//! re-serialised with sorted keys) with the stored one, so key order,
+//! whitespace, number spelling (`100` vs `100.0`) and unknown fields (which
+//! the contract ignores) do not matter: the same content is a redelivery
+//! ([`StoreOutcome::Duplicate`], nothing is applied again), other content a
+//! conflict ([`StoreOutcome::Conflict`], nothing is stored; the caller
+//! stores the message as rejected with `duplicate_conflict`).
+
+mod apply;
+mod read;
+mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use crate::contract::ErrorCode;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow, StoredInput};
+pub use schema::migrations;
+pub use writer::{Writer, WriterPragmas, WriterStats, WriterThread};
+
+/// Most raw bytes of a rejected payload kept in `rejected.payload` (the
+/// contract's payload limit, 64 KiB); the full length goes to `payload_len`.
+pub const REJECTED_PAYLOAD_KEEP_BYTES: usize = crate::contract::MAX_PAYLOAD_BYTES;
+
+/// Who an input comes from; with the input's `id` it identifies the input
+/// (the contract: ids are unique per device, per patient, per alert).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// `patients/{patient_id}/…` topics.
+    Patient(String),
+    /// `devices/{device_id}/events`.
+    Device(String),
+    /// `alerts/{alert_id}/commands`.
+    Alert(String),
+}
+
+impl Source {
+    /// The `source_kind` column: `patient`, `device` or `alert`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Patient(_) => "patient",
+            Source::Device(_) => "device",
+            Source::Alert(_) => "alert",
+        }
+    }
+
+    /// The source's identifier (patient, device or alert id).
+    pub fn id(&self) -> &str {
+        match self {
+            Source::Patient(id) | Source::Device(id) | Source::Alert(id) => id,
+        }
+    }
+
+    /// The source from its stored `source_kind` and `source_id`, if the
+    /// kind is one of the three.
+    pub fn from_parts(kind: &str, id: String) -> Option<Source> {
+        match kind {
+            "patient" => Some(Source::Patient(id)),
+            "device" => Some(Source::Device(id)),
+            "alert" => Some(Source::Alert(id)),
+            _ => None,
+        }
+    }
+}
+
+/// What storing an input changes besides the `inputs` log (applied in the
+/// same transaction, and only when the input is new).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Projection {
+    /// Nothing (doses, alert commands).
+    None,
+    /// `admit`: creates or updates `patients` and adds a
+    /// `patient_covariates` row valid from the input's occurrence time.
+    Admit(AdmitProjection),
+    /// `discharge`: marks the patient discharged (when it is the latest
+    /// admit/discharge in occurrence time).
+    Discharge,
+    /// Any device event: updates `devices`, and when `patient_id` (from the
+    /// payload) differs from the device's association at the event's time,
+    /// adds a `device_associations` row.
+    DeviceEvent { patient_id: Option<String> },
+}
+
+/// The covariates of an `admit`, as validated by `contract`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmitProjection {
+    pub weight_kg: f64,
+    pub age_years: Option<f64>,
+    pub sex: Option<String>,
+    pub height_cm: Option<f64>,
+    pub model: Option<String>,
+    pub setting: String,
+    pub comedications: Vec<String>,
+    /// The target overrides as a JSON object (`{}` when none).
+    pub targets_json: String,
+}
+
+/// An accepted (valid) input to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRecord {
+    pub topic: String,
+    pub source: Source,
+    /// The payload's `id`.
+    pub input_id: String,
+    /// `admit`, `discharge`, `dose`, a device event kind
+    /// (`infusion_started`, …) or `alert_command`.
+    pub kind: String,
+    /// From the topic (patient messages) or the payload (device events).
+    pub patient_id: Option<String>,
+    /// From the topic (device events).
+    pub device_id: Option<String>,
+    pub occurred_at_ms: i64,
+    pub received_at_ms: i64,
+    /// The raw payload as received (must be JSON).
+    pub payload: String,
+    /// The parsed fields as JSON (must be JSON).
+    pub parsed_json: String,
+    pub projection: Projection,
+}
+
+/// A refused message, kept for audit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRecord {
+    pub topic: String,
+    pub received_at_ms: i64,
+    pub code: ErrorCode,
+    pub field: Option<String>,
+    pub message: String,
+    /// The raw bytes; any content, any length (only the first
+    /// [`REJECTED_PAYLOAD_KEEP_BYTES`] are kept).
+    pub payload: Vec<u8>,
+}
+
+/// One computed concentration point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    pub patient_id: String,
+    pub t_ms: i64,
+    pub cp_ng_per_ml: f64,
+    pub ce_ng_per_ml: f64,
+}
+
+/// What became of an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// New: stored with this `seq`, projections applied.
+    Inserted { seq: i64 },
+    /// A redelivery of the input stored as `seq`: nothing changed. Acknowledge.
+    Duplicate { seq: i64 },
+    /// Same (source, id) as the input stored as `seq`, other content: nothing
+    /// stored. The caller stores the message as rejected
+    /// (`duplicate_conflict`), then acknowledges.
+    Conflict { seq: i64 },
+}
+
+/// One unit of work for the writer; each is applied atomically (all of it
+/// or none of it) inside the batch's transaction.
+#[derive(Debug, Clone, PartialEq)]
+// Built once and moved into the writer's queue: boxing the input would add
+// an allocation per op for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum WriteOp {
+    Input(InputRecord),
+    Rejected(RejectedRecord),
+    /// Upsert of concentration points (a recompute overwrites).
+    History(Vec<HistoryRow>),
+    /// Upsert of the last state message published for a patient.
+    State {
+        patient_id: String,
+        time_ms: i64,
+        payload: String,
+    },
+}
+
+/// The answer to a [`WriteOp`], given after its batch committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteResult {
+    /// For [`WriteOp::Input`].
+    Input(StoreOutcome),
+    /// For every other op.
+    Written,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The SQLite file (created with its schema if absent).
+    pub path: PathBuf,
+    /// Most ops per transaction (default 256; 0 counts as 1).
+    pub batch_max: usize,
+    /// How long the writer waits for more ops after the first of a batch
+    /// (default 2 ms; zero: take only what is already queued).
+    pub batch_window: Duration,
+    /// How long a write waits for another connection's write lock before
+    /// the batch fails with `SQLITE_BUSY` (default 5 s).
+    pub busy_timeout: Duration,
+    /// Capacity of the bounded queue to the writer (default 1024; 0 counts
+    /// as 1). A full queue makes [`Writer::write`] wait: back-pressure.
+    pub queue_capacity: usize,
+}
+
+impl StoreConfig {
+    /// The defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            batch_max: 256,
+            batch_window: Duration::from_millis(2),
+            busy_timeout: Duration::from_secs(5),
+            queue_capacity: 1024,
+        }
+    }
+}
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An SQLite error outside a batch (opening, PRAGMAs, reads).
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Applying the schema migrations failed.
+    #[error("migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// A PRAGMA did not take the value the store needs.
+    #[error("PRAGMA {pragma} is '{actual}', the store needs '{wanted}'")]
+    Pragma {
+        pragma: &'static str,
+        wanted: &'static str,
+        actual: String,
+    },
+    /// The database's schema is not the one this build expects (a reader
+    /// opened before the writer migrated it, or a newer database).
+    #[error("database schema is not at this build's version ({0})")]
+    SchemaVersion(String),
+    /// The op itself is unusable (not JSON where JSON is required, a
+    /// non-finite number, a projection that does not fit the record, a
+    /// constraint violation). Nothing of this op was stored; the rest of its
+    /// batch was. Retrying the same op fails the same way.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// The batch containing the op could not be committed (SQLITE_BUSY
+    /// beyond the busy timeout, disk full, I/O error, …). Nothing of the
+    /// batch was stored; the writer keeps running, so a retry may succeed.
+    #[error("batch of {batch_len} not stored ({stage} failed): {message}")]
+    BatchFailed {
+        /// `begin`, `apply` or `commit`.
+        stage: &'static str,
+        batch_len: usize,
+        /// The SQLite primary result code, when SQLite gave one.
+        code: Option<rusqlite::ErrorCode>,
+        message: String,
+    },
+    /// The writer has shut down (or its thread ended): nothing was stored.
+    #[error("the store writer is not running")]
+    WriterClosed,
+    /// [`Writer::write_blocking`] or [`WriterThread::shutdown`] was
+    /// misused from inside an async runtime (where blocking would panic).
+    #[error("blocking store call made from inside an async runtime; use the async API")]
+    BlockingInAsyncContext,
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The writer thread panicked (a bug; nothing of its last batch was
+    /// acknowledged).
+    #[error("the writer thread panicked")]
+    WriterPanicked,
+    /// A stored row does not decode (unknown `source_kind`, …).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when retrying the same op later may succeed (the batch failed
+    /// for a reason outside the op: lock held, disk full, I/O error).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::BatchFailed { .. })
+    }
+
+    /// The SQLite primary result code behind the error, if any.
+    pub fn sqlite_code(&self) -> Option<rusqlite::ErrorCode> {
+        match self {
+            StoreError::Sqlite(e) => e.sqlite_error_code(),
+            StoreError::BatchFailed { code, .. } => *code,
+            _ => None,
+        }
+    }
+}
