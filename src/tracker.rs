@@ -184,8 +184,10 @@ pub struct Tracker {
     devices: BTreeMap<String, DeviceTrack>,
     /// Doses for patients never admitted: patient id → doses.
     orphan_doses: BTreeMap<String, Vec<(i64, Dose)>>,
-    /// Systems already built, by the exact bits of their parameters.
-    systems: BTreeMap<Vec<u64>, Arc<System>>,
+    /// Dynamics already built, by the exact bits of their rate constants:
+    /// every patient with the same rate constants (all adults on a
+    /// weight-linear model, whatever their weight) shares one.
+    dynamics: BTreeMap<Vec<u64>, Arc<crate::pk::system::Dynamics>>,
 }
 
 impl Tracker {
@@ -196,7 +198,7 @@ impl Tracker {
             patients: BTreeMap::new(),
             devices: BTreeMap::new(),
             orphan_doses: BTreeMap::new(),
-            systems: BTreeMap::new(),
+            dynamics: BTreeMap::new(),
         }
     }
 
@@ -380,13 +382,24 @@ impl Tracker {
     }
 
     fn system_for(&mut self, params: &crate::pk::PkParams) -> Result<Arc<System>, String> {
-        let key = params_key(params);
-        if let Some(s) = self.systems.get(&key) {
-            return Ok(s.clone());
-        }
-        let system = Arc::new(System::new(params.clone()).map_err(|e| e.to_string())?);
-        self.systems.insert(key, system.clone());
-        Ok(system)
+        use crate::pk::system::Dynamics;
+        let key = Dynamics::key(params);
+        let dynamics = match self.dynamics.get(&key) {
+            Some(d) => d.clone(),
+            None => {
+                let d = Arc::new(Dynamics::new(params).map_err(|e| e.to_string())?);
+                self.dynamics.insert(key.clone(), d.clone());
+                d
+            }
+        };
+        System::with_dynamics(params.clone(), dynamics, &key)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+
+    /// How many distinct dynamics are held (for memory accounting).
+    pub fn dynamics_count(&self) -> usize {
+        self.dynamics.len()
     }
 
     fn rebuild(&mut self, patient_id: &str) -> Result<Option<Derived>, String> {
@@ -460,7 +473,7 @@ impl Tracker {
         let s = &d.solution;
         let now = s.at(now_ms);
         let (x, sys) = s.state_and_system_at(now_ms);
-        let ce_slope_per_min = sys.derivative(&x, crate::pk::system::EFFECT) * 1000.0;
+        let ce_slope_per_min = sys.ce_slope_ng_per_ml_per_min(&x);
         let trend = if ce_slope_per_min.abs() <= (0.005 * now.ce_ng_per_ml).max(0.05) {
             "steady"
         } else if ce_slope_per_min > 0.0 {
@@ -529,24 +542,6 @@ impl Tracker {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-fn params_key(p: &crate::pk::PkParams) -> Vec<u64> {
-    let mut k = vec![
-        p.v1_l.to_bits(),
-        p.k10_per_min.to_bits(),
-        p.k12_per_min.to_bits(),
-        p.k21_per_min.to_bits(),
-        p.k13_per_min.to_bits(),
-        p.k31_per_min.to_bits(),
-        p.ke0_per_min.to_bits(),
-    ];
-    for r in &p.routes {
-        k.push(r.f.to_bits());
-        k.push(r.ka_per_min.map_or(0, f64::to_bits));
-        k.push(r.lag_min.to_bits());
-    }
-    k
 }
 
 /// Checks that need the drug file (the contract parser cannot make them):
@@ -749,6 +744,37 @@ mod tests {
         let s = tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap();
         assert!(s.stale);
         assert_eq!(s.stale_devices, vec!["pump-7".to_owned()]);
+    }
+
+    #[test]
+    fn adults_of_any_weight_share_one_dynamics() {
+        let mut tr = tracker();
+        for (i, w) in [55.5, 72.0, 93.25].iter().enumerate() {
+            let pid = format!("P-{i}");
+            tr.apply(input(
+                i as i64 * 10 + 1,
+                &format!("dosetrack/v1/patients/{pid}/admit"),
+                &format!(
+                    r#"{{"id":"a","time":"2026-11-27T08:00:00Z","weight_kg":{w},"age_years":40}}"#
+                ),
+            ));
+            tr.apply(input(
+                i as i64 * 10 + 2,
+                &format!("dosetrack/v1/patients/{pid}/doses"),
+                BOLUS,
+            ));
+        }
+        let states: Vec<f64> = (0..3)
+            .map(|i| {
+                tr.state(&format!("P-{i}"), t("2026-11-27T08:30:00Z"))
+                    .unwrap()
+                    .cp_ng_per_ml
+            })
+            .collect();
+        assert_eq!(tr.dynamics_count(), 1);
+        // Same dose, larger volume, lower concentration (V1 linear in weight).
+        assert!(states[0] > states[1] && states[1] > states[2], "{states:?}");
+        assert!((states[0] * 55.5 - states[2] * 93.25).abs() < 1e-2 * states[0] * 55.5);
     }
 
     #[test]

@@ -269,7 +269,8 @@ fn tci_three_compartment_with_effect_site() {
         close(x[CENTRAL] / v, c1, "c1");
         close(x[1] / v2, c2, "c2");
         close(x[2] / v3, c3, "c3");
-        close(x[3], c4, "c4 (Ce)");
+        // The effect compartment is carried as an amount: Ae = Ce·V1.
+        close(x[3] / v, c4, "c4 (Ce)");
     }
 }
 

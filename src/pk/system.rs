@@ -1,13 +1,13 @@
 //! The state layout, the system matrix and the exact transition tables.
 //!
-//! State vector (amounts in mg, Ce in mg/L, rates in mg/min):
+//! State vector (amounts in mg, rates in mg/min):
 //!
 //! | index | component |
 //! |---|---|
 //! | 0 | central amount A1 |
 //! | 1 | first peripheral amount A2 |
 //! | 2 | second peripheral amount A3 |
-//! | 3 | effect-site concentration Ce (mg/L) |
+//! | 3 | effect-site amount equivalent Ae = Ce·V1 (mg) |
 //! | 4 | cumulative amount eliminated (mg) |
 //! | 5..=10 | depots: im, sc, intranasal, oral, sublingual, rectal |
 //! | 11 | transdermal skin depot |
@@ -17,6 +17,13 @@
 //! The rates are state components with zero derivative, so a regimen whose
 //! inputs are piecewise constant is a piecewise homogeneous linear system and
 //! its exact solution over any interval is one matrix exponential.
+//!
+//! Every state component is an amount (or a rate), and V1 enters only when
+//! amounts are turned into concentrations (Cp = A1/V1, Ce = Ae/V1). So the
+//! matrix, its transition tables, envelopes and steady states — the
+//! expensive part, [`Dynamics`] — depend on the rate constants alone and are
+//! shared by every patient with the same rate constants: all adults on a
+//! weight-linear model such as Domino share one, whatever their weight.
 //!
 //! Rows 0–4 are the only dense rows of every transition matrix: a depot row
 //! depends only on itself (and the skin depot also on its rate), and the rate
@@ -154,15 +161,15 @@ struct Envelope {
     lower: Vec<State>,
 }
 
-/// One patient's linear system: its matrix and the dyadic transition table.
-#[derive(Clone)]
-pub struct System {
-    params: PkParams,
+/// The part of a model that depends on its rate constants only: the matrix,
+/// the dyadic transition table, the envelopes and the steady states, all in
+/// amount units. Expensive to build (~0.4 ms), shared through `Arc`.
+pub struct Dynamics {
     /// `M` itself, for derivatives (d/dt of any component is a row of `M x`).
     matrix: [[f64; N]; N],
     /// `levels[j] = exp(M · 2^j ms)`.
     levels: Vec<Transition>,
-    /// Envelopes for Cp and Ce, per level.
+    /// Envelopes of A1 (for Cp) and Ae (for Ce), per level, in mg.
     envelopes: [Envelope; 2],
     /// Steady state for a unit rate into central and into the skin depot
     /// (the eliminated amount, which grows without bound, left at 0);
@@ -170,20 +177,18 @@ pub struct System {
     steady_per_unit_rate: Option<[State; 2]>,
 }
 
-impl std::fmt::Debug for System {
+impl std::fmt::Debug for Dynamics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("System")
-            .field("params", &self.params)
-            .finish_non_exhaustive()
+        f.debug_struct("Dynamics").finish_non_exhaustive()
     }
 }
 
-impl System {
-    /// Build the system for validated parameters: one matrix exponential per
-    /// dyadic level (about 0.6 ms in all).
-    pub fn new(params: PkParams) -> Result<Self, InvalidParams> {
+impl Dynamics {
+    /// Build the dynamics of validated parameters (V1, F and lags are not
+    /// used): one matrix exponential per dyadic level.
+    pub fn new(params: &PkParams) -> Result<Self, InvalidParams> {
         params.validate()?;
-        let matrix = system_matrix(&params);
+        let matrix = system_matrix(params);
         let mut dm = DMatrix::<f64>::zeros(N, N);
         for i in 0..N {
             for j in 0..N {
@@ -196,16 +201,15 @@ impl System {
                 Transition::from_dmatrix(&(&dm * dt_min).exp())
             })
             .collect::<Vec<_>>();
-        let mut cp = [0.0; N];
-        cp[CENTRAL] = 1000.0 / params.v1_l;
-        let mut ce = [0.0; N];
-        ce[EFFECT] = 1000.0;
-        let envelopes = [envelope(&cp, &levels), envelope(&ce, &levels)];
+        let mut a1 = [0.0; N];
+        a1[CENTRAL] = 1.0;
+        let mut ae = [0.0; N];
+        ae[EFFECT] = 1.0;
+        let envelopes = [envelope(&a1, &levels), envelope(&ae, &levels)];
         let steady_per_unit_rate = steady_state(&matrix, RATE_CENTRAL)
             .zip(steady_state(&matrix, RATE_SKIN))
             .map(|(central, skin)| [central, skin]);
-        Ok(System {
-            params,
+        Ok(Dynamics {
             matrix,
             levels,
             envelopes,
@@ -213,14 +217,79 @@ impl System {
         })
     }
 
+    /// The exact bits of everything the dynamics depend on: equal keys,
+    /// identical dynamics (for sharing).
+    pub fn key(params: &PkParams) -> Vec<u64> {
+        let mut k = vec![
+            params.k10_per_min.to_bits(),
+            params.k12_per_min.to_bits(),
+            params.k21_per_min.to_bits(),
+            params.k13_per_min.to_bits(),
+            params.k31_per_min.to_bits(),
+            params.ke0_per_min.to_bits(),
+        ];
+        for route in Route::ALL {
+            k.push(params.route(route).ka_per_min.map_or(0, f64::to_bits));
+        }
+        k
+    }
+}
+
+/// One patient's linear system: shared [`Dynamics`] plus the parameters
+/// that only scale inputs and outputs (V1, F, lags). Cheap to clone.
+#[derive(Clone)]
+pub struct System {
+    params: PkParams,
+    dynamics: std::sync::Arc<Dynamics>,
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl System {
+    /// Build the system for validated parameters, with dynamics of its own
+    /// (about 0.4 ms). See [`System::with_dynamics`] to share them.
+    pub fn new(params: PkParams) -> Result<Self, InvalidParams> {
+        let dynamics = std::sync::Arc::new(Dynamics::new(&params)?);
+        Ok(System { params, dynamics })
+    }
+
+    /// A system on existing dynamics, which must have been built for
+    /// parameters with the same [`Dynamics::key`] (checked).
+    pub fn with_dynamics(
+        params: PkParams,
+        dynamics: std::sync::Arc<Dynamics>,
+        dynamics_key: &[u64],
+    ) -> Result<Self, InvalidParams> {
+        params.validate()?;
+        if Dynamics::key(&params) != dynamics_key {
+            return Err(InvalidParams {
+                name: "dynamics".to_owned(),
+                value: f64::NAN,
+                reason: "the shared dynamics were built for other rate constants",
+            });
+        }
+        Ok(System { params, dynamics })
+    }
+
+    /// The shared part.
+    pub fn dynamics(&self) -> &std::sync::Arc<Dynamics> {
+        &self.dynamics
+    }
+
     /// Number of dyadic levels: `exp(M · 2^j ms)` exists for `j < levels()`.
     pub fn levels(&self) -> usize {
-        self.levels.len()
+        self.dynamics.levels.len()
     }
 
     /// Advance by exactly `2^level` ms (one matrix-vector product).
     pub fn advance_level(&self, x: &mut State, level: usize) {
-        if let Some(t) = self.levels.get(level) {
+        if let Some(t) = self.dynamics.levels.get(level) {
             t.apply(x);
         }
     }
@@ -235,12 +304,13 @@ impl System {
     /// the output weights are ≥ 0, `|c·Φ(τ)(x − x_ss)| ≤ upper·|x − x_ss|`.
     /// The first is tight after a bolus, the second near a plateau.
     pub fn output_range(&self, watched: Watched, x: &State, level: usize) -> (f64, f64) {
-        let e = &self.envelopes[watched as usize];
+        let scale = 1000.0 / self.params.v1_l;
+        let e = &self.dynamics.envelopes[watched as usize];
         let (Some(lo_env), Some(hi_env)) = (e.lower.get(level), e.upper.get(level)) else {
             return (0.0, f64::INFINITY);
         };
-        let (lo_x, hi_x) = (dot(lo_env, x), dot(hi_env, x));
-        let Some([per_central, per_skin]) = &self.steady_per_unit_rate else {
+        let (lo_x, hi_x) = (dot(lo_env, x) * scale, dot(hi_env, x) * scale);
+        let Some([per_central, per_skin]) = &self.dynamics.steady_per_unit_rate else {
             return (lo_x, hi_x);
         };
         let mut deviation = 0.0;
@@ -251,6 +321,7 @@ impl System {
                 deviation += hi_env[i] * (x[i] - steady[i]).abs();
             }
         }
+        let deviation = deviation * scale;
         let y_ss = match watched {
             Watched::Cp => self.cp_ng_per_ml(&steady),
             Watched::Ce => self.ce_ng_per_ml(&steady),
@@ -270,12 +341,13 @@ impl System {
         let mut rest = delta_ms.max(0) as u64;
         let top = LEVELS - 1;
         let top_span = 1u64 << top;
+        let levels = &self.dynamics.levels;
         while rest >= 1u64 << LEVELS {
-            self.levels[top].apply(x);
+            levels[top].apply(x);
             rest -= top_span;
         }
         // Now rest < 2^LEVELS: every set bit has its level.
-        for level in &self.levels {
+        for level in levels {
             if rest == 0 {
                 break;
             }
@@ -292,14 +364,15 @@ impl System {
         let mut t = Transition::identity();
         let mut rest = delta_ms.max(0) as u64;
         let top = LEVELS - 1;
+        let levels = &self.dynamics.levels;
         while rest >= 1u64 << LEVELS {
-            t = self.levels[top].compose(&t);
+            t = levels[top].compose(&t);
             rest -= 1u64 << top;
         }
         let mut j = 0;
         while rest != 0 {
             if rest & 1 == 1 {
-                t = self.levels[j].compose(&t);
+                t = levels[j].compose(&t);
             }
             rest >>= 1;
             j += 1;
@@ -309,7 +382,16 @@ impl System {
 
     /// Time derivative of component `i` in state `x` (per minute).
     pub fn derivative(&self, x: &State, i: usize) -> f64 {
-        self.matrix[i].iter().zip(x).map(|(m, v)| m * v).sum()
+        self.dynamics.matrix[i]
+            .iter()
+            .zip(x)
+            .map(|(m, v)| m * v)
+            .sum()
+    }
+
+    /// Rate of change of Ce in ng/mL per minute.
+    pub fn ce_slope_ng_per_ml_per_min(&self, x: &State) -> f64 {
+        self.derivative(x, EFFECT) / self.params.v1_l * 1000.0
     }
 
     /// Plasma concentration in ng/mL.
@@ -319,7 +401,7 @@ impl System {
 
     /// Effect-site concentration in ng/mL.
     pub fn ce_ng_per_ml(&self, x: &State) -> f64 {
-        x[EFFECT] * 1000.0
+        x[EFFECT] / self.params.v1_l * 1000.0
     }
 
     /// Amount of drug in the body (central, peripherals and depots), in mg.
@@ -405,7 +487,7 @@ fn system_matrix(p: &PkParams) -> [[f64; N]; N] {
     m[1][1] = -p.k21_per_min;
     m[2][0] = p.k13_per_min;
     m[2][2] = -p.k31_per_min;
-    m[EFFECT][0] = p.ke0_per_min / p.v1_l;
+    m[EFFECT][0] = p.ke0_per_min;
     m[EFFECT][EFFECT] = -p.ke0_per_min;
     m[ELIMINATED][0] = p.k10_per_min;
     for route in Route::ALL {
@@ -426,7 +508,7 @@ mod tests {
     #[test]
     fn transitions_keep_the_structural_zeros() {
         let sys = System::new(domino_70kg()).unwrap();
-        for level in &sys.levels {
+        for level in &sys.dynamics.levels {
             for i in FIRST_DEPOT..N {
                 for j in 0..N {
                     let allowed = i == j || (i == SKIN_DEPOT && j == RATE_SKIN);
@@ -511,7 +593,7 @@ mod tests {
         let mut p = domino_70kg();
         (p.k12_per_min, p.k21_per_min, p.k13_per_min, p.k31_per_min) = (0.0, 0.0, 0.0, 0.0);
         let sys = System::new(p).unwrap();
-        assert!(sys.steady_per_unit_rate.is_some());
+        assert!(sys.dynamics.steady_per_unit_rate.is_some());
         let mut x = [0.0; N];
         x[RATE_CENTRAL] = 1.0 / 60.0;
         for level in 12..24 {
