@@ -159,8 +159,6 @@ pub struct Derived {
     pub patient: ResolvedPatient,
     pub ledger: Ledger,
     pub solution: Solution,
-    /// Devices that delivered to the patient, with when they were last heard.
-    pub devices_last_heard: BTreeMap<String, TimeMs>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -251,6 +249,7 @@ impl Tracker {
                 }
             }
             (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(event)) => {
+                let mut quiet = BTreeSet::new();
                 let device = self
                     .devices
                     .entry(device_id)
@@ -283,15 +282,32 @@ impl Tracker {
                         touched.extend(before);
                     }
                 }
-                if let Some(owner) = device.owner(&event) {
-                    touched.insert(owner.to_owned());
+                let owner = device.owner(&event).map(str::to_owned);
+                // A heartbeat carries no dosing: it only says the device is
+                // alive (read by `stale`). It is kept only while it cannot be
+                // attributed, so that it is listed as unassigned; it never
+                // makes a patient's model rebuild.
+                let heartbeat = matches!(
+                    event.kind,
+                    crate::contract::DeviceEventKind::Heartbeat { .. }
+                );
+                if !heartbeat || owner.is_none() {
+                    device.events.push((input.seq, event));
                 }
-                device.events.push((input.seq, event));
+                if let Some(owner) = owner {
+                    if !heartbeat {
+                        touched.insert(owner.clone());
+                    } else {
+                        // Republish (staleness may change), no rebuild.
+                        quiet.insert(owner);
+                    }
+                }
                 for pid in &touched {
                     if let Some(track) = self.patients.get_mut(pid) {
                         track.dirty = true;
                     }
                 }
+                touched.extend(quiet);
                 touched.retain(|pid| self.patients.get(pid).is_some_and(|t| !t.admits.is_empty()));
             }
             // Operator commands belong to the alert lifecycle, not the model.
@@ -424,12 +440,9 @@ impl Tracker {
             .iter()
             .map(|(s, d)| (*s, LedgerInput::Dose(d.clone())))
             .collect();
-        let mut devices_last_heard = BTreeMap::new();
         for (device_id, device) in &self.devices {
-            let mut owned = false;
             for (seq, event) in &device.events {
                 if device.owner(event) == Some(patient_id) {
-                    owned = true;
                     inputs.push((
                         *seq,
                         LedgerInput::Device {
@@ -438,9 +451,6 @@ impl Tracker {
                         },
                     ));
                 }
-            }
-            if owned {
-                devices_last_heard.insert(device_id.clone(), device.last_heard_ms);
             }
         }
         // Arrival order for ties in occurrence time.
@@ -462,7 +472,6 @@ impl Tracker {
             patient,
             ledger,
             solution,
-            devices_last_heard,
         }))
     }
 
@@ -515,9 +524,11 @@ impl Tracker {
             .iter()
             .filter_map(|a| a.source.strip_prefix("devices/"))
             .filter(|id| {
-                d.devices_last_heard
+                // Heard-from times are live (heartbeats do not rebuild).
+                self.devices
                     .get(*id)
-                    .is_none_or(|heard| now_ms.saturating_sub(*heard) > stale_after)
+                    .map(|dev| dev.last_heard_ms)
+                    .is_none_or(|heard| now_ms.saturating_sub(heard) > stale_after)
             })
             .map(str::to_owned)
             .collect();
@@ -731,6 +742,44 @@ mod tests {
                 .unwrap()
                 .cp_ng_per_ml
         );
+    }
+
+    #[test]
+    fn heartbeats_refresh_staleness_without_rebuilding_or_piling_up() {
+        let mut tr = tracker();
+        let inputs = all();
+        for i in &inputs[..3] {
+            tr.apply(i.clone());
+        }
+        assert!(tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap().stale);
+        let before = tr.derived("P-1").unwrap();
+        let touched = tr.apply(input(
+            9,
+            "dosetrack/v1/devices/pump-7/events",
+            r#"{"id":"hb-9","time":"2026-11-27T08:29:00Z","kind":"heartbeat"}"#,
+        ));
+        assert_eq!(
+            touched.into_iter().collect::<Vec<_>>(),
+            vec!["P-1".to_owned()]
+        );
+        let after = tr.derived("P-1").unwrap();
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "a heartbeat must not rebuild the model"
+        );
+        assert!(!tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap().stale);
+        assert_eq!(
+            tr.devices["pump-7"].events.len(),
+            1,
+            "attributed heartbeats are not kept"
+        );
+        // An unattributable heartbeat is kept, and listed.
+        tr.apply(input(
+            10,
+            "dosetrack/v1/devices/pump-99/events",
+            r#"{"id":"hb-1","time":"2026-11-27T08:29:00Z","kind":"heartbeat"}"#,
+        ));
+        assert_eq!(tr.unassigned().len(), 1);
     }
 
     #[test]
