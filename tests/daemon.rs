@@ -582,3 +582,105 @@ fn clean_stop_keeps_the_session_and_restart_rebuilds_state() {
     });
     assert!(daemon.terminate().success(), "{}", daemon.log_text());
 }
+
+/// Patch events and manual doses by other routes; the read-side commands
+/// (`patients`, `history`, `events`) on the live database.
+#[test]
+fn patches_and_manual_doses_and_the_read_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("patch");
+    let client = Client::connect(&prefix);
+    let mut daemon = Daemon::start(dir.path(), &prefix, &unique("d"));
+    wait_online(&client);
+    client.publish(
+        "patients/P-5/admit",
+        &json!({"id": "adm", "time": t(200), "weight_kg": 64, "age_years": 70, "comedications": ["midazolam"]}).to_string(),
+    );
+    client.publish(
+        "devices/patch-2/events",
+        &json!({"id": "t-1", "time": t(190), "kind": "patch_applied", "patient_id": "P-5", "release_rate_mg_per_h": 1.04, "wear_h": 24, "site": "arm"}).to_string(),
+    );
+    client.publish(
+        "patients/P-5/doses",
+        &json!({"id": "m-1", "time": t(60), "route": "intranasal", "amount_mg": 40}).to_string(),
+    );
+    client.wait_for(
+        "a state with the patch on",
+        Duration::from_secs(20),
+        |seen| {
+            seen.iter().any(|(t, v)| {
+                t.ends_with("/P-5/state")
+                    && v["active_inputs"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|i| i["route"] == "transdermal"))
+            })
+        },
+    );
+    let s = client.last_state("P-5").unwrap();
+    let patch = &s["active_inputs"][0];
+    assert_eq!(patch["release_rate_mg_per_h"], 1.04);
+    assert!(patch["ends_at"].is_string(), "planned end: {s}");
+    assert!(
+        s["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "pd_interaction"),
+        "midazolam: {s}"
+    );
+    let before = client.seen().len();
+    client.publish(
+        "devices/patch-2/events",
+        &json!({"id": "t-2", "time": t(5), "kind": "patch_detached"}).to_string(),
+    );
+    client.wait_for(
+        "a state with the patch off",
+        Duration::from_secs(20),
+        |seen| {
+            seen[before..].iter().any(|(t, v)| {
+                t.ends_with("/P-5/state")
+                    && v["active_inputs"].as_array().is_some_and(|a| a.is_empty())
+            })
+        },
+    );
+    let s = client.last_state("P-5").unwrap();
+    let at = parse_rfc3339_ms(s["time"].as_str().unwrap()).unwrap();
+    let expected = replay(&daemon.reader()).state("P-5", at).unwrap();
+    assert_eq!(serde_json::to_value(&expected).unwrap(), s);
+
+    // The read side, while the daemon runs.
+    let db = daemon.db.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let patients = run(&["patients", "--database", &db, "--format", "json"]);
+    let patients: Value = serde_json::from_str(&patients).unwrap();
+    assert_eq!(patients[0]["patient_id"], "P-5");
+    assert_eq!(patients[0]["model"], "ketamine/domino");
+    let events = run(&["events", "P-5", "--database", &db]);
+    let lines: Vec<&str> = events.lines().collect();
+    assert_eq!(
+        lines[0],
+        "seq,occurred_at,received_at,source,kind,id,payload"
+    );
+    assert_eq!(lines.len(), 5, "admit, patch on, dose, patch off: {events}");
+    assert!(events.contains("patch_detached"));
+    let history = run(&["history", "P-5", "--database", &db]);
+    assert!(history.starts_with("time,t_min,cp_ng_per_ml,ce_ng_per_ml\n"));
+    assert!(history.lines().count() >= 2);
+    let missing = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
+        .args(["history", "P-404", "--database", &db])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(daemon.terminate().success(), "{}", daemon.log_text());
+}
