@@ -9,74 +9,30 @@
 mod common;
 
 use common::{rk45, solve};
-use dosetrack::pk::{Dosing, PkParams, RouteParams};
+use dosetrack::pk::{Dosing, PkParams};
 use dosetrack::vocab::Route;
 use proptest::prelude::*;
 
 const H: i64 = 3_600_000;
 const MIN: i64 = 60_000;
 
-/// The bolus routes, with the depot each uses in the reference ODE
-/// (`None`: straight into central).
-const BOLUS_ROUTES: [Route; 7] = [
-    Route::IvBolus,
-    Route::Im,
-    Route::Sc,
-    Route::Intranasal,
-    Route::Oral,
-    Route::Sublingual,
-    Route::Rectal,
-];
-
-fn route_params() -> impl Strategy<Value = RouteParams> {
-    (
-        0.05f64..=1.0,
-        0.005f64..2.0,
-        prop_oneof![Just(0.0), 0.0f64..30.0],
-    )
-        .prop_map(|(f, ka, lag)| RouteParams {
-            f,
-            ka_per_min: Some(ka),
-            lag_min: lag,
-        })
-}
+use common::strategies::BOLUS_ROUTES;
 
 fn params() -> impl Strategy<Value = PkParams> {
-    (
-        1usize..=3,
-        1.0f64..100.0,
-        (
-            0.002f64..1.0,
-            0.002f64..1.0,
-            0.002f64..1.0,
-            0.001f64..0.5,
-            0.001f64..0.5,
-        ),
-        0.05f64..5.0,
-        proptest::collection::vec(route_params(), 7),
-        0.0f64..10.0,
-    )
-        .prop_map(|(ncmt, v1, (k10, k12, k21, k13, k31), ke0, ev, iv_lag)| {
-            let iv = RouteParams {
-                f: 1.0,
-                ka_per_min: None,
-                lag_min: 0.0,
-            };
-            let iv_inf = RouteParams {
-                lag_min: iv_lag,
-                ..iv
-            };
-            PkParams {
-                v1_l: v1,
-                k10_per_min: k10,
-                k12_per_min: if ncmt >= 2 { k12 } else { 0.0 },
-                k21_per_min: if ncmt >= 2 { k21 } else { 0.0 },
-                k13_per_min: if ncmt >= 3 { k13 } else { 0.0 },
-                k31_per_min: if ncmt >= 3 { k31 } else { 0.0 },
-                ke0_per_min: ke0,
-                routes: [iv, iv_inf, ev[0], ev[1], ev[2], ev[3], ev[4], ev[5], ev[6]],
-            }
-        })
+    common::strategies::params(common::strategies::ParamRanges {
+        v1_l: 1.0..100.0,
+        k10: 0.002..1.0,
+        k12: 0.002..1.0,
+        k21: 0.002..1.0,
+        k13: 0.001..0.5,
+        k31: 0.001..0.5,
+        ke0: 0.05..5.0,
+        f: 0.05..=1.0,
+        ka: 0.005..2.0,
+        // Half the routes without lag, half with up to 30 min.
+        lag_min: prop_oneof![Just(0.0), 0.0f64..30.0].boxed(),
+        iv_infusion_lag_min: (0.0f64..10.0).boxed(),
+    })
 }
 
 fn dosing() -> impl Strategy<Value = Dosing> {

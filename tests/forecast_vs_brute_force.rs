@@ -10,57 +10,26 @@
 mod common;
 
 use common::{bolus, solve, MS_PER_H};
-use dosetrack::pk::{Direction, Dosing, Output, PkParams, RouteParams};
-use dosetrack::vocab::Route;
+use dosetrack::pk::{Direction, Dosing, Output, PkParams};
 use proptest::prelude::*;
 
 fn params() -> impl Strategy<Value = PkParams> {
-    (
-        1usize..=3,
-        2.0f64..60.0,
-        (
-            0.01f64..0.8,
-            0.01f64..0.8,
-            0.01f64..0.5,
-            0.005f64..0.5,
-            0.002f64..0.1,
-        ),
-        0.1f64..6.0,
-        proptest::collection::vec((0.1f64..=1.0, 0.01f64..0.5, 0.0f64..20.0), 7),
-    )
-        .prop_map(|(ncmt, v1, (k10, k12, k21, k13, k31), ke0, ev)| {
-            let iv = RouteParams {
-                f: 1.0,
-                ka_per_min: None,
-                lag_min: 0.0,
-            };
-            let e = |i: usize| RouteParams {
-                f: ev[i].0,
-                ka_per_min: Some(ev[i].1),
-                lag_min: ev[i].2,
-            };
-            PkParams {
-                v1_l: v1,
-                k10_per_min: k10,
-                k12_per_min: if ncmt >= 2 { k12 } else { 0.0 },
-                k21_per_min: if ncmt >= 2 { k21 } else { 0.0 },
-                k13_per_min: if ncmt >= 3 { k13 } else { 0.0 },
-                k31_per_min: if ncmt >= 3 { k31 } else { 0.0 },
-                ke0_per_min: ke0,
-                routes: [iv, iv, e(0), e(1), e(2), e(3), e(4), e(5), e(6)],
-            }
-        })
+    common::strategies::params(common::strategies::ParamRanges {
+        v1_l: 2.0..60.0,
+        k10: 0.01..0.8,
+        k12: 0.01..0.8,
+        k21: 0.01..0.5,
+        k13: 0.005..0.5,
+        k31: 0.002..0.1,
+        ke0: 0.1..6.0,
+        f: 0.1..=1.0,
+        ka: 0.01..0.5,
+        lag_min: (0.0..20.0).boxed(),
+        iv_infusion_lag_min: Just(0.0).boxed(),
+    })
 }
 
-const ROUTES: [Route; 7] = [
-    Route::IvBolus,
-    Route::Im,
-    Route::Sc,
-    Route::Intranasal,
-    Route::Oral,
-    Route::Sublingual,
-    Route::Rectal,
-];
+use common::strategies::BOLUS_ROUTES as ROUTES;
 
 fn dosing() -> impl Strategy<Value = Dosing> {
     let t = 0i64..8 * MS_PER_H;

@@ -6,57 +6,27 @@ mod common;
 
 use common::{bolus, solve, MS_PER_H};
 use dosetrack::pk::system::{ELIMINATED, RATE_CENTRAL, RATE_SKIN};
-use dosetrack::pk::{Dosing, PkParams, RouteParams};
+use dosetrack::pk::{Dosing, PkParams};
 use dosetrack::vocab::Route;
 use proptest::prelude::*;
 
 fn params() -> impl Strategy<Value = PkParams> {
-    (
-        1usize..=3,
-        1.0f64..100.0,
-        (
-            0.005f64..1.0,
-            0.005f64..1.0,
-            0.005f64..1.0,
-            0.002f64..0.5,
-            0.002f64..0.5,
-        ),
-        0.05f64..5.0,
-        proptest::collection::vec((0.05f64..=1.0, 0.005f64..2.0, 0.0f64..20.0), 7),
-    )
-        .prop_map(|(ncmt, v1, (k10, k12, k21, k13, k31), ke0, ev)| {
-            let iv = RouteParams {
-                f: 1.0,
-                ka_per_min: None,
-                lag_min: 0.0,
-            };
-            let e = |i: usize| RouteParams {
-                f: ev[i].0,
-                ka_per_min: Some(ev[i].1),
-                lag_min: ev[i].2,
-            };
-            PkParams {
-                v1_l: v1,
-                k10_per_min: k10,
-                k12_per_min: if ncmt >= 2 { k12 } else { 0.0 },
-                k21_per_min: if ncmt >= 2 { k21 } else { 0.0 },
-                k13_per_min: if ncmt >= 3 { k13 } else { 0.0 },
-                k31_per_min: if ncmt >= 3 { k31 } else { 0.0 },
-                ke0_per_min: ke0,
-                routes: [iv, iv, e(0), e(1), e(2), e(3), e(4), e(5), e(6)],
-            }
-        })
+    common::strategies::params(common::strategies::ParamRanges {
+        v1_l: 1.0..100.0,
+        k10: 0.005..1.0,
+        k12: 0.005..1.0,
+        k21: 0.005..1.0,
+        k13: 0.002..0.5,
+        k31: 0.002..0.5,
+        ke0: 0.05..5.0,
+        f: 0.05..=1.0,
+        ka: 0.005..2.0,
+        lag_min: (0.0..20.0).boxed(),
+        iv_infusion_lag_min: Just(0.0).boxed(),
+    })
 }
 
-const ROUTES: [Route; 7] = [
-    Route::IvBolus,
-    Route::Im,
-    Route::Sc,
-    Route::Intranasal,
-    Route::Oral,
-    Route::Sublingual,
-    Route::Rectal,
-];
+use common::strategies::BOLUS_ROUTES as ROUTES;
 
 fn dosing() -> impl Strategy<Value = Dosing> {
     let t = 0i64..12 * MS_PER_H;

@@ -11,6 +11,7 @@ use dosetrack::vocab::{Route, TimeMs};
 use std::sync::Arc;
 
 pub mod rk45;
+pub mod strategies;
 
 pub const MS_PER_H: i64 = 3_600_000;
 pub const MS_PER_MIN: i64 = 60_000;
