@@ -33,6 +33,10 @@ const REQUEST_CAPACITY: usize = 64;
 /// While the broker stays unreachable, log again this often.
 const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(30);
 
+/// After our DISCONNECT, how long to wait for the broker to close the
+/// connection.
+pub(crate) const DISCONNECT_LINGER: Duration = Duration::from_secs(2);
+
 /// A connection that stayed up this long resets the back-off. A connection
 /// that is accepted and dropped at once (another process taking the session
 /// over with the same client id, a broker refusing a packet) keeps backing
@@ -72,7 +76,8 @@ struct Outage {
 
 impl Driver {
     /// Connect, forward, reconnect, until stopped, until the logic's receiver
-    /// is gone, or until rumqttc reports our DISCONNECT as sent.
+    /// is gone, or until our DISCONNECT is sent and the broker has closed the
+    /// connection (at most [`DISCONNECT_LINGER`] later).
     pub(crate) async fn run(self) {
         let (host, port) = self.options.broker_address();
         let broker = format!("{host}:{port}");
@@ -185,8 +190,21 @@ impl Driver {
                         }
                         if disconnected {
                             // rumqttc has written and flushed our DISCONNECT.
+                            // Wait for the broker to close the connection: it
+                            // has then read everything sent before (the last
+                            // PUBACKs). Closing first could leave them unread,
+                            // and a new connection with our client id (a quick
+                            // restart) makes mosquitto drop the old one with
+                            // whatever it had not read yet.
+                            let closed = tokio::time::timeout(DISCONNECT_LINGER, async {
+                                while let Ok(event) = eventloop.poll().await {
+                                    let _ = self.tx.send(DriverMsg::Event { generation, event });
+                                }
+                            })
+                            .await
+                            .is_ok();
                             self.stats.set_connected(false);
-                            debug!(role, %client_id, "MQTT DISCONNECT sent");
+                            debug!(role, %client_id, closed_by_broker = closed, "MQTT DISCONNECT sent");
                             return;
                         }
                     }

@@ -24,7 +24,7 @@
 //! meanwhile would be dropped by the broker. (Resubscribing does not disturb
 //! queued messages; MQTT 3.1.1 §3.8.4.)
 
-use super::driver::{Driver, DriverMsg};
+use super::driver::{Driver, DriverMsg, DISCONNECT_LINGER};
 use super::{
     input_filters, mqtt_options, now_ms, BrokerConfig, ConnectionStats, MqttError, SharedStats,
 };
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 /// One input as received from the broker.
 #[derive(Debug)]
@@ -295,6 +295,7 @@ impl Logic {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        trace!(client_id = %self.client_id, pkid = p.pkid, seq, "input received");
         let needs_ack = p.qos != QoS::AtMostOnce;
         if needs_ack {
             self.acks.push(seq, p.pkid, p.qos);
@@ -342,6 +343,7 @@ impl Logic {
             }
         }
         for (pkid, qos) in self.acks.pop_ready() {
+            trace!(client_id = %self.client_id, pkid, "PUBACK");
             let mut p = Publish::new("", qos, Vec::new());
             p.pkid = pkid;
             if let Err(e) = conn.client.ack(&p).await {
@@ -408,7 +410,8 @@ impl Logic {
             Ok(Ok(())) => {}
             _ => return,
         }
-        // The driver ends once rumqttc has written the DISCONNECT.
+        // The driver ends once the broker has closed the connection after
+        // our DISCONNECT (or after DISCONNECT_LINGER).
         let wait = async {
             while let Some(msg) = rx.recv().await {
                 if let DriverMsg::Lost { .. } = msg {
@@ -416,7 +419,7 @@ impl Logic {
                 }
             }
         };
-        if tokio::time::timeout(DISCONNECT_TIMEOUT, wait)
+        if tokio::time::timeout(DISCONNECT_TIMEOUT + DISCONNECT_LINGER, wait)
             .await
             .is_err()
         {

@@ -23,7 +23,7 @@
 //! The connection uses a clean session: nothing needs to be kept by the
 //! broker for a publisher, and the outbox above does the resending.
 
-use super::driver::{Driver, DriverMsg};
+use super::driver::{Driver, DriverMsg, DISCONNECT_LINGER};
 use super::{mqtt_options, BrokerConfig, ConnectionStats, MqttError, SharedStats};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish, QoS};
@@ -609,7 +609,7 @@ impl Logic {
                 }
             }
         };
-        if tokio::time::timeout(DISCONNECT_TIMEOUT, wait_disconnect)
+        if tokio::time::timeout(DISCONNECT_TIMEOUT + DISCONNECT_LINGER, wait_disconnect)
             .await
             .is_err()
         {
