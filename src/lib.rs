@@ -21,10 +21,13 @@
 //! * [`plot`]: Cp/Ce charts (SVG or PNG) for people.
 //! * [`simulate`]: the `dosetrack simulate` / `model show` / `forecast`
 //!   commands as pure functions over text input.
+//! * [`demo`]: the live `dosetrack demo`: the daemon, an embedded broker
+//!   (feature `embedded-broker`) and a simulated ward, in one process.
 
 pub mod config;
 pub mod contract;
 pub mod daemon;
+pub mod demo;
 pub mod devsim;
 pub mod drug;
 pub mod intake;

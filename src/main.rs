@@ -37,8 +37,13 @@ enum Command {
     /// The PK models of the drug file.
     #[command(subcommand)]
     Model(ModelCommand),
-    /// A worked example on built-in data: one ward day, its concentrations,
-    /// forecast and chart.
+    /// The service live on a simulated ward, broker included (--offline:
+    /// the worked example on built-in data).
+    ///
+    /// The live demo runs an embedded MQTT broker, the daemon and a
+    /// simulated ward in this process and shows every patient's Cp and Ce
+    /// in the terminal. `--offline`: one ward day on built-in data, its
+    /// concentrations, forecast and chart.
     Demo(DemoArgs),
     /// The service: inputs over MQTT, history in SQLite, live state out.
     Run(RunArgs),
@@ -319,9 +324,35 @@ struct ModelShowArgs {
 
 #[derive(Args, Debug)]
 struct DemoArgs {
-    /// Where to write the chart (.svg or .png).
-    #[arg(long, default_value = "dosetrack-demo.svg")]
-    plot: PathBuf,
+    /// The offline demo instead: one patient's ward day on built-in data
+    /// (no broker, no service), its table, forecast and chart.
+    #[arg(long)]
+    offline: bool,
+    /// With --offline: where to write the chart (.svg or .png).
+    #[arg(long, value_name = "FILE", requires = "offline")]
+    plot: Option<PathBuf>,
+    /// How long to run (wall time; Ctrl-C stops earlier).
+    #[arg(long, default_value = "60s", conflicts_with = "offline")]
+    duration: String,
+    /// Simulated patients.
+    #[arg(long, default_value_t = 6, conflicts_with = "offline")]
+    patients: usize,
+    /// Simulated seconds per real second (60: an hour passes in a minute).
+    #[arg(long, default_value_t = 60.0, conflicts_with = "offline")]
+    speedup: f64,
+    /// Seed of the simulated ward (same seed, same ward). The default's
+    /// ward starts a patch, injections, IV boluses, pumps and an intranasal
+    /// dose within its first half hour.
+    #[arg(long, default_value_t = dosetrack::demo::DEFAULT_SEED, conflicts_with = "offline")]
+    seed: u64,
+    /// Keep the demo's database at PATH (a new file); default: a temporary
+    /// database, removed at the end.
+    #[arg(long, value_name = "PATH", conflicts_with = "offline")]
+    database: Option<PathBuf>,
+    /// Use this broker (mqtt://HOST:PORT) instead of the embedded one. The
+    /// demo uses topics and client ids of its own (dosetrack-demo-…).
+    #[arg(long, value_name = "URL", conflicts_with = "offline")]
+    broker: Option<String>,
 }
 
 fn parse_sex(s: &str) -> Result<Sex, String> {
@@ -523,7 +554,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )?;
             }
         }
-        Command::Demo(a) => demo(&f, &a.plot, &mut stdout)?,
+        Command::Demo(a) if a.offline => {
+            let plot = a
+                .plot
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("dosetrack-demo.svg"));
+            demo(&f, &plot, &mut stdout)?;
+        }
+        Command::Demo(a) => demo_live(&a, cli.drug_file.as_deref(), &mut stdout)?,
         Command::Run(a) => run_service(&a.service)?,
         Command::Patients(a) => patients(&a, &mut stdout)?,
         Command::History(a) => history(&f, &a, &mut stdout)?,
@@ -534,8 +572,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
+    init_logging_with("info");
+}
+
+/// Logs to stderr; `RUST_LOG` overrides `default_filter`.
+fn init_logging_with(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -590,6 +633,58 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `dosetrack demo` (live): the service, an embedded broker and a simulated
+/// ward in this process, the table on stdout.
+fn demo_live(
+    a: &DemoArgs,
+    drug_file: Option<&Path>,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    use dosetrack::demo::{DemoError, DemoOptions};
+    use std::io::IsTerminal as _;
+    let duration_ms = simulate::parse_duration_ms(&a.duration)
+        .map_err(|m| input_error(format!("--duration: {m}")))?;
+    let broker = a
+        .broker
+        .as_deref()
+        .map(dosetrack::config::parse_broker_url)
+        .transpose()
+        .map_err(input_error)?;
+    let opts = DemoOptions {
+        duration: std::time::Duration::from_millis(duration_ms.max(0) as u64),
+        patients: a.patients,
+        speedup: a.speedup,
+        seed: a.seed,
+        database: a.database.clone(),
+        broker,
+        drug_file: drug_file.map(Path::to_path_buf),
+        ansi: std::io::stdout().is_terminal(),
+    };
+    // Only warnings: the table is the output (RUST_LOG=info for more).
+    // rumqttd logs ordinary disconnects as errors: silent unless asked for.
+    init_logging_with("warn,rumqttd=off");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        dosetrack::demo::run(opts, shutdown, out).await
+    });
+    // The signal task (and anything else left) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(_) => Ok(()),
+        Err(e @ (DemoError::Invalid(_) | DemoError::NoBroker)) => Err(input_error(e)),
+        Err(e) => Err(anyhow::Error::from(e)),
     }
 }
 

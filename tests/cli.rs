@@ -2,7 +2,7 @@
 //! binary (`CARGO_BIN_EXE_dosetrack`) and checks its exit code, stdout and
 //! stderr — `simulate` (CSV, JSON, time windows, charts), bad input (exit
 //! code 2, the line and field named, no panic), `model show` / `model list`,
-//! `forecast` and `demo`.
+//! `forecast` and `demo --offline` (the live demo: `tests/demo.rs`).
 //!
 //! Pinned numbers were measured on the built-in drug file and
 //! `examples/ward-day.jsonl` (72 kg, no age: Domino 1984).
@@ -1014,7 +1014,7 @@ fn forecast_bad_options() {
 fn demo_prints_the_ward_day_and_writes_the_chart() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("demo.svg");
-    let r = run_ok(&["demo", "--plot", svg.to_str().unwrap()]);
+    let r = run_ok(&["demo", "--offline", "--plot", svg.to_str().unwrap()]);
     assert!(r.stdout.contains(NOTICE), "{}", r.stdout);
     assert!(r.stdout.contains("ketamine/domino"), "{}", r.stdout);
     let row = r
