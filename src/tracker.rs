@@ -182,6 +182,9 @@ pub struct Tracker {
     devices: BTreeMap<String, DeviceTrack>,
     /// Doses for patients never admitted: patient id → doses.
     orphan_doses: BTreeMap<String, Vec<(i64, Dose)>>,
+    /// Devices ever associated with each patient: the only devices whose
+    /// events can be the patient's (a rebuild scans just these).
+    patient_devices: BTreeMap<String, BTreeSet<String>>,
     /// Dynamics already built, by the exact bits of their rate constants:
     /// every patient with the same rate constants (all adults on a
     /// weight-linear model, whatever their weight) shares one.
@@ -196,6 +199,7 @@ impl Tracker {
             patients: BTreeMap::new(),
             devices: BTreeMap::new(),
             orphan_doses: BTreeMap::new(),
+            patient_devices: BTreeMap::new(),
             dynamics: BTreeMap::new(),
         }
     }
@@ -252,7 +256,7 @@ impl Tracker {
                 let mut quiet = BTreeSet::new();
                 let device = self
                     .devices
-                    .entry(device_id)
+                    .entry(device_id.clone())
                     .or_insert_with(|| DeviceTrack {
                         associations: Vec::new(),
                         events: Vec::new(),
@@ -279,6 +283,10 @@ impl Tracker {
                                 patient_id: pid.clone(),
                             },
                         );
+                        self.patient_devices
+                            .entry(pid.clone())
+                            .or_default()
+                            .insert(device_id.clone());
                         touched.extend(before);
                     }
                 }
@@ -440,7 +448,9 @@ impl Tracker {
             .iter()
             .map(|(s, d)| (*s, LedgerInput::Dose(d.clone())))
             .collect();
-        for (device_id, device) in &self.devices {
+        // Only devices ever associated with the patient can own its events.
+        let devices = self.patient_devices.get(patient_id).into_iter().flatten();
+        for (device_id, device) in devices.filter_map(|id| self.devices.get_key_value(id)) {
             for (seq, event) in &device.events {
                 if device.owner(event) == Some(patient_id) {
                     inputs.push((
