@@ -37,6 +37,35 @@ const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(30);
 /// connection.
 pub(crate) const DISCONNECT_LINGER: Duration = Duration::from_secs(2);
 
+/// How long sending the DISCONNECT may take.
+pub(crate) const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Send DISCONNECT and wait (bounded) until the driver reports the
+/// connection gone, i.e. until the broker has closed it after reading
+/// everything written before the DISCONNECT (the last PUBACKs). `None`:
+/// DISCONNECT could not be sent; `Some(confirmed)` otherwise.
+pub(crate) async fn disconnect_and_wait(
+    client: &AsyncClient,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<DriverMsg>,
+) -> Option<bool> {
+    match tokio::time::timeout(DISCONNECT_TIMEOUT, client.disconnect()).await {
+        Ok(Ok(())) => {}
+        _ => return None,
+    }
+    let lost = async {
+        while let Some(msg) = rx.recv().await {
+            if let DriverMsg::Lost { .. } = msg {
+                break;
+            }
+        }
+    };
+    Some(
+        tokio::time::timeout(DISCONNECT_TIMEOUT + DISCONNECT_LINGER, lost)
+            .await
+            .is_ok(),
+    )
+}
+
 /// A connection that stayed up this long resets the back-off. A connection
 /// that is accepted and dropped at once (another process taking the session
 /// over with the same client id, a broker refusing a packet) keeps backing

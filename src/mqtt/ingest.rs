@@ -24,7 +24,7 @@
 //! meanwhile would be dropped by the broker. (Resubscribing does not disturb
 //! queued messages; MQTT 3.1.1 §3.8.4.)
 
-use super::driver::{Driver, DriverMsg, DISCONNECT_LINGER};
+use super::driver::{disconnect_and_wait, Driver, DriverMsg};
 use super::{
     input_filters, mqtt_options, now_ms, BrokerConfig, ConnectionStats, MqttError, SharedStats,
 };
@@ -174,9 +174,6 @@ struct Logic {
 const STUCK_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// An input not acknowledged after this long is worth a warning.
 const STUCK_AFTER: Duration = Duration::from_secs(60);
-/// How long to wait for the DISCONNECT to be written at shutdown.
-const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 impl Logic {
     async fn run(
         mut self,
@@ -406,26 +403,12 @@ impl Logic {
         let Some(conn) = self.current.take() else {
             return;
         };
-        match tokio::time::timeout(DISCONNECT_TIMEOUT, conn.client.disconnect()).await {
-            Ok(Ok(())) => {}
-            _ => return,
-        }
-        // The driver ends once the broker has closed the connection after
-        // our DISCONNECT (or after DISCONNECT_LINGER).
-        let wait = async {
-            while let Some(msg) = rx.recv().await {
-                if let DriverMsg::Lost { .. } = msg {
-                    break;
-                }
+        match disconnect_and_wait(&conn.client, rx).await {
+            None => {}
+            Some(false) => {
+                warn!(client_id = %self.client_id, "DISCONNECT not confirmed in time; closing the connection")
             }
-        };
-        if tokio::time::timeout(DISCONNECT_TIMEOUT + DISCONNECT_LINGER, wait)
-            .await
-            .is_err()
-        {
-            warn!(client_id = %self.client_id, "DISCONNECT not confirmed in time; closing the connection");
-        } else {
-            info!(client_id = %self.client_id, "ingest disconnected cleanly");
+            Some(true) => info!(client_id = %self.client_id, "ingest disconnected cleanly"),
         }
     }
 }

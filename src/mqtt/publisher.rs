@@ -23,7 +23,7 @@
 //! The connection uses a clean session: nothing needs to be kept by the
 //! broker for a publisher, and the outbox above does the resending.
 
-use super::driver::{Driver, DriverMsg, DISCONNECT_LINGER};
+use super::driver::{disconnect_and_wait, Driver, DriverMsg};
 use super::{mqtt_options, BrokerConfig, ConnectionStats, MqttError, SharedStats};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish, QoS};
@@ -189,9 +189,6 @@ const COMMAND_CAPACITY: usize = 64;
 const OUTBOX_MAX: usize = 1024;
 /// At shutdown, how long to wait for the offline status's PUBACK.
 const OFFLINE_TIMEOUT: Duration = Duration::from_secs(2);
-/// At shutdown, how long to wait for the DISCONNECT to be written.
-const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 async fn run(
     cfg: BrokerConfig,
     status_topic: String,
@@ -598,24 +595,14 @@ impl Logic {
         let Some(conn) = self.current.take() else {
             return;
         };
-        match tokio::time::timeout(DISCONNECT_TIMEOUT, conn.client.disconnect()).await {
-            Ok(Ok(())) => {}
-            _ => return,
-        }
-        let wait_disconnect = async {
-            while let Some(msg) = rx.recv().await {
-                if let DriverMsg::Lost { .. } = msg {
-                    break;
-                }
+        match disconnect_and_wait(&conn.client, rx).await {
+            None => {}
+            Some(false) => {
+                warn!(client_id = %self.client_id, "DISCONNECT not confirmed in time; closing the connection")
             }
-        };
-        if tokio::time::timeout(DISCONNECT_TIMEOUT + DISCONNECT_LINGER, wait_disconnect)
-            .await
-            .is_err()
-        {
-            warn!(client_id = %self.client_id, "DISCONNECT not confirmed in time; closing the connection");
-        } else {
-            info!(client_id = %self.client_id, "publisher disconnected cleanly (status offline)");
+            Some(true) => {
+                info!(client_id = %self.client_id, "publisher disconnected cleanly (status offline)")
+            }
         }
     }
 }
