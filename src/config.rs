@@ -176,6 +176,8 @@ pub struct Config {
     pub state: StateSection,
     pub limits: LimitsSection,
     pub drug: DrugSection,
+    /// Alert rule timings (`[alerts]`); thresholds are in the drug file.
+    pub alerts: crate::alerts::AlertConfig,
 }
 
 /// Command-line overrides.
@@ -248,6 +250,12 @@ impl Config {
         };
         if self.broker.host.trim().is_empty() {
             return invalid("broker.host", "must not be empty");
+        }
+        if let Err(message) = self.alerts.validate() {
+            return Err(ConfigError::Invalid {
+                key: "alerts",
+                message,
+            });
         }
         if self.broker.port == 0 {
             return invalid("broker.port", "must be 1 to 65535");

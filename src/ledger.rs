@@ -17,7 +17,10 @@
 //!   `patch_removed` or `patch_detached` ends it earlier; a new patch on the
 //!   same device replaces the old one (noted).
 //! * Heartbeats and alarms do not change delivery: a pump that stops on an
-//!   alarm says so with `infusion_stopped`.
+//!   alarm says so with `infusion_stopped`. Alarms are kept as
+//!   [`DeviceAlarm`] intervals (`alarm` opens one per code, `alarm_cleared`
+//!   closes it); `patch_detached` also opens one (code `patch_detached`),
+//!   closed by the next `patch_applied` on that device.
 //!
 //! An open segment has no end: the forecast assumes a running pump keeps
 //! running, as the contract's state message says.
@@ -83,6 +86,10 @@ pub struct Delivery {
     pub amount_mg: Option<f64>,
     /// For infusions (mg/h) and patches (release mg/h).
     pub rate_mg_per_h: Option<f64>,
+    /// A patch's planned end (application + `wear_h`); `end_ms` is earlier
+    /// when it was removed, detached or replaced before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned_end_ms: Option<TimeMs>,
 }
 
 impl Delivery {
@@ -148,11 +155,36 @@ pub struct LedgerNote {
     pub message: String,
 }
 
+/// A device alarm (or a patch detachment) and how long it lasted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceAlarm {
+    /// `devices/{id}`.
+    pub source: String,
+    pub device_id: String,
+    /// The contract's alarm code, or `patch_detached`.
+    pub code: String,
+    pub message: Option<String>,
+    /// Id of the input that started it.
+    pub input_id: String,
+    pub start_ms: TimeMs,
+    /// When `alarm_cleared` (or, for a detachment, a new patch) ended it.
+    pub end_ms: Option<TimeMs>,
+}
+
+impl DeviceAlarm {
+    /// True while the alarm is on at `t_ms`.
+    pub fn is_active_at(&self, t_ms: TimeMs) -> bool {
+        self.start_ms <= t_ms && self.end_ms.is_none_or(|end| t_ms < end)
+    }
+}
+
 /// A patient's deliveries, derived from their inputs.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Ledger {
     pub deliveries: Vec<Delivery>,
     pub notes: Vec<LedgerNote>,
+    /// Device alarms, in occurrence order.
+    pub alarms: Vec<DeviceAlarm>,
 }
 
 #[derive(Default)]
@@ -176,6 +208,7 @@ impl Ledger {
                 LedgerInput::Device { device_id, event } => {
                     let state = devices.entry(device_id.as_str()).or_default();
                     ledger.device(input, state, event);
+                    ledger.device_alarm(device_id, &input.source(), event);
                 }
             }
         }
@@ -187,11 +220,85 @@ impl Ledger {
         self.deliveries.iter().map(Delivery::to_dosing).collect()
     }
 
+    /// The engine's dosing as if every delivery from `source` running at
+    /// `stop_ms` had stopped then (what the model predicts if a stopped
+    /// device does not resume).
+    pub fn dosing_stopped(&self, source: &str, stop_ms: TimeMs) -> Vec<Dosing> {
+        self.deliveries
+            .iter()
+            .filter(|d| !(d.source == source && d.start_ms >= stop_ms && d.rate_mg_per_h.is_some()))
+            .map(|d| {
+                if d.source == source && d.is_running_at(stop_ms) {
+                    Delivery {
+                        end_ms: Some(stop_ms),
+                        ..d.clone()
+                    }
+                    .to_dosing()
+                } else {
+                    d.to_dosing()
+                }
+            })
+            .collect()
+    }
+
+    /// Device alarms on at `t_ms`.
+    pub fn alarms_at(&self, t_ms: TimeMs) -> impl Iterator<Item = &DeviceAlarm> {
+        self.alarms.iter().filter(move |a| a.is_active_at(t_ms))
+    }
+
+    fn open_alarm(&mut self, device_id: &str, source: &str, event: &DeviceEvent, code: String, message: Option<String>) {
+        let open = self
+            .alarms
+            .iter()
+            .any(|a| a.device_id == device_id && a.code == code && a.end_ms.is_none());
+        if !open {
+            self.alarms.push(DeviceAlarm {
+                source: source.to_owned(),
+                device_id: device_id.to_owned(),
+                code,
+                message,
+                input_id: event.id.clone(),
+                start_ms: event.time_ms,
+                end_ms: None,
+            });
+        }
+    }
+
+    fn close_alarm(&mut self, device_id: &str, code: &str, t_ms: TimeMs) {
+        for a in self.alarms.iter_mut() {
+            if a.device_id == device_id && a.code == code && a.end_ms.is_none() {
+                a.end_ms = Some(t_ms);
+            }
+        }
+    }
+
     /// Deliveries running at `t_ms` (infusions and patches).
     pub fn running_at(&self, t_ms: TimeMs) -> impl Iterator<Item = &Delivery> {
         self.deliveries
             .iter()
             .filter(move |d| d.is_running_at(t_ms))
+    }
+
+    fn device_alarm(&mut self, device_id: &str, source: &str, event: &DeviceEvent) {
+        match &event.kind {
+            DeviceEventKind::Alarm { code, message } => self.open_alarm(
+                device_id,
+                source,
+                event,
+                code.as_str().to_owned(),
+                message.clone(),
+            ),
+            DeviceEventKind::AlarmCleared { code } => {
+                self.close_alarm(device_id, code.as_str(), event.time_ms)
+            }
+            DeviceEventKind::PatchDetached => {
+                self.open_alarm(device_id, source, event, "patch_detached".to_owned(), None)
+            }
+            DeviceEventKind::PatchApplied { .. } => {
+                self.close_alarm(device_id, "patch_detached", event.time_ms)
+            }
+            _ => {}
+        }
     }
 
     fn manual(&mut self, dose: &Dose) {
@@ -203,6 +310,7 @@ impl Ledger {
             end_ms: None,
             amount_mg: None,
             rate_mg_per_h: None,
+            planned_end_ms: None,
         };
         let delivery = match dose.kind {
             DoseKind::Amount { amount_mg, .. } => Delivery {
@@ -222,6 +330,7 @@ impl Ledger {
                 wear_h,
             } => Delivery {
                 end_ms: Some(dose.time_ms + minutes_ms(wear_h * 60.0)),
+                planned_end_ms: Some(dose.time_ms + minutes_ms(wear_h * 60.0)),
                 rate_mg_per_h: Some(release_rate_mg_per_h),
                 ..base
             },
@@ -246,6 +355,7 @@ impl Ledger {
             end_ms: end,
             amount_mg: None,
             rate_mg_per_h: Some(rate),
+            planned_end_ms: if route == Route::Transdermal { end } else { None },
         };
         match &event.kind {
             DeviceEventKind::InfusionStarted(rate) => {
@@ -287,6 +397,7 @@ impl Ledger {
                     end_ms: None,
                     amount_mg: Some(*amount_mg),
                     rate_mg_per_h: None,
+                    planned_end_ms: None,
                 });
             }
             DeviceEventKind::PatchApplied {

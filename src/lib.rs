@@ -24,6 +24,7 @@
 //! * [`demo`]: the live `dosetrack demo`: the daemon, an embedded broker
 //!   (feature `embedded-broker`) and a simulated ward, in one process.
 
+pub mod alerts;
 pub mod config;
 pub mod contract;
 pub mod daemon;

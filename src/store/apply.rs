@@ -72,6 +72,14 @@ pub(super) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, Appl
             upsert_history(conn, rows)?;
             Ok(WriteResult::Written)
         }
+        WriteOp::Alerts(w) => {
+            super::alerts::apply_alerts(conn, w)?;
+            Ok(WriteResult::Written)
+        }
+        WriteOp::OutboxPublished { ids, at_ms } => {
+            super::alerts::mark_published(conn, ids, *at_ms)?;
+            Ok(WriteResult::Written)
+        }
         WriteOp::State {
             patient_id,
             time_ms,

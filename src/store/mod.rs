@@ -34,6 +34,7 @@
 //! conflict ([`StoreOutcome::Conflict`], nothing is stored; the caller
 //! stores the message as rejected with `duplicate_conflict`).
 
+pub mod alerts;
 mod apply;
 mod read;
 mod schema;
@@ -46,6 +47,7 @@ use crate::contract::ErrorCode;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use alerts::{AlertWrite, CommandOutcome, OutboxRow, PendingPublish};
 pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow, StoredInput};
 pub use schema::migrations;
 pub use writer::{Writer, WriterPragmas, WriterStats, WriterThread};
@@ -202,6 +204,10 @@ pub enum WriteOp {
         time_ms: i64,
         payload: String,
     },
+    /// Alert records, their lifecycle messages and outbox rows: one unit.
+    Alerts(Box<alerts::AlertWrite>),
+    /// Outbox rows confirmed published (PUBACK received).
+    OutboxPublished { ids: Vec<i64>, at_ms: i64 },
 }
 
 /// The answer to a [`WriteOp`], given after its batch committed.

@@ -19,7 +19,7 @@ const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A read-only connection to the store. `Send`, not `Sync`: one per thread
 /// or task.
 pub struct Reader {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 /// An input as stored.

@@ -149,7 +149,7 @@ fn migrations_validate() {
     migrations().unwrap().validate().unwrap();
 }
 
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 12] = [
     "inputs",
     "rejected",
     "patients",
@@ -159,6 +159,9 @@ const TABLES: [&str; 9] = [
     "concentration_history",
     "published_state",
     "outbox",
+    "alert_state",
+    "alert_events",
+    "alert_commands",
 ];
 
 fn schema_text(path: &Path) -> Vec<(String, String)> {
@@ -186,7 +189,7 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
     let before = schema_text(&path);
     let names: HashSet<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
     let wanted: HashSet<&str> = TABLES.into_iter().collect();
-    assert_eq!(wanted.len(), 9);
+    assert_eq!(wanted.len(), 12);
     for table in &wanted {
         assert!(names.contains(table), "missing table {table}");
     }

@@ -428,6 +428,7 @@ fn needs_savepoint(op: &WriteOp) -> bool {
         WriteOp::Input(rec) => !matches!(rec.projection, super::Projection::None),
         WriteOp::History(rows) => rows.len() > 1,
         WriteOp::Rejected(_) | WriteOp::State { .. } => false,
+        WriteOp::Alerts(_) | WriteOp::OutboxPublished { .. } => true,
     }
 }
 
@@ -444,5 +445,7 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::Rejected(_) => "rejected",
         WriteOp::History(_) => "history",
         WriteOp::State { .. } => "state",
+        WriteOp::Alerts(_) => "alerts",
+        WriteOp::OutboxPublished { .. } => "outbox_published",
     }
 }

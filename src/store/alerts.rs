@@ -1,0 +1,266 @@
+//! The alerts' tables: alert state, lifecycle messages, operator command
+//! outcomes and the outbox they are published from.
+//!
+//! [`AlertWrite`] is one atomic unit: the changed alert records, the
+//! lifecycle messages they produced and the outbox rows that publish them
+//! go into the same transaction, so a message exists if and only if its
+//! state change does, and survives a crash until it is published
+//! ([`Reader::unpublished`], then [`WriteOp::OutboxPublished`]).
+
+use super::apply::ApplyError;
+use super::read::Reader;
+use super::StoreError;
+use crate::alerts::report::AlertEvent;
+use crate::alerts::{AlertMessage, AlertRecord, Phase, Rule, Scope};
+use rusqlite::{params, Connection};
+
+/// A message to publish from the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub topic: String,
+    pub payload: String,
+    pub retained: bool,
+}
+
+/// An outbox row waiting to be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingPublish {
+    pub id: i64,
+    pub topic: String,
+    pub payload: String,
+    pub retained: bool,
+}
+
+/// What an operator command did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandOutcome {
+    pub input_seq: i64,
+    pub alert_id: String,
+    pub action: String,
+    pub by: String,
+    pub applied: bool,
+    pub outcome: String,
+    pub time_ms: i64,
+}
+
+/// One atomic alerts write.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlertWrite {
+    pub records: Vec<AlertRecord>,
+    pub messages: Vec<AlertMessage>,
+    pub outbox: Vec<OutboxRow>,
+    pub commands: Vec<CommandOutcome>,
+    pub created_at_ms: i64,
+}
+
+impl AlertWrite {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.messages.is_empty()
+            && self.outbox.is_empty()
+            && self.commands.is_empty()
+    }
+}
+
+/// The number in an alert id (`al-{number}-{since}`).
+pub fn alert_number(alert_id: &str) -> Option<u64> {
+    alert_id.strip_prefix("al-")?.split('-').next()?.parse().ok()
+}
+
+fn scope_parts(scope: &Scope) -> (&'static str, &str) {
+    match scope {
+        Scope::Patient(p) => ("patient", p.as_str()),
+        Scope::Device(d) => ("device", d.as_str()),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, ApplyError> {
+    serde_json::to_string(v)
+        .map_err(|e| ApplyError::Op(StoreError::InvalidRecord(format!("alert JSON: {e}"))))
+}
+
+pub(super) fn apply_alerts(conn: &Connection, w: &AlertWrite) -> Result<(), ApplyError> {
+    for r in &w.records {
+        let (kind, id) = scope_parts(&r.scope);
+        conn.prepare_cached(
+            "INSERT INTO alert_state (alert_id, number, scope_kind, scope_id, rule, subject, open,
+                                      raised_at_ms, cleared_at_ms, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (alert_id) DO UPDATE SET open = excluded.open,
+                 cleared_at_ms = excluded.cleared_at_ms, record = excluded.record",
+        )?
+        .execute(params![
+            r.alert_id,
+            alert_number(&r.alert_id).unwrap_or(0) as i64,
+            kind,
+            id,
+            r.rule.as_str(),
+            r.subject,
+            r.cleared_at_ms.is_none(),
+            r.raised_at_ms,
+            r.cleared_at_ms,
+            json(r)?,
+        ])?;
+    }
+    for m in &w.messages {
+        conn.prepare_cached(
+            "INSERT INTO alert_events (alert_id, patient_id, device_id, rule, phase, priority,
+                                       time_ms, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            m.alert_id,
+            m.patient_id,
+            m.device_id,
+            m.rule.as_str(),
+            m.phase.as_str(),
+            m.priority.as_str(),
+            m.time_ms,
+            json(m)?,
+        ])?;
+    }
+    for o in &w.outbox {
+        conn.prepare_cached(
+            "INSERT INTO outbox (topic, payload, retained, qos, created_at_ms)
+             VALUES (?1, ?2, ?3, 1, ?4)",
+        )?
+        .execute(params![o.topic, o.payload, o.retained, w.created_at_ms])?;
+    }
+    for c in &w.commands {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO alert_commands (input_seq, alert_id, action, by, applied, outcome, time_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            c.input_seq,
+            c.alert_id,
+            c.action,
+            c.by,
+            c.applied,
+            c.outcome,
+            c.time_ms
+        ])?;
+    }
+    Ok(())
+}
+
+pub(super) fn mark_published(conn: &Connection, ids: &[i64], at_ms: i64) -> Result<(), ApplyError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE outbox SET published_at_ms = ?2 WHERE id = ?1 AND published_at_ms IS NULL",
+    )?;
+    for id in ids {
+        stmt.execute(params![id, at_ms])?;
+    }
+    Ok(())
+}
+
+impl Reader {
+    /// Every open alert's record.
+    pub fn open_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT alert_id, record FROM alert_state WHERE open = 1 ORDER BY number")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, text) = row?;
+            let rec: AlertRecord = serde_json::from_str(&text).map_err(|e| {
+                StoreError::InvalidRecord(format!("alert {id}: stored record does not parse: {e}"))
+            })?;
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// The highest alert number ever used (0 if none).
+    pub fn max_alert_number(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT coalesce(max(number), 0) FROM alert_state", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Outbox rows not yet published, oldest first.
+    pub fn unpublished(&self, limit: usize) -> Result<Vec<PendingPublish>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, topic, payload, retained FROM outbox
+             WHERE published_at_ms IS NULL ORDER BY id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(PendingPublish {
+                id: r.get(0)?,
+                topic: r.get(1)?,
+                payload: r.get(2)?,
+                retained: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Lifecycle messages of the alerts raised in `[from_ms, to_ms)`.
+    pub fn alert_events(&self, from_ms: i64, to_ms: i64) -> Result<Vec<AlertEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.alert_id, e.rule, e.phase, e.time_ms FROM alert_events e
+             WHERE e.alert_id IN (SELECT alert_id FROM alert_events
+                                  WHERE phase = 'raised' AND time_ms >= ?1 AND time_ms < ?2)
+             ORDER BY e.seq",
+        )?;
+        let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (alert_id, rule, phase, time_ms) = row?;
+            let (Some(rule), Some(phase)) = (Rule::from_name(&rule), phase_from(&phase)) else {
+                continue;
+            };
+            out.push(AlertEvent {
+                alert_id,
+                rule,
+                phase,
+                time_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every stored lifecycle message (JSON payloads), in order.
+    pub fn alert_messages(&self, patient_id: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT payload FROM alert_events WHERE ?1 IS NULL OR patient_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([patient_id], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Patient-days tracked within `[from_ms, to_ms)` (admission to
+    /// discharge, or to the end of the window).
+    pub fn patient_days(&self, from_ms: i64, to_ms: i64) -> Result<f64, StoreError> {
+        let ms: f64 = self.conn.query_row(
+            "SELECT coalesce(sum(max(0, min(coalesce(discharged_at_ms, ?2), ?2)
+                                     - max(first_admitted_at_ms, ?1))), 0)
+             FROM patients",
+            params![from_ms, to_ms],
+            |r| r.get::<_, f64>(0),
+        )?;
+        Ok(ms / 86_400_000.0)
+    }
+}
+
+fn phase_from(s: &str) -> Option<Phase> {
+    [
+        Phase::Raised,
+        Phase::Updated,
+        Phase::Escalated,
+        Phase::Acknowledged,
+        Phase::Paused,
+        Phase::Cleared,
+    ]
+    .into_iter()
+    .find(|p| p.as_str() == s)
+}
