@@ -57,6 +57,42 @@ enum Command {
     /// Publish a simulated ward's pump, patch and medication-record traffic
     /// to a broker (for demos and load tests).
     SimulateDevices(SimulateDevicesArgs),
+    /// Alerts from the database: the alarm-burden report, a patient's
+    /// lifecycle messages.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertsCommand {
+    /// Per rule: alerts raised, per patient-day, median time to
+    /// acknowledge, share cleared within 2 minutes without action.
+    Report(AlertsReportArgs),
+    /// Every lifecycle message (JSON Lines), of one patient or all.
+    List(AlertsListArgs),
+}
+
+#[derive(Args, Debug)]
+struct AlertsReportArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// From (RFC 3339); default: the first alert.
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// To (RFC 3339); default: now.
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
+}
+
+#[derive(Args, Debug)]
+struct AlertsListArgs {
+    /// Only this patient's alerts.
+    #[arg(long)]
+    patient: Option<String>,
+    #[command(flatten)]
+    db: DbArgs,
 }
 
 #[derive(Args, Debug)]
@@ -567,6 +603,73 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History(a) => history(&f, &a, &mut stdout)?,
         Command::Events(a) => events(&a, &mut stdout)?,
         Command::SimulateDevices(a) => simulate_devices(&a)?,
+        Command::Alerts(AlertsCommand::Report(a)) => alerts_report(&a, &mut stdout)?,
+        Command::Alerts(AlertsCommand::List(a)) => alerts_list(&a, &mut stdout)?,
+    }
+    Ok(())
+}
+
+fn alerts_report(a: &AlertsReportArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let from = a
+        .from
+        .as_deref()
+        .map(|t| time_arg("--from", t))
+        .transpose()?
+        .unwrap_or(i64::MIN / 2);
+    let to = a
+        .to
+        .as_deref()
+        .map(|t| time_arg("--to", t))
+        .transpose()?
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis() + 1);
+    if to <= from {
+        return Err(input_error("--to must be after --from"));
+    }
+    let reader = a.db.reader()?;
+    let events = reader.alert_events(from, to)?;
+    let first = events.iter().map(|e| e.time_ms).min().unwrap_or(to);
+    let from = from.max(first.min(to));
+    let days = reader.patient_days(from, to)?;
+    let report = dosetrack::alerts::report::build(&events, days, from, to);
+    match a.format {
+        ReportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        ReportFormat::Text => {
+            writeln!(
+                out,
+                "Alarm burden {} to {} ({:.2} patient-days)",
+                format_rfc3339(from),
+                format_rfc3339(to),
+                days
+            )?;
+            writeln!(
+                out,
+                "{:<20} {:>7} {:>9} {:>6} {:>14} {:>8} {:>16} {:>6}",
+                "rule", "raised", "per pt-d", "acked", "median ack min", "cleared", "quick clear (%)", "escal"
+            )?;
+            let opt = |v: Option<f64>, k: f64| v.map_or("-".to_owned(), |x| format!("{:.1}", x * k));
+            for r in &report.rules {
+                writeln!(
+                    out,
+                    "{:<20} {:>7} {:>9} {:>6} {:>14} {:>8} {:>16} {:>6}",
+                    r.rule.as_str(),
+                    r.raised,
+                    opt(r.per_patient_day, 1.0),
+                    r.acknowledged,
+                    opt(r.median_time_to_ack_min, 1.0),
+                    r.cleared,
+                    opt(r.cleared_within_2_min_without_action, 100.0),
+                    r.escalations
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn alerts_list(a: &AlertsListArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let reader = a.db.reader()?;
+    for line in reader.alert_messages(a.patient.as_deref())? {
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

@@ -358,6 +358,54 @@ impl Tracker {
         out
     }
 
+    /// The tracker's settings.
+    pub fn config(&self) -> &TrackerConfig {
+        &self.config
+    }
+
+    /// Latest occurrence time heard from a device (any event).
+    pub fn last_heard(&self, device_id: &str) -> Option<TimeMs> {
+        self.devices
+            .get(device_id)
+            .map(|d| d.last_heard_ms)
+            .filter(|&t| t != i64::MIN)
+    }
+
+    /// Stored doses for a patient who has not been admitted (their `seq`).
+    pub fn orphan_seqs(&self, patient_id: &str) -> Vec<i64> {
+        self.orphan_doses
+            .get(patient_id)
+            .map(|d| d.iter().map(|(s, _)| *s).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stored events of a device that belong to no admitted patient.
+    pub fn unowned_seqs(&self, device_id: &str) -> Vec<i64> {
+        let Some(device) = self.devices.get(device_id) else {
+            return Vec::new();
+        };
+        device
+            .events
+            .iter()
+            .filter(|(_, e)| {
+                device
+                    .owner(e)
+                    .is_none_or(|pid| self.patients.get(pid).is_none_or(|t| t.admits.is_empty()))
+            })
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// Every device with stored events.
+    pub fn device_ids(&self) -> impl Iterator<Item = &str> {
+        self.devices.keys().map(String::as_str)
+    }
+
+    /// Patients with stored doses but no admission.
+    pub fn orphan_patients(&self) -> impl Iterator<Item = &str> {
+        self.orphan_doses.keys().map(String::as_str)
+    }
+
     /// Admitted patients not discharged at `now_ms`.
     pub fn tracked(&self, now_ms: TimeMs) -> Vec<String> {
         self.patients

@@ -12,17 +12,21 @@
 //!   clear hysteresis, latching, escalation, re-notification.
 //! * [`timers`] is the queue of each scope's next interesting moment, so the
 //!   daemon wakes for the earliest instead of scanning every patient.
+//! * [`engine`] composes the three over the tracker and turns the result
+//!   into one atomic store write (records, messages, outbox rows).
 //! * [`report`] computes the alarm-burden report from stored lifecycle
 //!   messages.
 //!
 //! Rule names, priorities and phases are the contract's
 //! (`patients/{patient_id}/alerts`).
 
+pub mod engine;
 pub mod lifecycle;
 pub mod report;
 pub mod rules;
 pub mod timers;
 
+pub use engine::AlertEngine;
 pub use lifecycle::{AlertBook, AlertMessage, AlertRecord, CommandError};
 pub use rules::{evaluate, DeviceFacts, Evaluation, PatientFacts};
 pub use timers::TimerQueue;

@@ -33,6 +33,11 @@ impl TimerQueue {
         }
     }
 
+    /// The scope's wake-up time, if set.
+    pub fn at(&self, scope: &Scope) -> Option<TimeMs> {
+        self.at.get(scope).copied()
+    }
+
     /// The earliest wake-up time.
     pub fn next(&self) -> Option<TimeMs> {
         self.queue.first().map(|(t, _)| *t)
