@@ -34,6 +34,7 @@ pub mod drug;
 pub mod intake;
 pub mod ledger;
 pub mod mqtt;
+pub mod outbox;
 pub mod patient;
 pub mod pk;
 pub mod plot;
