@@ -6,12 +6,16 @@
 //! 1. **Stage A** (receive): take a message from the ingest connection,
 //!    decide on it with [`intake`](crate::intake) (pure), and submit its
 //!    write to the store at once, so that concurrent inputs share a commit.
-//! 2. **Stage B** (apply, in arrival order): wait for the input's write to
-//!    commit; if it was new, apply it to the [`Tracker`], publish the
-//!    patients' new state and record it; publish the rejection notice for a
-//!    refused message; and only then acknowledge the input to the broker.
-//!    A write that fails is retried (with back-off) and never acknowledged
-//!    until it succeeds: the input is not lost, and inputs behind it wait.
+//! 2. **Stage B** (apply, in arrival order, a batch at a time): take the
+//!    next input and every input already queued behind it (up to
+//!    [`BATCH_MAX`]); for each in arrival order wait for its write to
+//!    commit, apply it to the [`Tracker`] if it was new, publish the
+//!    rejection notice for a refused message; then publish ONE state per
+//!    patient the batch touched and record those states and their history
+//!    points in one write; and only then acknowledge the batch's inputs, in
+//!    arrival order. A write that fails is retried (with back-off) and never
+//!    acknowledged until it succeeds: the input is not lost, and inputs
+//!    behind it wait.
 //! 3. **Timer**: every `state.interval_s` the state of every tracked
 //!    patient is republished; every `state.history_interval_s` a history
 //!    point is recorded per tracked patient (on a fixed grid, so a
@@ -28,16 +32,15 @@ use crate::intake::{self, Intake, RejectedNotice};
 use crate::mqtt::{self, AckToken, BrokerConfig, IngestHandle, Publisher};
 use crate::patient::Formulary;
 use crate::store::{
-    HistoryRow, Reader, RejectedRecord, StoreConfig, StoreError, StoreOutcome, WriteOp,
-    WriteResult, Writer,
+    HistoryRow, Queued, Reader, RejectedRecord, StateRow, StoreConfig, StoreError, StoreOutcome,
+    WriteOp, WriteResult, Writer,
 };
 use crate::tracker::{TrackedInput, Tracker, TrackerConfig};
 use crate::vocab::{format_rfc3339, TimeMs};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -98,10 +101,17 @@ struct InFlight {
     kind: Pending,
 }
 
+/// Most in-flight inputs stage B handles as one batch.
+pub const BATCH_MAX: usize = 512;
+
+/// An input's write: queued in the writer (in arrival order), or not
+/// queued because the writer has stopped.
+type Write = Result<Queued, StoreError>;
+
 enum Pending {
     Accept {
         op: WriteOp,
-        write: JoinHandle<Result<WriteResult, StoreError>>,
+        write: Write,
         tracked: Box<TrackedInput>,
         topic: String,
         payload: Vec<u8>,
@@ -109,7 +119,7 @@ enum Pending {
     },
     Reject {
         op: WriteOp,
-        write: JoinHandle<Result<WriteResult, StoreError>>,
+        write: Write,
         notice: RejectedNotice,
     },
 }
@@ -242,11 +252,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
                 input,
             } => {
                 let op = WriteOp::Input(*record);
-                let w = writer.clone();
-                let op2 = op.clone();
+                // Queued here, in arrival order; stage B waits for the commit.
+                let write = writer.enqueue(op.clone()).await;
                 Pending::Accept {
                     op,
-                    write: tokio::spawn(async move { w.write(op2).await }),
+                    write,
                     tracked: Box::new(TrackedInput {
                         seq: 0,
                         topic,
@@ -260,13 +270,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
             Intake::Reject { record, notice } => {
                 debug!(topic = %incoming.topic, code = record.code.as_str(), "rejected");
                 let op = WriteOp::Rejected(record);
-                let w = writer.clone();
-                let op2 = op.clone();
-                Pending::Reject {
-                    op,
-                    write: tokio::spawn(async move { w.write(op2).await }),
-                    notice,
-                }
+                let write = writer.enqueue(op.clone()).await;
+                Pending::Reject { op, write, notice }
             }
         };
         if pipe_tx
@@ -339,12 +344,11 @@ struct StageB {
 /// (the input stays unacknowledged meanwhile). `None` only when the writer
 /// has stopped for good: then the input is not acknowledged and the broker
 /// redelivers it to the next run.
-async fn committed(
-    writer: &Writer,
-    first: JoinHandle<Result<WriteResult, StoreError>>,
-    op: &WriteOp,
-) -> Option<WriteResult> {
-    let mut result = first.await.unwrap_or(Err(StoreError::WriterClosed));
+async fn committed(writer: &Writer, first: Write, op: &WriteOp) -> Option<WriteResult> {
+    let mut result = match first {
+        Ok(queued) => queued.outcome().await,
+        Err(e) => Err(e),
+    };
     let mut delay = Duration::from_millis(100);
     loop {
         match result {
@@ -367,7 +371,7 @@ async fn stage_b(mut b: StageB) -> RunSummary {
     // Publish the rebuilt state once at start.
     let now = now_ms();
     let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
-    publish_states(&mut b, &tracked, now).await;
+    publish_states(&mut b, &tracked, &BTreeMap::new(), now).await;
     let mut state_tick = tokio::time::interval(b.state_interval);
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut history_tick =
@@ -376,13 +380,23 @@ async fn stage_b(mut b: StageB) -> RunSummary {
     loop {
         tokio::select! {
             item = b.rx.recv() => match item {
-                Some(item) => handle(&mut b, item).await,
+                Some(first) => {
+                    // Whatever else is already in hand joins this batch.
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH_MAX {
+                        match b.rx.try_recv() {
+                            Ok(item) => batch.push(item),
+                            Err(_) => break,
+                        }
+                    }
+                    handle_batch(&mut b, batch).await;
+                }
                 None => break,
             },
             _ = state_tick.tick() => {
                 let now = now_ms();
                 let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
-                publish_states(&mut b, &tracked, now).await;
+                publish_states(&mut b, &tracked, &BTreeMap::new(), now).await;
             }
             _ = history_tick.tick() => {
                 let now = now_ms();
@@ -408,8 +422,48 @@ async fn stage_b(mut b: StageB) -> RunSummary {
     b.summary
 }
 
-async fn handle(b: &mut StageB, item: InFlight) {
-    let stored = match item.kind {
+/// What the inputs of one batch changed, gathered while they are applied.
+#[derive(Debug, Default)]
+struct BatchEffects {
+    /// Patients whose state may have changed: each gets one state for the
+    /// whole batch. (The place for per-batch work on touched patients.)
+    touched: BTreeSet<String>,
+    /// Per touched patient, the earliest occurrence time among the batch's
+    /// inputs: the history is recomputed once from there (if it is older
+    /// than the history step).
+    earliest_ms: BTreeMap<String, TimeMs>,
+}
+
+/// One batch, in arrival order: wait for each input's commit and apply the
+/// new ones to the tracker (rejections are published as they come); then
+/// publish and record one state per touched patient; then acknowledge every
+/// stored input, in arrival order. An input that could not be stored is not
+/// acknowledged (the broker redelivers it).
+async fn handle_batch(b: &mut StageB, batch: Vec<InFlight>) {
+    let mut effects = BatchEffects::default();
+    let mut acks = Vec::with_capacity(batch.len());
+    for item in batch {
+        if store_and_apply(b, item.kind, &mut effects).await {
+            acks.push(item.ack);
+        } else {
+            // Not durably stored: no acknowledgement, the broker redelivers.
+            drop(item.ack);
+        }
+    }
+    if !effects.touched.is_empty() {
+        publish_states(b, &effects.touched, &effects.earliest_ms, now_ms()).await;
+    }
+    for ack in acks {
+        if let Err(e) = b.ingest.ack(ack).await {
+            warn!(error = %e, "could not acknowledge (the ingest connection is gone); the broker will redeliver");
+        }
+    }
+}
+
+/// Wait for one input's commit; apply it if new. True when it is durably
+/// stored (and so may be acknowledged).
+async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffects) -> bool {
+    match kind {
         Pending::Accept {
             op,
             write,
@@ -423,10 +477,14 @@ async fn handle(b: &mut StageB, item: InFlight) {
                 b.summary.accepted += 1;
                 tracked.seq = seq;
                 let occurred = intake::occurred_at(&tracked.input);
-                let touched = b.tracker.apply(*tracked);
-                let now = now_ms();
-                publish_states(b, &touched, now).await;
-                backfill_history(b, &touched, occurred, now).await;
+                for pid in b.tracker.apply(*tracked) {
+                    effects
+                        .earliest_ms
+                        .entry(pid.clone())
+                        .and_modify(|t| *t = (*t).min(occurred))
+                        .or_insert(occurred);
+                    effects.touched.insert(pid);
+                }
                 true
             }
             Some(WriteResult::Input(StoreOutcome::Duplicate { seq })) => {
@@ -465,22 +523,12 @@ async fn handle(b: &mut StageB, item: InFlight) {
             }
             done
         }
-    };
-    if !stored {
-        // Not durably stored: no acknowledgement, the broker redelivers.
-        drop(item.ack);
-        return;
-    }
-    if let Err(e) = b.ingest.ack(item.ack).await {
-        warn!(error = %e, "could not acknowledge (the ingest connection is gone); the broker will redeliver");
     }
 }
 
 async fn store_rejection(b: &mut StageB, record: RejectedRecord, notice: RejectedNotice) -> bool {
     let op = WriteOp::Rejected(record);
-    let w = b.writer.clone();
-    let op2 = op.clone();
-    let write = tokio::spawn(async move { w.write(op2).await });
+    let write = b.writer.enqueue(op.clone()).await;
     if committed(&b.writer, write, &op).await.is_none() {
         return false;
     }
@@ -504,8 +552,19 @@ async fn publish_rejected(b: &StageB, notice: &RejectedNotice) {
     }
 }
 
-/// Publish (retained) and record the state of `patients` at `now`.
-async fn publish_states(b: &mut StageB, patients: &BTreeSet<String>, now: TimeMs) {
+/// Publish (retained) the state of `patients` at `now`, and record those
+/// states with their history points — the point at `now`, and for a patient
+/// in `backfill_from` whose input is older than the history step, the grid
+/// recomputed from that time — in ONE write (derived data: a failure is
+/// logged, the inputs are safe).
+async fn publish_states(
+    b: &mut StageB,
+    patients: &BTreeSet<String>,
+    backfill_from: &BTreeMap<String, TimeMs>,
+    now: TimeMs,
+) {
+    let mut states = Vec::with_capacity(patients.len());
+    let mut history = Vec::with_capacity(patients.len());
     for pid in patients {
         let Some(state) = b.tracker.state(pid, now) else {
             if let Some(e) = b.tracker.error(pid) {
@@ -527,27 +586,43 @@ async fn publish_states(b: &mut StageB, patients: &BTreeSet<String>, now: TimeMs
         {
             warn!(patient_id = %pid, error = %e, "state not published");
         }
-        let rows = vec![HistoryRow {
+        history.push(HistoryRow {
             patient_id: pid.clone(),
             t_ms: now,
             cp_ng_per_ml: state.cp_ng_per_ml,
             ce_ng_per_ml: state.ce_ng_per_ml,
-        }];
-        for op in [
-            WriteOp::State {
-                patient_id: pid.clone(),
-                time_ms: now,
-                payload,
-            },
-            WriteOp::History(rows),
-        ] {
-            // Derived data: failures are logged, the inputs are safe.
-            let w = b.writer.clone();
+        });
+        if let Some(occurred) = backfill_from.get(pid) {
+            backfill_history(b, pid, *occurred, now, &mut history);
+        }
+        states.push(StateRow {
+            patient_id: pid.clone(),
+            time_ms: now,
+            payload,
+        });
+    }
+    // One bad point would refuse the whole op: leave it out, loudly.
+    history.retain(|r| {
+        let finite = r.cp_ng_per_ml.is_finite() && r.ce_ng_per_ml.is_finite();
+        if !finite {
+            warn!(patient_id = %r.patient_id, t_ms = r.t_ms, "history point not finite; not recorded");
+        }
+        finite
+    });
+    if states.is_empty() && history.is_empty() {
+        return;
+    }
+    let (n_states, n_history) = (states.len(), history.len());
+    match b.writer.enqueue(WriteOp::Derived { states, history }).await {
+        Ok(queued) => {
             tokio::spawn(async move {
-                if let Err(e) = w.write(op).await {
-                    warn!(error = %e, "derived state not recorded");
+                if let Err(e) = queued.outcome().await {
+                    warn!(error = %e, states = n_states, history_points = n_history, "derived state not recorded");
                 }
             });
+        }
+        Err(e) => {
+            warn!(error = %e, states = n_states, history_points = n_history, "derived state not recorded")
         }
     }
 }
@@ -555,13 +630,15 @@ async fn publish_states(b: &mut StageB, patients: &BTreeSet<String>, now: TimeMs
 /// Most history recomputed after one late input: 7 days.
 const BACKFILL_MAX_MS: TimeMs = 7 * 24 * 3_600_000;
 
-/// A late input changes the past: recompute the history grid points from
-/// its occurrence time to now.
-async fn backfill_history(
+/// A late input changes the past: the history grid points of `patient_id`
+/// from `occurred_ms` (the batch's earliest input for the patient) to `now`
+/// are recomputed, into `rows`.
+fn backfill_history(
     b: &mut StageB,
-    patients: &BTreeSet<String>,
+    patient_id: &str,
     occurred_ms: TimeMs,
     now: TimeMs,
+    rows: &mut Vec<HistoryRow>,
 ) {
     let step = b.history_interval_ms;
     if now - occurred_ms <= step {
@@ -569,29 +646,18 @@ async fn backfill_history(
     }
     let from = occurred_ms.max(now - BACKFILL_MAX_MS);
     let from = from - from.rem_euclid(step) + step;
-    for pid in patients {
-        let Some(d) = b.tracker.derived(pid) else {
-            continue;
-        };
-        let rows: Vec<HistoryRow> = d
-            .solution
+    let Some(d) = b.tracker.derived(patient_id) else {
+        return;
+    };
+    rows.extend(
+        d.solution
             .sample(from, now, step)
             .into_iter()
             .map(|s| HistoryRow {
-                patient_id: pid.clone(),
+                patient_id: patient_id.to_owned(),
                 t_ms: s.t_ms,
                 cp_ng_per_ml: s.cp_ng_per_ml,
                 ce_ng_per_ml: s.ce_ng_per_ml,
-            })
-            .collect();
-        if rows.is_empty() {
-            continue;
-        }
-        let w = b.writer.clone();
-        tokio::spawn(async move {
-            if let Err(e) = w.write(WriteOp::History(rows)).await {
-                warn!(error = %e, "recomputed history not recorded");
-            }
-        });
-    }
+            }),
+    );
 }

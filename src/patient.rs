@@ -20,6 +20,7 @@ use crate::vocab::{Route, Setting, Sex};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What is known about a patient.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -166,7 +167,17 @@ pub struct ResolvedPatient {
     pub limits: DoseLimits,
     pub interactions: Vec<AppliedInteraction>,
     pub warnings: Vec<PatientWarning>,
-    pub assumptions: Vec<Assumption>,
+    /// Shared by every patient on the same model with the same target
+    /// overrides (built once per drug file, see [`Formulary::new`]).
+    #[serde(serialize_with = "serialize_assumptions")]
+    pub assumptions: Arc<[Assumption]>,
+}
+
+fn serialize_assumptions<S: serde::Serializer>(
+    assumptions: &Arc<[Assumption]>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(assumptions.iter())
 }
 
 impl ResolvedPatient {
@@ -196,6 +207,17 @@ pub struct Formulary {
     ke0_from_tpeak: BTreeMap<String, f64>,
     /// ka solved from tmax, keyed by the tmax value's bits.
     ka_from_tmax: BTreeMap<u64, f64>,
+    /// The assumption lists, per model key and target-override pattern
+    /// (see [`override_pattern`]): built once, shared by every patient.
+    assumption_sets: BTreeMap<(String, u8), Arc<[Assumption]>>,
+}
+
+/// Which targets a patient overrides, as bits: floor 1, caution 2,
+/// ceiling 4 (the assumption list leaves the overridden ones out).
+fn override_pattern(overrides: &TargetOverrides) -> u8 {
+    u8::from(overrides.analgesic_floor_ng_per_ml.is_some())
+        | (u8::from(overrides.psychotomimetic_caution_ng_per_ml.is_some()) << 1)
+        | (u8::from(overrides.ceiling_ng_per_ml.is_some()) << 2)
 }
 
 impl Formulary {
@@ -254,11 +276,21 @@ impl Formulary {
                 e.insert(ka);
             }
         }
-        Ok(Formulary {
+        let mut formulary = Formulary {
             drug,
             ke0_from_tpeak,
             ka_from_tmax,
-        })
+            assumption_sets: BTreeMap::new(),
+        };
+        let mut sets = BTreeMap::new();
+        for key in formulary.drug.models.keys() {
+            for pattern in 0..8u8 {
+                let list = formulary.assumptions_for(key, pattern);
+                sets.insert((key.clone(), pattern), Arc::from(list));
+            }
+        }
+        formulary.assumption_sets = sets;
+        Ok(formulary)
     }
 
     /// The drug file.
@@ -468,7 +500,11 @@ impl Formulary {
                 reason: "the drug file has no dose limits".to_owned(),
             })?;
 
-        let assumptions = self.assumptions_for(&model_key, &spec.targets);
+        let pattern = override_pattern(&spec.targets);
+        let assumptions = match self.assumption_sets.get(&(model_key.clone(), pattern)) {
+            Some(shared) => Arc::clone(shared),
+            None => Arc::from(self.assumptions_for(&model_key, pattern)),
+        };
         Ok(ResolvedPatient {
             model_label: format!("{}/{}", self.drug.drug.name, model_key),
             model_title: model.title.clone(),
@@ -491,14 +527,13 @@ impl Formulary {
     /// The assumption-flagged values that a patient on `model_key` rests on:
     /// the model's own values and every route's, and the targets the patient
     /// has not overridden.
-    fn assumptions_for(&self, model_key: &str, overrides: &TargetOverrides) -> Vec<Assumption> {
+    /// `pattern`: the targets overridden, see [`override_pattern`].
+    fn assumptions_for(&self, model_key: &str, pattern: u8) -> Vec<Assumption> {
         let model_prefix = format!("models.{model_key}.");
         let overridden = |key: &str| {
-            (key.ends_with("analgesic_floor_ng_per_ml")
-                && overrides.analgesic_floor_ng_per_ml.is_some())
-                || (key.ends_with("psychotomimetic_caution_ng_per_ml")
-                    && overrides.psychotomimetic_caution_ng_per_ml.is_some())
-                || (key.ends_with("ceiling_ng_per_ml") && overrides.ceiling_ng_per_ml.is_some())
+            (key.ends_with("analgesic_floor_ng_per_ml") && pattern & 1 != 0)
+                || (key.ends_with("psychotomimetic_caution_ng_per_ml") && pattern & 2 != 0)
+                || (key.ends_with("ceiling_ng_per_ml") && pattern & 4 != 0)
         };
         self.drug
             .sourced_values()
@@ -858,5 +893,27 @@ mod tests {
             f.resolve(&spec),
             Err(PatientError::InvalidTargets { .. })
         ));
+    }
+
+    #[test]
+    fn assumption_lists_are_shared_per_model_and_override_pattern() {
+        let f = formulary();
+        let a = f.resolve(&PatientSpec::weight_only(60.0)).unwrap();
+        let b = f.resolve(&PatientSpec::weight_only(90.0)).unwrap();
+        assert!(Arc::ptr_eq(&a.assumptions, &b.assumptions));
+        let mut spec = PatientSpec::weight_only(60.0);
+        spec.targets.ceiling_ng_per_ml = Some(900.0);
+        let c = f.resolve(&spec).unwrap();
+        assert!(!Arc::ptr_eq(&a.assumptions, &c.assumptions));
+        // The shared lists are what a fresh computation gives.
+        assert_eq!(a.assumptions.to_vec(), f.assumptions_for(&a.model_key, 0));
+        assert_eq!(c.assumptions.to_vec(), f.assumptions_for(&c.model_key, 4));
+        assert_eq!(override_pattern(&spec.targets), 4);
+        let has_ceiling = |p: &ResolvedPatient| {
+            p.assumptions
+                .iter()
+                .any(|x| x.key == "targets.ceiling_ng_per_ml")
+        };
+        assert!(has_ceiling(&a) && !has_ceiling(&c));
     }
 }

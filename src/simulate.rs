@@ -601,7 +601,7 @@ pub fn model_report(
         limits: p.limits.clone(),
         interactions: p.interactions.clone(),
         warnings: p.warnings.clone(),
-        assumptions: p.assumptions.clone(),
+        assumptions: p.assumptions.to_vec(),
     })
 }
 

@@ -155,16 +155,19 @@ impl DeviceTrack {
 /// A patient's derived model, rebuilt when their inputs change.
 #[derive(Debug, Clone)]
 pub struct Derived {
-    /// The patient as resolved from the latest admission.
-    pub patient: ResolvedPatient,
+    /// The patient as resolved from the latest admission (resolved once,
+    /// when the admission was applied).
+    pub patient: Arc<ResolvedPatient>,
     pub ledger: Ledger,
     pub solution: Solution,
 }
 
 #[derive(Debug, Clone, Default)]
 struct PatientTrack {
-    /// Admissions by (time, seq).
-    admits: Vec<(TimeMs, i64, Admit)>,
+    /// Admissions by (time, seq), each resolved once when applied (the
+    /// drug file does not change while the tracker lives); an admission
+    /// that does not resolve keeps its error, reported at rebuild.
+    admits: Vec<(TimeMs, i64, Resolved)>,
     discharged_at: Option<TimeMs>,
     doses: Vec<(i64, Dose)>,
     derived: Option<Arc<Derived>>,
@@ -172,6 +175,10 @@ struct PatientTrack {
     error: Option<String>,
     dirty: bool,
 }
+
+/// An admission resolved against the drug file, with the system its
+/// parameters give, or why it does not resolve.
+type Resolved = Result<(Arc<ResolvedPatient>, Arc<System>), String>;
 
 /// Every patient's live state.
 #[derive(Debug, Clone)]
@@ -220,11 +227,14 @@ impl Tracker {
         let mut touched = BTreeSet::new();
         match (input.topic, input.input) {
             (InputTopic::Admit { patient_id }, Input::Admit(admit)) => {
+                let resolved = self.resolve_admit(&admit);
                 let track = self.patients.entry(patient_id.clone()).or_default();
                 let pos = track
                     .admits
                     .partition_point(|(t, s, _)| (*t, *s) <= (admit.time_ms, input.seq));
-                track.admits.insert(pos, (admit.time_ms, input.seq, admit));
+                track
+                    .admits
+                    .insert(pos, (admit.time_ms, input.seq, resolved));
                 if let Some(doses) = self.orphan_doses.remove(&patient_id) {
                     track.doses.extend(doses);
                 }
@@ -474,7 +484,18 @@ impl Tracker {
         self.dynamics.len()
     }
 
-    fn rebuild(&mut self, patient_id: &str) -> Result<Option<Derived>, String> {
+    /// Resolve an admission once, when it is applied: its patient (model,
+    /// scaling, interactions, targets, assumptions) and its system.
+    fn resolve_admit(&mut self, admit: &Admit) -> Resolved {
+        let patient = self
+            .formulary
+            .resolve(&spec_of(admit))
+            .map_err(|e| e.to_string())?;
+        let system = self.system_for(&patient.params)?;
+        Ok((Arc::new(patient), system))
+    }
+
+    fn rebuild(&self, patient_id: &str) -> Result<Option<Derived>, String> {
         let Some(track) = self.patients.get(patient_id) else {
             return Ok(None);
         };
@@ -482,13 +503,11 @@ impl Tracker {
             return Ok(None);
         }
         // Parameters from each admission on.
-        let mut resolved: Vec<(TimeMs, ResolvedPatient)> = Vec::with_capacity(track.admits.len());
-        for (t, _, admit) in &track.admits {
-            let p = self
-                .formulary
-                .resolve(&spec_of(admit))
-                .map_err(|e| e.to_string())?;
-            resolved.push((*t, p));
+        let mut resolved: Vec<(TimeMs, &Arc<ResolvedPatient>, &Arc<System>)> =
+            Vec::with_capacity(track.admits.len());
+        for (t, _, r) in &track.admits {
+            let (p, system) = r.as_ref().map_err(Clone::clone)?;
+            resolved.push((*t, p, system));
         }
         // Inputs: doses, and device events this patient owns.
         let mut inputs: Vec<(i64, LedgerInput)> = track
@@ -516,16 +535,19 @@ impl Tracker {
         let inputs: Vec<LedgerInput> = inputs.into_iter().map(|(_, i)| i).collect();
         let ledger = Ledger::build(&inputs);
         let param_segments: Vec<(TimeMs, &crate::pk::PkParams)> =
-            resolved.iter().map(|(t, p)| (*t, &p.params)).collect();
+            resolved.iter().map(|(t, p, _)| (*t, &p.params)).collect();
         let schedule = Schedule::build_piecewise(&param_segments, &ledger.dosing())
             .map_err(|e| e.to_string())?;
-        let mut systems = Vec::with_capacity(resolved.len());
-        for (i, (t, p)) in resolved.iter().enumerate() {
-            let from = if i == 0 { TimeMs::MIN } else { *t };
-            systems.push((from, self.system_for(&p.params)?));
-        }
+        let systems = resolved
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _, system))| (if i == 0 { TimeMs::MIN } else { *t }, Arc::clone(system)))
+            .collect();
         let solution = Solution::piecewise(systems, &schedule);
-        let patient = resolved.pop().map(|(_, p)| p).ok_or("no admission")?;
+        let patient = resolved
+            .last()
+            .map(|(_, p, _)| Arc::clone(p))
+            .ok_or("no admission")?;
         Ok(Some(Derived {
             patient,
             ledger,
@@ -882,6 +904,64 @@ mod tests {
         // Same dose, larger volume, lower concentration (V1 linear in weight).
         assert!(states[0] > states[1] && states[1] > states[2], "{states:?}");
         assert!((states[0] * 55.5 - states[2] * 93.25).abs() < 1e-2 * states[0] * 55.5);
+    }
+
+    #[test]
+    fn admissions_are_resolved_once_and_match_a_fresh_resolve() {
+        let mut tr = tracker();
+        for i in all() {
+            tr.apply(i);
+        }
+        let admit = r#"{"id":"a2","time":"2026-11-27T08:00:00Z","weight_kg":60,"age_years":30,"targets":{"ceiling_ng_per_ml":900}}"#;
+        tr.apply(input(6, "dosetrack/v1/patients/P-2/admit", admit));
+        tr.apply(input(7, "dosetrack/v1/patients/P-2/doses", BOLUS));
+        let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+        for (pid, payload) in [("P-1", ADMIT), ("P-2", admit)] {
+            let i = input(0, &format!("dosetrack/v1/patients/{pid}/admit"), payload);
+            let Input::Admit(a) = i.input else {
+                panic!("not an admit")
+            };
+            let fresh = f.resolve(&spec_of(&a)).unwrap();
+            let d = tr.derived(pid).unwrap();
+            assert_eq!(*d.patient, fresh, "{pid}");
+        }
+        // Another input rebuilds from the same resolution.
+        let before = tr.derived("P-1").unwrap();
+        tr.apply(input(
+            8,
+            "dosetrack/v1/patients/P-1/doses",
+            r#"{"id":"mar-2","time":"2026-11-27T08:30:00Z","route":"iv_bolus","amount_mg":5}"#,
+        ));
+        let after = tr.derived("P-1").unwrap();
+        assert!(!Arc::ptr_eq(&before, &after), "rebuilt");
+        assert!(
+            Arc::ptr_eq(&before.patient, &after.patient),
+            "not resolved again"
+        );
+        // The state lists the same assumption keys as a fresh resolve.
+        let ceiling = |pid: &str, tr: &mut Tracker| {
+            let s = tr.state(pid, t("2026-11-27T09:00:00Z")).unwrap();
+            s.assumptions
+                .iter()
+                .any(|k| k == "targets.ceiling_ng_per_ml")
+        };
+        assert!(ceiling("P-1", &mut tr) && !ceiling("P-2", &mut tr));
+    }
+
+    #[test]
+    fn an_admission_that_does_not_resolve_is_reported_at_rebuild() {
+        let mut tr = tracker();
+        tr.apply(input(
+            1,
+            "dosetrack/v1/patients/P-1/admit",
+            r#"{"id":"a","time":"2026-11-27T08:00:00Z","weight_kg":72,"model":"nope"}"#,
+        ));
+        assert!(tr.state("P-1", t("2026-11-27T09:00:00Z")).is_none());
+        assert!(
+            tr.error("P-1").is_some_and(|e| e.contains("nope")),
+            "{:?}",
+            tr.error("P-1")
+        );
     }
 
     #[test]

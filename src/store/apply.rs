@@ -85,15 +85,33 @@ pub(super) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, Appl
             time_ms,
             payload,
         } => {
-            conn.prepare_cached(
-                "INSERT INTO published_state (patient_id, time_ms, payload) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (patient_id) DO UPDATE
-                 SET time_ms = excluded.time_ms, payload = excluded.payload",
-            )?
-            .execute(params![patient_id, time_ms, payload])?;
+            upsert_state(conn, patient_id, *time_ms, payload)?;
+            Ok(WriteResult::Written)
+        }
+        WriteOp::Derived { states, history } => {
+            check_history(history)?;
+            for s in states {
+                upsert_state(conn, &s.patient_id, s.time_ms, &s.payload)?;
+            }
+            upsert_history(conn, history)?;
             Ok(WriteResult::Written)
         }
     }
+}
+
+fn upsert_state(
+    conn: &Connection,
+    patient_id: &str,
+    time_ms: i64,
+    payload: &str,
+) -> Result<(), ApplyError> {
+    conn.prepare_cached(
+        "INSERT INTO published_state (patient_id, time_ms, payload) VALUES (?1, ?2, ?3)
+         ON CONFLICT (patient_id) DO UPDATE
+         SET time_ms = excluded.time_ms, payload = excluded.payload",
+    )?
+    .execute(params![patient_id, time_ms, payload])?;
+    Ok(())
 }
 
 /// The payload re-serialised with every object's keys sorted (bytewise) and
@@ -361,7 +379,8 @@ fn insert_rejected(conn: &Connection, rec: &RejectedRecord) -> Result<(), ApplyE
     Ok(())
 }
 
-fn upsert_history(conn: &Connection, rows: &[HistoryRow]) -> Result<(), ApplyError> {
+/// Refuse non-finite points before anything is written.
+fn check_history(rows: &[HistoryRow]) -> Result<(), ApplyError> {
     if let Some(bad) = rows
         .iter()
         .find(|r| !r.cp_ng_per_ml.is_finite() || !r.ce_ng_per_ml.is_finite())
@@ -371,6 +390,11 @@ fn upsert_history(conn: &Connection, rows: &[HistoryRow]) -> Result<(), ApplyErr
             bad.patient_id, bad.t_ms, bad.cp_ng_per_ml, bad.ce_ng_per_ml
         )));
     }
+    Ok(())
+}
+
+fn upsert_history(conn: &Connection, rows: &[HistoryRow]) -> Result<(), ApplyError> {
+    check_history(rows)?;
     let mut stmt = conn.prepare_cached(
         "INSERT INTO concentration_history (patient_id, t_ms, cp_ng_per_ml, ce_ng_per_ml)
          VALUES (?1, ?2, ?3, ?4)

@@ -50,7 +50,7 @@ use std::time::Duration;
 pub use alerts::{AlertWrite, CommandOutcome, OutboxRow, PendingPublish};
 pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow, StoredInput};
 pub use schema::migrations;
-pub use writer::{Writer, WriterPragmas, WriterStats, WriterThread};
+pub use writer::{Queued, Writer, WriterPragmas, WriterStats, WriterThread};
 
 /// Most raw bytes of a rejected payload kept in `rejected.payload` (the
 /// contract's payload limit, 64 KiB); the full length goes to `payload_len`.
@@ -174,6 +174,15 @@ pub struct HistoryRow {
     pub ce_ng_per_ml: f64,
 }
 
+/// The last state message published for a patient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRow {
+    pub patient_id: String,
+    pub time_ms: i64,
+    /// The message as published (JSON).
+    pub payload: String,
+}
+
 /// What became of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
@@ -208,6 +217,13 @@ pub enum WriteOp {
     Alerts(Box<alerts::AlertWrite>),
     /// Outbox rows confirmed published (PUBACK received).
     OutboxPublished { ids: Vec<i64>, at_ms: i64 },
+    /// What one round of publishing derived, in one op: the published
+    /// states (upserted) and concentration points (upserted; a recompute
+    /// overwrites). All of it or none of it is stored.
+    Derived {
+        states: Vec<StateRow>,
+        history: Vec<HistoryRow>,
+    },
 }
 
 /// The answer to a [`WriteOp`], given after its batch committed.

@@ -869,6 +869,66 @@ async fn history_and_state_upserts() {
 }
 
 #[tokio::test]
+async fn derived_records_states_and_history_in_one_op_all_or_nothing() {
+    let (_dir, path) = temp_db();
+    let (w, thread) = open(&path);
+    let reader = Reader::open(&path).unwrap();
+    put(&w, admit("P-1", "adm-1", T0, 70.0)).await;
+    put(&w, admit("P-2", "adm-1", T0, 70.0)).await;
+    let state = |p: &str, t: i64, body: &str| StateRow {
+        patient_id: p.to_owned(),
+        time_ms: t,
+        payload: json!({"state": body}).to_string(),
+    };
+    let op = WriteOp::Derived {
+        states: vec![state("P-1", T0 + 1000, "a"), state("P-2", T0 + 1000, "b")],
+        history: vec![
+            point("P-1", T0 + 1000, 10.0),
+            point("P-2", T0 + 1000, 20.0),
+            point("P-2", T0, 5.0),
+        ],
+    };
+    assert_eq!(w.write(op).await.unwrap(), WriteResult::Written);
+    let patients = reader.patients().unwrap();
+    assert_eq!(
+        patients
+            .iter()
+            .map(|p| p.last_state.as_ref().map(|s| s.payload.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            Some(r#"{"state":"a"}"#.to_owned()),
+            Some(r#"{"state":"b"}"#.to_owned())
+        ]
+    );
+    assert_eq!(reader.counts().unwrap().history_rows, 3);
+
+    // A non-finite point refuses the whole op: no state of it is stored.
+    let bad = WriteOp::Derived {
+        states: vec![state("P-1", T0 + 2000, "c")],
+        history: vec![point("P-1", T0 + 2000, f64::NAN)],
+    };
+    assert!(matches!(
+        w.write(bad).await,
+        Err(StoreError::InvalidRecord(_))
+    ));
+    assert_eq!(
+        reader.patients().unwrap()[0]
+            .last_state
+            .as_ref()
+            .unwrap()
+            .payload,
+        r#"{"state":"a"}"#
+    );
+    assert_eq!(reader.counts().unwrap().history_rows, 3);
+
+    drop(w);
+    tokio::task::spawn_blocking(move || thread.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
 async fn rejected_messages_keep_64_kib_of_any_bytes_and_the_full_length() {
     let (_dir, path) = temp_db();
     let (w, thread) = open(&path);

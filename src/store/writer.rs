@@ -39,6 +39,21 @@ pub struct Writer {
     stats: Arc<Stats>,
 }
 
+/// An op in the writer's queue (see [`Writer::enqueue`]). Dropping it does
+/// not withdraw the op.
+#[derive(Debug)]
+pub struct Queued {
+    answer: oneshot::Receiver<Result<WriteResult, StoreError>>,
+}
+
+impl Queued {
+    /// The op's result, once the transaction containing it committed (`Ok`)
+    /// or failed (`Err`: nothing of the op is stored).
+    pub async fn outcome(self) -> Result<WriteResult, StoreError> {
+        self.answer.await.map_err(|_| StoreError::WriterClosed)?
+    }
+}
+
 /// The writer thread itself; [`WriterThread::shutdown`] stops it cleanly.
 /// Dropping it without `shutdown` leaves the thread running until every
 /// [`Writer`] handle is gone too.
@@ -130,12 +145,20 @@ impl Writer {
     /// Dropping the future after the op was queued does not withdraw it: it
     /// may still be stored (a redelivery is then a `Duplicate`).
     pub async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
+        self.enqueue(op).await?.outcome().await
+    }
+
+    /// Put `op` in the writer's queue (waiting only for room in it) and
+    /// return at once; [`Queued::outcome`] then waits for its commit like
+    /// [`Writer::write`]. Ops enqueued one after the other from one task are
+    /// applied in that order (so inputs get their `seq` in arrival order).
+    pub async fn enqueue(&self, op: WriteOp) -> Result<Queued, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Msg::Op { op, reply })
             .await
             .map_err(|_| StoreError::WriterClosed)?;
-        answer.await.map_err(|_| StoreError::WriterClosed)?
+        Ok(Queued { answer })
     }
 
     /// [`Writer::write`] for threads outside an async runtime. Called from
@@ -427,6 +450,7 @@ fn needs_savepoint(op: &WriteOp) -> bool {
     match op {
         WriteOp::Input(rec) => !matches!(rec.projection, super::Projection::None),
         WriteOp::History(rows) => rows.len() > 1,
+        WriteOp::Derived { states, history } => states.len() + history.len() > 1,
         WriteOp::Rejected(_) | WriteOp::State { .. } => false,
         WriteOp::Alerts(_) | WriteOp::OutboxPublished { .. } => true,
     }
@@ -447,5 +471,6 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::State { .. } => "state",
         WriteOp::Alerts(_) => "alerts",
         WriteOp::OutboxPublished { .. } => "outbox_published",
+        WriteOp::Derived { .. } => "derived",
     }
 }
