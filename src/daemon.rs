@@ -25,7 +25,10 @@
 //! subscription resumes; the broker then redelivers what was not
 //! acknowledged, and the store's duplicate detection makes that harmless.
 
+use crate::alerts::{AlertBook, AlertEngine, Scope};
 use crate::config::Config;
+use crate::contract::{AlertCommand, Input, InputTopic};
+use crate::outbox::{spawn_outbox, Failpoint, OutboxHandle};
 use crate::contract::ErrorCode;
 use crate::drug::DrugFile;
 use crate::intake::{self, Intake, RejectedNotice};
@@ -95,6 +98,9 @@ impl Topics {
     }
 }
 
+/// A stored operator command to apply: (input seq, alert id, command).
+type PendingCommand = (i64, String, AlertCommand);
+
 /// One input on its way from stage A to stage B.
 struct InFlight {
     ack: AckToken,
@@ -143,13 +149,24 @@ fn broker_config(cfg: &Config, client_id: String) -> BrokerConfig {
     b
 }
 
-/// Rebuild the tracker from every stored input.
-pub fn rebuild(reader: &Reader, tracker: &mut Tracker) -> Result<usize, DaemonError> {
+/// Rebuild the tracker from every stored input. Returns how many were
+/// replayed, and the stored operator commands whose outcome was never
+/// recorded (`unapplied`: their sequence numbers), to apply again.
+pub fn rebuild(
+    reader: &Reader,
+    tracker: &mut Tracker,
+    unapplied: &BTreeSet<i64>,
+) -> Result<(usize, Vec<PendingCommand>), DaemonError> {
     let stored = reader.inputs(0)?;
     let mut replayed = 0;
+    let mut commands = Vec::new();
     for s in &stored {
         match intake::replay(s) {
             Ok(t) => {
+                if unapplied.contains(&t.seq) {
+                    let mut scopes = BTreeSet::new();
+                    alert_scopes_of(&t, &mut scopes, &mut commands);
+                }
                 tracker.apply(t);
                 replayed += 1;
             }
@@ -158,7 +175,7 @@ pub fn rebuild(reader: &Reader, tracker: &mut Tracker) -> Result<usize, DaemonEr
             }
         }
     }
-    Ok(replayed)
+    Ok((replayed, commands))
 }
 
 /// Run until `shutdown` is cancelled.
@@ -176,7 +193,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         device_stale_after_ms: (cfg.state.device_stale_after_min * 60_000.0) as TimeMs,
     };
     let mut tracker = Tracker::new(formulary.clone(), tracker_cfg);
-    let replayed = rebuild(&reader, &mut tracker)?;
+    let unapplied: BTreeSet<i64> = reader.unapplied_commands()?.into_iter().collect();
+    let (replayed, pending_commands) = rebuild(&reader, &mut tracker, &unapplied)?;
+    let open_alerts = reader.open_alerts()?;
+    let book = AlertBook::restore(
+        cfg.alerts.clone(),
+        open_alerts,
+        reader.max_alert_number()? + 1,
+    );
+    let alerts = AlertEngine::new(book, &cfg.topics.prefix);
+    let failpoint = Failpoint::from_env();
     info!(
         replayed,
         database = %cfg.database.path.display(),
@@ -201,6 +227,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         publisher_stop.clone(),
     );
 
+    // Alert messages go out from the outbox (committed with their cause).
+    let outbox_stop = CancellationToken::new();
+    let (outbox, outbox_task) = spawn_outbox(
+        cfg.database.path.clone(),
+        writer.clone(),
+        publisher.clone(),
+        outbox_stop.clone(),
+        failpoint,
+    );
+
     let (deliver_tx, mut deliver_rx) = mpsc::channel::<mqtt::Incoming>(256);
     let ingest_stop = CancellationToken::new();
     let (ingest, ingest_task) = mqtt::spawn_ingest(
@@ -221,6 +257,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         topics: topics.clone(),
         state_interval: Duration::from_secs(cfg.state.interval_s),
         history_interval_ms: (cfg.state.history_interval_s * 1000) as TimeMs,
+        alerts,
+        outbox,
+        failpoint,
+        pending_commands,
         summary: RunSummary {
             replayed,
             ..RunSummary::default()
@@ -311,6 +351,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         Ok(Err(e)) => warn!(error = %e, "ingest connection ended with an error"),
         Err(e) => warn!(error = %e, "ingest task failed"),
     }
+    // Alert messages still in the outbox: one bounded last attempt (what is
+    // left goes out at the next start).
+    outbox_stop.cancel();
+    match tokio::time::timeout(Duration::from_secs(15), outbox_task).await {
+        Ok(Ok(Ok(n))) => debug!(published = n, "outbox stopped"),
+        Ok(Ok(Err(e))) => warn!(error = %e, "outbox ended with an error"),
+        Ok(Err(e)) => warn!(error = %e, "outbox task failed"),
+        Err(_) => warn!("outbox still publishing after 15 s; the rest goes out at the next start"),
+    }
     publisher_stop.cancel();
     match publisher_task.await {
         Ok(Ok(())) => {}
@@ -337,6 +386,12 @@ struct StageB {
     topics: Topics,
     state_interval: Duration,
     history_interval_ms: TimeMs,
+    alerts: AlertEngine,
+    outbox: OutboxHandle,
+    failpoint: Option<Failpoint>,
+    /// Stored commands never applied (a crash came in between): applied at
+    /// start.
+    pending_commands: Vec<PendingCommand>,
     summary: RunSummary,
 }
 
@@ -372,13 +427,33 @@ async fn stage_b(mut b: StageB) -> RunSummary {
     let now = now_ms();
     let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
     publish_states(&mut b, &tracked, &BTreeMap::new(), now).await;
+    // And evaluate every alert scope once: restored alerts continue, what
+    // changed while the daemon was down is raised or cleared now.
+    let scopes = b.alerts.all_scopes(&b.tracker, now);
+    let commands = std::mem::take(&mut b.pending_commands);
+    evaluate_alerts(&mut b, &scopes, commands, now).await;
     let mut state_tick = tokio::time::interval(b.state_interval);
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut history_tick =
         tokio::time::interval(Duration::from_millis(b.history_interval_ms as u64));
     history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let wake_in = b
+            .alerts
+            .next_wake()
+            .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64));
+        let alert_timer = async move {
+            match wake_in {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
+            _ = alert_timer => {
+                let now = now_ms();
+                let due = b.alerts.due(now);
+                evaluate_alerts(&mut b, &due, Vec::new(), now).await;
+            }
             item = b.rx.recv() => match item {
                 Some(first) => {
                     // Whatever else is already in hand joins this batch.
@@ -432,6 +507,11 @@ struct BatchEffects {
     /// inputs: the history is recomputed once from there (if it is older
     /// than the history step).
     earliest_ms: BTreeMap<String, TimeMs>,
+    /// Alert scopes to evaluate after the batch: touched patients, the
+    /// patient or device an input names.
+    scopes: BTreeSet<Scope>,
+    /// Operator commands stored in this batch: (seq, alert id, command).
+    commands: Vec<PendingCommand>,
 }
 
 /// One batch, in arrival order: wait for each input's commit and apply the
@@ -450,13 +530,22 @@ async fn handle_batch(b: &mut StageB, batch: Vec<InFlight>) {
             drop(item.ack);
         }
     }
+    let now = now_ms();
     if !effects.touched.is_empty() {
-        publish_states(b, &effects.touched, &effects.earliest_ms, now_ms()).await;
+        publish_states(b, &effects.touched, &effects.earliest_ms, now).await;
     }
+
     for ack in acks {
         if let Err(e) = b.ingest.ack(ack).await {
             warn!(error = %e, "could not acknowledge (the ingest connection is gone); the broker will redeliver");
         }
+    }
+    // Alerts after the acknowledgements: their causes are committed, and
+    // a crash before the alert write only means they are derived again.
+    if !effects.scopes.is_empty() || !effects.commands.is_empty() || !effects.touched.is_empty() {
+        let mut scopes = effects.scopes;
+        scopes.extend(effects.touched.iter().cloned().map(Scope::Patient));
+        evaluate_alerts(b, &scopes, effects.commands, now).await;
     }
 }
 
@@ -477,6 +566,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                 b.summary.accepted += 1;
                 tracked.seq = seq;
                 let occurred = intake::occurred_at(&tracked.input);
+                alert_scopes_of(&tracked, &mut effects.scopes, &mut effects.commands);
                 for pid in b.tracker.apply(*tracked) {
                     effects
                         .earliest_ms
@@ -660,4 +750,75 @@ fn backfill_history(
                 ce_ng_per_ml: s.ce_ng_per_ml,
             }),
     );
+}
+
+/// The alert scopes an input names, and the operator command it carries.
+fn alert_scopes_of(
+    input: &TrackedInput,
+    scopes: &mut BTreeSet<Scope>,
+    commands: &mut Vec<PendingCommand>,
+) {
+    match (&input.topic, &input.input) {
+        (InputTopic::AlertCommand { alert_id }, Input::AlertCommand(c)) => {
+            commands.push((input.seq, alert_id.clone(), c.clone()))
+        }
+        (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e)) => {
+            scopes.insert(Scope::Device(device_id.clone()));
+            if let Some(pid) = &e.patient_id {
+                scopes.insert(Scope::Patient(pid.clone()));
+            }
+        }
+        (
+            InputTopic::Admit { patient_id }
+            | InputTopic::Discharge { patient_id }
+            | InputTopic::Dose { patient_id },
+            _,
+        ) => {
+            scopes.insert(Scope::Patient(patient_id.clone()));
+        }
+        _ => {}
+    }
+}
+
+/// Evaluate alert `scopes` and apply operator `commands` at `now`; commit
+/// the resulting alert records, lifecycle messages and outbox rows in one
+/// write, then wake the outbox publisher. The causes (inputs) are already
+/// committed: if this write is lost in a crash, the next start derives the
+/// same alerts again from them.
+async fn evaluate_alerts(
+    b: &mut StageB,
+    scopes: &BTreeSet<Scope>,
+    commands: Vec<PendingCommand>,
+    now: TimeMs,
+) {
+    let mut w = b.alerts.evaluate(&mut b.tracker, scopes, now);
+    for (seq, alert_id, cmd) in commands {
+        let c = b.alerts.command(seq, &alert_id, &cmd, now);
+        for o in &c.commands {
+            if o.applied {
+                info!(alert_id = %o.alert_id, action = %o.action, by = %o.by, outcome = %o.outcome, "alert command applied");
+            } else {
+                warn!(alert_id = %o.alert_id, action = %o.action, by = %o.by, reason = %o.outcome, "alert command not applied");
+            }
+        }
+        w.records.extend(c.records);
+        w.messages.extend(c.messages);
+        w.outbox.extend(c.outbox);
+        w.commands.extend(c.commands);
+    }
+    if w.is_empty() {
+        return;
+    }
+    for m in &w.messages {
+        info!(alert_id = %m.alert_id, patient_id = ?m.patient_id, rule = %m.rule, phase = m.phase.as_str(), priority = m.priority.as_str(), "alert");
+    }
+    if !w.outbox.is_empty() {
+        Failpoint::hit(b.failpoint, Failpoint::AlertsBeforeCommit);
+    }
+    let op = WriteOp::Alerts(Box::new(w));
+    // Retried like an input: alert state must not silently go missing.
+    let first = b.writer.enqueue(op.clone()).await;
+    if committed(&b.writer, first, &op).await.is_some() {
+        b.outbox.wake();
+    }
 }

@@ -172,6 +172,18 @@ impl Reader {
         Ok(out)
     }
 
+    /// Sequence numbers of stored operator commands the alert lifecycle has
+    /// not recorded an outcome for (a crash came in between): they are
+    /// applied at start.
+    pub fn unapplied_commands(&self) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq FROM inputs WHERE source_kind = 'alert'
+               AND seq NOT IN (SELECT input_seq FROM alert_commands) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The highest alert number ever used (0 if none).
     pub fn max_alert_number(&self) -> Result<u64, StoreError> {
         let n: i64 = self
