@@ -154,6 +154,16 @@ impl AlertBook {
         let mut book = AlertBook::new(cfg);
         book.next_number = next_number.max(1);
         for r in open {
+            // Never reuse an open alert's number, whatever the caller
+            // passed (`al-{number}-{since}`).
+            if let Some(n) = r
+                .alert_id
+                .strip_prefix("al-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                book.next_number = book.next_number.max(n.saturating_add(1));
+            }
             let key = (r.scope.clone(), r.rule, r.subject.clone());
             book.ids.insert(r.alert_id.clone(), key.clone());
             book.alerts.insert(key, r);
@@ -511,7 +521,12 @@ impl AlertBook {
     }
 
     /// Clear every alert of `scope` (a discharge): latched ones too.
-    pub fn close_scope(&mut self, scope: &Scope, now_ms: TimeMs, reason: &str) -> Vec<AlertMessage> {
+    pub fn close_scope(
+        &mut self,
+        scope: &Scope,
+        now_ms: TimeMs,
+        reason: &str,
+    ) -> Vec<AlertMessage> {
         self.pending.retain(|k, _| &k.0 != scope);
         let keys: Vec<Key> = self.in_scope(scope).cloned().collect();
         keys.iter()

@@ -853,8 +853,16 @@ impl Ctx<'_> {
             let delivering = self
                 .d
                 .ledger
-                .running_at(alarm.start_ms)
-                .any(|d| d.source == alarm.source);
+                .deliveries
+                .iter()
+                .any(|d| {
+                    // Running at the alarm, or stopped by the pump with it
+                    // (`infusion_stopped` at the alarm's time).
+                    d.source == alarm.source
+                        && d.rate_mg_per_h.is_some()
+                        && d.start_ms < alarm.start_ms
+                        && d.end_ms.is_none_or(|e| e >= alarm.start_ms)
+                });
             let consequence = if stops && delivering {
                 self.below_floor_if_stopped(&alarm.source, alarm.start_ms, floor)
                     .map(|t| (t, "if delivery does not resume"))
