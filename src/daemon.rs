@@ -27,12 +27,12 @@
 
 use crate::alerts::{AlertBook, AlertEngine, Scope};
 use crate::config::Config;
-use crate::contract::{AlertCommand, Input, InputTopic};
-use crate::outbox::{spawn_outbox, Failpoint, OutboxHandle};
 use crate::contract::ErrorCode;
+use crate::contract::{AlertCommand, Input, InputTopic};
 use crate::drug::DrugFile;
 use crate::intake::{self, Intake, RejectedNotice};
 use crate::mqtt::{self, AckToken, BrokerConfig, IngestHandle, Publisher};
+use crate::outbox::{spawn_outbox, Failpoint, OutboxHandle};
 use crate::patient::Formulary;
 use crate::store::{
     HistoryRow, Queued, Reader, RejectedRecord, StateRow, StoreConfig, StoreError, StoreOutcome,

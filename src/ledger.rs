@@ -246,7 +246,14 @@ impl Ledger {
         self.alarms.iter().filter(move |a| a.is_active_at(t_ms))
     }
 
-    fn open_alarm(&mut self, device_id: &str, source: &str, event: &DeviceEvent, code: String, message: Option<String>) {
+    fn open_alarm(
+        &mut self,
+        device_id: &str,
+        source: &str,
+        event: &DeviceEvent,
+        code: String,
+        message: Option<String>,
+    ) {
         let open = self
             .alarms
             .iter()
@@ -355,7 +362,11 @@ impl Ledger {
             end_ms: end,
             amount_mg: None,
             rate_mg_per_h: Some(rate),
-            planned_end_ms: if route == Route::Transdermal { end } else { None },
+            planned_end_ms: if route == Route::Transdermal {
+                end
+            } else {
+                None
+            },
         };
         match &event.kind {
             DeviceEventKind::InfusionStarted(rate) => {

@@ -616,12 +616,11 @@ fn alerts_report(a: &AlertsReportArgs, out: &mut impl std::io::Write) -> anyhow:
         .map(|t| time_arg("--from", t))
         .transpose()?
         .unwrap_or(i64::MIN / 2);
-    let to = a
-        .to
-        .as_deref()
-        .map(|t| time_arg("--to", t))
-        .transpose()?
-        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis() + 1);
+    let to =
+        a.to.as_deref()
+            .map(|t| time_arg("--to", t))
+            .transpose()?
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis() + 1);
     if to <= from {
         return Err(input_error("--to must be after --from"));
     }
@@ -644,9 +643,17 @@ fn alerts_report(a: &AlertsReportArgs, out: &mut impl std::io::Write) -> anyhow:
             writeln!(
                 out,
                 "{:<20} {:>7} {:>9} {:>6} {:>14} {:>8} {:>16} {:>6}",
-                "rule", "raised", "per pt-d", "acked", "median ack min", "cleared", "quick clear (%)", "escal"
+                "rule",
+                "raised",
+                "per pt-d",
+                "acked",
+                "median ack min",
+                "cleared",
+                "quick clear (%)",
+                "escal"
             )?;
-            let opt = |v: Option<f64>, k: f64| v.map_or("-".to_owned(), |x| format!("{:.1}", x * k));
+            let opt =
+                |v: Option<f64>, k: f64| v.map_or("-".to_owned(), |x| format!("{:.1}", x * k));
             for r in &report.rules {
                 writeln!(
                     out,

@@ -116,8 +116,11 @@ pub fn spawn_outbox(
             let mut pending = Vec::with_capacity(rows.len());
             for row in &rows {
                 let p = publisher.clone();
-                let (topic, payload, retained) =
-                    (row.topic.clone(), row.payload.clone().into_bytes(), row.retained);
+                let (topic, payload, retained) = (
+                    row.topic.clone(),
+                    row.payload.clone().into_bytes(),
+                    row.retained,
+                );
                 pending.push((
                     row.id,
                     tokio::spawn(async move {

@@ -35,8 +35,20 @@ fn cond(rule: Rule, subject: &str, priority: Priority) -> Condition {
 }
 
 /// A config whose `rule` has exactly these settings.
-fn cfg_with(rule: Rule, settings: RuleSettings) -> AlertConfig {
+/// The shipped settings, with `redose_due`'s clear delay at 120 s (the
+/// timings below are written for it; the shipped 600 s only makes every
+/// wait longer).
+fn base_cfg() -> AlertConfig {
     let mut cfg = AlertConfig::default();
+    cfg.rules
+        .insert(Rule::RedoseDue, settings(0, 120, false, None));
+    // Every change is an update here; the rate limit has its own test.
+    cfg.update_min_interval_min = 0.0;
+    cfg
+}
+
+fn cfg_with(rule: Rule, settings: RuleSettings) -> AlertConfig {
+    let mut cfg = base_cfg();
     cfg.rules.insert(rule, settings);
     cfg
 }
@@ -85,7 +97,7 @@ fn count(msgs: &[AlertMessage], phase: Phase) -> usize {
 #[test]
 fn a_condition_shorter_than_its_delay_raises_nothing() {
     // subtherapeutic: 300 s delay by default.
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || vec![cond(Rule::Subtherapeutic, "ce", Priority::Medium)];
     let out = run(&mut book, T0, T0 + 299 * S, 15 * S, |_| c());
     assert!(out.is_empty(), "{out:?}");
@@ -102,7 +114,7 @@ fn a_condition_shorter_than_its_delay_raises_nothing() {
 
 #[test]
 fn a_condition_longer_than_its_delay_raises_exactly_once() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || vec![cond(Rule::Subtherapeutic, "ce", Priority::Medium)];
     assert!(book.update(&p1(), c(), T0).is_empty());
     assert_eq!(
@@ -134,7 +146,7 @@ fn a_condition_longer_than_its_delay_raises_exactly_once() {
 
 #[test]
 fn a_per_condition_delay_overrides_the_rule() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let mut c = cond(Rule::ConcentrationHigh, "cp", Priority::High);
     c.condition_delay_ms = Some(15 * MIN);
     let out = run(&mut book, T0, T0 + 15 * MIN, 15 * S, |_| vec![c.clone()]);
@@ -147,7 +159,7 @@ fn a_per_condition_delay_overrides_the_rule() {
 #[test]
 fn clear_hysteresis_absent_shorter_than_clear_delay_neither_clears_nor_re_raises() {
     // redose_due: no delay, 120 s clear delay.
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || vec![cond(Rule::RedoseDue, "floor", Priority::Low)];
     let out = book.update(&p1(), c(), T0);
     assert_eq!(phases(&out), vec![Phase::Raised]);
@@ -170,7 +182,7 @@ fn clear_hysteresis_absent_shorter_than_clear_delay_neither_clears_nor_re_raises
 
 #[test]
 fn non_latching_alert_clears_after_the_clear_delay() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || vec![cond(Rule::RedoseDue, "floor", Priority::Low)];
     book.update(&p1(), c(), T0);
     let gone = T0 + MIN;
@@ -188,7 +200,7 @@ fn non_latching_alert_clears_after_the_clear_delay() {
 #[test]
 fn high_priority_latches_until_acknowledged() {
     // concentration_high: 30 s delay, 120 s clear delay, latching.
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || vec![cond(Rule::ConcentrationHigh, "ce", Priority::High)];
     book.update(&p1(), c(), T0);
     let out = book.update(&p1(), c(), T0 + 30 * S);
@@ -225,7 +237,7 @@ fn high_priority_latches_until_acknowledged() {
 
 #[test]
 fn a_latched_alert_whose_condition_returns_is_unlatched_not_re_raised() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || vec![cond(Rule::ConcentrationHigh, "ce", Priority::High)];
     book.update(&p1(), c(), T0);
     book.update(&p1(), c(), T0 + 30 * S);
@@ -240,7 +252,7 @@ fn a_latched_alert_whose_condition_returns_is_unlatched_not_re_raised() {
 
 #[test]
 fn acknowledged_high_alert_clears_when_its_condition_ends() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || vec![cond(Rule::ConcentrationHigh, "ce", Priority::High)];
     book.update(&p1(), c(), T0);
     let id = book.update(&p1(), c(), T0 + 30 * S)[0].alert_id.clone();
@@ -293,7 +305,7 @@ fn escalation_steps_priority_up_on_a_timer_until_acknowledged() {
 #[test]
 fn escalation_only_on_the_configured_rule_timer() {
     // With the default config, the escalation times are each rule's.
-    let cfg = AlertConfig::default();
+    let cfg = base_cfg();
     for rule in Rule::ALL {
         let mut book = AlertBook::new(cfg.clone());
         let mut c = cond(rule, "x", Priority::Low);
@@ -357,7 +369,7 @@ fn pause_silences_escalation_until_it_ends_and_is_capped() {
 
 #[test]
 fn pause_does_not_clear_and_acknowledged_pause_end_is_silent() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || vec![cond(Rule::DeviceFault, "pump-1:occlusion", Priority::High)];
     let id = book.update(&p1(), c(), T0)[0].alert_id.clone();
     book.command(&id, &Command::Pause { minutes: 5.0 }, "rn", "c1", T0)
@@ -371,7 +383,7 @@ fn pause_does_not_clear_and_acknowledged_pause_end_is_silent() {
 
 #[test]
 fn repeated_acknowledge_is_a_no_op_and_unknown_ids_are_errors() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || {
         vec![cond(
             Rule::DeviceFault,
@@ -416,7 +428,7 @@ fn repeated_acknowledge_is_a_no_op_and_unknown_ids_are_errors() {
 
 #[test]
 fn updated_only_when_the_key_time_moves_enough_or_the_fingerprint_changes() {
-    let mut book = AlertBook::new(AlertConfig::default()); // update_shift_min 5
+    let mut book = AlertBook::new(base_cfg()); // update_shift_min 5
     let at = |key: TimeMs, fp: &str| {
         let mut c = cond(Rule::RedoseDue, "floor", Priority::Low);
         c.key_time_ms = Some(key);
@@ -465,8 +477,35 @@ fn updated_only_when_the_key_time_moves_enough_or_the_fingerprint_changes() {
 }
 
 #[test]
+fn updates_are_rate_limited_per_alert_but_priority_changes_go_at_once() {
+    let mut cfg = base_cfg();
+    cfg.update_min_interval_min = 15.0;
+    let mut book = AlertBook::new(cfg);
+    let with = |fp: &str, p: Priority| {
+        let mut c = cond(Rule::RedoseDue, "floor", p);
+        c.fingerprint = fp.to_owned();
+        c
+    };
+    book.update(&p1(), vec![with("a", Priority::Low)], T0);
+    // A change every minute for an hour: one update per 15 min.
+    let mut updates = Vec::new();
+    for i in 1..=60 {
+        let fp = if i % 2 == 0 { "a" } else { "b" };
+        let out = book.update(&p1(), vec![with(fp, Priority::Low)], T0 + i * MIN);
+        if !out.is_empty() {
+            updates.push(i);
+        }
+    }
+    assert_eq!(updates, vec![1, 16, 31, 46]);
+    // A priority change is not held back.
+    let out = book.update(&p1(), vec![with("b", Priority::Medium)], T0 + 61 * MIN);
+    assert_eq!(phases(&out), vec![Phase::Updated]);
+    assert_eq!(out[0].priority, Priority::Medium);
+}
+
+#[test]
 fn next_at_is_the_exact_next_due_moment() {
-    let cfg = AlertConfig::default();
+    let cfg = base_cfg();
     let mut book = AlertBook::new(cfg);
     assert_eq!(book.next_at(&p1()), None);
     // Pending subtherapeutic (300 s) and a raised redose (no escalation).
@@ -550,7 +589,7 @@ fn stepping_only_at_next_at_gives_the_same_messages_as_a_dense_scan() {
 
 #[test]
 fn take_changes_returns_the_records_to_persist_including_cleared() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || vec![cond(Rule::RedoseDue, "floor", Priority::Low)];
     let id = book.update(&p1(), c(), T0)[0].alert_id.clone();
     let ch = book.take_changes();
@@ -578,7 +617,7 @@ fn take_changes_returns_the_records_to_persist_including_cleared() {
 
 #[test]
 fn restore_continues_numbering_and_keeps_operator_state() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let c = || {
         vec![
             cond(Rule::RedoseDue, "floor", Priority::Low),
@@ -609,7 +648,7 @@ fn restore_continues_numbering_and_keeps_operator_state() {
     let n = book.next_number();
     assert_eq!(n, 3);
 
-    let mut restored = AlertBook::restore(AlertConfig::default(), records, n);
+    let mut restored = AlertBook::restore(base_cfg(), records, n);
     assert_eq!(restored.next_number(), 3);
     let r = restored.get(&fault_id).unwrap();
     assert_eq!(r.acknowledged.as_ref().unwrap().by, "rn-1");
@@ -649,7 +688,7 @@ fn restore_continues_numbering_and_keeps_operator_state() {
 
 #[test]
 fn restore_with_a_stale_counter_does_not_reuse_ids() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     book.update(
         &p1(),
         vec![cond(Rule::RedoseDue, "floor", Priority::Low)],
@@ -665,7 +704,7 @@ fn restore_with_a_stale_counter_does_not_reuse_ids() {
     );
     let records = book.take_changes();
     // The caller passes a counter that is behind the open records.
-    let mut restored = AlertBook::restore(AlertConfig::default(), records.clone(), 1);
+    let mut restored = AlertBook::restore(base_cfg(), records.clone(), 1);
     let out = restored.update(
         &p1(),
         vec![
@@ -686,7 +725,7 @@ fn restore_with_a_stale_counter_does_not_reuse_ids() {
 
 #[test]
 fn close_scope_clears_everything_including_latched_and_pending() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let high = cond(Rule::ConcentrationHigh, "ce", Priority::High);
     book.update(&p1(), vec![high.clone()], T0);
     book.update(&p1(), vec![high.clone()], T0 + 30 * S);
@@ -722,7 +761,7 @@ fn close_scope_clears_everything_including_latched_and_pending() {
 
 #[test]
 fn device_scope_alerts_have_no_patient() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let d = Scope::Device("pump-9".to_owned());
     let c = cond(Rule::UnassignedInput, "device:pump-9", Priority::Medium);
     assert!(
@@ -741,7 +780,7 @@ fn device_scope_alerts_have_no_patient() {
 
 #[test]
 fn one_alert_per_scope_rule_and_subject() {
-    let mut book = AlertBook::new(AlertConfig::default());
+    let mut book = AlertBook::new(base_cfg());
     let a = cond(Rule::DeviceFault, "pump-1:occlusion", Priority::High);
     let b = cond(Rule::DeviceFault, "pump-2:occlusion", Priority::High);
     let out = book.update(&p1(), vec![a.clone(), a.clone(), b.clone()], T0);

@@ -65,7 +65,11 @@ impl AlertEngine {
             .into_iter()
             .map(Scope::Patient)
             .collect();
-        s.extend(tracker.orphan_patients().map(|p| Scope::Patient(p.to_owned())));
+        s.extend(
+            tracker
+                .orphan_patients()
+                .map(|p| Scope::Patient(p.to_owned())),
+        );
         s.extend(
             tracker
                 .device_ids()
@@ -165,29 +169,32 @@ impl AlertEngine {
             CommandAction::Pause { minutes } => (Command::Pause { minutes }, "pause"),
         };
         let scope = self.book.get(alert_id).map(|r| r.scope.clone());
-        let (messages, applied, outcome) =
-            match self.book.command(alert_id, &command, &cmd.by, &cmd.id, now_ms) {
-                Ok(m) => {
-                    let outcome = if m.is_empty() {
-                        "no change (already in that state)".to_owned()
-                    } else {
-                        m.iter()
-                            .map(|x| x.phase.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    (m, true, outcome)
-                }
-                Err(e) => (Vec::new(), false, e.to_string()),
-            };
+        let (messages, applied, outcome) = match self
+            .book
+            .command(alert_id, &command, &cmd.by, &cmd.id, now_ms)
+        {
+            Ok(m) => {
+                let outcome = if m.is_empty() {
+                    "no change (already in that state)".to_owned()
+                } else {
+                    m.iter()
+                        .map(|x| x.phase.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                (m, true, outcome)
+            }
+            Err(e) => (Vec::new(), false, e.to_string()),
+        };
         if let Some(scope) = scope {
-            let next = self.book.next_at(&scope).map(|t| t.max(now_ms + MIN_WAKE_MS));
+            let next = self
+                .book
+                .next_at(&scope)
+                .map(|t| t.max(now_ms + MIN_WAKE_MS));
             // Keep an earlier timer set by the rules.
             let keep = self.timers_at(&scope);
-            self.timers.set(
-                &scope,
-                [next, keep].into_iter().flatten().min(),
-            );
+            self.timers
+                .set(&scope, [next, keep].into_iter().flatten().min());
         }
         let outcome = CommandOutcome {
             input_seq,
@@ -250,7 +257,9 @@ impl AlertEngine {
                     payload,
                     retained: true,
                 }),
-                Err(e) => tracing::error!(scope = %scope, error = %e, "active alerts not serialised"),
+                Err(e) => {
+                    tracing::error!(scope = %scope, error = %e, "active alerts not serialised")
+                }
             }
         }
         AlertWrite {

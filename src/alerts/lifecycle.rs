@@ -6,7 +6,8 @@
 //! * A condition must hold for the rule's condition delay before the alert
 //!   is `raised`; one that goes away sooner raises nothing.
 //! * An active alert whose numbers move (a predicted time by at least
-//!   `update_shift_min`, or another fingerprint) is `updated`.
+//!   `update_shift_min`, or another fingerprint) is `updated`, at most
+//!   once per `update_min_interval_min` (a priority change at once).
 //! * A condition must stay away for the rule's clear delay before the alert
 //!   is `cleared` (hysteresis in time; level hysteresis is in the rules).
 //!   A latching rule's alert whose condition ended stays, `latched`, until
@@ -56,6 +57,9 @@ pub struct AlertRecord {
     /// The condition ended but the alert waits for acknowledgement.
     pub latched: bool,
     pub last_notified_ms: TimeMs,
+    /// The last `updated` for changed numbers (rate-limited).
+    #[serde(default)]
+    pub last_updated_ms: Option<TimeMs>,
     pub last_phase: Phase,
     pub acknowledged: Option<OperatorAction>,
     pub paused_until_ms: Option<TimeMs>,
@@ -242,6 +246,7 @@ impl AlertBook {
         let mut out = Vec::new();
         let mut present: BTreeSet<Key> = BTreeSet::new();
         let shift_ms = min_ms(self.cfg.update_shift_min);
+        let update_every_ms = min_ms(self.cfg.update_min_interval_min);
         for c in conditions {
             let key = (scope.clone(), c.rule, c.subject.clone());
             if !present.insert(key.clone()) {
@@ -265,8 +270,13 @@ impl AlertBook {
                     (None, None) => false,
                     _ => true,
                 };
-                if moved || rec.fingerprint != c.fingerprint || rec.base_priority != c.priority {
+                let priority_changed = rec.base_priority != c.priority;
+                let quiet = rec
+                    .last_updated_ms
+                    .is_some_and(|t| now_ms - t < update_every_ms);
+                if priority_changed || ((moved || rec.fingerprint != c.fingerprint) && !quiet) {
                     notify = true;
+                    rec.last_updated_ms = Some(now_ms);
                 }
                 if notify {
                     if c.priority > rec.priority {
@@ -310,6 +320,7 @@ impl AlertBook {
                 absent_since_ms: None,
                 latched: false,
                 last_notified_ms: now_ms,
+                last_updated_ms: None,
                 last_phase: Phase::Raised,
                 acknowledged: None,
                 paused_until_ms: None,

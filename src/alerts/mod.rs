@@ -266,6 +266,9 @@ pub struct AlertConfig {
     pub min_interval_min: BTreeMap<Route, f64>,
     /// A predicted time moving by at least this much is an `updated`.
     pub update_shift_min: f64,
+    /// At most one `updated` for changed numbers per alert this often (a
+    /// wobbling prediction is not a stream of messages).
+    pub update_min_interval_min: f64,
     /// Longest `pause` an operator may ask for.
     pub max_pause_min: f64,
     /// Per rule: delays, latch, escalation.
@@ -282,8 +285,8 @@ pub fn default_rule(rule: Rule) -> RuleSettings {
         escalate_after_min,
     };
     match rule {
-        Rule::RedoseDue => s(0, 120, false, None),
-        Rule::Subtherapeutic => s(300, 120, false, Some(15.0)),
+        Rule::RedoseDue => s(0, 600, false, None),
+        Rule::Subtherapeutic => s(300, 900, false, Some(15.0)),
         Rule::ConcentrationHigh => s(30, 120, true, Some(5.0)),
         Rule::DoseLimit => s(0, 0, true, Some(5.0)),
         Rule::DoseStacking => s(0, 0, false, Some(15.0)),
@@ -305,6 +308,7 @@ impl Default for AlertConfig {
             bolus_limit_routes: vec![Route::IvBolus],
             min_interval_min: BTreeMap::new(),
             update_shift_min: 5.0,
+            update_min_interval_min: 15.0,
             max_pause_min: 30.0,
             rules: Rule::ALL.iter().map(|&r| (r, default_rule(r))).collect(),
         }
@@ -326,7 +330,9 @@ impl AlertConfig {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(format!("alerts.{name} must be a finite number >= 0 (got {v})"))
+                Err(format!(
+                    "alerts.{name} must be a finite number >= 0 (got {v})"
+                ))
             }
         };
         nonneg("redose_lead_min", self.redose_lead_min)?;
@@ -335,6 +341,7 @@ impl AlertConfig {
         nonneg("cp_high_delay_min", self.cp_high_delay_min)?;
         nonneg("event_hold_min", self.event_hold_min)?;
         nonneg("update_shift_min", self.update_shift_min)?;
+        nonneg("update_min_interval_min", self.update_min_interval_min)?;
         if !(self.level_hysteresis.is_finite() && (0.0..0.5).contains(&self.level_hysteresis)) {
             return Err(format!(
                 "alerts.level_hysteresis must be from 0 to below 0.5 (got {})",

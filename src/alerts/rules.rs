@@ -112,7 +112,12 @@ pub fn evaluate(
         active,
         horizon: facts.horizon_ms.max(1),
         model: d.patient.model_label.clone(),
-        assumptions: d.patient.assumptions.iter().map(|a| a.key.clone()).collect(),
+        assumptions: d
+            .patient
+            .assumptions
+            .iter()
+            .map(|a| a.key.clone())
+            .collect(),
     };
     let on = |r: Rule| cfg.rule(r).enabled;
     let therapy = ctx.therapy_active();
@@ -332,7 +337,13 @@ impl Ctx<'_> {
                     message,
                     details,
                 );
-                c.key_time_ms = Some(t);
+                // Predicted: the crossing time (a move is an update). Due
+                // now: one state, not a new time every minute.
+                if t > self.now {
+                    c.key_time_ms = Some(t);
+                } else {
+                    c.fingerprint = "due_now".into();
+                }
                 ev.conditions.push(c);
                 // It stops holding when Ce climbs back over the floor.
                 if let Some(up) = self
@@ -402,6 +413,24 @@ impl Ctx<'_> {
             floor
         };
         let ce = self.d.solution.at(self.now).ce_ng_per_ml;
+        // A dose still being absorbed that brings Ce over the floor within
+        // the lead time is not under-dosing (an oral dose, a new patch).
+        let rising_soon = self
+            .d
+            .solution
+            .next_crossing(
+                Output::Ce,
+                level,
+                self.now,
+                min_ms(self.cfg.redose_lead_min),
+            )
+            .filter(|c| c.direction == Direction::Rising);
+        if ce < level && !was {
+            if let Some(c) = rising_soon {
+                ev.wake(c.at_ms);
+                return;
+            }
+        }
         if ce < level {
             let mut details = Map::new();
             details.insert("floor_ng_per_ml".into(), num(floor));
@@ -417,10 +446,10 @@ impl Ctx<'_> {
                 ),
                 details,
             ));
-            if let Some(c) = self
-                .d
-                .solution
-                .next_crossing(Output::Ce, level, self.now, self.horizon)
+            if let Some(c) =
+                self.d
+                    .solution
+                    .next_crossing(Output::Ce, level, self.now, self.horizon)
             {
                 ev.wake(c.at_ms);
             }
@@ -503,10 +532,7 @@ impl Ctx<'_> {
             details.insert("ceiling_ng_per_ml".into(), num(ceiling));
             details.insert("cp_ng_per_ml".into(), num(now_c.cp_ng_per_ml));
             details.insert("ce_ng_per_ml".into(), num(now_c.ce_ng_per_ml));
-            details.insert(
-                "sustained_min".into(),
-                num(self.cfg.cp_high_delay_min),
-            );
+            details.insert("sustained_min".into(), num(self.cfg.cp_high_delay_min));
             self.cause(&mut details, self.last_delivery());
             let mut c = self.condition(
                 Rule::ConcentrationHigh,
@@ -540,7 +566,9 @@ impl Ctx<'_> {
         // Single doses over the bolus limit.
         let max_bolus = limits.max_bolus_mg_per_kg.value;
         for del in deliveries {
-            let Some(amount) = del.amount_mg else { continue };
+            let Some(amount) = del.amount_mg else {
+                continue;
+            };
             if !self.cfg.bolus_limit_routes.contains(&del.route) {
                 continue;
             }
@@ -552,11 +580,17 @@ impl Ctx<'_> {
                 let mut details = Map::new();
                 details.insert("kind".into(), json!("bolus"));
                 details.insert("amount_mg".into(), num(amount));
-                details.insert("dose_mg_per_kg".into(), json!((per_kg * 1000.0).round() / 1000.0));
+                details.insert(
+                    "dose_mg_per_kg".into(),
+                    json!((per_kg * 1000.0).round() / 1000.0),
+                );
                 details.insert("limit_mg_per_kg".into(), json!(max_bolus));
                 details.insert("weight_kg".into(), json!(w));
                 details.insert("setting".into(), json!(setting));
-                details.insert("limit_source".into(), json!(limits.max_bolus_mg_per_kg.source));
+                details.insert(
+                    "limit_source".into(),
+                    json!(limits.max_bolus_mg_per_kg.source),
+                );
                 self.cause(&mut details, Some(del));
                 ev.conditions.push(self.condition(
                     Rule::DoseLimit,
@@ -587,11 +621,17 @@ impl Ctx<'_> {
                 let mut details = Map::new();
                 details.insert("kind".into(), json!("infusion_rate"));
                 details.insert("rate_mg_per_h".into(), num(rate));
-                details.insert("rate_mg_per_kg_per_h".into(), json!((per_kg * 1000.0).round() / 1000.0));
+                details.insert(
+                    "rate_mg_per_kg_per_h".into(),
+                    json!((per_kg * 1000.0).round() / 1000.0),
+                );
                 details.insert("limit_mg_per_kg_per_h".into(), json!(max_rate));
                 details.insert("weight_kg".into(), json!(w));
                 details.insert("setting".into(), json!(setting));
-                details.insert("limit_source".into(), json!(limits.max_infusion_mg_per_kg_per_h.source));
+                details.insert(
+                    "limit_source".into(),
+                    json!(limits.max_infusion_mg_per_kg_per_h.source),
+                );
                 self.cause(&mut details, Some(del));
                 let mut c = self.condition(
                     Rule::DoseLimit,
@@ -613,6 +653,56 @@ impl Ctx<'_> {
                     ev.wake(end);
                 }
             }
+        }
+        // Several infusions together over the limit, none alone.
+        let running: Vec<&Delivery> = self
+            .d
+            .ledger
+            .running_at(self.now)
+            .filter(|d| d.route == Route::IvInfusion)
+            .collect();
+        let total: f64 = running.iter().filter_map(|d| d.rate_mg_per_h).sum();
+        let any_alone = running
+            .iter()
+            .any(|d| d.rate_mg_per_h.unwrap_or(0.0) / w > max_rate);
+        if running.len() > 1 && !any_alone && total / w > max_rate {
+            let sources: Vec<String> = running
+                .iter()
+                .map(|d| format!("{} {}", d.source, d.label()))
+                .collect();
+            let mut details = Map::new();
+            details.insert("kind".into(), json!("infusion_rate_total"));
+            details.insert("rate_mg_per_h".into(), num(total));
+            details.insert(
+                "rate_mg_per_kg_per_h".into(),
+                json!((total / w * 1000.0).round() / 1000.0),
+            );
+            details.insert("limit_mg_per_kg_per_h".into(), json!(max_rate));
+            details.insert("infusions".into(), json!(sources));
+            details.insert("weight_kg".into(), json!(w));
+            details.insert("setting".into(), json!(setting));
+            details.insert(
+                "limit_source".into(),
+                json!(limits.max_infusion_mg_per_kg_per_h.source),
+            );
+            self.cause(&mut details, self.last_delivery());
+            let mut c = self.condition(
+                Rule::DoseLimit,
+                "rate:total".into(),
+                Priority::High,
+                format!(
+                    "{} infusions together run at {} mg/h = {:.2} mg/kg/h, over the {} limit of {} mg/kg/h ({})",
+                    running.len(),
+                    round1(total),
+                    total / w,
+                    setting.as_str(),
+                    max_rate,
+                    sources.join(", ")
+                ),
+                details,
+            );
+            c.fingerprint = format!("{total}");
+            ev.conditions.push(c);
         }
         // Rolling 24-hour cumulative dose (amount given, every route).
         let max_cum = limits.max_cumulative_mg_per_kg_per_24h.value;
@@ -650,12 +740,18 @@ impl Ctx<'_> {
             let mut details = Map::new();
             details.insert("kind".into(), json!("cumulative_24h"));
             details.insert("total_mg".into(), num(total_mg));
-            details.insert("total_mg_per_kg".into(), json!((per_kg * 100.0).round() / 100.0));
+            details.insert(
+                "total_mg_per_kg".into(),
+                json!((per_kg * 100.0).round() / 100.0),
+            );
             details.insert("limit_mg_per_kg_per_24h".into(), json!(max_cum));
             details.insert("weight_kg".into(), json!(w));
             details.insert("setting".into(), json!(setting));
             details.insert("counts".into(), json!("amount given by every route, infusions and patches as rate x time, over the last 24 h"));
-            details.insert("limit_source".into(), json!(limits.max_cumulative_mg_per_kg_per_24h.source));
+            details.insert(
+                "limit_source".into(),
+                json!(limits.max_cumulative_mg_per_kg_per_24h.source),
+            );
             self.cause(&mut details, self.last_delivery());
             ev.conditions.push(self.condition(
                 Rule::DoseLimit,
@@ -671,7 +767,11 @@ impl Ctx<'_> {
                 details,
             ));
             // Look again as doses leave the window.
-            ev.wake(next_leave.unwrap_or(self.now + 15 * 60_000).min(self.now + 15 * 60_000));
+            ev.wake(
+                next_leave
+                    .unwrap_or(self.now + 15 * 60_000)
+                    .min(self.now + 15 * 60_000),
+            );
         } else if running_mg_per_h > 0.0 {
             // Earliest the running deliveries can take it over the limit
             // (doses leaving the window only make it later).
@@ -757,7 +857,9 @@ impl Ctx<'_> {
                     }
                 }
             }
-            let Some((why, text, _)) = reason else { continue };
+            let Some((why, text, _)) = reason else {
+                continue;
+            };
             let mut details = Map::new();
             details.insert("reason".into(), json!(why));
             details.insert(
@@ -797,10 +899,7 @@ impl Ctx<'_> {
             if self.now > deadline || heard.is_none() {
                 let mut details = Map::new();
                 details.insert("device_id".into(), json!(id));
-                details.insert(
-                    "last_heard".into(),
-                    json!(heard.map(format_rfc3339)),
-                );
+                details.insert("last_heard".into(), json!(heard.map(format_rfc3339)));
                 details.insert("expected_within_min".into(), num(stale as f64 / MIN_MS));
                 details.insert("delivering".into(), json!(del.label()));
                 details.insert(
@@ -850,19 +949,14 @@ impl Ctx<'_> {
                        "time": format_rfc3339(alarm.start_ms)}),
             );
             // The model's consequence.
-            let delivering = self
-                .d
-                .ledger
-                .deliveries
-                .iter()
-                .any(|d| {
-                    // Running at the alarm, or stopped by the pump with it
-                    // (`infusion_stopped` at the alarm's time).
-                    d.source == alarm.source
-                        && d.rate_mg_per_h.is_some()
-                        && d.start_ms < alarm.start_ms
-                        && d.end_ms.is_none_or(|e| e >= alarm.start_ms)
-                });
+            let delivering = self.d.ledger.deliveries.iter().any(|d| {
+                // Running at the alarm, or stopped by the pump with it
+                // (`infusion_stopped` at the alarm's time).
+                d.source == alarm.source
+                    && d.rate_mg_per_h.is_some()
+                    && d.start_ms < alarm.start_ms
+                    && d.end_ms.is_none_or(|e| e >= alarm.start_ms)
+            });
             let consequence = if stops && delivering {
                 self.below_floor_if_stopped(&alarm.source, alarm.start_ms, floor)
                     .map(|t| (t, "if delivery does not resume"))
@@ -939,10 +1033,7 @@ impl Ctx<'_> {
             details.insert("clearance_multiplier".into(), json!(i.clearance_multiplier));
             details.insert("route_f_multipliers".into(), json!(i.route_f_multipliers));
             details.insert("pd_warning".into(), json!(i.pd_warning));
-            details.insert(
-                "model_adjusted".into(),
-                json!(changes_pk),
-            );
+            details.insert("model_adjusted".into(), json!(changes_pk));
             let what = if changes_pk {
                 "the model is adjusted for it"
             } else {

@@ -64,7 +64,12 @@ impl AlertWrite {
 
 /// The number in an alert id (`al-{number}-{since}`).
 pub fn alert_number(alert_id: &str) -> Option<u64> {
-    alert_id.strip_prefix("al-")?.split('-').next()?.parse().ok()
+    alert_id
+        .strip_prefix("al-")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn scope_parts(scope: &Scope) -> (&'static str, &str) {
@@ -157,9 +162,9 @@ pub(super) fn mark_published(conn: &Connection, ids: &[i64], at_ms: i64) -> Resu
 impl Reader {
     /// Every open alert's record.
     pub fn open_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT alert_id, record FROM alert_state WHERE open = 1 ORDER BY number")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT alert_id, record FROM alert_state WHERE open = 1 ORDER BY number",
+        )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
@@ -186,9 +191,11 @@ impl Reader {
 
     /// The highest alert number ever used (0 if none).
     pub fn max_alert_number(&self) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT coalesce(max(number), 0) FROM alert_state", [], |r| r.get(0))?;
+        let n: i64 = self.conn.query_row(
+            "SELECT coalesce(max(number), 0) FROM alert_state",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(n.max(0) as u64)
     }
 

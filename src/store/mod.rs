@@ -216,7 +216,10 @@ pub enum WriteOp {
     /// Alert records, their lifecycle messages and outbox rows: one unit.
     Alerts(Box<alerts::AlertWrite>),
     /// Outbox rows confirmed published (PUBACK received).
-    OutboxPublished { ids: Vec<i64>, at_ms: i64 },
+    OutboxPublished {
+        ids: Vec<i64>,
+        at_ms: i64,
+    },
     /// What one round of publishing derived, in one op: the published
     /// states (upserted) and concentration points (upserted; a recompute
     /// overwrites). All of it or none of it is stored.
