@@ -2,6 +2,8 @@
 //! hysteresis, latching, escalation, pause, acknowledgement, the wake-up
 //! time, persistence and restore.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use dosetrack::alerts::lifecycle::Command;
 use dosetrack::alerts::{
     AlertBook, AlertConfig, AlertMessage, CommandError, Condition, Phase, Priority, Rule,

@@ -1,6 +1,8 @@
 //! The alert rules on real patient models: inputs through intake and the
 //! tracker, conditions checked against the engine's own numbers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use dosetrack::alerts::rules::evaluate_device;
 use dosetrack::alerts::{
     evaluate, AlertBook, AlertConfig, Condition, DeviceFacts, Evaluation, PatientFacts, Phase,
