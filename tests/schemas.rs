@@ -977,6 +977,73 @@ fn states_the_tracker_produces_validate() {
     assert_eq!(v["forecast"]["above_ceiling_at"], v["time"]);
 }
 
+/// Alert messages and active lists the engine actually produces validate,
+/// for a patient (several rules at once) and for a device-level alert.
+#[test]
+fn alerts_the_engine_produces_validate() {
+    use dosetrack::alerts::{AlertBook, AlertConfig, AlertEngine, Scope};
+    let patient = "dosetrack/v1/patients/P-1001";
+    let formulary = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+    let mut tracker = Tracker::new(Arc::new(formulary), TrackerConfig::default());
+    // The contract's admit (clarithromycin: interaction; midazolam: PD),
+    // an IV bolus over the ward limit, a pump with an occlusion, and an
+    // event from a device with no patient.
+    tracker.apply(tracked(1, &format!("{patient}/admit"), examples("admit")[0].clone()));
+    tracker.apply(tracked(
+        2,
+        &format!("{patient}/doses"),
+        json!({"id": "d-1", "time": "2026-11-27T08:05:00Z", "route": "iv_bolus", "amount_mg": 40}),
+    ));
+    tracker.apply(tracked(
+        3,
+        "dosetrack/v1/devices/pump-7/events",
+        json!({"id": "e-1", "time": "2026-11-27T08:06:00Z", "kind": "infusion_started",
+               "patient_id": "P-1001", "rate_mg_per_h": 20}),
+    ));
+    tracker.apply(tracked(
+        4,
+        "dosetrack/v1/devices/pump-7/events",
+        json!({"id": "e-2", "time": "2026-11-27T08:20:00Z", "kind": "alarm", "code": "occlusion"}),
+    ));
+    tracker.apply(tracked(
+        5,
+        "dosetrack/v1/devices/pump-9/events",
+        json!({"id": "e-1", "time": "2026-11-27T08:20:00Z", "kind": "heartbeat"}),
+    ));
+    let mut engine = AlertEngine::new(AlertBook::new(AlertConfig::default()), PREFIX);
+    let scopes = [
+        Scope::Patient("P-1001".into()),
+        Scope::Device("pump-9".into()),
+    ]
+    .into_iter()
+    .collect();
+    // Twice, 2 min apart: the device alert's 60 s condition delay passes.
+    let mut w = engine.evaluate(&mut tracker, &scopes, ms("2026-11-27T08:21:00Z"));
+    let w2 = engine.evaluate(&mut tracker, &scopes, ms("2026-11-27T08:23:00Z"));
+    w.messages.extend(w2.messages);
+    w.outbox.extend(w2.outbox);
+    let rules: std::collections::BTreeSet<String> =
+        w.messages.iter().map(|m| m.rule.to_string()).collect();
+    for r in ["dose_limit", "device_fault", "interaction", "unassigned_input"] {
+        assert!(rules.contains(r), "{r} not raised: {rules:?}");
+    }
+    let alert = validator("alert");
+    for m in &w.messages {
+        let v = serde_json::to_value(m).unwrap();
+        let errors = schema_errors(&alert, &v);
+        assert!(errors.is_empty(), "alert {v} is invalid: {errors:?}");
+    }
+    let active = validator("alerts-active");
+    let lists: Vec<_> = w.outbox.iter().filter(|o| o.retained).collect();
+    assert!(lists.iter().any(|o| o.topic == "dosetrack/v1/patients/P-1001/alerts/active"));
+    assert!(lists.iter().any(|o| o.topic == "dosetrack/v1/devices/pump-9/alerts/active"));
+    for o in lists {
+        let v: Value = serde_json::from_str(&o.payload).unwrap();
+        let errors = schema_errors(&active, &v);
+        assert!(errors.is_empty(), "{} {v} is invalid: {errors:?}", o.topic);
+    }
+}
+
 /// The output schemas are not vacuous: broken messages fail them, also
 /// through the reference from `alerts-active` to `alert`.
 #[test]
