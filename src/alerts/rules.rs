@@ -332,7 +332,15 @@ impl Ctx<'_> {
                     message,
                     details,
                 );
-                c.key_time_ms = Some(t);
+                // Already below: the crossing is "now" at every evaluation,
+                // not a predicted time (a moving key would be an `updated`
+                // every `update_shift_min` for as long as Ce stays low).
+                if t > self.now {
+                    c.key_time_ms = Some(t);
+                    c.fingerprint = "predicted".into();
+                } else {
+                    c.fingerprint = "below".into();
+                }
                 ev.conditions.push(c);
                 // It stops holding when Ce climbs back over the floor.
                 if let Some(up) = self
@@ -887,7 +895,8 @@ impl Ctx<'_> {
                         in_min(self.now, t)
                     )
                 });
-                key = Some(t);
+                // Already below: "now" is no predicted time (see redose_due).
+                key = (t > self.now).then_some(t);
             }
             let mut c = self.condition(
                 Rule::DeviceFault,
