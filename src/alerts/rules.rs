@@ -538,7 +538,7 @@ impl Ctx<'_> {
 
     fn dose_limit(&self, ev: &mut Evaluation) {
         let w = self.weight_kg();
-        if !(w > 0.0) {
+        if w.is_nan() || w <= 0.0 {
             return;
         }
         let limits = &self.d.patient.limits;
