@@ -42,3 +42,4 @@ pub mod simulate;
 pub mod store;
 pub mod tracker;
 pub mod vocab;
+pub mod wardday;

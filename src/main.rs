@@ -70,6 +70,25 @@ enum AlertsCommand {
     Report(AlertsReportArgs),
     /// Every lifecycle message (JSON Lines), of one patient or all.
     List(AlertsListArgs),
+    /// Replay a simulated ward day through the alert engine on a virtual
+    /// clock (offline, deterministic): alert counts per rule, the burden
+    /// report, and an independent check of every raised alert.
+    WardDay(AlertsWardDayArgs),
+}
+
+#[derive(Args, Debug)]
+struct AlertsWardDayArgs {
+    /// Number of simulated patients.
+    #[arg(long, default_value_t = 20)]
+    patients: usize,
+    /// Simulated hours.
+    #[arg(long, default_value_t = 24)]
+    hours: u32,
+    /// Random seed (same seed, same day).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
 }
 
 #[derive(Args, Debug)]
@@ -605,6 +624,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SimulateDevices(a) => simulate_devices(&a)?,
         Command::Alerts(AlertsCommand::Report(a)) => alerts_report(&a, &mut stdout)?,
         Command::Alerts(AlertsCommand::List(a)) => alerts_list(&a, &mut stdout)?,
+        Command::Alerts(AlertsCommand::WardDay(a)) => {
+            alerts_ward_day(&a, cli.drug_file.as_deref(), &mut stdout)?
+        }
     }
     Ok(())
 }
@@ -668,6 +690,133 @@ fn alerts_report(a: &AlertsReportArgs, out: &mut impl std::io::Write) -> anyhow:
                     r.escalations
                 )?;
             }
+        }
+    }
+    Ok(())
+}
+
+fn alerts_ward_day(
+    a: &AlertsWardDayArgs,
+    drug_file: Option<&Path>,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    use dosetrack::wardday;
+    if a.patients == 0 || a.hours == 0 {
+        return Err(input_error("--patients and --hours must be at least 1"));
+    }
+    let formulary = std::sync::Arc::new(formulary(drug_file)?);
+    let spec = wardday::WardDaySpec::new(a.patients, a.hours, a.seed);
+    let started = std::time::Instant::now();
+    let r = wardday::run(&spec, formulary);
+    let run_time_s = started.elapsed().as_secs_f64();
+    match a.format {
+        ReportFormat::Json => {
+            let mut v = serde_json::to_value(&r)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("run_time_s".into(), serde_json::json!(run_time_s));
+                o.insert(
+                    "violation_count".into(),
+                    serde_json::json!(r.violations.len()),
+                );
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        ReportFormat::Text => {
+            writeln!(
+                out,
+                "Ward day: {} patients, {} h from {}, seed {} ({:.2} patient-days)",
+                spec.patients,
+                spec.hours,
+                format_rfc3339(spec.start_ms),
+                spec.seed,
+                r.patient_days
+            )?;
+            writeln!(
+                out,
+                "Inputs: {} generated, {} accepted, {} rejected; {} evaluations after inputs, {} on timers",
+                r.messages_generated,
+                r.inputs_accepted,
+                r.inputs_rejected,
+                r.input_evaluations,
+                r.timer_evaluations
+            )?;
+            writeln!(out, "Nurse: {}", r.nurse.describe())?;
+            writeln!(
+                out,
+                "  {} acknowledgements sent ({} found the alert already cleared or acknowledged)",
+                r.nurse_acks_sent, r.nurse_acks_void
+            )?;
+            writeln!(out)?;
+            writeln!(
+                out,
+                "{:<20} {:>7} {:>8} {:>9} {:>7} {:>8} {:>9} {:>10} {:>12}",
+                "rule",
+                "raised",
+                "updated",
+                "escalated",
+                "acked",
+                "cleared",
+                "per pt-d",
+                "median ack",
+                "quick clear"
+            )?;
+            let opt = |v: Option<f64>, k: f64, unit: &str| {
+                v.map_or("-".to_owned(), |x| format!("{:.1}{unit}", x * k))
+            };
+            let mut total = wardday::PhaseCounts::default();
+            for b in &r.report.rules {
+                let c = r.phase_counts.get(&b.rule).cloned().unwrap_or_default();
+                total.raised += c.raised;
+                total.updated += c.updated;
+                total.escalated += c.escalated;
+                total.acknowledged += c.acknowledged;
+                total.cleared += c.cleared;
+                writeln!(
+                    out,
+                    "{:<20} {:>7} {:>8} {:>9} {:>7} {:>8} {:>9} {:>10} {:>12}",
+                    b.rule.as_str(),
+                    c.raised,
+                    c.updated,
+                    c.escalated,
+                    c.acknowledged,
+                    c.cleared,
+                    opt(b.per_patient_day, 1.0, ""),
+                    opt(b.median_time_to_ack_min, 1.0, " min"),
+                    opt(b.cleared_within_2_min_without_action, 100.0, " %")
+                )?;
+            }
+            let per_day = (r.patient_days > 0.0).then(|| total.raised as f64 / r.patient_days);
+            writeln!(
+                out,
+                "{:<20} {:>7} {:>8} {:>9} {:>7} {:>8} {:>9}",
+                "all",
+                total.raised,
+                total.updated,
+                total.escalated,
+                total.acknowledged,
+                total.cleared,
+                opt(per_day, 1.0, "")
+            )?;
+            writeln!(out)?;
+            writeln!(
+                out,
+                "Independent check: {} raised alerts re-derived, {} violations",
+                r.raised_checked,
+                r.violations.len()
+            )?;
+            for v in &r.violations {
+                writeln!(
+                    out,
+                    "  VIOLATION {} {} {} [{}] at {}: {}",
+                    v.alert_id,
+                    v.scope,
+                    v.rule,
+                    v.subject,
+                    format_rfc3339(v.time_ms),
+                    v.why
+                )?;
+            }
+            writeln!(out, "Run time: {run_time_s:.2} s")?;
         }
     }
     Ok(())

@@ -988,7 +988,11 @@ fn alerts_the_engine_produces_validate() {
     // The contract's admit (clarithromycin: interaction; midazolam: PD),
     // an IV bolus over the ward limit, a pump with an occlusion, and an
     // event from a device with no patient.
-    tracker.apply(tracked(1, &format!("{patient}/admit"), examples("admit")[0].clone()));
+    tracker.apply(tracked(
+        1,
+        &format!("{patient}/admit"),
+        examples("admit")[0].clone(),
+    ));
     tracker.apply(tracked(
         2,
         &format!("{patient}/doses"),
@@ -1024,7 +1028,12 @@ fn alerts_the_engine_produces_validate() {
     w.outbox.extend(w2.outbox);
     let rules: std::collections::BTreeSet<String> =
         w.messages.iter().map(|m| m.rule.to_string()).collect();
-    for r in ["dose_limit", "device_fault", "interaction", "unassigned_input"] {
+    for r in [
+        "dose_limit",
+        "device_fault",
+        "interaction",
+        "unassigned_input",
+    ] {
         assert!(rules.contains(r), "{r} not raised: {rules:?}");
     }
     let alert = validator("alert");
@@ -1035,8 +1044,12 @@ fn alerts_the_engine_produces_validate() {
     }
     let active = validator("alerts-active");
     let lists: Vec<_> = w.outbox.iter().filter(|o| o.retained).collect();
-    assert!(lists.iter().any(|o| o.topic == "dosetrack/v1/patients/P-1001/alerts/active"));
-    assert!(lists.iter().any(|o| o.topic == "dosetrack/v1/devices/pump-9/alerts/active"));
+    assert!(lists
+        .iter()
+        .any(|o| o.topic == "dosetrack/v1/patients/P-1001/alerts/active"));
+    assert!(lists
+        .iter()
+        .any(|o| o.topic == "dosetrack/v1/devices/pump-9/alerts/active"));
     for o in lists {
         let v: Value = serde_json::from_str(&o.payload).unwrap();
         let errors = schema_errors(&active, &v);

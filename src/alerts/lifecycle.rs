@@ -189,10 +189,14 @@ impl AlertBook {
         self.next_number
     }
 
-    /// Is an alert raised (condition present) or pending for this key?
+    /// Is an alert raised with its condition present for this key? (The
+    /// rules hold such an alert with level hysteresis. A condition still
+    /// inside its delay is not active: it must hold at the plain threshold
+    /// for the whole delay, or the alert would be raised with the level on
+    /// the wrong side of it.)
     pub fn is_active(&self, scope: &Scope, rule: Rule, subject: &str) -> bool {
         let key = (scope.clone(), rule, subject.to_owned());
-        self.pending.contains_key(&key) || self.alerts.get(&key).is_some_and(|r| r.present)
+        self.alerts.get(&key).is_some_and(|r| r.present)
     }
 
     /// Scopes with open alerts or pending conditions.

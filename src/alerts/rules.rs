@@ -337,12 +337,14 @@ impl Ctx<'_> {
                     message,
                     details,
                 );
-                // Predicted: the crossing time (a move is an update). Due
-                // now: one state, not a new time every minute.
+                // Already below: the crossing is "now" at every evaluation,
+                // not a predicted time (a moving key would be an `updated`
+                // every `update_shift_min` for as long as Ce stays low).
                 if t > self.now {
                     c.key_time_ms = Some(t);
+                    c.fingerprint = "predicted".into();
                 } else {
-                    c.fingerprint = "due_now".into();
+                    c.fingerprint = "below".into();
                 }
                 ev.conditions.push(c);
                 // It stops holding when Ce climbs back over the floor.
@@ -989,7 +991,8 @@ impl Ctx<'_> {
                         in_min(self.now, t)
                     )
                 });
-                key = Some(t);
+                // Already below: "now" is no predicted time (see redose_due).
+                key = (t > self.now).then_some(t);
             }
             let mut c = self.condition(
                 Rule::DeviceFault,
