@@ -600,6 +600,8 @@ pub fn parse_topic(prefix: &str, topic: &str) -> Result<InputTopic, Rejection> {
             }
         }
         ["patients", _, "alerts", "active"] => output("patients/{patient_id}/alerts/active"),
+        ["devices", _, "alerts"] => output("devices/{device_id}/alerts"),
+        ["devices", _, "alerts", "active"] => output("devices/{device_id}/alerts/active"),
         ["devices", id, "events"] => Ok(InputTopic::DeviceEvent {
             device_id: topic_name("device_id", id)?,
         }),
