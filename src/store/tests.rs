@@ -194,7 +194,7 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
         assert!(names.contains(table), "missing table {table}");
     }
     assert!(names.contains("outbox_unpublished"));
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 1);
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 2);
 
     // Reopen: nothing is migrated again, data and schema are unchanged.
     let (w, thread) = open(&path);
@@ -205,8 +205,44 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
     ));
     thread.shutdown().unwrap();
     assert_eq!(schema_text(&path), before);
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 1);
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 2);
     assert_eq!(count(&inspect(&path), "SELECT count(*) FROM inputs"), 1);
+}
+
+/// A database written by the first release (schema version 1, no alert
+/// tables) is migrated at start and keeps its inputs.
+#[test]
+fn a_version_1_database_is_migrated_and_keeps_its_inputs() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../../migrations/01-init/up.sql"))
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO inputs (topic, source_kind, source_id, input_id, kind, patient_id,
+                                 occurred_at_ms, received_at_ms, payload, canonical, parsed)
+             VALUES ('dosetrack/v1/patients/P-0/doses', 'patient', 'P-0', 'old', 'dose', 'P-0',
+                     0, 0, '{}', '{}', '{}')",
+            [],
+        )
+        .unwrap();
+    }
+    {
+        let (w, thread) = open(&path);
+        w.write_blocking(WriteOp::Input(dose("P-1", "d-1", T0, 5.0)))
+            .unwrap();
+        thread.shutdown().unwrap();
+    }
+    let conn = inspect(&path);
+    assert_eq!(count(&conn, "PRAGMA user_version"), 2);
+    assert_eq!(count(&conn, "SELECT count(*) FROM alert_state"), 0);
+    // The version-1 row and the new one.
+    assert_eq!(count(&conn, "SELECT count(*) FROM inputs"), 2);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM inputs WHERE input_id = 'old'"),
+        1
+    );
 }
 
 #[test]
