@@ -194,7 +194,8 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
         assert!(names.contains(table), "missing table {table}");
     }
     assert!(names.contains("outbox_unpublished"));
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 1);
+    // Two migrations: 01-init, 02-alerts.
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 2);
 
     // Reopen: nothing is migrated again, data and schema are unchanged.
     let (w, thread) = open(&path);
@@ -205,7 +206,7 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
     ));
     thread.shutdown().unwrap();
     assert_eq!(schema_text(&path), before);
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 1);
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 2);
     assert_eq!(count(&inspect(&path), "SELECT count(*) FROM inputs"), 1);
 }
 
