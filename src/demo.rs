@@ -471,11 +471,17 @@ async fn run_with_broker(
     let stats = ward_result?;
     // The reader last: the daemon's writer has closed the database.
     refresh_counts(&mut reader, &db.path, &mut counts);
+    // The alerts' retained active lists are the demo's too.
+    let alert_topics = reader
+        .as_ref()
+        .and_then(|r| r.retained_alert_topics().ok())
+        .unwrap_or_default();
     drop(reader);
     let topics: Vec<String> = board
         .patients
         .keys()
         .map(|p| format!("{prefix}/v1/patients/{p}/state"))
+        .chain(alert_topics)
         .collect();
     Ok((
         DemoSummary {

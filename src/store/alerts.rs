@@ -199,6 +199,16 @@ impl Reader {
         Ok(n.max(0) as u64)
     }
 
+    /// Every topic an outbox row was (or is to be) published on retained:
+    /// the active lists (to clear them, e.g. after the demo).
+    pub fn retained_alert_topics(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT topic FROM outbox WHERE retained = 1 ORDER BY topic",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Outbox rows not yet published, oldest first.
     pub fn unpublished(&self, limit: usize) -> Result<Vec<PendingPublish>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

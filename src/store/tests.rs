@@ -194,6 +194,7 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
         assert!(names.contains(table), "missing table {table}");
     }
     assert!(names.contains("outbox_unpublished"));
+    // Two migrations: 01-init, 02-alerts.
     assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 2);
 
     // Reopen: nothing is migrated again, data and schema are unchanged.
