@@ -218,8 +218,48 @@ pub struct RuleSettings {
     /// stays until acknowledged.
     pub latch: bool,
     /// Unacknowledged: re-notify (phase `escalated`, one priority step up)
-    /// every this many minutes. `None`: never.
+    /// every this many minutes. `None` (in the config file: 0): never.
     pub escalate_after_min: Option<f64>,
+}
+
+/// One rule's section as written in the config: only the keys given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulePatch {
+    enabled: Option<bool>,
+    condition_delay_s: Option<u64>,
+    clear_delay_s: Option<u64>,
+    latch: Option<bool>,
+    escalate_after_min: Option<f64>,
+}
+
+fn rules_over_defaults<'de, D>(d: D) -> Result<BTreeMap<Rule, RuleSettings>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let patches: BTreeMap<Rule, RulePatch> = BTreeMap::deserialize(d)?;
+    let mut rules: BTreeMap<Rule, RuleSettings> =
+        Rule::ALL.iter().map(|&r| (r, default_rule(r))).collect();
+    for (rule, p) in patches {
+        let s = rules.entry(rule).or_insert_with(|| default_rule(rule));
+        if let Some(v) = p.enabled {
+            s.enabled = v;
+        }
+        if let Some(v) = p.condition_delay_s {
+            s.condition_delay_s = v;
+        }
+        if let Some(v) = p.clear_delay_s {
+            s.clear_delay_s = v;
+        }
+        if let Some(v) = p.latch {
+            s.latch = v;
+        }
+        if let Some(v) = p.escalate_after_min {
+            // 0 says "never" explicitly.
+            s.escalate_after_min = (v != 0.0).then_some(v);
+        }
+    }
+    Ok(rules)
 }
 
 impl Default for RuleSettings {
@@ -271,7 +311,11 @@ pub struct AlertConfig {
     pub update_min_interval_min: f64,
     /// Longest `pause` an operator may ask for.
     pub max_pause_min: f64,
-    /// Per rule: delays, latch, escalation.
+    /// Per rule: delays, latch, escalation. A rule's section in the config
+    /// changes only the keys it gives; the others keep the rule's shipped
+    /// settings ([`default_rule`]), so a partial section never turns off a
+    /// latch or an escalation by omission.
+    #[serde(deserialize_with = "rules_over_defaults")]
     pub rules: BTreeMap<Rule, RuleSettings>,
 }
 
@@ -373,4 +417,39 @@ impl AlertConfig {
 /// Minutes to milliseconds (rounded).
 pub(crate) fn min_ms(min: f64) -> TimeMs {
     (min * 60_000.0).round() as TimeMs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> AlertConfig {
+        toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_partial_rule_section_keeps_the_rules_other_shipped_settings() {
+        let cfg = parse("[rules.concentration_high]\ncondition_delay_s = 0\n");
+        let high = cfg.rule(Rule::ConcentrationHigh);
+        assert_eq!(high.condition_delay_s, 0);
+        // Not turned off by omission.
+        assert!(high.latch);
+        assert_eq!(high.escalate_after_min, Some(5.0));
+        assert_eq!(high.clear_delay_s, 120);
+        // Other rules untouched.
+        assert_eq!(cfg.rule(Rule::RedoseDue), default_rule(Rule::RedoseDue));
+    }
+
+    #[test]
+    fn escalation_is_switched_off_explicitly_with_zero() {
+        let cfg = parse("[rules.device_silent]\nescalate_after_min = 0\n");
+        assert_eq!(cfg.rule(Rule::DeviceSilent).escalate_after_min, None);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_rules_are_errors() {
+        assert!(toml::from_str::<AlertConfig>("[rules.redose_due]\nlatched = true\n").is_err());
+        assert!(toml::from_str::<AlertConfig>("[rules.no_such_rule]\nlatch = true\n").is_err());
+    }
 }
