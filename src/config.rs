@@ -3,9 +3,11 @@
 //! overrides for the common settings.
 //!
 //! Precedence, lowest first: built-in defaults, the file, the environment
-//! (`DOSETRACK_BROKER_USERNAME`, `DOSETRACK_BROKER_PASSWORD`), the command
-//! line. Unknown keys are errors (a typo must not silently fall back to a
-//! default). The password is never printed: `Debug` redacts it.
+//! (`DOSETRACK_BROKER_USERNAME`, `DOSETRACK_BROKER_PASSWORD`), the systemd
+//! credential `broker-password` (the file `$CREDENTIALS_DIRECTORY/broker-password`,
+//! from `LoadCredential=` in the unit), the command line. Unknown keys are
+//! errors (a typo must not silently fall back to a default). The password
+//! is never printed: `Debug` redacts it.
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,10 @@ use std::time::Duration;
 pub const ENV_USERNAME: &str = "DOSETRACK_BROKER_USERNAME";
 /// Environment variable for the broker password.
 pub const ENV_PASSWORD: &str = "DOSETRACK_BROKER_PASSWORD";
+/// Set by systemd to the directory of the unit's credentials.
+pub const ENV_CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+/// The credential holding the broker password (`LoadCredential=broker-password:…`).
+pub const CREDENTIAL_PASSWORD: &str = "broker-password";
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +228,11 @@ impl Config {
         if let Some(p) = env(ENV_PASSWORD).filter(|s| !s.is_empty()) {
             cfg.broker.password = Some(p);
         }
+        if let Some(dir) = env(ENV_CREDENTIALS_DIRECTORY).filter(|s| !s.is_empty()) {
+            if let Some(p) = read_credential(&Path::new(&dir).join(CREDENTIAL_PASSWORD))? {
+                cfg.broker.password = Some(p);
+            }
+        }
         if let Some(url) = &overrides.broker {
             let (host, port) = parse_broker_url(url)?;
             cfg.broker.host = host;
@@ -324,6 +335,22 @@ impl Config {
 
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.broker.keep_alive_s)
+    }
+}
+
+/// A credential file's text without its trailing newline; `None` when the
+/// file is absent (the credential is optional) or empty.
+fn read_credential(path: &Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let secret = text.trim_end_matches(['\n', '\r']);
+            Ok((!secret.is_empty()).then(|| secret.to_owned()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -448,6 +475,24 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_password_credential_wins_over_the_environment_and_is_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().to_str().unwrap().to_owned();
+        let env = |k: &str| match k {
+            ENV_PASSWORD => Some("from-env".to_owned()),
+            ENV_CREDENTIALS_DIRECTORY => Some(creds.clone()),
+            _ => None,
+        };
+        // Absent credential: the environment's.
+        let cfg = Config::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(cfg.broker.password.as_deref(), Some("from-env"));
+        std::fs::write(dir.path().join(CREDENTIAL_PASSWORD), "cred-s3cret\n").unwrap();
+        let cfg = Config::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(cfg.broker.password.as_deref(), Some("cred-s3cret"));
+        assert!(!format!("{cfg:?}").contains("cred-s3cret"));
     }
 
     #[test]

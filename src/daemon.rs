@@ -34,6 +34,7 @@ use crate::intake::{self, Intake, RejectedNotice};
 use crate::mqtt::{self, AckToken, BrokerConfig, IngestHandle, Publisher};
 use crate::outbox::{spawn_outbox, Failpoint, OutboxHandle};
 use crate::patient::Formulary;
+use crate::service::{self, Progress, Supervisor};
 use crate::store::{
     HistoryRow, Queued, Reader, RejectedRecord, StateRow, StoreConfig, StoreError, StoreOutcome,
     WriteOp, WriteResult, Writer,
@@ -248,6 +249,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
 
     // Stage B runs as its own task; stage A feeds it in arrival order.
     let (pipe_tx, pipe_rx) = mpsc::channel::<InFlight>(1024);
+    let progress = Arc::new(Progress::default());
     let stage_b = tokio::spawn(stage_b(StageB {
         rx: pipe_rx,
         tracker,
@@ -265,7 +267,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
             replayed,
             ..RunSummary::default()
         },
+        progress: progress.clone(),
     }));
+    // Database open, state rebuilt, writer running: ready (under systemd,
+    // READY=1, then status and watchdog). Not gated on the broker.
+    let supervisor = Supervisor::start(service::Watch {
+        writer: writer.clone(),
+        publisher: publisher.clone(),
+        ingest: ingest.clone(),
+        progress,
+    });
 
     // Stage A.
     let max_skew_ms = (cfg.limits.max_future_skew_s * 1000) as i64;
@@ -346,6 +357,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
             }
         }
     };
+    supervisor.stop().await;
     match ingest_task.await {
         Ok(Ok(())) | Ok(Err(mqtt::MqttError::DeliverClosed)) => {}
         Ok(Err(e)) => warn!(error = %e, "ingest connection ended with an error"),
@@ -393,6 +405,8 @@ struct StageB {
     /// start.
     pending_commands: Vec<PendingCommand>,
     summary: RunSummary,
+    /// Heartbeat and counters for the service watchdog and status.
+    progress: Arc<Progress>,
 }
 
 /// Wait for a write; on failure retry it with back-off until it succeeds
@@ -437,7 +451,10 @@ async fn stage_b(mut b: StageB) -> RunSummary {
     let mut history_tick =
         tokio::time::interval(Duration::from_millis(b.history_interval_ms as u64));
     history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Comes round even when idle, so the watchdog sees a live loop.
+    let mut heartbeat = tokio::time::interval(service::heartbeat_period());
     loop {
+        b.progress.beat(&b.summary);
         let wake_in = b
             .alerts
             .next_wake()
@@ -492,8 +509,10 @@ async fn stage_b(mut b: StageB) -> RunSummary {
                     }
                 }
             }
+            _ = heartbeat.tick() => {}
         }
     }
+    b.progress.beat(&b.summary);
     b.summary
 }
 

@@ -38,6 +38,7 @@ pub mod outbox;
 pub mod patient;
 pub mod pk;
 pub mod plot;
+pub mod service;
 pub mod simulate;
 pub mod store;
 pub mod tracker;

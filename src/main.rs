@@ -47,6 +47,13 @@ enum Command {
     Demo(DemoArgs),
     /// The service: inputs over MQTT, history in SQLite, live state out.
     Run(RunArgs),
+    /// Check a daemon config file and the drug file it names, without
+    /// starting anything; print the effective (non-secret) settings. Exit 0
+    /// when valid, 2 when not.
+    CheckConfig(CheckConfigArgs),
+    /// Database maintenance.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Tracked patients with their last published concentrations
     /// (reads the database; safe while the service runs).
     Patients(PatientsArgs),
@@ -61,6 +68,33 @@ enum Command {
     /// lifecycle messages.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+}
+
+#[derive(Args, Debug)]
+struct CheckConfigArgs {
+    /// Config file (TOML). Default: the built-in defaults (what `run`
+    /// without --config uses).
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DbCommand {
+    /// An online, consistent copy of the database (SQLite's backup API):
+    /// safe while the service runs.
+    Backup(DbBackupArgs),
+}
+
+#[derive(Args, Debug)]
+struct DbBackupArgs {
+    /// Where to write the copy (a new file).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    #[command(flatten)]
+    db: DbArgs,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -618,6 +652,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(a) => demo_live(&a, cli.drug_file.as_deref(), &mut stdout)?,
         Command::Run(a) => run_service(&a.service)?,
+        Command::CheckConfig(a) => check_config(&a, &mut stdout)?,
+        Command::Db(DbCommand::Backup(a)) => db_backup(&a, &mut stdout)?,
         Command::Patients(a) => patients(&a, &mut stdout)?,
         Command::History(a) => history(&f, &a, &mut stdout)?,
         Command::Events(a) => events(&a, &mut stdout)?,
@@ -853,12 +889,7 @@ fn run_service(args: &ServiceArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("stop signal received");
-            stop.cancel();
-        });
+        service_signals(shutdown.clone()).context("installing signal handlers")?;
         tracing::info!(
             broker = %format!("{}:{}", cfg.broker.host, cfg.broker.port),
             client_id = %cfg.broker.client_id,
@@ -871,6 +902,146 @@ fn run_service(args: &ServiceArgs) -> anyhow::Result<()> {
             .map(|_| ())
             .map_err(anyhow::Error::from)
     })
+}
+
+/// The service's signals, handled from now on: SIGTERM and SIGINT start a
+/// clean stop (`STOPPING=1` to systemd first); SIGHUP (`systemctl reload`)
+/// is logged and otherwise ignored until reload is implemented.
+fn service_signals(stop: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            let name = loop {
+                tokio::select! {
+                    _ = term.recv() => break "SIGTERM",
+                    _ = int.recv() => break "SIGINT",
+                    _ = hup.recv() => tracing::warn!(
+                        signal = "SIGHUP",
+                        "reload is not implemented yet; restart to apply config changes"
+                    ),
+                }
+            };
+            dosetrack::service::stopping();
+            tracing::info!(signal = name, "stop signal received");
+            stop.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        dosetrack::service::stopping();
+        tracing::info!("stop signal received");
+        stop.cancel();
+    });
+    Ok(())
+}
+
+/// `dosetrack check-config [FILE]`: the config and its drug file, loaded and
+/// validated as `run` would, nothing started.
+fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    use dosetrack::config::{Config, Overrides, CREDENTIAL_PASSWORD, ENV_CREDENTIALS_DIRECTORY};
+    let what = a
+        .file
+        .as_ref()
+        .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+    let cfg = Config::load(
+        a.file.as_deref(),
+        |k| std::env::var(k).ok(),
+        &Overrides::default(),
+    )
+    .map_err(|e| input_error(format!("{what}: {e}")))?;
+    writeln!(out, "config: {what}: valid")?;
+    let drug_name = cfg
+        .drug
+        .file
+        .as_ref()
+        .map_or("built-in config/drugs/ketamine.toml".to_owned(), |p| {
+            p.display().to_string()
+        });
+    let drug = dosetrack::daemon::formulary(&cfg)
+        .map_err(|e| input_error(format!("{what}: drug file {drug_name}: {e}")))?;
+    writeln!(
+        out,
+        "drug file: {drug_name}: valid ({} models)",
+        drug.drug().models.len()
+    )?;
+    let password = if cfg.broker.password.is_none() {
+        "not set"
+    } else if std::env::var_os(ENV_CREDENTIALS_DIRECTORY)
+        .is_some_and(|d| Path::new(&d).join(CREDENTIAL_PASSWORD).is_file())
+    {
+        "set (systemd credential)"
+    } else {
+        "set"
+    };
+    let db = &cfg.database.path;
+    let db_state = if db.is_file() {
+        "exists"
+    } else {
+        "not created yet"
+    };
+    writeln!(out, "\neffective settings (secrets not shown):")?;
+    writeln!(
+        out,
+        "  broker            {}:{}",
+        cfg.broker.host, cfg.broker.port
+    )?;
+    writeln!(
+        out,
+        "  client_id         {} (publisher: {}-pub)",
+        cfg.broker.client_id, cfg.broker.client_id
+    )?;
+    writeln!(
+        out,
+        "  username          {}",
+        cfg.broker.username.as_deref().unwrap_or("(none)")
+    )?;
+    writeln!(out, "  password          {password}")?;
+    writeln!(out, "  keep_alive_s      {}", cfg.broker.keep_alive_s)?;
+    writeln!(out, "  max_packet_bytes  {}", cfg.broker.max_packet_bytes)?;
+    writeln!(out, "  topic prefix      {}/v1/", cfg.topics.prefix)?;
+    writeln!(out, "  database          {} ({db_state})", db.display())?;
+    writeln!(
+        out,
+        "  batch             {} inputs / {} ms",
+        cfg.database.batch_max, cfg.database.batch_window_ms
+    )?;
+    writeln!(out, "  state             every {} s, history every {} s, forecast {} h, device stale after {} min",
+        cfg.state.interval_s, cfg.state.history_interval_s, cfg.state.forecast_horizon_h, cfg.state.device_stale_after_min)?;
+    writeln!(out, "  max_future_skew_s {}", cfg.limits.max_future_skew_s)?;
+    writeln!(out, "  drug file         {drug_name}")?;
+    writeln!(
+        out,
+        "  alerts            redose lead {} min, high lead {} min, hysteresis {}",
+        cfg.alerts.redose_lead_min, cfg.alerts.high_lead_min, cfg.alerts.level_hysteresis
+    )?;
+    Ok(())
+}
+
+/// `dosetrack db backup FILE`: an online copy with SQLite's backup API.
+fn db_backup(a: &DbBackupArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    use dosetrack::store::BackupError;
+    let source = a.db.path()?;
+    let started = std::time::Instant::now();
+    let report = dosetrack::store::backup(&source, &a.file, a.force).map_err(|e| match e {
+        BackupError::NoDatabase(_) | BackupError::Exists(_) => input_error(e),
+        e => anyhow::Error::new(e).context(format!("backing up {}", source.display())),
+    })?;
+    writeln!(
+        out,
+        "backed up {} to {}: {} pages, {} bytes, schema version {}, integrity ok, {:.2} s",
+        source.display(),
+        a.file.display(),
+        report.pages,
+        report.bytes,
+        report.schema_version,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -36,6 +36,7 @@
 
 pub mod alerts;
 mod apply;
+pub mod backup;
 mod read;
 mod schema;
 mod writer;
@@ -48,6 +49,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use alerts::{AlertWrite, CommandOutcome, OutboxRow, PendingPublish};
+pub use backup::{backup, BackupError, BackupReport};
 pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow, StoredInput};
 pub use schema::migrations;
 pub use writer::{Queued, Writer, WriterPragmas, WriterStats, WriterThread};

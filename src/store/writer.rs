@@ -27,8 +27,14 @@ type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
 // Most messages are ops; the others are rare.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Op { op: WriteOp, reply: Reply },
+    Op {
+        op: WriteOp,
+        reply: Reply,
+    },
     Pragmas(oneshot::Sender<Result<WriterPragmas, StoreError>>),
+    /// Liveness probe: answered as soon as the thread takes it from the
+    /// queue (after the ops ahead of it), with no SQLite work.
+    Ping(oneshot::Sender<()>),
     Shutdown,
 }
 
@@ -188,6 +194,19 @@ impl Writer {
         answer.await.map_err(|_| StoreError::WriterClosed)?
     }
 
+    /// Resolves once the writer thread has taken this probe from its queue,
+    /// i.e. has got through every op queued before it: a liveness check
+    /// (the service watchdog). Never resolves while a batch is stuck (a
+    /// hung fsync, a lock held forever); wrap it in a timeout.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Ping(reply))
+            .await
+            .map_err(|_| StoreError::WriterClosed)?;
+        answer.await.map_err(|_| StoreError::WriterClosed)
+    }
+
     /// Counters since the writer started.
     pub fn stats(&self) -> WriterStats {
         WriterStats {
@@ -240,6 +259,10 @@ fn take(msg: Msg, conn: &Connection, batch: &mut Vec<(WriteOp, Reply)>) -> Colle
             }
             Collected::More
         }
+        Msg::Ping(reply) => {
+            let _ = reply.send(());
+            Collected::More
+        }
         Msg::Shutdown => Collected::Stop,
     }
 }
@@ -268,7 +291,7 @@ fn run(
         };
         let mut stop = matches!(take(first, &conn, &mut batch), Collected::Stop);
         if batch.is_empty() && !stop {
-            continue; // a pragmas request
+            continue; // a pragmas or ping request
         }
         // Take more until the batch is full or the window has passed.
         let deadline = Instant::now().checked_add(cfg.batch_window);

@@ -1,0 +1,346 @@
+//! The daemon under a (simulated) systemd: the real binary with
+//! `NOTIFY_SOCKET` pointing at a Unix datagram socket this test binds and a
+//! 2 s `WATCHDOG_USEC`, against the Mosquitto at 127.0.0.1:1883 (a unique
+//! topic prefix and client id per test), and a real SQLite file.
+//!
+//! Checked: `READY=1` and `STATUS=` arrive, `WATCHDOG=1` keeps coming at
+//! half the interval, SIGHUP does not stop the daemon, SIGTERM gives
+//! `STOPPING=1` and exit 0; READY also comes with the broker unreachable
+//! (STATUS says so, pings go on); and the pings stop while a write cannot
+//! commit (the database locked by another connection), then resume.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BROKER: &str = "127.0.0.1";
+const PORT: u16 = 1883;
+/// The watchdog interval given to the daemon.
+const WATCHDOG: Duration = Duration::from_secs(2);
+
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("dt-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// The notify socket and every message received on it, with its time.
+struct Notify {
+    path: PathBuf,
+    got: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Notify {
+    fn bind(dir: &Path) -> Notify {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let now = Instant::now();
+                let mut g = sink.lock().unwrap();
+                for line in text.lines() {
+                    g.push((now, line.to_owned()));
+                }
+            }
+        });
+        Notify { path, got }
+    }
+
+    fn lines(&self) -> Vec<(Instant, String)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some((_, l)) = self.lines().into_iter().find(|(_, l)| pred(l)) {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}; got {:#?}", self.texts());
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.lines().into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Times of the WATCHDOG=1 pings after `since`.
+    fn pings_since(&self, since: Instant) -> Vec<Instant> {
+        self.lines()
+            .into_iter()
+            .filter(|(t, l)| *t >= since && l == "WATCHDOG=1")
+            .map(|(t, _)| t)
+            .collect()
+    }
+}
+
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, notify: &Notify, port: u16, prefix: &str) -> Daemon {
+        let log = dir.join("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
+            .args([
+                "run",
+                "--broker",
+                &format!("mqtt://{BROKER}:{port}"),
+                "--database",
+                dir.join("dosetrack.db").to_str().unwrap(),
+                "--topic-prefix",
+                prefix,
+                "--client-id",
+                &unique("sd"),
+            ])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
+            .env_remove("WATCHDOG_PID")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Pings over `window` from now: at least `min`, none more than the
+/// watchdog interval apart.
+fn assert_pings(notify: &Notify, daemon: &Daemon, window: Duration, min: usize) {
+    let since = Instant::now();
+    std::thread::sleep(window);
+    let pings = notify.pings_since(since);
+    assert!(
+        pings.len() >= min,
+        "{} pings in {window:?}, expected ≥ {min}; log:\n{}",
+        pings.len(),
+        daemon.log_text()
+    );
+    for w in pings.windows(2) {
+        assert!(
+            w[1] - w[0] < WATCHDOG,
+            "pings {:?} apart (watchdog {WATCHDOG:?})",
+            w[1] - w[0]
+        );
+    }
+}
+
+#[test]
+fn ready_status_watchdog_sighup_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = Notify::bind(dir.path());
+    let prefix = unique("sd");
+    let started = Instant::now();
+    let mut daemon = Daemon::start(dir.path(), &notify, PORT, &prefix);
+
+    notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1");
+    notify.wait_for(
+        "STATUS= with the broker connected",
+        Duration::from_secs(15),
+        |l| l.starts_with("STATUS=broker connected;"),
+    );
+    eprintln!("ready and connected after {:?}", started.elapsed());
+    // Half of 2 s: about 4 pings in 4.5 s.
+    assert_pings(&notify, &daemon, Duration::from_millis(4500), 3);
+
+    // SIGHUP (systemctl reload): logged, the daemon carries on.
+    daemon.signal("-HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.running(), "SIGHUP stopped the daemon");
+    assert_pings(&notify, &daemon, Duration::from_millis(2500), 2);
+    assert!(daemon.running());
+    assert!(
+        daemon
+            .log_text()
+            .contains("reload is not implemented yet; restart to apply config changes"),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(!notify.texts().iter().any(|l| l == "STOPPING=1"));
+
+    // SIGTERM: STOPPING=1, then a clean exit.
+    daemon.signal("-TERM");
+    notify.wait_for("STOPPING=1", Duration::from_secs(5), |l| l == "STOPPING=1");
+    let status = daemon.wait_exit(Duration::from_secs(45));
+    assert!(status.success(), "{status:?}: {}", daemon.log_text());
+    assert_eq!(
+        notify.texts().iter().filter(|l| *l == "READY=1").count(),
+        1,
+        "READY=1 once"
+    );
+}
+
+#[test]
+fn ready_without_the_broker() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let notify = Notify::bind(dir.path());
+    let mut daemon = Daemon::start(dir.path(), &notify, port, &unique("sd-nobroker"));
+
+    notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1");
+    let status = notify.wait_for("STATUS=", Duration::from_secs(5), |l| {
+        l.starts_with("STATUS=")
+    });
+    assert!(status.starts_with("STATUS=broker disconnected"), "{status}");
+    // No broker is no reason for a restart: the pings go on.
+    assert_pings(&notify, &daemon, Duration::from_millis(4500), 3);
+    assert!(daemon.running());
+
+    daemon.signal("-TERM");
+    notify.wait_for("STOPPING=1", Duration::from_secs(5), |l| l == "STOPPING=1");
+    let status = daemon.wait_exit(Duration::from_secs(45));
+    assert!(status.success(), "{status:?}: {}", daemon.log_text());
+}
+
+#[test]
+fn the_watchdog_stops_while_a_write_cannot_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = Notify::bind(dir.path());
+    let prefix = unique("sd-stuck");
+    let mut daemon = Daemon::start(dir.path(), &notify, PORT, &prefix);
+    notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1");
+    notify.wait_for("broker connected", Duration::from_secs(15), |l| {
+        l.starts_with("STATUS=broker connected;")
+    });
+    assert_pings(&notify, &daemon, Duration::from_millis(2500), 2);
+
+    // Another connection holds the write lock: the daemon's next commit
+    // waits for it (busy timeout), fails, is retried, and stage B waits.
+    let lock = rusqlite::Connection::open(dir.path().join("dosetrack.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut opts = MqttOptions::new(unique("pub"), BROKER, PORT);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    let now = chrono::Utc::now().timestamp_millis() - 60_000;
+    let payload = serde_json::json!({
+        "id": "adm-1",
+        "time": dosetrack::vocab::format_rfc3339(now),
+        "weight_kg": 72,
+        "age_years": 41,
+    })
+    .to_string();
+    rt.block_on(async {
+        client
+            .publish(
+                format!("{prefix}/v1/patients/P-1/admit"),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+            .unwrap();
+        // Until the PUBACK: the input has reached the broker.
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
+                eventloop.poll().await.unwrap()
+            {
+                break;
+            }
+        }
+    });
+
+    // Within a watchdog interval or two the pings stop, and the status says why.
+    notify.wait_for(
+        "watchdog withheld in STATUS",
+        Duration::from_secs(10),
+        |l| l.contains("watchdog withheld"),
+    );
+    let since = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        notify.pings_since(since).is_empty(),
+        "pings while no write can commit; log:\n{}",
+        daemon.log_text()
+    );
+    assert!(daemon.running());
+
+    // Lock released: the write commits and the pings resume.
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    let since = Instant::now();
+    let deadline = since + Duration::from_secs(15);
+    while notify.pings_since(since).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "pings did not resume; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.signal("-TERM");
+    let status = daemon.wait_exit(Duration::from_secs(45));
+    assert!(status.success(), "{status:?}: {}", daemon.log_text());
+    let n = dosetrack::store::Reader::open(&dir.path().join("dosetrack.db"))
+        .unwrap()
+        .inputs(0)
+        .unwrap()
+        .len();
+    assert_eq!(n, 1, "the input was stored once the lock was gone");
+}
