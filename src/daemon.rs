@@ -820,10 +820,7 @@ async fn evaluate_alerts(
                 warn!(alert_id = %o.alert_id, action = %o.action, by = %o.by, reason = %o.outcome, "alert command not applied");
             }
         }
-        w.records.extend(c.records);
-        w.messages.extend(c.messages);
-        w.outbox.extend(c.outbox);
-        w.commands.extend(c.commands);
+        w.extend(c);
     }
     if w.is_empty() {
         return;

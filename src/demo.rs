@@ -882,27 +882,8 @@ async fn tidy_external(host: &str, port: u16, prefix: &str, ids: &ClientIds, top
         return;
     };
     let status = format!("{prefix}/v1/status");
-    // Every retained message under the prefix (states, active alert lists,
-    // whatever the daemon left), found by subscribing: retained messages
-    // arrive at once.
-    let mut to_clear: std::collections::BTreeSet<String> = topics.iter().cloned().collect();
-    to_clear.insert(status);
-    if client
-        .subscribe(format!("{prefix}/v1/#"), QoS::AtMostOnce)
-        .await
-        .is_ok()
-    {
-        let until = tokio::time::Instant::now() + Duration::from_millis(1000);
-        while let Ok(Ok(ev)) = tokio::time::timeout_at(until, eventloop.poll()).await {
-            if let Event::Incoming(Packet::Publish(p)) = ev {
-                if p.retain && !p.payload.is_empty() {
-                    to_clear.insert(p.topic);
-                }
-            }
-        }
-    }
     let mut n = 0usize;
-    for t in &to_clear {
+    for t in topics.iter().chain(std::iter::once(&status)) {
         if client
             .publish(t.clone(), QoS::AtLeastOnce, true, Vec::<u8>::new())
             .await

@@ -54,6 +54,14 @@ pub struct AlertWrite {
 }
 
 impl AlertWrite {
+    /// Append another write's contents (one transaction for both).
+    pub fn extend(&mut self, other: AlertWrite) {
+        self.records.extend(other.records);
+        self.messages.extend(other.messages);
+        self.outbox.extend(other.outbox);
+        self.commands.extend(other.commands);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
             && self.messages.is_empty()
