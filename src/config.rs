@@ -172,6 +172,43 @@ pub struct DrugSection {
     pub file: Option<PathBuf>,
 }
 
+/// The health and metrics listener (`/healthz`, `/metrics`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// `IP:PORT` to listen on; `None` (the built-in default): no listener.
+    /// Loopback is expected; another address is allowed (a scraper on the
+    /// hospital network) and logged as a warning at start.
+    pub listen: Option<String>,
+    /// `/healthz` answers 503 when an input has waited this long without
+    /// being acknowledged (s).
+    pub max_unacked_age_s: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: None,
+            max_unacked_age_s: 60,
+        }
+    }
+}
+
+impl HttpSection {
+    /// The address to listen on, if the listener is on.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.listen
+            .as_deref()
+            .map(|a| {
+                a.parse().map_err(|_| ConfigError::Invalid {
+                    key: "http.listen",
+                    message: format!("'{a}' is not IP:PORT (e.g. 127.0.0.1:9187)"),
+                })
+            })
+            .transpose()
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -184,6 +221,8 @@ pub struct Config {
     pub drug: DrugSection,
     /// Alert rule timings (`[alerts]`); thresholds are in the drug file.
     pub alerts: crate::alerts::AlertConfig,
+    /// The health and metrics listener (`[http]`).
+    pub http: HttpSection,
 }
 
 /// Command-line overrides.
@@ -330,6 +369,10 @@ impl Config {
         if self.limits.max_future_skew_s > 86_400 {
             return invalid("limits.max_future_skew_s", "must be at most 86400");
         }
+        self.http.listen_addr()?;
+        if !(1..=86_400).contains(&self.http.max_unacked_age_s) {
+            return invalid("http.max_unacked_age_s", "must be 1 to 86400");
+        }
         Ok(())
     }
 
@@ -406,6 +449,9 @@ mod tests {
         cfg.validate().unwrap();
         let mut expected = Config::default();
         expected.database.path = PathBuf::from("/var/lib/dosetrack/dosetrack.db");
+        // The built-in default has no listener; the shipped file turns it on
+        // (loopback).
+        expected.http.listen = Some("127.0.0.1:9187".to_owned());
         assert_eq!(cfg, expected);
     }
 
@@ -468,6 +514,8 @@ mod tests {
                 "state.forecast_horizon_h",
             ),
             ("[database]\nbatch_max = 0\n", "database.batch_max"),
+            ("[http]\nlisten = \"localhost\"\n", "http.listen"),
+            ("[http]\nmax_unacked_age_s = 0\n", "http.max_unacked_age_s"),
         ] {
             let cfg = Config::from_toml_str(text, Path::new("c.toml")).unwrap();
             match cfg.validate() {

@@ -31,6 +31,7 @@ use crate::contract::ErrorCode;
 use crate::contract::{AlertCommand, Input, InputTopic};
 use crate::drug::DrugFile;
 use crate::intake::{self, Intake, RejectedNotice};
+use crate::metrics::Metrics;
 use crate::mqtt::{self, AckToken, BrokerConfig, IngestHandle, Publisher};
 use crate::outbox::{spawn_outbox, Failpoint, OutboxHandle};
 use crate::patient::Formulary;
@@ -59,6 +60,10 @@ pub enum DaemonError {
     Mqtt(#[from] mqtt::MqttError),
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Http(#[from] crate::http::HttpError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Counters, for logs and tests.
@@ -182,11 +187,17 @@ pub fn rebuild(
 /// Run until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary, DaemonError> {
     let formulary = Arc::new(formulary(&cfg)?);
+    // The health and metrics port first: a port in use stops the start.
+    let http_listener = match cfg.http.listen_addr()? {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new());
     let topics = Topics::new(&cfg.topics.prefix);
     let mut store_cfg = StoreConfig::new(cfg.database.path.clone());
     store_cfg.batch_max = cfg.database.batch_max;
     store_cfg.batch_window = Duration::from_millis(cfg.database.batch_window_ms);
-    let (writer, writer_thread) = Writer::open(store_cfg)?;
+    let (writer, writer_thread) = Writer::open_with_metrics(store_cfg, Some(metrics.commit()))?;
     let reader = Reader::open(&cfg.database.path)?;
 
     let tracker_cfg = TrackerConfig {
@@ -268,6 +279,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
             ..RunSummary::default()
         },
         progress: progress.clone(),
+        metrics: metrics.clone(),
     }));
     // Database open, state rebuilt, writer running: ready (under systemd,
     // READY=1, then status and watchdog). Not gated on the broker.
@@ -277,6 +289,22 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         ingest: ingest.clone(),
         progress,
     });
+    let http_stop = CancellationToken::new();
+    let http_task = match http_listener {
+        Some(listener) => Some(crate::http::spawn(
+            listener,
+            crate::http::Endpoints {
+                metrics: metrics.clone(),
+                writer: writer.clone(),
+                publisher: publisher.clone(),
+                ingest: ingest.clone(),
+                reader: Reader::open(&cfg.database.path)?,
+                max_unacked_age_s: cfg.http.max_unacked_age_s,
+            },
+            http_stop.clone(),
+        )),
+        None => None,
+    };
 
     // Stage A.
     let max_skew_ms = (cfg.limits.max_future_skew_s * 1000) as i64;
@@ -325,6 +353,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
                 Pending::Reject { op, write, notice }
             }
         };
+        metrics.input_received(incoming.received_at_ms);
         if pipe_tx
             .send(InFlight {
                 ack: incoming.ack,
@@ -358,6 +387,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         }
     };
     supervisor.stop().await;
+    http_stop.cancel();
+    if let Some(task) = http_task {
+        if let Err(e) = task.await {
+            warn!(error = %e, "health and metrics listener task failed");
+        }
+    }
     match ingest_task.await {
         Ok(Ok(())) | Ok(Err(mqtt::MqttError::DeliverClosed)) => {}
         Ok(Err(e)) => warn!(error = %e, "ingest connection ended with an error"),
@@ -407,6 +442,8 @@ struct StageB {
     summary: RunSummary,
     /// Heartbeat and counters for the service watchdog and status.
     progress: Arc<Progress>,
+    /// Prometheus metrics (`/metrics`).
+    metrics: Arc<Metrics>,
 }
 
 /// Wait for a write; on failure retry it with back-off until it succeeds
@@ -488,6 +525,7 @@ async fn stage_b(mut b: StageB) -> RunSummary {
             _ = state_tick.tick() => {
                 let now = now_ms();
                 let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
+                b.metrics.set_tracked_patients(tracked.len());
                 publish_states(&mut b, &tracked, &BTreeMap::new(), now).await;
             }
             _ = history_tick.tick() => {
@@ -540,6 +578,7 @@ struct BatchEffects {
 /// acknowledged (the broker redelivers it).
 async fn handle_batch(b: &mut StageB, batch: Vec<InFlight>) {
     let mut effects = BatchEffects::default();
+    let batch_len = batch.len();
     let mut acks = Vec::with_capacity(batch.len());
     for item in batch {
         if store_and_apply(b, item.kind, &mut effects).await {
@@ -551,6 +590,8 @@ async fn handle_batch(b: &mut StageB, batch: Vec<InFlight>) {
     }
     let now = now_ms();
     if !effects.touched.is_empty() {
+        b.metrics
+            .set_tracked_patients(b.tracker.tracked(now).len());
         publish_states(b, &effects.touched, &effects.earliest_ms, now).await;
     }
 
@@ -559,6 +600,7 @@ async fn handle_batch(b: &mut StageB, batch: Vec<InFlight>) {
             warn!(error = %e, "could not acknowledge (the ingest connection is gone); the broker will redeliver");
         }
     }
+    b.metrics.inputs_finished(batch_len);
     // Alerts after the acknowledgements: their causes are committed, and
     // a crash before the alert write only means they are derived again.
     if !effects.scopes.is_empty() || !effects.commands.is_empty() || !effects.touched.is_empty() {
@@ -583,6 +625,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
             None => false,
             Some(WriteResult::Input(StoreOutcome::Inserted { seq })) => {
                 b.summary.accepted += 1;
+                b.metrics.input(&tracked.input);
                 tracked.seq = seq;
                 let occurred = intake::occurred_at(&tracked.input);
                 alert_scopes_of(&tracked, &mut effects.scopes, &mut effects.commands);
@@ -598,6 +641,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
             }
             Some(WriteResult::Input(StoreOutcome::Duplicate { seq })) => {
                 b.summary.duplicates += 1;
+                b.metrics.duplicate();
                 debug!(
                     seq,
                     "redelivery of a stored input; acknowledged, not applied again"
@@ -628,6 +672,9 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
             let done = committed(&b.writer, write, &op).await.is_some();
             if done {
                 b.summary.rejected += 1;
+                if let WriteOp::Rejected(r) = &op {
+                    b.metrics.rejected(r.code);
+                }
                 publish_rejected(b, &notice).await;
             }
             done
@@ -636,12 +683,14 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
 }
 
 async fn store_rejection(b: &mut StageB, record: RejectedRecord, notice: RejectedNotice) -> bool {
+    let code = record.code;
     let op = WriteOp::Rejected(record);
     let write = b.writer.enqueue(op.clone()).await;
     if committed(&b.writer, write, &op).await.is_none() {
         return false;
     }
     b.summary.rejected += 1;
+    b.metrics.rejected(code);
     publish_rejected(b, &notice).await;
     true
 }
@@ -831,10 +880,18 @@ async fn evaluate_alerts(
     if !w.outbox.is_empty() {
         Failpoint::hit(b.failpoint, Failpoint::AlertsBeforeCommit);
     }
+    let counted: Vec<(&'static str, &'static str)> = w
+        .messages
+        .iter()
+        .map(|m| (m.rule.as_str(), m.phase.as_str()))
+        .collect();
     let op = WriteOp::Alerts(Box::new(w));
     // Retried like an input: alert state must not silently go missing.
     let first = b.writer.enqueue(op.clone()).await;
     if committed(&b.writer, first, &op).await.is_some() {
+        for (rule, phase) in counted {
+            b.metrics.alert_message(rule, phase);
+        }
         b.outbox.wake();
     }
 }

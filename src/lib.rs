@@ -33,6 +33,8 @@ pub mod devsim;
 pub mod drug;
 pub mod intake;
 pub mod ledger;
+pub mod http;
+pub mod metrics;
 pub mod mqtt;
 pub mod outbox;
 pub mod patient;

@@ -1016,6 +1016,14 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
     writeln!(out, "  drug file         {drug_name}")?;
     writeln!(
         out,
+        "  http              {}",
+        cfg.http.listen.as_deref().map_or("off".to_owned(), |a| format!(
+            "{a} (/healthz, /metrics; unhealthy after {} s unacknowledged)",
+            cfg.http.max_unacked_age_s
+        ))
+    )?;
+    writeln!(
+        out,
         "  alerts            redose lead {} min, high lead {} min, hysteresis {}",
         cfg.alerts.redose_lead_min, cfg.alerts.high_lead_min, cfg.alerts.level_hysteresis
     )?;

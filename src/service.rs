@@ -208,13 +208,7 @@ async fn check(
     let beats = watch.progress.beats();
     let stage_b = beats != *last_beats || !watch.publisher.is_connected();
     *last_beats = beats;
-    let answered = matches!(
-        tokio::time::timeout(probe, watch.writer.ping()).await,
-        Ok(Ok(()))
-    );
-    let commits = watch.writer.stats().commits;
-    let writer = answered || commits != *last_commits;
-    *last_commits = commits;
+    let writer = writer_alive(&watch.writer, probe, last_commits).await;
     if !writer {
         Some(Stall::Writer)
     } else if !stage_b {
@@ -222,6 +216,20 @@ async fn check(
     } else {
         None
     }
+}
+
+/// Whether the store's writer thread makes progress: it answered a
+/// [`Writer::ping`] within `probe`, or committed something since
+/// `last_commits` (updated). Used by the watchdog and by `/healthz`.
+pub async fn writer_alive(writer: &Writer, probe: Duration, last_commits: &mut u64) -> bool {
+    let answered = matches!(
+        tokio::time::timeout(probe, writer.ping()).await,
+        Ok(Ok(()))
+    );
+    let commits = writer.stats().commits;
+    let alive = answered || commits != *last_commits;
+    *last_commits = commits;
+    alive
 }
 
 fn status_line(watch: &Watch, stall: Option<Stall>) -> String {

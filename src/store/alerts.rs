@@ -234,6 +234,16 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many outbox rows are not yet marked published.
+    pub fn outbox_pending(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM outbox WHERE published_at_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Lifecycle messages of the alerts raised in `[from_ms, to_ms)`.
     pub fn alert_events(&self, from_ms: i64, to_ms: i64) -> Result<Vec<AlertEvent>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

@@ -14,6 +14,7 @@
 use super::apply::{self, ApplyError};
 use super::schema;
 use super::{StoreConfig, StoreError, WriteOp, WriteResult};
+use crate::metrics::CommitMetrics;
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -75,6 +76,8 @@ struct Stats {
     commits: AtomicU64,
     failed_batches: AtomicU64,
     largest_batch: AtomicU64,
+    /// The daemon's commit histograms, when it asked for them.
+    metrics: Option<CommitMetrics>,
 }
 
 /// Counters of the writer since it started.
@@ -112,6 +115,15 @@ impl Writer {
     /// Open or create the database, apply pending migrations, and start the
     /// writer thread, which owns the connection from then on.
     pub fn open(cfg: StoreConfig) -> Result<(Writer, WriterThread), StoreError> {
+        Self::open_with_metrics(cfg, None)
+    }
+
+    /// [`Writer::open`], recording every committed transaction's size and
+    /// duration in `metrics`.
+    pub fn open_with_metrics(
+        cfg: StoreConfig,
+        metrics: Option<CommitMetrics>,
+    ) -> Result<(Writer, WriterThread), StoreError> {
         let conn = schema::open_writer(&cfg.path, cfg.busy_timeout)?;
         // Only to wait for more ops with a deadline inside the thread.
         let timer = tokio::runtime::Builder::new_current_thread()
@@ -119,7 +131,10 @@ impl Writer {
             .build()
             .map_err(StoreError::Spawn)?;
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats {
+            metrics,
+            ..Stats::default()
+        });
         let loop_cfg = LoopConfig {
             batch_max: cfg.batch_max.max(1),
             batch_window: cfg.batch_window,
@@ -375,6 +390,13 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<(WriteOp, Reply)>, stats: &S
     match execute(conn, batch) {
         Ok(results) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &stats.metrics {
+                m.committed(
+                    len,
+                    started.elapsed().as_secs_f64(),
+                    chrono::Utc::now().timestamp_millis(),
+                );
+            }
             tracing::debug!(
                 batch_len = len,
                 elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
