@@ -316,6 +316,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
                 None => break,
             },
         };
+        // Unacknowledged from here until stage B is done with it (lag).
+        metrics.input_received(incoming.received_at_ms);
         let decision = intake::intake(
             &cfg.topics.prefix,
             &incoming.topic,
@@ -353,7 +355,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
                 Pending::Reject { op, write, notice }
             }
         };
-        metrics.input_received(incoming.received_at_ms);
         if pipe_tx
             .send(InFlight {
                 ack: incoming.ack,
@@ -477,6 +478,7 @@ async fn stage_b(mut b: StageB) -> RunSummary {
     // Publish the rebuilt state once at start.
     let now = now_ms();
     let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
+    b.metrics.set_tracked_patients(tracked.len());
     publish_states(&mut b, &tracked, &BTreeMap::new(), now).await;
     // And evaluate every alert scope once: restored alerts continue, what
     // changed while the daemon was down is raised or cleared now.
@@ -590,8 +592,7 @@ async fn handle_batch(b: &mut StageB, batch: Vec<InFlight>) {
     }
     let now = now_ms();
     if !effects.touched.is_empty() {
-        b.metrics
-            .set_tracked_patients(b.tracker.tracked(now).len());
+        b.metrics.set_tracked_patients(b.tracker.tracked(now).len());
         publish_states(b, &effects.touched, &effects.earliest_ms, now).await;
     }
 

@@ -213,7 +213,11 @@ pub fn judge(o: Observed, max_unacked_age_s: u64) -> Health {
         ));
     }
     Health {
-        status: if reasons.is_empty() { "ok" } else { "unhealthy" },
+        status: if reasons.is_empty() {
+            "ok"
+        } else {
+            "unhealthy"
+        },
         healthy: reasons.is_empty(),
         reasons,
         broker_ingest_connected: o.broker_ingest_connected,

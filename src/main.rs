@@ -1017,10 +1017,13 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
     writeln!(
         out,
         "  http              {}",
-        cfg.http.listen.as_deref().map_or("off".to_owned(), |a| format!(
-            "{a} (/healthz, /metrics; unhealthy after {} s unacknowledged)",
-            cfg.http.max_unacked_age_s
-        ))
+        cfg.http
+            .listen
+            .as_deref()
+            .map_or("off".to_owned(), |a| format!(
+                "{a} (/healthz, /metrics; unhealthy after {} s unacknowledged)",
+                cfg.http.max_unacked_age_s
+            ))
     )?;
     writeln!(
         out,

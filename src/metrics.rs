@@ -32,7 +32,13 @@ use std::sync::{Arc, Mutex};
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Input kinds, the values of `dosetrack_inputs_total{kind}`.
-pub const INPUT_KINDS: [&str; 5] = ["admit", "discharge", "dose", "device_event", "alert_command"];
+pub const INPUT_KINDS: [&str; 5] = [
+    "admit",
+    "discharge",
+    "dose",
+    "device_event",
+    "alert_command",
+];
 
 /// The two broker connections, the values of `{connection}`.
 pub const CONNECTIONS: [&str; 2] = ["ingest", "publisher"];
@@ -299,7 +305,10 @@ impl Metrics {
     /// An alert lifecycle message was committed.
     pub fn alert_message(&self, rule: &str, phase: &str) {
         self.alert_messages
-            .get_or_create(&vec![("rule", rule.to_owned()), ("phase", phase.to_owned())])
+            .get_or_create(&vec![
+                ("rule", rule.to_owned()),
+                ("phase", phase.to_owned()),
+            ])
             .inc();
     }
 

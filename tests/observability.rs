@@ -270,7 +270,9 @@ fn parse_exposition(text: &str) -> Result<Exposition, String> {
             let mut parts = rest.trim_start().splitn(3, ' ');
             match parts.next() {
                 Some("HELP") => {
-                    let name = parts.next().ok_or_else(|| at("HELP without a name".into()))?;
+                    let name = parts
+                        .next()
+                        .ok_or_else(|| at("HELP without a name".into()))?;
                     if !is_name(name, true) {
                         return Err(at("bad metric name".into()));
                     }
@@ -280,8 +282,12 @@ fn parse_exposition(text: &str) -> Result<Exposition, String> {
                     }
                 }
                 Some("TYPE") => {
-                    let name = parts.next().ok_or_else(|| at("TYPE without a name".into()))?;
-                    let ty = parts.next().ok_or_else(|| at("TYPE without a type".into()))?;
+                    let name = parts
+                        .next()
+                        .ok_or_else(|| at("TYPE without a name".into()))?;
+                    let ty = parts
+                        .next()
+                        .ok_or_else(|| at("TYPE without a type".into()))?;
                     if !is_name(name, true) {
                         return Err(at("bad metric name".into()));
                     }
@@ -432,14 +438,14 @@ fn the_parser_is_strict() {
     assert_eq!(e.get("a_total", &[("k", "v\"}")]), 1.0);
     assert_eq!(e.histogram("h"), 2.0);
     for bad in [
-        "a 1\n",                                      // no TYPE
-        "# TYPE a gauge\na 1",                        // no final line feed
-        "# TYPE a gauge\na{k=v} 1\n",                 // unquoted label
-        "# TYPE a gauge\na one\n",                    // bad value
-        "# TYPE a gauge\na 1\na 2\n",                 // duplicate sample
+        "a 1\n",                                                    // no TYPE
+        "# TYPE a gauge\na 1",                                      // no final line feed
+        "# TYPE a gauge\na{k=v} 1\n",                               // unquoted label
+        "# TYPE a gauge\na one\n",                                  // bad value
+        "# TYPE a gauge\na 1\na 2\n",                               // duplicate sample
         "# TYPE a gauge\n# TYPE b gauge\na 1\nb 1\na{x=\"1\"} 1\n", // not contiguous
-        "# TYPE a wobble\na 1\n",                     // unknown type
-        "# TYPE 1a gauge\n",                          // bad name
+        "# TYPE a wobble\na 1\n",                                   // unknown type
+        "# TYPE 1a gauge\n",                                        // bad name
     ] {
         assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
     }
@@ -465,34 +471,61 @@ async fn metrics_count_exactly_what_was_published() {
     let mut daemon = Daemon::start(dir.path(), (&host, port), &prefix);
     let d = &daemon;
     tokio::task::block_in_place(|| {
-        d.wait_get("a healthy daemon", "/healthz", Duration::from_secs(20), healthy)
+        d.wait_get(
+            "a healthy daemon",
+            "/healthz",
+            Duration::from_secs(20),
+            healthy,
+        )
     });
 
     let client = TestClient::connect(&host, port, &unique("obs-pub")).await;
     let topic = |s: &str| format!("{prefix}/v1/{s}");
-    let dose = json!({"id": "oral-1", "time": ago(20), "route": "oral", "amount_mg": 25}).to_string();
+    let dose =
+        json!({"id": "oral-1", "time": ago(20), "route": "oral", "amount_mg": 25}).to_string();
     let msgs: Vec<(String, String)> = vec![
         // 2 admits, 1 discharge.
-        (topic("patients/P-1/admit"), json!({"id": "adm-1", "time": ago(60), "weight_kg": 70, "age_years": 50}).to_string()),
-        (topic("patients/P-2/admit"), json!({"id": "adm-2", "time": ago(60), "weight_kg": 80, "age_years": 40}).to_string()),
-        (topic("patients/P-2/discharge"), json!({"id": "dis-2", "time": ago(10)}).to_string()),
+        (
+            topic("patients/P-1/admit"),
+            json!({"id": "adm-1", "time": ago(60), "weight_kg": 70, "age_years": 50}).to_string(),
+        ),
+        (
+            topic("patients/P-2/admit"),
+            json!({"id": "adm-2", "time": ago(60), "weight_kg": 80, "age_years": 40}).to_string(),
+        ),
+        (
+            topic("patients/P-2/discharge"),
+            json!({"id": "dis-2", "time": ago(10)}).to_string(),
+        ),
         // 2 doses: 30 mg IV = 0.43 mg/kg on the ward (limit 0.35) raises
         // dose_limit at once.
-        (topic("patients/P-1/doses"), json!({"id": "bol-1", "time": ago(5), "route": "iv_bolus", "amount_mg": 30}).to_string()),
+        (
+            topic("patients/P-1/doses"),
+            json!({"id": "bol-1", "time": ago(5), "route": "iv_bolus", "amount_mg": 30})
+                .to_string(),
+        ),
         (topic("patients/P-1/doses"), dose.clone()),
         // 1 device event (a heartbeat).
-        (topic("devices/pump-1/events"), json!({"id": "hb-1", "time": ago(1), "kind": "heartbeat", "patient_id": "P-1"}).to_string()),
+        (
+            topic("devices/pump-1/events"),
+            json!({"id": "hb-1", "time": ago(1), "kind": "heartbeat", "patient_id": "P-1"})
+                .to_string(),
+        ),
         // 3 bad messages.
         (topic("patients/P-1/doses"), "{not json".to_owned()),
-        (topic("patients/P-1/doses"), json!({"id": "x-1", "route": "oral", "amount_mg": 5}).to_string()),
-        (topic("devices/pump-1/events"), json!({"id": "x-2", "time": ago(1), "kind": "teleport"}).to_string()),
+        (
+            topic("patients/P-1/doses"),
+            json!({"id": "x-1", "route": "oral", "amount_mg": 5}).to_string(),
+        ),
+        (
+            topic("devices/pump-1/events"),
+            json!({"id": "x-2", "time": ago(1), "kind": "teleport"}).to_string(),
+        ),
         // A redelivery of the oral dose.
         (topic("patients/P-1/doses"), dose),
     ];
-    let bytes: Vec<(String, Vec<u8>)> = msgs
-        .into_iter()
-        .map(|(t, p)| (t, p.into_bytes()))
-        .collect();
+    let bytes: Vec<(String, Vec<u8>)> =
+        msgs.into_iter().map(|(t, p)| (t, p.into_bytes())).collect();
     client.publish_all(&bytes).await;
 
     // Until everything is counted (and the alert is committed).
@@ -531,9 +564,16 @@ async fn metrics_count_exactly_what_was_published() {
         ("device_event", 1.0),
         ("alert_command", 0.0),
     ] {
-        assert_eq!(e.get("dosetrack_inputs_total", &[("kind", kind)]), n, "{kind}");
+        assert_eq!(
+            e.get("dosetrack_inputs_total", &[("kind", kind)]),
+            n,
+            "{kind}"
+        );
     }
-    assert_eq!(e.get("dosetrack_device_events_total", &[("event", "heartbeat")]), 1.0);
+    assert_eq!(
+        e.get("dosetrack_device_events_total", &[("event", "heartbeat")]),
+        1.0
+    );
     assert_eq!(e.sum("dosetrack_device_events_total"), 1.0);
     for (code, n) in [
         ("invalid_json", 1.0),
@@ -542,7 +582,11 @@ async fn metrics_count_exactly_what_was_published() {
         ("duplicate_conflict", 0.0),
         ("too_large", 0.0),
     ] {
-        assert_eq!(e.get("dosetrack_rejected_total", &[("code", code)]), n, "{code}");
+        assert_eq!(
+            e.get("dosetrack_rejected_total", &[("code", code)]),
+            n,
+            "{code}"
+        );
     }
     assert_eq!(e.get("dosetrack_duplicates_total", &[]), 1.0);
     // P-1 tracked; P-2 discharged.
@@ -559,13 +603,25 @@ async fn metrics_count_exactly_what_was_published() {
     assert!(e.get("dosetrack_commit_batch_ops_sum", &[]) >= commits);
 
     for c in ["ingest", "publisher"] {
-        assert_eq!(e.get("dosetrack_broker_connected", &[("connection", c)]), 1.0);
-        assert_eq!(e.get("dosetrack_broker_reconnects_total", &[("connection", c)]), 0.0);
+        assert_eq!(
+            e.get("dosetrack_broker_connected", &[("connection", c)]),
+            1.0
+        );
+        assert_eq!(
+            e.get("dosetrack_broker_reconnects_total", &[("connection", c)]),
+            0.0
+        );
     }
     assert!(e.value("dosetrack_outbox_pending", &[]).is_some());
-    assert_eq!(e.get("dosetrack_oldest_unacked_input_age_seconds", &[]), 0.0);
     assert_eq!(
-        e.get("dosetrack_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        e.get("dosetrack_oldest_unacked_input_age_seconds", &[]),
+        0.0
+    );
+    assert_eq!(
+        e.get(
+            "dosetrack_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
         1.0
     );
     for name in e.types.keys() {
@@ -574,9 +630,15 @@ async fn metrics_count_exactly_what_was_published() {
 
     // The outbox drains: the alert is confirmed by the broker.
     tokio::task::block_in_place(|| {
-        d.wait_get("the outbox drained", "/metrics", Duration::from_secs(20), |_, b| {
-            parse_exposition(b).is_ok_and(|e| e.value("dosetrack_outbox_pending", &[]) == Some(0.0))
-        })
+        d.wait_get(
+            "the outbox drained",
+            "/metrics",
+            Duration::from_secs(20),
+            |_, b| {
+                parse_exposition(b)
+                    .is_ok_and(|e| e.value("dosetrack_outbox_pending", &[]) == Some(0.0))
+            },
+        )
     });
 
     // /healthz: 200 with its JSON; an unknown path is 404.
@@ -590,7 +652,12 @@ async fn metrics_count_exactly_what_was_published() {
     assert_eq!(h["broker_publisher_connected"], true);
     assert_eq!(h["writer_alive"], true);
     assert_eq!(h["unacked_inputs"], 0);
-    assert!(h["last_commit_age_s"].as_f64().is_some_and(|a| (0.0..60.0).contains(&a)), "{h}");
+    assert!(
+        h["last_commit_age_s"]
+            .as_f64()
+            .is_some_and(|a| (0.0..60.0).contains(&a)),
+        "{h}"
+    );
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(d.get("/nope").unwrap().0, 404);
 
@@ -608,34 +675,58 @@ async fn healthz_follows_the_broker_and_reconnects_are_counted() {
     let daemon = Daemon::start(dir.path(), ("127.0.0.1", broker.port), &unique("obs-own"));
     let d = &daemon;
     tokio::task::block_in_place(|| {
-        d.wait_get("a healthy daemon", "/healthz", Duration::from_secs(20), healthy);
+        d.wait_get(
+            "a healthy daemon",
+            "/healthz",
+            Duration::from_secs(20),
+            healthy,
+        );
     });
 
     broker.stop();
     let (_, body) = tokio::task::block_in_place(|| {
-        d.wait_get("503 without the broker", "/healthz", Duration::from_secs(20), |s, _| s == 503)
+        d.wait_get(
+            "503 without the broker",
+            "/healthz",
+            Duration::from_secs(20),
+            |s, _| s == 503,
+        )
     });
     let h: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(h["status"], "unhealthy");
     assert_eq!(h["broker_ingest_connected"], false, "{h}");
     let reasons = h["reasons"].as_array().unwrap();
     assert!(
-        reasons.iter().any(|r| r.as_str().unwrap().contains("broker")),
+        reasons
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("broker")),
         "{h}"
     );
     assert_eq!(h["writer_alive"], true, "{h}");
     let (_, _, m) = d.get("/metrics").unwrap();
     let e = parse_exposition(&m).unwrap();
-    assert_eq!(e.get("dosetrack_broker_connected", &[("connection", "ingest")]), 0.0);
+    assert_eq!(
+        e.get("dosetrack_broker_connected", &[("connection", "ingest")]),
+        0.0
+    );
 
     broker.restart();
     tokio::task::block_in_place(|| {
-        d.wait_get("200 with the broker back", "/healthz", Duration::from_secs(40), healthy);
+        d.wait_get(
+            "200 with the broker back",
+            "/healthz",
+            Duration::from_secs(40),
+            healthy,
+        );
     });
     let (_, _, m) = d.get("/metrics").unwrap();
     let e = parse_exposition(&m).unwrap();
     for c in ["ingest", "publisher"] {
-        assert_eq!(e.get("dosetrack_broker_connected", &[("connection", c)]), 1.0, "{c}");
+        assert_eq!(
+            e.get("dosetrack_broker_connected", &[("connection", c)]),
+            1.0,
+            "{c}"
+        );
         assert!(
             e.get("dosetrack_broker_reconnects_total", &[("connection", c)]) >= 1.0,
             "{c}: {m}"
