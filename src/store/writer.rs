@@ -10,6 +10,8 @@
 //! commit failed, `SQLITE_BUSY` past the busy timeout, disk full, I/O
 //! error), every op of the batch gets [`StoreError::BatchFailed`] and nothing
 //! of it is stored; the thread logs it and goes on with the next batch.
+//! Opened with [`Writer::open_with_metrics`], it records each committed
+//! transaction's op count and duration in the daemon's metrics.
 
 use super::apply::{self, ApplyError};
 use super::schema;
