@@ -639,6 +639,106 @@ mod tests {
     }
 
     #[test]
+    fn the_password_file_is_read_at_start_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "file-s3cret\n").unwrap();
+        let path = dir.path().join("c.toml");
+        let text = format!(
+            "[broker]\nusername = \"dt\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+        std::fs::write(&path, &text).unwrap();
+        let cfg = Config::load(Some(&path), no_env, &Overrides::default()).unwrap();
+        assert_eq!(cfg.broker.password.as_deref(), Some("file-s3cret"));
+        assert!(!format!("{cfg:?}").contains("file-s3cret"));
+        // Missing, or set together with `password`: errors naming the key.
+        std::fs::remove_file(&pw).unwrap();
+        let missing = Config::load(Some(&path), no_env, &Overrides::default());
+        assert!(
+            matches!(
+                missing,
+                Err(ConfigError::Invalid {
+                    key: "broker.password_file",
+                    ..
+                })
+            ),
+            "{missing:?}"
+        );
+        std::fs::write(&path, format!("{text}password = \"x\"\n")).unwrap();
+        let both = Config::load(Some(&path), no_env, &Overrides::default());
+        assert!(
+            matches!(
+                both,
+                Err(ConfigError::Invalid {
+                    key: "broker.password_file",
+                    ..
+                })
+            ),
+            "{both:?}"
+        );
+    }
+
+    #[test]
+    fn tls_settings_are_checked_and_their_files_read_at_start() {
+        for (text, key) in [
+            ("[broker]\ntls = true\n", "broker.ca_file"),
+            ("[broker]\nca_file = \"/x/ca.crt\"\n", "broker.ca_file"),
+            (
+                "[broker]\ntls = true\nca_file = \"/x/ca.crt\"\nclient_key_file = \"/x/k\"\n",
+                "broker.client_cert_file",
+            ),
+        ] {
+            let cfg = Config::from_toml_str(text, Path::new("c.toml")).unwrap();
+            match cfg.validate() {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let ca = dir.path().join("nope.crt");
+        std::fs::write(
+            &path,
+            format!("[broker]\ntls = true\nca_file = \"{}\"\n", ca.display()),
+        )
+        .unwrap();
+        match Config::load(Some(&path), no_env, &Overrides::default()) {
+            Err(
+                e @ ConfigError::Invalid {
+                    key: "broker.ca_file",
+                    ..
+                },
+            ) => {
+                assert!(e.to_string().contains("nope.crt"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A client certificate needs a key (file or credential).
+        std::fs::write(&ca, "not pem").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[broker]\ntls = true\nca_file = \"{}\"\nclient_cert_file = \"{}\"\n",
+                ca.display(),
+                ca.display()
+            ),
+        )
+        .unwrap();
+        let no_key = Config::load(Some(&path), no_env, &Overrides::default());
+        assert!(
+            matches!(
+                no_key,
+                Err(ConfigError::Invalid {
+                    key: "broker.client_key_file",
+                    ..
+                })
+            ),
+            "{no_key:?}"
+        );
+    }
+
+    #[test]
     fn broker_urls() {
         assert_eq!(
             parse_broker_url("mqtt://127.0.0.1:1883").unwrap(),

@@ -235,7 +235,19 @@ pub fn explain(error: &ConnectionError, broker: &str, username: Option<&str>) ->
             "MQTT broker {broker} refused the login as {user}: {what} — {hint}"
         ));
     }
-    let tls = find_rustls_error(error)?;
+    let Some(tls) = find_rustls_error(error) else {
+        // The broker hung up mid-handshake without a TLS alert: most often
+        // a plain MQTT port (which reads the ClientHello as garbage).
+        if let ConnectionError::Tls(rumqttc::TlsError::Io(e)) = error {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                return Some(format!(
+                    "TLS handshake with broker {broker} failed: the broker closed the connection — \
+                     is broker.port a TLS listener? (or set broker.tls = false)"
+                ));
+            }
+        }
+        return None;
+    };
     let hint = match tls {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer | CertificateError::BadSignature => {
