@@ -557,6 +557,24 @@ fn tls_with_client_certificate_and_password_file_and_the_acl() {
             && check_out.contains("password          set (password_file"),
         "{check_out}"
     );
+    // A key file that is not there: a config error naming the key, at
+    // start (`run` would refuse to start the same way).
+    let toml = std::fs::read_to_string(daemon.log.with_file_name("dosetrack.toml")).unwrap();
+    let key = broker.path("client.key").display().to_string();
+    let bad = daemon.log.with_file_name("bad.toml");
+    std::fs::write(&bad, toml.replace(&key, "/nonexistent/client.key")).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
+        .arg("check-config")
+        .arg(&bad)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr).into_owned();
+    assert_eq!(check.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("config broker.client_key_file: cannot read /nonexistent/client.key"),
+        "{err}"
+    );
     daemon.assert_running();
     assert!(daemon.terminate().success());
     let log = daemon.log_text();
