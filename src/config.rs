@@ -2,12 +2,20 @@
 //! documented default), environment overrides for secrets, and command-line
 //! overrides for the common settings.
 //!
-//! Precedence, lowest first: built-in defaults, the file, the environment
+//! Precedence, lowest first: built-in defaults, the file (a password in
+//! `broker.password_file`, or `broker.password`), the environment
 //! (`DOSETRACK_BROKER_USERNAME`, `DOSETRACK_BROKER_PASSWORD`), the systemd
 //! credential `broker-password` (the file `$CREDENTIALS_DIRECTORY/broker-password`,
 //! from `LoadCredential=` in the unit), the command line. Unknown keys are
 //! errors (a typo must not silently fall back to a default). The password
 //! is never printed: `Debug` redacts it.
+//!
+//! TLS (`broker.tls = true`): the CA file, the client certificate and its
+//! key (`broker.client_key_file`, or under systemd the credential
+//! `broker-client-key`) are read and checked by [`Config::load`]; a missing
+//! or unreadable file is a [`ConfigError::Invalid`] naming its key, so the
+//! daemon does not start with it. The loaded configuration is
+//! `broker.tls_client`; key contents are never printed.
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -21,6 +29,8 @@ pub const ENV_PASSWORD: &str = "DOSETRACK_BROKER_PASSWORD";
 pub const ENV_CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 /// The credential holding the broker password (`LoadCredential=broker-password:…`).
 pub const CREDENTIAL_PASSWORD: &str = "broker-password";
+/// The credential holding the TLS client key (`LoadCredential=broker-client-key:…`).
+pub const CREDENTIAL_CLIENT_KEY: &str = "broker-client-key";
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +47,7 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
-/// Broker connection.
+/// Broker connection. `Debug` never shows the password.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerSection {
@@ -47,8 +57,25 @@ pub struct BrokerSection {
     /// the daemon is down) under it.
     pub client_id: String,
     pub username: Option<String>,
-    /// Prefer the environment (or, under systemd, a credential file).
+    /// Prefer `password_file`, the environment or, under systemd, the
+    /// credential.
     pub password: Option<String>,
+    /// A file holding the password (its first line); read at start.
+    pub password_file: Option<PathBuf>,
+    /// Connect over TLS (rustls): the broker's certificate must be signed by
+    /// the CA in `ca_file` and name `host`.
+    pub tls: bool,
+    /// PEM file of the CA(s) that signed the broker's certificate; required
+    /// with `tls`.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to the broker; optional.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (under systemd, the
+    /// credential `broker-client-key` instead).
+    pub client_key_file: Option<PathBuf>,
+    /// The TLS configuration loaded from the files above by [`Config::load`].
+    #[serde(skip)]
+    pub tls_client: Option<crate::mqtt::TlsClient>,
     pub keep_alive_s: u64,
     /// Largest packet accepted from the broker; above the contract's 64 KiB
     /// so an over-size input still arrives, is rejected `too_large`, stored
@@ -64,6 +91,12 @@ impl Default for BrokerSection {
             client_id: "dosetrack".to_owned(),
             username: None,
             password: None,
+            password_file: None,
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            tls_client: None,
             keep_alive_s: 30,
             max_packet_bytes: 1024 * 1024,
         }
@@ -78,6 +111,12 @@ impl std::fmt::Debug for BrokerSection {
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
+            .field("tls_client", &self.tls_client)
             .field("keep_alive_s", &self.keep_alive_s)
             .field("max_packet_bytes", &self.max_packet_bytes)
             .finish()
@@ -261,14 +300,40 @@ impl Config {
             }
             None => Config::default(),
         };
+        if let Some(path) = &cfg.broker.password_file {
+            if cfg.broker.password.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "broker.password_file",
+                    message: "set broker.password or broker.password_file, not both".into(),
+                });
+            }
+            match read_credential(path) {
+                Ok(Some(p)) => cfg.broker.password = Some(p),
+                Ok(None) => {
+                    return Err(ConfigError::Invalid {
+                        key: "broker.password_file",
+                        message: format!("{} is missing or empty", path.display()),
+                    })
+                }
+                Err(e) => {
+                    return Err(ConfigError::Invalid {
+                        key: "broker.password_file",
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
         if let Some(u) = env(ENV_USERNAME).filter(|s| !s.is_empty()) {
             cfg.broker.username = Some(u);
         }
         if let Some(p) = env(ENV_PASSWORD).filter(|s| !s.is_empty()) {
             cfg.broker.password = Some(p);
         }
-        if let Some(dir) = env(ENV_CREDENTIALS_DIRECTORY).filter(|s| !s.is_empty()) {
-            if let Some(p) = read_credential(&Path::new(&dir).join(CREDENTIAL_PASSWORD))? {
+        let credentials = env(ENV_CREDENTIALS_DIRECTORY)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        if let Some(dir) = &credentials {
+            if let Some(p) = read_credential(&dir.join(CREDENTIAL_PASSWORD))? {
                 cfg.broker.password = Some(p);
             }
         }
@@ -287,6 +352,7 @@ impl Config {
             cfg.broker.client_id = id.clone();
         }
         cfg.validate()?;
+        cfg.broker.tls_client = cfg.broker.load_tls(credentials.as_deref())?;
         Ok(cfg)
     }
 
@@ -309,6 +375,34 @@ impl Config {
         }
         if self.broker.port == 0 {
             return invalid("broker.port", "must be 1 to 65535");
+        }
+        let b = &self.broker;
+        if b.tls {
+            if b.ca_file.is_none() {
+                return invalid(
+                    "broker.ca_file",
+                    "required with broker.tls = true: the PEM file of the CA that signed the broker's certificate",
+                );
+            }
+        } else {
+            for (key, set) in [
+                ("broker.ca_file", b.ca_file.is_some()),
+                ("broker.client_cert_file", b.client_cert_file.is_some()),
+                ("broker.client_key_file", b.client_key_file.is_some()),
+            ] {
+                if set {
+                    return invalid(
+                        key,
+                        "set, but broker.tls is false: set tls = true, or remove it",
+                    );
+                }
+            }
+        }
+        if b.client_key_file.is_some() && b.client_cert_file.is_none() {
+            return invalid(
+                "broker.client_cert_file",
+                "required with broker.client_key_file",
+            );
         }
         if !valid_client_id(&self.broker.client_id) {
             return invalid(
@@ -381,6 +475,55 @@ impl Config {
     }
 }
 
+impl BrokerSection {
+    /// With `tls`: read and check the CA, client certificate and key files
+    /// (the key from the systemd credential `broker-client-key` when it is
+    /// in `credentials`, else `client_key_file`).
+    fn load_tls(
+        &self,
+        credentials: Option<&Path>,
+    ) -> Result<Option<crate::mqtt::TlsClient>, ConfigError> {
+        use crate::mqtt::tls::ClientIdentity;
+        let Some(ca_file) = self.ca_file.as_deref().filter(|_| self.tls) else {
+            return Ok(None);
+        };
+        let credential_key = credentials
+            .map(|d| d.join(CREDENTIAL_CLIENT_KEY))
+            .filter(|p| p.is_file());
+        let key = match (&credential_key, &self.client_key_file) {
+            (Some(p), _) => Some((p.as_path(), "credential broker-client-key")),
+            (None, Some(p)) => Some((p.as_path(), "broker.client_key_file")),
+            (None, None) => None,
+        };
+        let identity = match (&self.client_cert_file, key) {
+            (None, None) => None,
+            (Some(cert), Some((key_file, key_setting))) => Some(ClientIdentity {
+                cert_file: cert,
+                key_file,
+                key_setting,
+            }),
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    key: "broker.client_key_file",
+                    message: "required with broker.client_cert_file (or the systemd credential broker-client-key)".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "broker.client_cert_file",
+                    message: "required with a client key (the systemd credential broker-client-key is present)".into(),
+                })
+            }
+        };
+        crate::mqtt::TlsClient::load(ca_file, identity)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                key: e.key,
+                message: e.message,
+            })
+    }
+}
+
 /// A credential file's text without its trailing newline; `None` when the
 /// file is absent (the credential is optional) or empty.
 fn read_credential(path: &Path) -> Result<Option<String>, ConfigError> {
@@ -413,7 +556,7 @@ pub fn parse_broker_url(url: &str) -> Result<(String, u16), ConfigError> {
     let rest = url.strip_prefix("mqtt://").unwrap_or(url);
     if rest.contains("://") {
         return Err(bad(format!(
-            "'{url}': only mqtt:// is supported here (TLS comes with the broker security work)"
+            "'{url}': only mqtt://HOST:PORT here; for TLS set [broker] tls = true and ca_file in the config file"
         )));
     }
     let (host, port) = match rest.rsplit_once(':') {
@@ -541,6 +684,106 @@ mod tests {
         let cfg = Config::load(None, env, &Overrides::default()).unwrap();
         assert_eq!(cfg.broker.password.as_deref(), Some("cred-s3cret"));
         assert!(!format!("{cfg:?}").contains("cred-s3cret"));
+    }
+
+    #[test]
+    fn the_password_file_is_read_at_start_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "file-s3cret\n").unwrap();
+        let path = dir.path().join("c.toml");
+        let text = format!(
+            "[broker]\nusername = \"dt\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+        std::fs::write(&path, &text).unwrap();
+        let cfg = Config::load(Some(&path), no_env, &Overrides::default()).unwrap();
+        assert_eq!(cfg.broker.password.as_deref(), Some("file-s3cret"));
+        assert!(!format!("{cfg:?}").contains("file-s3cret"));
+        // Missing, or set together with `password`: errors naming the key.
+        std::fs::remove_file(&pw).unwrap();
+        let missing = Config::load(Some(&path), no_env, &Overrides::default());
+        assert!(
+            matches!(
+                missing,
+                Err(ConfigError::Invalid {
+                    key: "broker.password_file",
+                    ..
+                })
+            ),
+            "{missing:?}"
+        );
+        std::fs::write(&path, format!("{text}password = \"x\"\n")).unwrap();
+        let both = Config::load(Some(&path), no_env, &Overrides::default());
+        assert!(
+            matches!(
+                both,
+                Err(ConfigError::Invalid {
+                    key: "broker.password_file",
+                    ..
+                })
+            ),
+            "{both:?}"
+        );
+    }
+
+    #[test]
+    fn tls_settings_are_checked_and_their_files_read_at_start() {
+        for (text, key) in [
+            ("[broker]\ntls = true\n", "broker.ca_file"),
+            ("[broker]\nca_file = \"/x/ca.crt\"\n", "broker.ca_file"),
+            (
+                "[broker]\ntls = true\nca_file = \"/x/ca.crt\"\nclient_key_file = \"/x/k\"\n",
+                "broker.client_cert_file",
+            ),
+        ] {
+            let cfg = Config::from_toml_str(text, Path::new("c.toml")).unwrap();
+            match cfg.validate() {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let ca = dir.path().join("nope.crt");
+        std::fs::write(
+            &path,
+            format!("[broker]\ntls = true\nca_file = \"{}\"\n", ca.display()),
+        )
+        .unwrap();
+        match Config::load(Some(&path), no_env, &Overrides::default()) {
+            Err(
+                e @ ConfigError::Invalid {
+                    key: "broker.ca_file",
+                    ..
+                },
+            ) => {
+                assert!(e.to_string().contains("nope.crt"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A client certificate needs a key (file or credential).
+        std::fs::write(&ca, "not pem").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[broker]\ntls = true\nca_file = \"{}\"\nclient_cert_file = \"{}\"\n",
+                ca.display(),
+                ca.display()
+            ),
+        )
+        .unwrap();
+        let no_key = Config::load(Some(&path), no_env, &Overrides::default());
+        assert!(
+            matches!(
+                no_key,
+                Err(ConfigError::Invalid {
+                    key: "broker.client_key_file",
+                    ..
+                })
+            ),
+            "{no_key:?}"
+        );
     }
 
     #[test]

@@ -150,6 +150,7 @@ fn broker_config(cfg: &Config, client_id: String) -> BrokerConfig {
     let mut b = BrokerConfig::new(cfg.broker.host.clone(), cfg.broker.port, client_id);
     b.username = cfg.broker.username.clone();
     b.password = cfg.broker.password.clone();
+    b.tls = cfg.broker.tls_client.clone();
     b.keep_alive = cfg.keep_alive();
     b.max_packet_bytes = cfg.broker.max_packet_bytes;
     b

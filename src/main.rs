@@ -893,6 +893,7 @@ fn run_service(args: &ServiceArgs) -> anyhow::Result<()> {
         tracing::info!(
             broker = %format!("{}:{}", cfg.broker.host, cfg.broker.port),
             client_id = %cfg.broker.client_id,
+            tls = cfg.broker.tls_client.is_some(),
             prefix = %cfg.topics.prefix,
             database = %cfg.database.path.display(),
             "dosetrack starting — decision support, not a certified medical device"
@@ -970,13 +971,19 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
         drug.drug().models.len()
     )?;
     let password = if cfg.broker.password.is_none() {
-        "not set"
+        "not set".to_owned()
     } else if std::env::var_os(ENV_CREDENTIALS_DIRECTORY)
         .is_some_and(|d| Path::new(&d).join(CREDENTIAL_PASSWORD).is_file())
     {
-        "set (systemd credential)"
+        "set (systemd credential)".to_owned()
+    } else if let Some(f) = &cfg.broker.password_file {
+        format!("set (password_file {})", f.display())
     } else {
-        "set"
+        "set".to_owned()
+    };
+    let tls = match &cfg.broker.tls_client {
+        Some(t) => format!("on: {}", t.describe()),
+        None => "off (plain TCP)".to_owned(),
     };
     let db = &cfg.database.path;
     let db_state = if db.is_file() {
@@ -1001,6 +1008,7 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
         cfg.broker.username.as_deref().unwrap_or("(none)")
     )?;
     writeln!(out, "  password          {password}")?;
+    writeln!(out, "  tls               {tls}")?;
     writeln!(out, "  keep_alive_s      {}", cfg.broker.keep_alive_s)?;
     writeln!(out, "  max_packet_bytes  {}", cfg.broker.max_packet_bytes)?;
     writeln!(out, "  topic prefix      {}/v1/", cfg.topics.prefix)?;

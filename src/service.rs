@@ -10,7 +10,9 @@
 //!   **not** gated on the broker: a broker outage at boot must not turn
 //!   into a start timeout and a restart loop. The broker's state is in the
 //!   status instead.
-//! * `STATUS=` one line — the broker connections, inputs stored,
+//! * `STATUS=` one line — the broker connections (with the reason when
+//!   connecting fails for something the operator must fix: a TLS handshake
+//!   or a login refused), inputs stored,
 //!   duplicates, rejected, and why the watchdog is withheld if it is — sent
 //!   when it changes (checked every second); `systemctl status` shows it.
 //! * `WATCHDOG=1` every half `WATCHDOG_USEC`, and only while the daemon
@@ -237,6 +239,12 @@ fn status_line(watch: &Watch, stall: Option<Stall>) -> String {
         (false, false) => "broker disconnected (reconnecting)",
         (true, false) => "broker: ingest connected, publisher disconnected",
         (false, true) => "broker: ingest disconnected, publisher connected",
+    };
+    // A cause the operator must fix (TLS handshake, login refused), once.
+    let problem = watch.ingest.problem().or_else(|| watch.publisher.problem());
+    let broker = match problem {
+        Some(p) => format!("{broker}: {p}"),
+        None => broker.to_owned(),
     };
     let p = &watch.progress;
     let mut line = format!(

@@ -127,12 +127,33 @@ impl Driver {
             let connack = match first {
                 Ok(Event::Incoming(Packet::ConnAck(c))) => c,
                 other => {
-                    let error = match other {
-                        Err(e) => e.to_string(),
-                        Ok(ev) => format!("expected CONNACK first, got {ev:?}"),
+                    let (error, problem) = match other {
+                        Err(e) => {
+                            let user = self.options.credentials().map(|l| l.username);
+                            let problem = super::tls::explain(&e, &broker, user.as_deref());
+                            (e.to_string(), problem)
+                        }
+                        Ok(ev) => (format!("expected CONNACK first, got {ev:?}"), None),
                     };
                     let now = Instant::now();
+                    // A cause the operator must fix (TLS, login): said once
+                    // per outage in its own words, again when it changes,
+                    // and in the service status until a connection holds.
+                    if let Some(p) = &problem {
+                        let changed = self.stats.problem().as_deref() != Some(p.as_str());
+                        if outage.is_none() || changed {
+                            error!(role, %client_id, %broker, %error, "{p}");
+                        }
+                    }
+                    self.stats.set_problem(problem.clone());
                     match &mut outage {
+                        None if problem.is_some() => {
+                            outage = Some(Outage {
+                                since: now,
+                                failed_attempts: 1,
+                                last_logged: now,
+                            });
+                        }
                         None => {
                             warn!(role, %client_id, %broker, %error,
                                 "cannot connect to the MQTT broker; retrying with back-off");
@@ -146,10 +167,11 @@ impl Driver {
                             o.failed_attempts += 1;
                             if now.duration_since(o.last_logged) >= OUTAGE_LOG_EVERY {
                                 o.last_logged = now;
+                                let cause = problem.as_deref().unwrap_or("retrying with back-off");
                                 warn!(role, %client_id, %broker, %error,
                                     outage_s = now.duration_since(o.since).as_secs(),
                                     failed_attempts = o.failed_attempts,
-                                    "still cannot connect to the MQTT broker");
+                                    "still cannot connect to the MQTT broker: {cause}");
                             } else {
                                 debug!(role, %client_id, %broker, %error,
                                     failed_attempts = o.failed_attempts,

@@ -86,6 +86,12 @@ impl IngestHandle {
     pub fn stats(&self) -> ConnectionStats {
         self.stats.snapshot()
     }
+
+    /// While connecting fails for a reason the operator must fix (TLS
+    /// handshake, login refused): that reason, in one sentence.
+    pub fn problem(&self) -> Option<String> {
+        self.stats.problem()
+    }
 }
 
 /// Start the ingest connection. Inputs arrive on `deliver`; the task ends

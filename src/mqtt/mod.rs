@@ -16,6 +16,9 @@
 //! * [`publisher`]: the output connection (QoS 1 publishes, publish
 //!   confirmation, retained online/offline status with a last will);
 //! * [`backoff`]: the reconnect delay (rumqttc has none of its own);
+//! * [`tls`]: the rustls client configuration built from the CA and client
+//!   certificate files, and the explanation of failures only the operator
+//!   can fix (TLS handshake, login refused);
 //! * `driver` (private): the task that drives one rumqttc event loop per
 //!   connection, reconnects with back-off and logs outages.
 //!
@@ -29,19 +32,22 @@ pub mod backoff;
 mod driver;
 pub mod ingest;
 pub mod publisher;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use ingest::{spawn_ingest, AckToken, Incoming, IngestHandle};
 pub use publisher::{spawn_publisher, Publisher};
+pub use tls::TlsClient;
 
-use rumqttc::{MqttOptions, Transport};
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Where and how to connect to the broker. One value per connection: the
 /// ingest and the publisher need different `client_id`s (e.g. `dosetrack`
-/// and `dosetrack-pub`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// and `dosetrack-pub`). `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
     pub host: String,
     pub port: u16,
@@ -50,6 +56,9 @@ pub struct BrokerConfig {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `Some`: TLS with this configuration (CA, optional client
+    /// certificate); `None`: plain TCP.
+    pub tls: Option<TlsClient>,
     /// MQTT keep-alive; 0 (off) or at least 1 s. Default 30 s.
     pub keep_alive: Duration,
     /// Largest packet accepted from or sent to the broker, in bytes. Default
@@ -75,6 +84,7 @@ impl BrokerConfig {
             client_id: client_id.into(),
             username: None,
             password: None,
+            tls: None,
             keep_alive: Duration::from_secs(30),
             max_packet_bytes: 1024 * 1024,
             inflight: 100,
@@ -118,6 +128,23 @@ impl BrokerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("keep_alive", &self.keep_alive)
+            .field("max_packet_bytes", &self.max_packet_bytes)
+            .field("inflight", &self.inflight)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish()
     }
 }
 
@@ -181,6 +208,9 @@ pub(crate) struct SharedStats {
     connections: AtomicU64,
     connected: AtomicBool,
     subscriptions: AtomicU64,
+    /// The current outage's cause, when the operator must fix it
+    /// ([`tls::explain`]); cleared on connect.
+    problem: Mutex<Option<String>>,
 }
 
 impl SharedStats {
@@ -197,6 +227,17 @@ impl SharedStats {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// Why connecting fails, if it is something the operator must fix.
+    pub(crate) fn problem(&self) -> Option<String> {
+        self.problem.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    fn set_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.problem.lock() {
+            *p = problem;
+        }
+    }
+
     fn attempt(&self) {
         self.connect_attempts.fetch_add(1, Ordering::Relaxed);
     }
@@ -204,6 +245,7 @@ impl SharedStats {
     fn set_connected(&self, up: bool) {
         if up {
             self.connections.fetch_add(1, Ordering::Relaxed);
+            self.set_problem(None);
         }
         self.connected.store(up, Ordering::Relaxed);
     }
@@ -213,10 +255,12 @@ impl SharedStats {
     }
 }
 
-/// The transport. The one place to change when TLS arrives (rumqttc's
-/// `use-rustls-no-provider` feature and `Transport::tls_with_config`).
-fn transport(_cfg: &BrokerConfig) -> Transport {
-    Transport::tcp()
+/// The transport: TLS with the loaded rustls configuration, or plain TCP.
+fn transport(cfg: &BrokerConfig) -> Transport {
+    match &cfg.tls {
+        Some(tls) => Transport::tls_with_config(TlsConfiguration::Rustls(tls.config())),
+        None => Transport::tcp(),
+    }
 }
 
 /// rumqttc options for `cfg` (call [`BrokerConfig::validate`] first: rumqttc

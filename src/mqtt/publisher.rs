@@ -102,6 +102,12 @@ impl Publisher {
         self.stats.snapshot()
     }
 
+    /// While connecting fails for a reason the operator must fix (TLS
+    /// handshake, login refused): that reason, in one sentence.
+    pub fn problem(&self) -> Option<String> {
+        self.stats.problem()
+    }
+
     fn command(
         &self,
         topic: String,
