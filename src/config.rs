@@ -8,6 +8,11 @@
 //! from `LoadCredential=` in the unit), the command line. Unknown keys are
 //! errors (a typo must not silently fall back to a default). The password
 //! is never printed: `Debug` redacts it.
+//!
+//! A reload (SIGHUP, see [`crate::reload`]) loads the file again with the
+//! same environment and the same command-line overrides: a setting given on
+//! the command line still wins after a reload, whatever the file says.
+//! `RUST_LOG` wins over `[log] level` at start only.
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -172,6 +177,69 @@ pub struct DrugSection {
     pub file: Option<PathBuf>,
 }
 
+/// How the daemon logs (`[log]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter: `info`, `debug`, `dosetrack=debug,rumqttc=warn`.
+    /// `RUST_LOG`, when set, wins at start; a reload (SIGHUP) applies this.
+    pub level: String,
+    /// `auto` (the journal when stderr is connected to it, else text),
+    /// `text`, `json` (one object per line) or `journald`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// Where and how log records are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `journald` when stderr is the journal (`$JOURNAL_STREAM`), else
+    /// `text`.
+    #[default]
+    Auto,
+    /// Human-readable lines on stderr.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Native journal records with structured fields.
+    Journald,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+            LogFormat::Journald => "journald",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(LogFormat::Auto),
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            "journald" => Ok(LogFormat::Journald),
+            _ => Err(format!(
+                "'{s}': must be one of auto, text, json, journald"
+            )),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -184,6 +252,8 @@ pub struct Config {
     pub drug: DrugSection,
     /// Alert rule timings (`[alerts]`); thresholds are in the drug file.
     pub alerts: crate::alerts::AlertConfig,
+    /// Logging (`[log]`).
+    pub log: LogSection,
 }
 
 /// Command-line overrides.
@@ -194,6 +264,8 @@ pub struct Overrides {
     pub database: Option<PathBuf>,
     pub topic_prefix: Option<String>,
     pub client_id: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
 }
 
 impl Config {
@@ -246,6 +318,9 @@ impl Config {
         }
         if let Some(id) = &overrides.client_id {
             cfg.broker.client_id = id.clone();
+        }
+        if let Some(f) = overrides.log_format {
+            cfg.log.format = f;
         }
         cfg.validate()?;
         Ok(cfg)
@@ -329,6 +404,12 @@ impl Config {
         }
         if self.limits.max_future_skew_s > 86_400 {
             return invalid("limits.max_future_skew_s", "must be at most 86400");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                message: format!("'{}' is not a log filter: {e}", self.log.level),
+            });
         }
         Ok(())
     }
@@ -431,6 +512,7 @@ mod tests {
                 database: Some("/tmp/x.db".into()),
                 topic_prefix: Some("test-1".into()),
                 client_id: Some("dt-test".into()),
+                log_format: Some(LogFormat::Json),
             },
         )
         .unwrap();
@@ -443,6 +525,7 @@ mod tests {
         assert_eq!(cfg.topics.prefix, "test-1");
         assert_eq!(cfg.broker.client_id, "dt-test");
         assert_eq!(cfg.database.path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(cfg.log.format, LogFormat::Json);
         assert!(
             !format!("{cfg:?}").contains("s3cret"),
             "password must not be printed"
@@ -468,6 +551,7 @@ mod tests {
                 "state.forecast_horizon_h",
             ),
             ("[database]\nbatch_max = 0\n", "database.batch_max"),
+            ("[log]\nlevel = \"dosetrack=loud\"\n", "log.level"),
         ] {
             let cfg = Config::from_toml_str(text, Path::new("c.toml")).unwrap();
             match cfg.validate() {
