@@ -778,7 +778,7 @@ mod tests {
     fn reconfigure_with_a_new_drug_file_equals_a_replay_with_it() {
         let lowered = crate::drug::BUILTIN_TOML.replacen(
             "[targets.ceiling_ng_per_ml]\nvalue = 500.0",
-            "[targets.ceiling_ng_per_ml]\nvalue = 123.0",
+            "[targets.ceiling_ng_per_ml]\nvalue = 400.0",
             1,
         );
         assert_ne!(lowered, crate::drug::BUILTIN_TOML);
@@ -805,7 +805,7 @@ mod tests {
             replay.apply(i);
         }
         let after = live.state("P-1", now).unwrap();
-        assert_eq!(after.targets.ceiling_ng_per_ml, 123.0);
+        assert_eq!(after.targets.ceiling_ng_per_ml, 400.0);
         assert_eq!(after, replay.state("P-1", now).unwrap());
         assert_eq!(after.ce_ng_per_ml, before.ce_ng_per_ml, "inputs unchanged");
     }
