@@ -233,9 +233,7 @@ impl std::str::FromStr for LogFormat {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
             "journald" => Ok(LogFormat::Journald),
-            _ => Err(format!(
-                "'{s}': must be one of auto, text, json, journald"
-            )),
+            _ => Err(format!("'{s}': must be one of auto, text, json, journald")),
         }
     }
 }

@@ -157,8 +157,7 @@ pub fn formulary(cfg: &Config) -> Result<Formulary, DaemonError> {
 fn formulary_and_table(cfg: &Config) -> Result<(Formulary, toml::Table), String> {
     let (text, path) = match &cfg.drug.file {
         Some(p) => (
-            std::fs::read_to_string(p)
-                .map_err(|e| format!("drug file {}: {e}", p.display()))?,
+            std::fs::read_to_string(p).map_err(|e| format!("drug file {}: {e}", p.display()))?,
             p.clone(),
         ),
         None => (

@@ -112,9 +112,12 @@ pub fn overridden_keys(o: &Overrides) -> Vec<&'static str> {
 
 /// Whether `key` is one a reload applies.
 pub fn is_reloadable(key: &str) -> bool {
-    RELOADABLE
-        .iter()
-        .any(|r| key == *r || key.strip_prefix(r).is_some_and(|rest| rest.starts_with('.')))
+    RELOADABLE.iter().any(|r| {
+        key == *r
+            || key
+                .strip_prefix(r)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
 }
 
 fn is_secret(key: &str) -> bool {
@@ -285,10 +288,7 @@ mod tests {
         );
         assert!(c.drug_changed());
         // Nothing changed: nothing to do.
-        assert_eq!(
-            classify(&new, &new, &[], &new, &new),
-            Classified::default()
-        );
+        assert_eq!(classify(&new, &new, &[], &new, &new), Classified::default());
     }
 
     #[test]

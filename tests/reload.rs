@@ -344,7 +344,10 @@ fn sighup_applies_a_new_ceiling_refuses_a_broker_change_and_keeps_a_broken_confi
     assert_eq!(alert["phase"], "raised", "{alert}");
     assert_eq!(alert["details"]["ceiling_ng_per_ml"], 30.0, "{alert}");
     assert!(
-        alert["message"].as_str().unwrap().contains("ceiling 30 ng/mL"),
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains("ceiling 30 ng/mL"),
         "{alert}"
     );
     let line = d.wait_log("reloaded", 10);
@@ -492,9 +495,7 @@ fn sigterm_under_load_loses_nothing() {
     publisher.join().unwrap();
     let (stopped_at, restarted) = (Some(took), true);
     assert!(restarted && stopped_at.is_some());
-    client.wait("every PUBACK", 30, |c| {
-        c.acked.load(Ordering::Relaxed) >= n
-    });
+    client.wait("every PUBACK", 30, |c| c.acked.load(Ordering::Relaxed) >= n);
     let deadline = Instant::now() + Duration::from_secs(30);
     while d.count("SELECT COUNT(*) FROM inputs") < n as i64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
