@@ -1049,6 +1049,13 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
         "  alerts            redose lead {} min, high lead {} min, hysteresis {}",
         cfg.alerts.redose_lead_min, cfg.alerts.high_lead_min, cfg.alerts.level_hysteresis
     )?;
+    writeln!(
+        out,
+        "  log               level {}, format {} (auto: {})",
+        cfg.log.level,
+        cfg.log.format.as_str(),
+        dosetrack::logging::resolve(dosetrack::config::LogFormat::Auto).as_str()
+    )?;
     Ok(())
 }
 

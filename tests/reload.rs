@@ -13,7 +13,10 @@
 //! * SIGTERM under load loses nothing: N QoS-1 inputs published at a steady
 //!   rate, SIGTERM mid-stream, exit 0 within the stop timeout, restart, the
 //!   publisher finishes: N inputs in the database, none twice.
-//!   `DOSETRACK_TEST_LOAD_N` changes N (default 2000).
+//!   `DOSETRACK_TEST_LOAD_N` changes N (default 2000). This one runs its own
+//!   Mosquitto with the queue limits of `config/mosquitto/dosetrack.conf`
+//!   (the default `max_queued_messages 1000` drops messages for a daemon
+//!   that is down, which is the broker's loss, not the daemon's).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,6 +43,61 @@ fn unique(tag: &str) -> String {
 
 fn ago_min(min: i64) -> String {
     dosetrack::vocab::format_rfc3339(chrono::Utc::now().timestamp_millis() - min * 60_000)
+}
+
+/// A Mosquitto of this test's own on a free port, killed on drop.
+struct Mosquitto {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
+                 max_queued_messages 300000\nmax_queued_bytes 0\n\
+                 log_dest file {}/mosquitto.log\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let bin = std::env::var("DOSETRACK_MOSQUITTO").unwrap_or("/usr/sbin/mosquitto".into());
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed");
+        let end = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect((BROKER, port)).is_err() {
+            assert!(Instant::now() < end, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Mosquitto {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 struct Daemon {
@@ -169,13 +227,13 @@ struct Client {
 }
 
 impl Client {
-    fn connect(prefix: &str, filters: &[String]) -> Client {
+    fn connect(prefix: &str, filters: &[String], port: u16) -> Client {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let mut opts = MqttOptions::new(unique("c"), BROKER, PORT);
+        let mut opts = MqttOptions::new(unique("c"), BROKER, port);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 22, 1 << 22);
         opts.set_inflight(100);
@@ -290,9 +348,11 @@ fn sighup_applies_a_new_ceiling_refuses_a_broker_change_and_keeps_a_broken_confi
             format!("{prefix}/v1/patients/+/alerts"),
             format!("{prefix}/v1/patients/+/state"),
         ],
+        PORT,
     );
     d.spawn();
-    d.wait_log("\"ready\"", 20);
+    // Subscribed: a new session gets nothing published before.
+    d.wait_log("subscribed to the input topics", 20);
 
     // An infusion of 20 mg/h (0.29 mg/kg/h, under the ward limit) for the
     // last 2 h: Ce well below the shipped ceiling of 500 ng/mL.
@@ -446,19 +506,23 @@ fn sigterm_under_load_loses_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
+    let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("load");
     let mut d = Daemon::new(dir.path(), &prefix);
     std::fs::write(
         &d.config,
-        format!("[broker]\nhost = \"{BROKER}\"\nport = {PORT}\n\n[log]\nformat = \"text\"\n"),
+        format!(
+            "[broker]\nhost = \"{BROKER}\"\nport = {}\n\n[log]\nformat = \"text\"\n",
+            broker.port
+        ),
     )
     .unwrap();
     d.spawn();
     // The daemon's session is subscribed (so the broker queues for it while
     // it is down).
     d.wait_log("subscribed to the input topics", 20);
-    let client = Arc::new(Client::connect(&prefix, &[]));
+    let client = Arc::new(Client::connect(&prefix, &[], broker.port));
     // N heartbeats from 20 pumps, one every 4 ms, from another thread.
     let publisher = {
         let client = client.clone();
