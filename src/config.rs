@@ -16,6 +16,10 @@
 //! or unreadable file is a [`ConfigError::Invalid`] naming its key, so the
 //! daemon does not start with it. The loaded configuration is
 //! `broker.tls_client`; key contents are never printed.
+//! A reload (SIGHUP, see [`crate::reload`]) loads the file again with the
+//! same environment and the same command-line overrides: a setting given on
+//! the command line still wins after a reload, whatever the file says.
+//! `RUST_LOG` wins over `[log] level` at start only.
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -233,6 +237,27 @@ impl Default for HttpSection {
     }
 }
 
+/// How the daemon logs (`[log]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter: `info`, `debug`, `dosetrack=debug,rumqttc=warn`.
+    /// `RUST_LOG`, when set, wins at start; a reload (SIGHUP) applies this.
+    pub level: String,
+    /// `auto` (the journal when stderr is connected to it, else text),
+    /// `text`, `json` (one object per line) or `journald`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
 impl HttpSection {
     /// The address to listen on, if the listener is on.
     pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
@@ -245,6 +270,46 @@ impl HttpSection {
                 })
             })
             .transpose()
+    }
+}
+
+/// Where and how log records are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `journald` when stderr is the journal (`$JOURNAL_STREAM`), else
+    /// `text`.
+    #[default]
+    Auto,
+    /// Human-readable lines on stderr.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Native journal records with structured fields.
+    Journald,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+            LogFormat::Journald => "journald",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(LogFormat::Auto),
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            "journald" => Ok(LogFormat::Journald),
+            _ => Err(format!("'{s}': must be one of auto, text, json, journald")),
+        }
     }
 }
 
@@ -262,6 +327,8 @@ pub struct Config {
     pub alerts: crate::alerts::AlertConfig,
     /// The health and metrics listener (`[http]`).
     pub http: HttpSection,
+    /// Logging (`[log]`).
+    pub log: LogSection,
 }
 
 /// Command-line overrides.
@@ -272,6 +339,8 @@ pub struct Overrides {
     pub database: Option<PathBuf>,
     pub topic_prefix: Option<String>,
     pub client_id: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
 }
 
 impl Config {
@@ -350,6 +419,9 @@ impl Config {
         }
         if let Some(id) = &overrides.client_id {
             cfg.broker.client_id = id.clone();
+        }
+        if let Some(f) = overrides.log_format {
+            cfg.log.format = f;
         }
         cfg.validate()?;
         cfg.broker.tls_client = cfg.broker.load_tls(credentials.as_deref())?;
@@ -466,6 +538,12 @@ impl Config {
         self.http.listen_addr()?;
         if !(1..=86_400).contains(&self.http.max_unacked_age_s) {
             return invalid("http.max_unacked_age_s", "must be 1 to 86400");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                message: format!("'{}' is not a log filter: {e}", self.log.level),
+            });
         }
         Ok(())
     }
@@ -620,6 +698,7 @@ mod tests {
                 database: Some("/tmp/x.db".into()),
                 topic_prefix: Some("test-1".into()),
                 client_id: Some("dt-test".into()),
+                log_format: Some(LogFormat::Json),
             },
         )
         .unwrap();
@@ -632,6 +711,7 @@ mod tests {
         assert_eq!(cfg.topics.prefix, "test-1");
         assert_eq!(cfg.broker.client_id, "dt-test");
         assert_eq!(cfg.database.path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(cfg.log.format, LogFormat::Json);
         assert!(
             !format!("{cfg:?}").contains("s3cret"),
             "password must not be printed"
@@ -659,6 +739,7 @@ mod tests {
             ("[database]\nbatch_max = 0\n", "database.batch_max"),
             ("[http]\nlisten = \"localhost\"\n", "http.listen"),
             ("[http]\nmax_unacked_age_s = 0\n", "http.max_unacked_age_s"),
+            ("[log]\nlevel = \"dosetrack=loud\"\n", "log.level"),
         ] {
             let cfg = Config::from_toml_str(text, Path::new("c.toml")).unwrap();
             match cfg.validate() {

@@ -24,6 +24,16 @@
 //! At start, the tracker is rebuilt from every stored input before the
 //! subscription resumes; the broker then redelivers what was not
 //! acknowledged, and the store's duplicate detection makes that harmless.
+//!
+//! 4. **Reload** (SIGHUP, [`run_with`]): a reload task reads and validates
+//!    the config file and its drug file again, classifies the differences
+//!    ([`crate::reload`]), logs one warning per refused key, and sends the
+//!    reloadable part into stage B's loop (so it is ordered with the input
+//!    batches). Stage B resolves every patient again against the new drug
+//!    file and settings (recomputed from their inputs; stored inputs never
+//!    change), gives the alert book its new settings (its records are
+//!    kept), re-evaluates every alert scope and republishes every state.
+//!    Stage A then checks new inputs with the new drug file and limits.
 
 use crate::alerts::{AlertBook, AlertEngine, Scope};
 use crate::config::Config;
@@ -43,9 +53,10 @@ use crate::store::{
 use crate::tracker::{TrackedInput, Tracker, TrackerConfig};
 use crate::vocab::{format_rfc3339, TimeMs};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -146,6 +157,63 @@ pub fn formulary(cfg: &Config) -> Result<Formulary, DaemonError> {
     Formulary::new(drug).map_err(|e| DaemonError::Drug(e.to_string()))
 }
 
+/// The drug file named by the config, loaded and validated, with its parsed
+/// TOML (for [`crate::reload::classify`]). Errors name the file.
+fn formulary_and_table(cfg: &Config) -> Result<(Formulary, toml::Table), String> {
+    let (text, path) = match &cfg.drug.file {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| format!("drug file {}: {e}", p.display()))?,
+            p.clone(),
+        ),
+        None => (
+            crate::drug::BUILTIN_TOML.to_owned(),
+            PathBuf::from(crate::drug::BUILTIN_PATH),
+        ),
+    };
+    let named = |e: String| format!("drug file {}: {e}", path.display());
+    let drug = DrugFile::from_toml_str(&text, &path).map_err(|e| named(e.to_string()))?;
+    let formulary = Formulary::new(drug).map_err(|e| named(e.to_string()))?;
+    let table = text
+        .parse::<toml::Table>()
+        .map_err(|e| named(e.to_string()))?;
+    Ok((formulary, table))
+}
+
+/// How a running daemon is reloaded (SIGHUP): see [`run_with`].
+pub struct Reloads {
+    /// One message per reload request (a SIGHUP).
+    pub requests: mpsc::Receiver<()>,
+    /// The config file given at start (`--config`); `None`: built-in
+    /// defaults, nothing to reload.
+    pub file: Option<PathBuf>,
+    /// The command line's overrides: they still win after a reload.
+    pub overrides: crate::config::Overrides,
+    /// Applies a new `[log] level`.
+    pub log: Option<crate::logging::LogHandle>,
+}
+
+/// What stage A checks new inputs with (replaced by a reload).
+#[derive(Clone)]
+struct IntakeSettings {
+    formulary: Arc<Formulary>,
+    max_skew_ms: i64,
+}
+
+/// The reloadable part of a new configuration, for stage B.
+struct ReloadRequest {
+    cfg: Config,
+    /// A changed drug file.
+    formulary: Option<Arc<Formulary>>,
+    done: oneshot::Sender<()>,
+}
+
+fn tracker_config(cfg: &Config) -> TrackerConfig {
+    TrackerConfig {
+        forecast_horizon_ms: (cfg.state.forecast_horizon_h * 3_600_000.0) as TimeMs,
+        device_stale_after_ms: (cfg.state.device_stale_after_min * 60_000.0) as TimeMs,
+    }
+}
+
 fn broker_config(cfg: &Config, client_id: String) -> BrokerConfig {
     let mut b = BrokerConfig::new(cfg.broker.host.clone(), cfg.broker.port, client_id);
     b.username = cfg.broker.username.clone();
@@ -187,8 +255,20 @@ pub fn rebuild(
 
 /// Run until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary, DaemonError> {
-    let formulary = Arc::new(formulary(&cfg)?);
-    // The health and metrics port first: a port in use stops the start.
+    run_with(cfg, shutdown, None).await
+}
+
+/// Run until `shutdown` is cancelled, reloading the configuration on each
+/// of `reloads`' requests (module doc, step 4).
+pub async fn run_with(
+    cfg: Config,
+    shutdown: CancellationToken,
+    reloads: Option<Reloads>,
+) -> Result<RunSummary, DaemonError> {
+    let (formulary, drug_table) = formulary_and_table(&cfg).map_err(DaemonError::Drug)?;
+    let formulary = Arc::new(formulary);
+    // The health and metrics port before the database: a port in use stops
+    // the start.
     let http_listener = match cfg.http.listen_addr()? {
         Some(addr) => Some(crate::http::bind(addr).await?),
         None => None,
@@ -201,11 +281,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
     let (writer, writer_thread) = Writer::open_with_metrics(store_cfg, Some(metrics.commit()))?;
     let reader = Reader::open(&cfg.database.path)?;
 
-    let tracker_cfg = TrackerConfig {
-        forecast_horizon_ms: (cfg.state.forecast_horizon_h * 3_600_000.0) as TimeMs,
-        device_stale_after_ms: (cfg.state.device_stale_after_min * 60_000.0) as TimeMs,
-    };
-    let mut tracker = Tracker::new(formulary.clone(), tracker_cfg);
+    let mut tracker = Tracker::new(formulary.clone(), tracker_config(&cfg));
     let unapplied: BTreeSet<i64> = reader.unapplied_commands()?.into_iter().collect();
     let (replayed, pending_commands) = rebuild(&reader, &mut tracker, &unapplied)?;
     let open_alerts = reader.open_alerts()?;
@@ -261,9 +337,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
 
     // Stage B runs as its own task; stage A feeds it in arrival order.
     let (pipe_tx, pipe_rx) = mpsc::channel::<InFlight>(1024);
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(1);
+    let (intake_tx, intake_rx) = watch::channel(IntakeSettings {
+        formulary: formulary.clone(),
+        max_skew_ms: (cfg.limits.max_future_skew_s * 1000) as i64,
+    });
     let progress = Arc::new(Progress::default());
     let stage_b = tokio::spawn(stage_b(StageB {
         rx: pipe_rx,
+        reload_rx,
         tracker,
         writer: writer.clone(),
         publisher: publisher.clone(),
@@ -307,8 +389,21 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         None => None,
     };
 
+    let reloader = reloads.map(|r| {
+        tokio::spawn(reloader(
+            r,
+            Running {
+                cfg: cfg.clone(),
+                config_table: None,
+                drug_table,
+            },
+            reload_tx,
+            intake_tx,
+            shutdown.clone(),
+        ))
+    });
+
     // Stage A.
-    let max_skew_ms = (cfg.limits.max_future_skew_s * 1000) as i64;
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -319,13 +414,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         };
         // Unacknowledged from here until stage B is done with it (lag).
         metrics.input_received(incoming.received_at_ms);
+        let settings = intake_rx.borrow().clone();
         let decision = intake::intake(
             &cfg.topics.prefix,
             &incoming.topic,
             &incoming.payload,
             incoming.received_at_ms,
-            max_skew_ms,
-            &formulary,
+            settings.max_skew_ms,
+            &settings.formulary,
         );
         let kind = match decision {
             Intake::Accept {
@@ -371,6 +467,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
 
     // Clean stop: no new inputs; finish and acknowledge those in hand.
     info!("stopping: finishing the inputs in hand");
+    if let Some(r) = reloader {
+        r.abort();
+    }
     ingest_stop.cancel();
     drop(pipe_tx);
     // Keep draining deliveries that raced the stop so their tokens are
@@ -428,6 +527,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
 
 struct StageB {
     rx: mpsc::Receiver<InFlight>,
+    /// Reloads, ordered with the input batches.
+    reload_rx: mpsc::Receiver<ReloadRequest>,
     tracker: Tracker,
     writer: Writer,
     publisher: Publisher,
@@ -493,6 +594,7 @@ async fn stage_b(mut b: StageB) -> RunSummary {
     history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Comes round even when idle, so the watchdog sees a live loop.
     let mut heartbeat = tokio::time::interval(service::heartbeat_period());
+    let mut reload_open = true;
     loop {
         b.progress.beat(&b.summary);
         let wake_in = b
@@ -550,11 +652,215 @@ async fn stage_b(mut b: StageB) -> RunSummary {
                     }
                 }
             }
+            req = b.reload_rx.recv(), if reload_open => match req {
+                Some(req) => {
+                    let before = (b.state_interval, b.history_interval_ms);
+                    apply_reload(&mut b, req).await;
+                    if b.state_interval != before.0 {
+                        state_tick = tokio::time::interval(b.state_interval);
+                        state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    if b.history_interval_ms != before.1 {
+                        history_tick = tokio::time::interval(Duration::from_millis(b.history_interval_ms as u64));
+                        history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                }
+                None => reload_open = false,
+            },
             _ = heartbeat.tick() => {}
         }
     }
     b.progress.beat(&b.summary);
     b.summary
+}
+
+/// Apply a reload inside stage B (between two batches): the tracker
+/// resolves every patient again (new drug file, new state settings), the
+/// alert book takes its new settings (its records are kept), then every
+/// alert scope is evaluated and every state republished.
+async fn apply_reload(b: &mut StageB, req: ReloadRequest) {
+    let formulary = req
+        .formulary
+        .unwrap_or_else(|| b.tracker.formulary().clone());
+    b.tracker.reconfigure(formulary, tracker_config(&req.cfg));
+    b.alerts.book_mut().set_config(req.cfg.alerts.clone());
+    b.state_interval = Duration::from_secs(req.cfg.state.interval_s);
+    b.history_interval_ms = (req.cfg.state.history_interval_s * 1000) as TimeMs;
+    let now = now_ms();
+    let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
+    publish_states(b, &tracked, &BTreeMap::new(), now).await;
+    let scopes = b.alerts.all_scopes(&b.tracker, now);
+    evaluate_alerts(b, &scopes, Vec::new(), now).await;
+    let _ = req.done.send(());
+}
+
+/// What the daemon runs with, to compare a reload against.
+struct Running {
+    cfg: Config,
+    /// The config file's TOML as last loaded (`None` until the first
+    /// reload reads it: then the file as it was at start is not known
+    /// exactly, see [`reloader`]).
+    config_table: Option<toml::Table>,
+    drug_table: toml::Table,
+}
+
+/// Read and validate the config file and its drug file.
+fn load_files(
+    file: &std::path::Path,
+    overrides: &crate::config::Overrides,
+) -> Result<(Config, toml::Table, Formulary, toml::Table), String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read config file {}: {e}", file.display()))?;
+    let table = text
+        .parse::<toml::Table>()
+        .map_err(|e| format!("config file {}: {e}", file.display()))?;
+    let cfg = Config::load(Some(file), |k| std::env::var(k).ok(), overrides)
+        .map_err(|e| e.to_string())?;
+    let (formulary, drug_table) = formulary_and_table(&cfg)?;
+    Ok((cfg, table, formulary, drug_table))
+}
+
+/// The reload task: one reload per request, until the daemon stops.
+async fn reloader(
+    mut r: Reloads,
+    mut running: Running,
+    to_stage_b: mpsc::Sender<ReloadRequest>,
+    intake: watch::Sender<IntakeSettings>,
+    shutdown: CancellationToken,
+) {
+    // The config file as it was at start: read now (the daemon started a
+    // moment ago; the same file).
+    if let Some(file) = &r.file {
+        running.config_table = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok());
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            req = r.requests.recv() => if req.is_none() { return },
+        }
+        service::reloading();
+        let Some(file) = r.file.clone() else {
+            warn!(signal = "SIGHUP", "reload: no config file was given at start (--config), so there is nothing to reload (built-in defaults and drug file); restart with --config to change settings");
+            service::reloaded();
+            continue;
+        };
+        let loaded = tokio::task::spawn_blocking({
+            let overrides = r.overrides.clone();
+            move || load_files(&file, &overrides)
+        })
+        .await;
+        let (new_cfg, new_table, formulary, drug_table) = match loaded {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                error!(error = %e, "reload refused: the configuration is invalid; keeping the running configuration");
+                service::reloaded();
+                continue;
+            }
+            Err(e) => {
+                error!(error = %e, "reload failed; keeping the running configuration");
+                service::reloaded();
+                continue;
+            }
+        };
+        let old_table = running.config_table.clone().unwrap_or_default();
+        let classified = crate::reload::classify(
+            &old_table,
+            &new_table,
+            &crate::reload::overridden_keys(&r.overrides),
+            &running.drug_table,
+            &drug_table,
+        );
+        for c in &classified.refused {
+            warn!(key = %c.key, "{}", c.refusal());
+        }
+        if classified.applied.is_empty() {
+            info!(
+                refused = classified.refused.len(),
+                "reload: nothing to apply"
+            );
+            // The refused keys stay pending: the next reload compares with
+            // what runs, not with this file.
+            service::reloaded();
+            continue;
+        }
+        let cfg = crate::reload::apply(&running.cfg, &new_cfg);
+        let formulary = Arc::new(formulary);
+        let (done_tx, done_rx) = oneshot::channel();
+        let req = ReloadRequest {
+            cfg: cfg.clone(),
+            formulary: classified.drug_changed().then(|| formulary.clone()),
+            done: done_tx,
+        };
+        if to_stage_b.send(req).await.is_err() || done_rx.await.is_err() {
+            warn!("reload not applied: the daemon is stopping");
+            return;
+        }
+        let intake_formulary = if classified.drug_changed() {
+            formulary
+        } else {
+            intake.borrow().formulary.clone()
+        };
+        intake.send_replace(IntakeSettings {
+            formulary: intake_formulary,
+            max_skew_ms: (cfg.limits.max_future_skew_s * 1000) as i64,
+        });
+        if cfg.log.level != running.cfg.log.level {
+            if let Some(log) = &r.log {
+                if let Err(e) = log.set_level(&cfg.log.level) {
+                    warn!(error = %e, "log level not changed");
+                }
+            }
+        }
+        info!(
+            changes = %classified.applied_summary(),
+            refused = classified.refused.len(),
+            "reloaded: {}",
+            classified.applied_summary()
+        );
+        // What runs now: the applied keys from the new file, the refused
+        // ones as before (so they are refused again at the next reload).
+        let mut table = new_table;
+        for c in &classified.refused {
+            restore_key(&mut table, &old_table, &c.key);
+        }
+        running = Running {
+            cfg,
+            config_table: Some(table),
+            drug_table,
+        };
+        service::reloaded();
+    }
+}
+
+/// Set dotted `key` in `table` to its value in `from` (removed if absent
+/// there).
+fn restore_key(table: &mut toml::Table, from: &toml::Table, key: &str) {
+    let parts: Vec<&str> = key.split('.').collect();
+    let Some((last, path)) = parts.split_last() else {
+        return;
+    };
+    let mut source = Some(from);
+    let mut target = table;
+    for p in path {
+        source = source.and_then(|s| s.get(*p)).and_then(|v| v.as_table());
+        let entry = target
+            .entry((*p).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(t) = entry.as_table_mut() else {
+            return;
+        };
+        target = t;
+    }
+    match source.and_then(|s| s.get(*last)) {
+        Some(v) => {
+            target.insert((*last).to_owned(), v.clone());
+        }
+        None => {
+            target.remove(*last);
+        }
+    }
 }
 
 /// What the inputs of one batch changed, gathered while they are applied.

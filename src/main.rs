@@ -193,20 +193,31 @@ struct ServiceArgs {
     /// MQTT client id of the ingest connection (fixed per deployment).
     #[arg(long, value_name = "ID")]
     client_id: Option<String>,
+    /// Log format: auto, text, json or journald (overrides `[log] format`).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<dosetrack::config::LogFormat>,
+}
+
+fn parse_log_format(s: &str) -> Result<dosetrack::config::LogFormat, String> {
+    s.parse()
 }
 
 impl ServiceArgs {
-    fn config(&self) -> anyhow::Result<dosetrack::config::Config> {
-        let overrides = dosetrack::config::Overrides {
+    fn overrides(&self) -> dosetrack::config::Overrides {
+        dosetrack::config::Overrides {
             broker: self.broker.clone(),
             database: self.database.clone(),
             topic_prefix: self.topic_prefix.clone(),
             client_id: self.client_id.clone(),
-        };
+            log_format: self.log_format,
+        }
+    }
+
+    fn config(&self) -> anyhow::Result<dosetrack::config::Config> {
         dosetrack::config::Config::load(
             self.config.as_deref(),
             |k| std::env::var(k).ok(),
-            &overrides,
+            &self.overrides(),
         )
         .map_err(input_error)
     }
@@ -882,23 +893,33 @@ fn init_logging_with(default_filter: &str) {
 
 fn run_service(args: &ServiceArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
-    init_logging();
+    let log = dosetrack::logging::init(cfg.log.format, &cfg.log.level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let file = args.config.clone();
+    let overrides = args.overrides();
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
-        service_signals(shutdown.clone()).context("installing signal handlers")?;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        service_signals(shutdown.clone(), reload_tx).context("installing signal handlers")?;
         tracing::info!(
             broker = %format!("{}:{}", cfg.broker.host, cfg.broker.port),
             client_id = %cfg.broker.client_id,
             tls = cfg.broker.tls_client.is_some(),
             prefix = %cfg.topics.prefix,
             database = %cfg.database.path.display(),
+            log_format = log.as_ref().map_or("?", |l| l.format.as_str()),
             "dosetrack starting — decision support, not a certified medical device"
         );
-        dosetrack::daemon::run(cfg, shutdown)
+        let reloads = dosetrack::daemon::Reloads {
+            requests: reload_rx,
+            file,
+            overrides,
+            log,
+        };
+        dosetrack::daemon::run_with(cfg, shutdown, Some(reloads))
             .await
             .map(|_| ())
             .map_err(anyhow::Error::from)
@@ -907,8 +928,12 @@ fn run_service(args: &ServiceArgs) -> anyhow::Result<()> {
 
 /// The service's signals, handled from now on: SIGTERM and SIGINT start a
 /// clean stop (`STOPPING=1` to systemd first); SIGHUP (`systemctl reload`)
-/// is logged and otherwise ignored until reload is implemented.
-fn service_signals(stop: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+/// asks the daemon to reload its configuration (`reload`; one pending
+/// request at most: SIGHUPs during a reload fold into the next one).
+fn service_signals(
+    stop: tokio_util::sync::CancellationToken,
+    reload: tokio::sync::mpsc::Sender<()>,
+) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -920,10 +945,12 @@ fn service_signals(stop: tokio_util::sync::CancellationToken) -> std::io::Result
                 tokio::select! {
                     _ = term.recv() => break "SIGTERM",
                     _ = int.recv() => break "SIGINT",
-                    _ = hup.recv() => tracing::warn!(
-                        signal = "SIGHUP",
-                        "reload is not implemented yet; restart to apply config changes"
-                    ),
+                    _ = hup.recv() => {
+                        tracing::info!(signal = "SIGHUP", "reload requested");
+                        // Full: a reload is already pending and reads the
+                        // files as they are then.
+                        let _ = reload.try_send(());
+                    }
                 }
             };
             dosetrack::service::stopping();
@@ -932,12 +959,15 @@ fn service_signals(stop: tokio_util::sync::CancellationToken) -> std::io::Result
         });
     }
     #[cfg(not(unix))]
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        dosetrack::service::stopping();
-        tracing::info!("stop signal received");
-        stop.cancel();
-    });
+    {
+        drop(reload);
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            dosetrack::service::stopping();
+            tracing::info!("stop signal received");
+            stop.cancel();
+        });
+    }
     Ok(())
 }
 
@@ -1037,6 +1067,13 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
         out,
         "  alerts            redose lead {} min, high lead {} min, hysteresis {}",
         cfg.alerts.redose_lead_min, cfg.alerts.high_lead_min, cfg.alerts.level_hysteresis
+    )?;
+    writeln!(
+        out,
+        "  log               level {}, format {} (auto: {})",
+        cfg.log.level,
+        cfg.log.format.as_str(),
+        dosetrack::logging::resolve(dosetrack::config::LogFormat::Auto).as_str()
     )?;
     Ok(())
 }

@@ -32,6 +32,8 @@
 //!   (`Restart=on-failure`). Nothing is lost: inputs not yet acknowledged
 //!   are redelivered by the broker, and the state is rebuilt from the
 //!   database.
+//! * `RELOADING=1` … `READY=1` around a reload (SIGHUP; [`reloading`],
+//!   [`reloaded`]).
 //! * `STOPPING=1` at the start of a clean stop ([`stopping`], sent by the
 //!   signal handler in `main`).
 
@@ -95,6 +97,22 @@ fn notify(states: &[NotifyState]) {
 /// `STOPPING=1`: a clean stop has begun.
 pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// `RELOADING=1` (with `MONOTONIC_USEC`, which `Type=notify-reload` needs):
+/// a reload (SIGHUP) has begun; [`reloaded`] ends it.
+pub fn reloading() {
+    let mut states = vec![NotifyState::Reloading, NotifyState::Status("reloading")];
+    if let Ok(t) = NotifyState::monotonic_usec_now() {
+        states.push(t);
+    }
+    notify(&states);
+}
+
+/// `READY=1` again after a reload, applied or not (the status line is
+/// refreshed by the supervisor within a second).
+pub fn reloaded() {
+    notify(&[NotifyState::Ready]);
 }
 
 /// What the supervisor watches.

@@ -164,10 +164,11 @@ pub struct Derived {
 
 #[derive(Debug, Clone, Default)]
 struct PatientTrack {
-    /// Admissions by (time, seq), each resolved once when applied (the
-    /// drug file does not change while the tracker lives); an admission
-    /// that does not resolve keeps its error, reported at rebuild.
-    admits: Vec<(TimeMs, i64, Resolved)>,
+    /// Admissions by (time, seq), each resolved once when applied, and
+    /// again when the drug file is reloaded ([`Tracker::reconfigure`]);
+    /// an admission that does not resolve keeps its error, reported at
+    /// rebuild. The admission itself is kept for that.
+    admits: Vec<(TimeMs, i64, Resolved, Box<Admit>)>,
     discharged_at: Option<TimeMs>,
     doses: Vec<(i64, Dose)>,
     derived: Option<Arc<Derived>>,
@@ -221,6 +222,31 @@ impl Tracker {
         &self.formulary
     }
 
+    /// A reloaded drug file and settings: every admission is resolved again
+    /// against `formulary` and every patient's model is rebuilt from their
+    /// inputs (at the next read), exactly as a replay with the new drug
+    /// file would give. The inputs themselves are kept as they are.
+    pub fn reconfigure(&mut self, formulary: Arc<Formulary>, config: TrackerConfig) {
+        self.formulary = formulary;
+        self.config = config;
+        self.dynamics.clear();
+        let ids: Vec<String> = self.patients.keys().cloned().collect();
+        for pid in ids {
+            let admits = match self.patients.get_mut(&pid) {
+                Some(track) => std::mem::take(&mut track.admits),
+                None => continue,
+            };
+            let admits = admits
+                .into_iter()
+                .map(|(t, seq, _, admit)| (t, seq, self.resolve_admit(&admit), admit))
+                .collect();
+            if let Some(track) = self.patients.get_mut(&pid) {
+                track.admits = admits;
+                track.dirty = true;
+            }
+        }
+    }
+
     /// Apply a stored input. Returns the patients whose state may have
     /// changed (their state should be republished).
     pub fn apply(&mut self, input: TrackedInput) -> BTreeSet<String> {
@@ -231,10 +257,10 @@ impl Tracker {
                 let track = self.patients.entry(patient_id.clone()).or_default();
                 let pos = track
                     .admits
-                    .partition_point(|(t, s, _)| (*t, *s) <= (admit.time_ms, input.seq));
+                    .partition_point(|(t, s, _, _)| (*t, *s) <= (admit.time_ms, input.seq));
                 track
                     .admits
-                    .insert(pos, (admit.time_ms, input.seq, resolved));
+                    .insert(pos, (admit.time_ms, input.seq, resolved, Box::new(admit)));
                 if let Some(doses) = self.orphan_doses.remove(&patient_id) {
                     track.doses.extend(doses);
                 }
@@ -505,7 +531,7 @@ impl Tracker {
         // Parameters from each admission on.
         let mut resolved: Vec<(TimeMs, &Arc<ResolvedPatient>, &Arc<System>)> =
             Vec::with_capacity(track.admits.len());
-        for (t, _, r) in &track.admits {
+        for (t, _, r, _) in &track.admits {
             let (p, system) = r.as_ref().map_err(Clone::clone)?;
             resolved.push((*t, p, system));
         }
@@ -746,6 +772,42 @@ mod tests {
         // The pump stop is known: Ce falls below the floor after 10:00.
         let below = s.forecast.below_floor_at.unwrap();
         assert!(below.as_str() > "2026-11-27T10:00:00Z", "{below}");
+    }
+
+    #[test]
+    fn reconfigure_with_a_new_drug_file_equals_a_replay_with_it() {
+        let lowered = crate::drug::BUILTIN_TOML.replacen(
+            "[targets.ceiling_ng_per_ml]\nvalue = 500.0",
+            "[targets.ceiling_ng_per_ml]\nvalue = 400.0",
+            1,
+        );
+        assert_ne!(lowered, crate::drug::BUILTIN_TOML);
+        let new = Arc::new(
+            Formulary::new(
+                DrugFile::from_toml_str(&lowered, std::path::Path::new("x.toml")).unwrap(),
+            )
+            .unwrap(),
+        );
+        let cfg = TrackerConfig {
+            forecast_horizon_ms: 3_600_000,
+            device_stale_after_ms: 60_000,
+        };
+        let now = t("2026-11-27T08:30:00Z");
+        let mut live = tracker();
+        for i in all() {
+            live.apply(i);
+        }
+        let before = live.state("P-1", now).unwrap();
+        assert_eq!(before.targets.ceiling_ng_per_ml, 500.0);
+        live.reconfigure(new.clone(), cfg.clone());
+        let mut replay = Tracker::new(new, cfg);
+        for i in all() {
+            replay.apply(i);
+        }
+        let after = live.state("P-1", now).unwrap();
+        assert_eq!(after.targets.ceiling_ng_per_ml, 400.0);
+        assert_eq!(after, replay.state("P-1", now).unwrap());
+        assert_eq!(after.ce_ng_per_ml, before.ce_ng_per_ml, "inputs unchanged");
     }
 
     #[test]

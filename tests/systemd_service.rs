@@ -4,7 +4,8 @@
 //! topic prefix and client id per test), and a real SQLite file.
 //!
 //! Checked: `READY=1` and `STATUS=` arrive, `WATCHDOG=1` keeps coming at
-//! half the interval, SIGHUP does not stop the daemon, SIGTERM gives
+//! half the interval, SIGHUP (no config file: nothing to reload) gives
+//! `RELOADING=1` … `READY=1` and does not stop the daemon, SIGTERM gives
 //! `STOPPING=1` and exit 0; READY also comes with the broker unreachable
 //! (STATUS says so, pings go on); and the pings stop while a write cannot
 //! commit (the database locked by another connection), then resume.
@@ -202,16 +203,30 @@ fn ready_status_watchdog_sighup_and_sigterm() {
     // Half of 2 s: about 4 pings in 4.5 s.
     assert_pings(&notify, &daemon, Duration::from_millis(4500), 3);
 
-    // SIGHUP (systemctl reload): logged, the daemon carries on.
+    // SIGHUP (systemctl reload) without --config: RELOADING=1, "nothing
+    // to reload", READY=1; the daemon carries on.
     daemon.signal("-HUP");
+    notify.wait_for("RELOADING=1", Duration::from_secs(5), |l| {
+        l == "RELOADING=1"
+    });
     std::thread::sleep(Duration::from_millis(500));
     assert!(daemon.running(), "SIGHUP stopped the daemon");
     assert_pings(&notify, &daemon, Duration::from_millis(2500), 2);
     assert!(daemon.running());
+    let texts = notify.texts();
+    let reloading = texts.iter().position(|l| l == "RELOADING=1").unwrap();
     assert!(
-        daemon
-            .log_text()
-            .contains("reload is not implemented yet; restart to apply config changes"),
+        texts[reloading..].iter().any(|l| l == "READY=1"),
+        "no READY=1 after RELOADING=1: {texts:#?}"
+    );
+    assert!(
+        texts[reloading..]
+            .iter()
+            .any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{texts:#?}"
+    );
+    assert!(
+        daemon.log_text().contains("there is nothing to reload"),
         "{}",
         daemon.log_text()
     );
@@ -224,8 +239,8 @@ fn ready_status_watchdog_sighup_and_sigterm() {
     assert!(status.success(), "{status:?}: {}", daemon.log_text());
     assert_eq!(
         notify.texts().iter().filter(|l| *l == "READY=1").count(),
-        1,
-        "READY=1 once"
+        2,
+        "READY=1 once at start, once after the reload"
     );
 }
 
