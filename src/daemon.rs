@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::contract::ErrorCode;
 use crate::contract::{AlertCommand, Input, InputTopic};
 use crate::drug::DrugFile;
+use crate::health::{self, Health};
 use crate::intake::{self, Intake, RejectedNotice};
 use crate::mqtt::{self, AckToken, BrokerConfig, IngestHandle, Publisher};
 use crate::outbox::{spawn_outbox, Failpoint, OutboxHandle};
@@ -212,12 +213,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
     );
 
     let started_at = format_rfc3339(now_ms());
-    let online = serde_json::json!({
-        "state": "online",
-        "version": env!("CARGO_PKG_VERSION"),
-        "started_at": started_at,
-    })
-    .to_string();
+    let online = health::online_status(&started_at, &[]);
     let offline = serde_json::json!({"state": "offline"}).to_string();
     let publisher_stop = CancellationToken::new();
     let (publisher, publisher_task) = mqtt::spawn_publisher(
@@ -227,6 +223,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         offline,
         publisher_stop.clone(),
     );
+
+    // Technical problems: republished in the retained status as they change.
+    let health = Health::new();
+    let status_task = tokio::spawn(publish_problems(
+        health.clone(),
+        publisher.clone(),
+        started_at.clone(),
+        publisher_stop.clone(),
+    ));
 
     // Alert messages go out from the outbox (committed with their cause).
     let outbox_stop = CancellationToken::new();
@@ -254,6 +259,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         rx: pipe_rx,
         tracker,
         writer: writer.clone(),
+        health: health.clone(),
         publisher: publisher.clone(),
         ingest: ingest.clone(),
         topics: topics.clone(),
@@ -276,6 +282,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         publisher: publisher.clone(),
         ingest: ingest.clone(),
         progress,
+        health,
     });
 
     // Stage A.
@@ -373,6 +380,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         Err(_) => warn!("outbox still publishing after 15 s; the rest goes out at the next start"),
     }
     publisher_stop.cancel();
+    if let Err(e) = status_task.await {
+        warn!(error = %e, "status task failed");
+    }
     match publisher_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "publisher ended with an error"),
@@ -393,6 +403,8 @@ struct StageB {
     rx: mpsc::Receiver<InFlight>,
     tracker: Tracker,
     writer: Writer,
+    /// Technical problems (a failing database write), for the status.
+    health: Health,
     publisher: Publisher,
     ingest: IngestHandle,
     topics: Topics,
@@ -409,11 +421,39 @@ struct StageB {
     progress: Arc<Progress>,
 }
 
+/// Republish the retained online status whenever the set of technical
+/// problems changes, until `stop`.
+async fn publish_problems(
+    health: Health,
+    publisher: Publisher,
+    started_at: String,
+    stop: CancellationToken,
+) {
+    let mut changes = health.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return; },
+        }
+        let problems = health.problems();
+        let payload = health::online_status(&started_at, &problems);
+        if let Err(e) = publisher.set_online(payload.into_bytes()).await {
+            warn!(error = %e, "status with the technical problems not published");
+        }
+    }
+}
+
 /// Wait for a write; on failure retry it with back-off until it succeeds
-/// (the input stays unacknowledged meanwhile). `None` only when the writer
-/// has stopped for good: then the input is not acknowledged and the broker
-/// redelivers it to the next run.
-async fn committed(writer: &Writer, first: Write, op: &WriteOp) -> Option<WriteResult> {
+/// (the input stays unacknowledged meanwhile), with a technical problem
+/// raised in `health` until it does. `None` only when the writer has stopped
+/// for good: then the input is not acknowledged and the broker redelivers it
+/// to the next run.
+async fn committed(
+    writer: &Writer,
+    health: &Health,
+    first: Write,
+    op: &WriteOp,
+) -> Option<WriteResult> {
     let mut result = match first {
         Ok(queued) => queued.outcome().await,
         Err(e) => Err(e),
@@ -421,12 +461,16 @@ async fn committed(writer: &Writer, first: Write, op: &WriteOp) -> Option<WriteR
     let mut delay = Duration::from_millis(100);
     loop {
         match result {
-            Ok(r) => return Some(r),
+            Ok(r) => {
+                health.database_ok();
+                return Some(r);
+            }
             Err(StoreError::WriterClosed | StoreError::WriterPanicked) => {
                 error!("the store writer has stopped; input not acknowledged");
                 return None;
             }
             Err(e) => {
+                health.database_failing(&e, now_ms());
                 error!(error = %e, retry_in_ms = delay.as_millis() as u64, "write failed; the input is not acknowledged and will be retried");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -579,7 +623,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
             topic,
             payload,
             received_at_ms,
-        } => match committed(&b.writer, write, &op).await {
+        } => match committed(&b.writer, &b.health, write, &op).await {
             None => false,
             Some(WriteResult::Input(StoreOutcome::Inserted { seq })) => {
                 b.summary.accepted += 1;
@@ -625,7 +669,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
             Some(WriteResult::Written) => true,
         },
         Pending::Reject { op, write, notice } => {
-            let done = committed(&b.writer, write, &op).await.is_some();
+            let done = committed(&b.writer, &b.health, write, &op).await.is_some();
             if done {
                 b.summary.rejected += 1;
                 publish_rejected(b, &notice).await;
@@ -638,7 +682,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
 async fn store_rejection(b: &mut StageB, record: RejectedRecord, notice: RejectedNotice) -> bool {
     let op = WriteOp::Rejected(record);
     let write = b.writer.enqueue(op.clone()).await;
-    if committed(&b.writer, write, &op).await.is_none() {
+    if committed(&b.writer, &b.health, write, &op).await.is_none() {
         return false;
     }
     b.summary.rejected += 1;
@@ -834,7 +878,7 @@ async fn evaluate_alerts(
     let op = WriteOp::Alerts(Box::new(w));
     // Retried like an input: alert state must not silently go missing.
     let first = b.writer.enqueue(op.clone()).await;
-    if committed(&b.writer, first, &op).await.is_some() {
+    if committed(&b.writer, &b.health, first, &op).await.is_some() {
         b.outbox.wake();
     }
 }
