@@ -220,8 +220,8 @@ impl Daemon {
 
     fn spawn(&mut self) {
         self.runs += 1;
-        let log = std::fs::File::create(self.logs.join(format!("daemon-{}.log", self.runs)))
-            .unwrap();
+        let log =
+            std::fs::File::create(self.logs.join(format!("daemon-{}.log", self.runs))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
             .args([
                 "run",
@@ -265,7 +265,11 @@ impl Daemon {
         let end = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = c.try_wait().unwrap() {
-                assert!(status.success(), "daemon exit {status:?}: {}", self.log_tail());
+                assert!(
+                    status.success(),
+                    "daemon exit {status:?}: {}",
+                    self.log_tail()
+                );
                 return;
             }
             assert!(
@@ -599,11 +603,9 @@ async fn check(ctx: &mut Ctx, msgs: &[SimMessage], load_s: f64) -> Figures {
     // Alerts: every lifecycle message committed was published (outbox
     // drained) and seen by a subscriber.
     let db = ctx.daemon.db.clone();
-    let conn = rusqlite::Connection::open_with_flags(
-        &db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let events = || -> BTreeSet<(String, String)> {
         let mut st = conn
             .prepare("SELECT alert_id, phase FROM alert_events")
@@ -647,7 +649,9 @@ async fn check(ctx: &mut Ctx, msgs: &[SimMessage], load_s: f64) -> Figures {
     assert_eq!(rejected, 0, "the simulator's inputs are all valid");
     let mut keys: BTreeMap<(String, String), usize> = BTreeMap::new();
     for s in &stored {
-        *keys.entry((s.topic.clone(), s.input_id.clone())).or_default() += 1;
+        *keys
+            .entry((s.topic.clone(), s.input_id.clone()))
+            .or_default() += 1;
     }
     let duplicates = keys.values().filter(|&&c| c > 1).count();
     let published_keys: BTreeSet<(String, String)> = msgs.iter().map(key_of).collect();
@@ -656,10 +660,7 @@ async fn check(ctx: &mut Ctx, msgs: &[SimMessage], load_s: f64) -> Figures {
         .iter()
         .filter(|k| !keys.contains_key(*k))
         .count();
-    let extra = keys
-        .keys()
-        .filter(|k| !published_keys.contains(*k))
-        .count();
+    let extra = keys.keys().filter(|k| !published_keys.contains(*k)).count();
     assert_eq!(
         (duplicates, lost, extra),
         (0, 0, 0),
@@ -716,8 +717,7 @@ fn approx_eq(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| approx_eq(v, w)))
         }
         _ => a == b,
@@ -860,9 +860,7 @@ fn database_locked_under_load() {
                 })
                 .await;
                 let cleared_s = released.elapsed().as_secs_f64();
-                s.lock()
-                    .unwrap()
-                    .push((published_during, a, b, cleared_s));
+                s.lock().unwrap().push((published_during, a, b, cleared_s));
             }
             ctx
         })
@@ -906,7 +904,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -952,11 +953,16 @@ fn disk_full_under_load() {
                 let since = Instant::now();
                 let published_before = ctx.confirmed.load(Ordering::SeqCst);
                 let dir = db_dir.clone();
-                let filled = tokio::task::spawn_blocking(move || fill(&dir)).await.unwrap();
+                let filled = tokio::task::spawn_blocking(move || fill(&dir))
+                    .await
+                    .unwrap();
                 wait_for(
                     "status problem database_full",
                     Duration::from_secs(90),
-                    || ctx.observer.status_since(since, |p| has_code(p, "database_full")),
+                    || {
+                        ctx.observer
+                            .status_since(since, |p| has_code(p, "database_full"))
+                    },
                 )
                 .await;
                 let detected_s = since.elapsed().as_secs_f64();
