@@ -549,6 +549,7 @@ async fn stage_b(mut b: StageB) -> RunSummary {
                     .collect();
                 if !rows.is_empty() {
                     if let Err(e) = b.writer.write(WriteOp::History(rows)).await {
+                        b.health.database_failing(&e, now_ms());
                         warn!(error = %e, "history points not recorded");
                     }
                 }
@@ -768,8 +769,13 @@ async fn publish_states(
     let (n_states, n_history) = (states.len(), history.len());
     match b.writer.enqueue(WriteOp::Derived { states, history }).await {
         Ok(queued) => {
+            // Any failing write is a technical problem (the first failing
+            // batch of a lock may hold no input); the next input write that
+            // succeeds clears it.
+            let health = b.health.clone();
             tokio::spawn(async move {
                 if let Err(e) = queued.outcome().await {
+                    health.database_failing(&e, now_ms());
                     warn!(error = %e, states = n_states, history_points = n_history, "derived state not recorded");
                 }
             });
