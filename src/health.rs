@@ -3,8 +3,9 @@
 //!
 //! This module owns the set of current problems ([`Health`]), their codes
 //! ([`ProblemCode`]) and the online status payload that carries them
-//! ([`online_status`]). A problem is raised where it is seen (the daemon's
-//! write retry loop for the database) and cleared there when it ends. Every
+//! ([`online_status`]). A database problem is raised by any failing write
+//! the daemon sees (inputs, alerts, derived state, history) and cleared by
+//! the next input write that succeeds (the daemon's write retry loop). Every
 //! change is logged once (`error!` when raised, `info!` when cleared),
 //! shown on the systemd `STATUS=` line ([`crate::service`]) and published
 //! as the retained `{prefix}/v1/status` message, `"state": "online"` with a
