@@ -40,6 +40,7 @@ use crate::config::Config;
 use crate::contract::ErrorCode;
 use crate::contract::{AlertCommand, Input, InputTopic};
 use crate::drug::DrugFile;
+use crate::health::{self, Health};
 use crate::intake::{self, Intake, RejectedNotice};
 use crate::metrics::Metrics;
 use crate::mqtt::{self, AckToken, BrokerConfig, IngestHandle, Publisher};
@@ -300,12 +301,7 @@ pub async fn run_with(
     );
 
     let started_at = format_rfc3339(now_ms());
-    let online = serde_json::json!({
-        "state": "online",
-        "version": env!("CARGO_PKG_VERSION"),
-        "started_at": started_at,
-    })
-    .to_string();
+    let online = health::online_status(&started_at, &[]);
     let offline = serde_json::json!({"state": "offline"}).to_string();
     let publisher_stop = CancellationToken::new();
     let (publisher, publisher_task) = mqtt::spawn_publisher(
@@ -315,6 +311,15 @@ pub async fn run_with(
         offline,
         publisher_stop.clone(),
     );
+
+    // Technical problems: republished in the retained status as they change.
+    let health = Health::new();
+    let status_task = tokio::spawn(publish_problems(
+        health.clone(),
+        publisher.clone(),
+        started_at.clone(),
+        publisher_stop.clone(),
+    ));
 
     // Alert messages go out from the outbox (committed with their cause).
     let outbox_stop = CancellationToken::new();
@@ -348,6 +353,7 @@ pub async fn run_with(
         reload_rx,
         tracker,
         writer: writer.clone(),
+        health: health.clone(),
         publisher: publisher.clone(),
         ingest: ingest.clone(),
         topics: topics.clone(),
@@ -371,6 +377,7 @@ pub async fn run_with(
         publisher: publisher.clone(),
         ingest: ingest.clone(),
         progress,
+        health,
     });
     let http_stop = CancellationToken::new();
     let http_task = match http_listener {
@@ -509,6 +516,9 @@ pub async fn run_with(
         Err(_) => warn!("outbox still publishing after 15 s; the rest goes out at the next start"),
     }
     publisher_stop.cancel();
+    if let Err(e) = status_task.await {
+        warn!(error = %e, "status task failed");
+    }
     match publisher_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "publisher ended with an error"),
@@ -531,6 +541,8 @@ struct StageB {
     reload_rx: mpsc::Receiver<ReloadRequest>,
     tracker: Tracker,
     writer: Writer,
+    /// Technical problems (a failing database write), for the status.
+    health: Health,
     publisher: Publisher,
     ingest: IngestHandle,
     topics: Topics,
@@ -549,11 +561,39 @@ struct StageB {
     metrics: Arc<Metrics>,
 }
 
+/// Republish the retained online status whenever the set of technical
+/// problems changes, until `stop`.
+async fn publish_problems(
+    health: Health,
+    publisher: Publisher,
+    started_at: String,
+    stop: CancellationToken,
+) {
+    let mut changes = health.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return; },
+        }
+        let problems = health.problems();
+        let payload = health::online_status(&started_at, &problems);
+        if let Err(e) = publisher.set_online(payload.into_bytes()).await {
+            warn!(error = %e, "status with the technical problems not published");
+        }
+    }
+}
+
 /// Wait for a write; on failure retry it with back-off until it succeeds
-/// (the input stays unacknowledged meanwhile). `None` only when the writer
-/// has stopped for good: then the input is not acknowledged and the broker
-/// redelivers it to the next run.
-async fn committed(writer: &Writer, first: Write, op: &WriteOp) -> Option<WriteResult> {
+/// (the input stays unacknowledged meanwhile), with a technical problem
+/// raised in `health` until it does. `None` only when the writer has stopped
+/// for good: then the input is not acknowledged and the broker redelivers it
+/// to the next run.
+async fn committed(
+    writer: &Writer,
+    health: &Health,
+    first: Write,
+    op: &WriteOp,
+) -> Option<WriteResult> {
     let mut result = match first {
         Ok(queued) => queued.outcome().await,
         Err(e) => Err(e),
@@ -561,12 +601,16 @@ async fn committed(writer: &Writer, first: Write, op: &WriteOp) -> Option<WriteR
     let mut delay = Duration::from_millis(100);
     loop {
         match result {
-            Ok(r) => return Some(r),
+            Ok(r) => {
+                health.database_ok();
+                return Some(r);
+            }
             Err(StoreError::WriterClosed | StoreError::WriterPanicked) => {
                 error!("the store writer has stopped; input not acknowledged");
                 return None;
             }
             Err(e) => {
+                health.database_failing(&e, now_ms());
                 error!(error = %e, retry_in_ms = delay.as_millis() as u64, "write failed; the input is not acknowledged and will be retried");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -648,6 +692,7 @@ async fn stage_b(mut b: StageB) -> RunSummary {
                     .collect();
                 if !rows.is_empty() {
                     if let Err(e) = b.writer.write(WriteOp::History(rows)).await {
+                        b.health.database_failing(&e, now_ms());
                         warn!(error = %e, "history points not recorded");
                     }
                 }
@@ -929,7 +974,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
             topic,
             payload,
             received_at_ms,
-        } => match committed(&b.writer, write, &op).await {
+        } => match committed(&b.writer, &b.health, write, &op).await {
             None => false,
             Some(WriteResult::Input(StoreOutcome::Inserted { seq })) => {
                 b.summary.accepted += 1;
@@ -977,7 +1022,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
             Some(WriteResult::Written) => true,
         },
         Pending::Reject { op, write, notice } => {
-            let done = committed(&b.writer, write, &op).await.is_some();
+            let done = committed(&b.writer, &b.health, write, &op).await.is_some();
             if done {
                 b.summary.rejected += 1;
                 if let WriteOp::Rejected(r) = &op {
@@ -994,7 +1039,7 @@ async fn store_rejection(b: &mut StageB, record: RejectedRecord, notice: Rejecte
     let code = record.code;
     let op = WriteOp::Rejected(record);
     let write = b.writer.enqueue(op.clone()).await;
-    if committed(&b.writer, write, &op).await.is_none() {
+    if committed(&b.writer, &b.health, write, &op).await.is_none() {
         return false;
     }
     b.summary.rejected += 1;
@@ -1081,8 +1126,13 @@ async fn publish_states(
     let (n_states, n_history) = (states.len(), history.len());
     match b.writer.enqueue(WriteOp::Derived { states, history }).await {
         Ok(queued) => {
+            // Any failing write is a technical problem (the first failing
+            // batch of a lock may hold no input); the next input write that
+            // succeeds clears it.
+            let health = b.health.clone();
             tokio::spawn(async move {
                 if let Err(e) = queued.outcome().await {
+                    health.database_failing(&e, now_ms());
                     warn!(error = %e, states = n_states, history_points = n_history, "derived state not recorded");
                 }
             });
@@ -1196,7 +1246,7 @@ async fn evaluate_alerts(
     let op = WriteOp::Alerts(Box::new(w));
     // Retried like an input: alert state must not silently go missing.
     let first = b.writer.enqueue(op.clone()).await;
-    if committed(&b.writer, first, &op).await.is_some() {
+    if committed(&b.writer, &b.health, first, &op).await.is_some() {
         for (rule, phase) in counted {
             b.metrics.alert_message(rule, phase);
         }

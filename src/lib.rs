@@ -21,6 +21,8 @@
 //! * [`plot`]: Cp/Ce charts (SVG or PNG) for people.
 //! * [`simulate`]: the `dosetrack simulate` / `model show` / `forecast`
 //!   commands as pure functions over text input.
+//! * [`health`]: the daemon's technical problems (database writes failing),
+//!   published in the retained status.
 //! * [`demo`]: the live `dosetrack demo`: the daemon, an embedded broker
 //!   (feature `embedded-broker`) and a simulated ward, in one process.
 
@@ -31,11 +33,12 @@ pub mod daemon;
 pub mod demo;
 pub mod devsim;
 pub mod drug;
+pub mod health;
 pub mod http;
 pub mod intake;
 pub mod ledger;
-pub mod metrics;
 pub mod logging;
+pub mod metrics;
 pub mod mqtt;
 pub mod outbox;
 pub mod patient;

@@ -121,6 +121,8 @@ pub struct Watch {
     pub publisher: Publisher,
     pub ingest: IngestHandle,
     pub progress: Arc<Progress>,
+    /// Technical problems, shown on the status line.
+    pub health: crate::health::Health,
 }
 
 /// Sends `READY=1`, then keeps the status and the watchdog going until
@@ -271,6 +273,12 @@ fn status_line(watch: &Watch, stall: Option<Stall>) -> String {
         p.duplicates.load(Ordering::Relaxed),
         p.rejected.load(Ordering::Relaxed),
     );
+    let problems = watch.health.problems();
+    if !problems.is_empty() {
+        line.push_str("; PROBLEM: ");
+        let codes: Vec<&str> = problems.iter().map(|p| p.code.as_str()).collect();
+        line.push_str(&codes.join(", "));
+    }
     if let Some(s) = stall {
         line.push_str("; watchdog withheld: ");
         line.push_str(s.as_str());

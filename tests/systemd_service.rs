@@ -335,6 +335,12 @@ fn the_watchdog_stops_while_a_write_cannot_commit() {
         daemon.log_text()
     );
     assert!(daemon.running());
+    // The technical problem is on the status line (after the busy timeout).
+    notify.wait_for(
+        "PROBLEM: database_locked in STATUS",
+        Duration::from_secs(15),
+        |l| l.starts_with("STATUS=") && l.contains("PROBLEM: database_locked"),
+    );
 
     // Lock released: the write commits and the pings resume.
     lock.execute_batch("ROLLBACK").unwrap();

@@ -51,6 +51,9 @@ struct Command {
     payload: Bytes,
     retain: bool,
     done: Option<Done>,
+    /// Replaces the online status (topic is the status topic; published
+    /// retained now and after every reconnect).
+    online: bool,
 }
 
 impl Publisher {
@@ -92,6 +95,18 @@ impl Publisher {
             .map_err(|_| MqttError::Stopped("publisher"))?
     }
 
+    /// Replace the retained online status payload (e.g. with the daemon's
+    /// current technical problems): published now, and after every
+    /// reconnect instead of the one given at start. Returns once queued.
+    pub async fn set_online(&self, payload: Vec<u8>) -> Result<(), MqttError> {
+        let mut command = self.command(String::new(), payload, true, None)?;
+        command.online = true;
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| MqttError::Stopped("publisher"))
+    }
+
     /// Whether the connection to the broker is up now.
     pub fn is_connected(&self) -> bool {
         self.stats.is_connected()
@@ -116,12 +131,16 @@ impl Publisher {
         done: Option<Done>,
     ) -> Result<Command, MqttError> {
         let payload = Bytes::from(payload);
-        check_publish(&topic, &payload, self.max_packet_bytes)?;
+        // The status topic is the publisher's own (checked at start).
+        if !topic.is_empty() {
+            check_publish(&topic, &payload, self.max_packet_bytes)?;
+        }
         Ok(Command {
             topic,
             payload,
             retain,
             done,
+            online: false,
         })
     }
 }
@@ -336,6 +355,24 @@ impl Logic {
     }
 
     async fn on_command(&mut self, c: Command) {
+        if c.online {
+            self.online = c.payload;
+            // A newer status supersedes one not yet handed over; without a
+            // connection the next one publishes it.
+            self.outbox
+                .retain(|i| !(i.kind == Kind::Online && i.state == State::Queued));
+            if self.current.is_some() && !self.stopping {
+                self.push(
+                    Kind::Online,
+                    self.status_topic.clone(),
+                    self.online.clone(),
+                    true,
+                    None,
+                );
+                self.submit().await;
+            }
+            return;
+        }
         self.push(Kind::Caller, c.topic, c.payload, c.retain, c.done);
         self.submit().await;
     }
