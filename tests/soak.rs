@@ -747,7 +747,7 @@ async fn build_db(db: &Path, n: usize, patients: usize) -> String {
     let (writer, thread) = Writer::open(StoreConfig::new(db.to_path_buf())).unwrap();
     let now = wall_ms();
     // Long enough for n inputs at ~1 input per patient-minute.
-    let span_ms = ((n / patients.max(1)) as i64 * 60_000 * 2).max(3_600_000);
+    let span_ms = ((n / patients.max(1)) as i64 * 60_000 * 4).max(3_600_000);
     let mut ward = Ward::new(WardSpec {
         patients,
         seed: 0x2e57,
