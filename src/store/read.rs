@@ -102,6 +102,12 @@ const SQL_INPUTS_AFTER: &str = concat!(
     " FROM inputs WHERE seq > ?1 ORDER BY seq"
 );
 
+const SQL_INPUTS_PAGE: &str = concat!(
+    "SELECT ",
+    input_columns!(),
+    " FROM inputs WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+);
+
 /// Inputs naming the patient, plus device events without `patient_id` from
 /// a device whose association at the event's time is the patient. (The `+`
 /// keeps the planner off the `source_kind` index: the device index must
@@ -183,6 +189,23 @@ impl Reader {
         let mut stmt = self.conn.prepare_cached(SQL_INPUTS_AFTER)?;
         let raw = stmt
             .query_map(params![after_seq], raw_input)?
+            .collect::<Result<Vec<_>, _>>()?;
+        decode(raw)
+    }
+
+    /// At most `limit` inputs with `seq > after_seq`, in arrival (`seq`)
+    /// order: pass the last `seq` of a page as the next `after_seq` to walk
+    /// the whole store holding one page at a time (the start-up replay:
+    /// [`Reader::inputs`] would hold every stored input at once).
+    pub fn inputs_page(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredInput>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(SQL_INPUTS_PAGE)?;
+        let raw = stmt
+            .query_map(params![after_seq, limit], raw_input)?
             .collect::<Result<Vec<_>, _>>()?;
         decode(raw)
     }

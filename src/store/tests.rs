@@ -480,6 +480,18 @@ async fn group_commit_2000_concurrent_writes() {
         .map(|i| (i.source.id().to_owned(), i.input_id.clone()))
         .collect();
     assert_eq!(ids.len(), 2000, "every row exactly once");
+    // Paged (the start-up replay): the same rows in the same order, no page
+    // longer than asked, an empty page at the end.
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = reader.inputs_page(after, 300).unwrap();
+        assert!(page.len() <= 300);
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all, "paging gives every input once, in seq order");
     drop(w);
     tokio::task::spawn_blocking(move || thread.shutdown())
         .await
