@@ -9,7 +9,7 @@
 # DOSETRACK_SOAK_IDLE_MIN, DOSETRACK_SOAK_RESTART_INPUTS.
 # Output is kept in target/soak-<size>-<UTC time>.log; the figures are the
 # lines starting with "SOAK". Needs /usr/sbin/mosquitto (the harness starts
-# its own broker on a free port). Method and bounds: docs/reliability-soak.md.
+# its own broker on a free port). Method and bounds: docs/reliability.md ("Soak and scale").
 set -eu
 size="${1:-small}"
 case "$size" in

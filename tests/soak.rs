@@ -572,7 +572,7 @@ async fn drained(db: &Path, n: u64, timeout: Duration, daemon: &Daemon) {
 // 1. Sustained rate, then idle.
 // ---------------------------------------------------------------------------
 
-/// Bounds (see docs/reliability-soak.md for why these values).
+/// Bounds (see docs/reliability.md ("Soak and scale") for why these values).
 ///
 /// Memory: over the second half of the sustained phase, the least-squares
 /// RSS growth may be at most [`RSS_FIXED_ALLOWANCE`] plus
@@ -763,7 +763,7 @@ async fn sustained_rate_then_idle() {
 /// Bound on exec → READY: 5 s plus 40 µs per stored input (45 s at a
 /// million: under the 60 s this task calls slow, and well inside systemd's
 /// TimeoutStartSec=120). Measured ~15–25 µs per input on the shared 2-vCPU
-/// machine under load (docs/reliability-soak.md).
+/// machine under load (docs/reliability.md ("Soak and scale")).
 const READY_PER_INPUT: Duration = Duration::from_micros(40);
 const READY_FIXED: Duration = Duration::from_secs(5);
 /// Bound on the peak RSS (VmHWM) at READY: 40 MiB plus 32 bytes per stored
