@@ -596,17 +596,20 @@ async fn publish_problems(
     }
 }
 
-/// Wait for a write; on failure retry it with back-off until it succeeds
-/// (the input stays unacknowledged meanwhile), with a technical problem
-/// raised in `health` until it does. `None` only when the writer has stopped
-/// for good: then the input is not acknowledged and the broker redelivers it
-/// to the next run.
+/// Wait for a write. A failure a retry can mend (the batch could not be
+/// committed: database locked, disk full, I/O) is retried with back-off
+/// until it succeeds, the input staying unacknowledged meanwhile and a
+/// technical problem raised in `health` until it does. Any other
+/// failure is returned at once: the writer has stopped (the input is not
+/// acknowledged and the broker redelivers it to the next run), or the
+/// store refused the op itself (`InvalidRecord`: retrying fails the same
+/// way, and retrying forever would stall every input behind it).
 async fn committed(
     writer: &Writer,
     health: &Health,
     first: Write,
     op: &WriteOp,
-) -> Option<WriteResult> {
+) -> Result<WriteResult, StoreError> {
     let mut result = match first {
         Ok(queued) => queued.outcome().await,
         Err(e) => Err(e),
@@ -616,18 +619,22 @@ async fn committed(
         match result {
             Ok(r) => {
                 health.database_ok();
-                return Some(r);
+                return Ok(r);
             }
-            Err(StoreError::WriterClosed | StoreError::WriterPanicked) => {
+            Err(e @ (StoreError::WriterClosed | StoreError::WriterPanicked)) => {
                 error!("the store writer has stopped; input not acknowledged");
-                return None;
+                return Err(e);
             }
-            Err(e) => {
+            Err(e) if e.is_retryable() => {
                 health.database_failing(&e, now_ms());
                 error!(error = %e, retry_in_ms = delay.as_millis() as u64, "write failed; the input is not acknowledged and will be retried");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
                 result = writer.write(op.clone()).await;
+            }
+            Err(e) => {
+                error!(error = %e, "the store refused this write; retrying cannot help");
+                return Err(e);
             }
         }
     }
@@ -988,8 +995,27 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
             payload,
             received_at_ms,
         } => match committed(&b.writer, &b.health, write, &op).await {
-            None => false,
-            Some(WriteResult::Input(StoreOutcome::Inserted { seq })) => {
+            Err(StoreError::InvalidRecord(why)) => {
+                // Valid by the contract, yet the store cannot keep it as an
+                // input: keep it as a rejection (stored, published, acked)
+                // rather than lose it or stall the inputs behind it.
+                let r = intake::reject(
+                    &topic,
+                    &payload,
+                    received_at_ms,
+                    crate::contract::Rejection {
+                        code: ErrorCode::InvalidValue,
+                        field: None,
+                        message: format!("the input could not be stored: {why}"),
+                    },
+                );
+                match r {
+                    Intake::Reject { record, notice } => store_rejection(b, record, notice).await,
+                    Intake::Accept { .. } => false,
+                }
+            }
+            Err(_) => false,
+            Ok(WriteResult::Input(StoreOutcome::Inserted { seq })) => {
                 b.summary.accepted += 1;
                 b.metrics.input(&tracked.input);
                 tracked.seq = seq;
@@ -1005,7 +1031,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                 }
                 true
             }
-            Some(WriteResult::Input(StoreOutcome::Duplicate { seq })) => {
+            Ok(WriteResult::Input(StoreOutcome::Duplicate { seq })) => {
                 b.summary.duplicates += 1;
                 b.metrics.duplicate();
                 debug!(
@@ -1014,7 +1040,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                 );
                 true
             }
-            Some(WriteResult::Input(StoreOutcome::Conflict { seq })) => {
+            Ok(WriteResult::Input(StoreOutcome::Conflict { seq })) => {
                 let r = intake::reject(
                     &topic,
                     &payload,
@@ -1032,10 +1058,10 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                     Intake::Accept { .. } => false,
                 }
             }
-            Some(WriteResult::Written) => true,
+            Ok(WriteResult::Written) => true,
         },
         Pending::Reject { op, write, notice } => {
-            let done = committed(&b.writer, &b.health, write, &op).await.is_some();
+            let done = committed(&b.writer, &b.health, write, &op).await.is_ok();
             if done {
                 b.summary.rejected += 1;
                 if let WriteOp::Rejected(r) = &op {
@@ -1052,7 +1078,7 @@ async fn store_rejection(b: &mut StageB, record: RejectedRecord, notice: Rejecte
     let code = record.code;
     let op = WriteOp::Rejected(record);
     let write = b.writer.enqueue(op.clone()).await;
-    if committed(&b.writer, &b.health, write, &op).await.is_none() {
+    if committed(&b.writer, &b.health, write, &op).await.is_err() {
         return false;
     }
     b.summary.rejected += 1;
@@ -1259,10 +1285,52 @@ async fn evaluate_alerts(
     let op = WriteOp::Alerts(Box::new(w));
     // Retried like an input: alert state must not silently go missing.
     let first = b.writer.enqueue(op.clone()).await;
-    if committed(&b.writer, &b.health, first, &op).await.is_some() {
+    if committed(&b.writer, &b.health, first, &op).await.is_ok() {
         for (rule, phase) in counted {
             b.metrics.alert_message(rule, phase);
         }
         b.outbox.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// A write the store refuses as a record comes back at once: retrying it
+    /// would fail the same way forever and stall every input behind it.
+    #[tokio::test]
+    async fn a_refused_record_is_not_retried_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::open(StoreConfig::new(dir.path().join("t.db"))).unwrap();
+        let health = Health::new();
+        let op = WriteOp::History(vec![HistoryRow {
+            patient_id: "P-1".to_owned(),
+            t_ms: 0,
+            cp_ng_per_ml: f64::NAN,
+            ce_ng_per_ml: 1.0,
+        }]);
+        let first = writer.enqueue(op.clone()).await;
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            committed(&writer, &health, first, &op),
+        )
+        .await
+        .expect("committed() kept retrying a write that cannot succeed");
+        assert!(matches!(r, Err(StoreError::InvalidRecord(_))), "{r:?}");
+        assert!(health.problems().is_empty(), "not a database problem");
+
+        // A good write still goes through after it.
+        let ok = WriteOp::History(vec![HistoryRow {
+            patient_id: "P-1".to_owned(),
+            t_ms: 0,
+            cp_ng_per_ml: 1.0,
+            ce_ng_per_ml: 1.0,
+        }]);
+        let first = writer.enqueue(ok.clone()).await;
+        assert!(committed(&writer, &health, first, &ok).await.is_ok());
+        drop(writer);
+        thread.shutdown().unwrap();
     }
 }
