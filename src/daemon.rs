@@ -59,6 +59,8 @@ pub enum DaemonError {
     Mqtt(#[from] mqtt::MqttError),
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("config: {0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Counters, for logs and tests.
@@ -182,6 +184,16 @@ pub fn rebuild(
 /// Run until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary, DaemonError> {
     let formulary = Arc::new(formulary(&cfg)?);
+    // Validated at load (Config::validate reads allow_file); read again
+    // here so the list in force is the file's content at start.
+    let intake_rules = intake::IntakeRules {
+        max_future_skew_ms: (cfg.limits.max_future_skew_s * 1000) as i64,
+        max_past_age_ms: Some((cfg.limits.max_past_age_h * 3_600_000) as i64),
+        allowed_devices: cfg.devices.allowed()?.map(Arc::new),
+    };
+    if let Some(allowed) = &intake_rules.allowed_devices {
+        info!(devices = allowed.len(), "device allow-list in force");
+    }
     let topics = Topics::new(&cfg.topics.prefix);
     let mut store_cfg = StoreConfig::new(cfg.database.path.clone());
     store_cfg.batch_max = cfg.database.batch_max;
@@ -279,7 +291,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
     });
 
     // Stage A.
-    let max_skew_ms = (cfg.limits.max_future_skew_s * 1000) as i64;
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -288,12 +299,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
                 None => break,
             },
         };
-        let decision = intake::intake(
+        let decision = intake::intake_with(
             &cfg.topics.prefix,
             &incoming.topic,
             &incoming.payload,
             incoming.received_at_ms,
-            max_skew_ms,
+            &intake_rules,
             &formulary,
         );
         let kind = match decision {
