@@ -22,6 +22,7 @@
 //! `RUST_LOG` wins over `[log] level` at start only.
 
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -197,14 +198,89 @@ pub struct LimitsSection {
     /// Inputs dated further ahead of the daemon's clock are rejected
     /// `clock_skew` (s).
     pub max_future_skew_s: u64,
+    /// Inputs dated further behind the daemon's clock are rejected
+    /// `invalid_value` on `time` (h). dosetrack's plausibility bound:
+    /// longer than any gateway buffer, broker queue or late charting
+    /// correction, short enough to refuse a 1970 or year-1 time.
+    pub max_past_age_h: u64,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
             max_future_skew_s: 300,
+            max_past_age_h: 720,
         }
     }
+}
+
+/// The device allow-list (`[devices]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSection {
+    /// Device ids whose events are accepted. With `allow_file`, the union.
+    /// Both empty/unset: every device is accepted.
+    pub allow: Vec<String>,
+    /// A file of device ids, one per line (blank lines and `#` comments
+    /// ignored). It must list at least one device.
+    pub allow_file: Option<PathBuf>,
+}
+
+impl DevicesSection {
+    /// The allow-list (`allow` plus `allow_file`); `None` when every device
+    /// is accepted. Reads `allow_file`.
+    pub fn allowed(&self) -> Result<Option<HashSet<String>>, ConfigError> {
+        let mut ids: HashSet<String> = HashSet::new();
+        for id in &self.allow {
+            if !crate::contract::is_name(id) {
+                return Err(ConfigError::Invalid {
+                    key: "devices.allow",
+                    message: format!(
+                        "'{id}' is not a device id (1 to 64 characters of A-Za-z0-9._-)"
+                    ),
+                });
+            }
+            ids.insert(id.clone());
+        }
+        if let Some(path) = &self.allow_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let listed = parse_device_list(&text).map_err(|message| ConfigError::Parse {
+                path: path.clone(),
+                message,
+            })?;
+            if listed.is_empty() {
+                return Err(ConfigError::Parse {
+                    path: path.clone(),
+                    message: "devices.allow_file lists no device; remove allow_file to accept every device".to_owned(),
+                });
+            }
+            ids.extend(listed);
+        }
+        Ok((!ids.is_empty()).then_some(ids))
+    }
+}
+
+/// The device ids of an allow file: one per line, blank lines and `#`
+/// comments ignored, surrounding spaces trimmed.
+pub fn parse_device_list(text: &str) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let id = line.split('#').next().unwrap_or_default().trim();
+        if id.is_empty() {
+            continue;
+        }
+        if !crate::contract::is_name(id) {
+            return Err(format!(
+                "line {}: '{id}' is not a device id (1 to 64 characters of A-Za-z0-9._-)",
+                n + 1
+            ));
+        }
+        ids.push(id.to_owned());
+    }
+    Ok(ids)
 }
 
 /// The drug file.
@@ -322,6 +398,8 @@ pub struct Config {
     pub database: DatabaseSection,
     pub state: StateSection,
     pub limits: LimitsSection,
+    /// The device allow-list (`[devices]`).
+    pub devices: DevicesSection,
     pub drug: DrugSection,
     /// Alert rule timings (`[alerts]`); thresholds are in the drug file.
     pub alerts: crate::alerts::AlertConfig,
@@ -545,6 +623,12 @@ impl Config {
                 message: format!("'{}' is not a log filter: {e}", self.log.level),
             });
         }
+        if !(1..=87_600).contains(&self.limits.max_past_age_h) {
+            return invalid("limits.max_past_age_h", "must be 1 to 87600 (10 years)");
+        }
+        // Reads allow_file: a missing or malformed list fails at start (and
+        // in check-config), not at the first device event.
+        self.devices.allowed()?;
         Ok(())
     }
 
@@ -740,6 +824,8 @@ mod tests {
             ("[http]\nlisten = \"localhost\"\n", "http.listen"),
             ("[http]\nmax_unacked_age_s = 0\n", "http.max_unacked_age_s"),
             ("[log]\nlevel = \"dosetrack=loud\"\n", "log.level"),
+            ("[limits]\nmax_past_age_h = 0\n", "limits.max_past_age_h"),
+            ("[devices]\nallow = [\"pump 1\"]\n", "devices.allow"),
         ] {
             let cfg = Config::from_toml_str(text, Path::new("c.toml")).unwrap();
             match cfg.validate() {
@@ -747,6 +833,32 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_device_allow_list_is_the_union_of_allow_and_allow_file() {
+        assert_eq!(DevicesSection::default().allowed().unwrap(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("devices.allow");
+        std::fs::write(&file, "# ward 7 pumps\npump-1\n\n  pump-2  # bed 2\n").unwrap();
+        let text = format!(
+            "[devices]\nallow = [\"patch-9\"]\nallow_file = {:?}\n",
+            file.to_str().unwrap()
+        );
+        let cfg = Config::from_toml_str(&text, Path::new("c.toml")).unwrap();
+        cfg.validate().unwrap();
+        let allowed = cfg.devices.allowed().unwrap().unwrap();
+        let mut ids: Vec<_> = allowed.into_iter().collect();
+        ids.sort();
+        assert_eq!(ids, ["patch-9", "pump-1", "pump-2"]);
+        // An empty file, a bad id, a missing file: errors, never "allow all".
+        for (content, what) in [("# none\n", "no device"), ("pump 3\n", "line 1")] {
+            std::fs::write(&file, content).unwrap();
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(what), "{err}");
+        }
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(cfg.validate(), Err(ConfigError::Io { .. })));
     }
 
     #[test]

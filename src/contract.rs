@@ -11,7 +11,8 @@
 //!   [`parse_discharge`], [`parse_dose`], [`parse_device_event`],
 //!   [`parse_alert_command`]), with every accepted range declared once at the
 //!   top of this file;
-//! * the future clock-skew check ([`check_clock_skew`]);
+//! * the future clock-skew check ([`check_clock_skew`]) and dosetrack's
+//!   past-age bound ([`check_past_age`]);
 //! * the JSON Lines input of the offline `simulate` command
 //!   ([`parse_simulation_line`]).
 //!
@@ -246,6 +247,10 @@ closed_set! {
         ClockSkew = "clock_skew",
         /// Same (source, `id`) already stored with different content.
         DuplicateConflict = "duplicate_conflict",
+        /// dosetrack's addition: a device event from a device that is not on
+        /// the configured allow-list (`[devices]`; an empty list accepts
+        /// every device).
+        UnknownDevice = "unknown_device",
     }
 }
 
@@ -706,6 +711,39 @@ pub fn check_clock_skew(
                 time_ms.saturating_sub(now_ms),
                 format_rfc3339(now_ms),
                 max_skew_ms
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Reject an input whose `time` is more than `max_past_age_ms` behind
+/// `now_ms` (dosetrack's plausibility bound, configured as
+/// `[limits] max_past_age_h`): `invalid_value` on `time`, the contract's code
+/// for a value outside its range. Late input is normal (the contract: inputs
+/// may arrive late); an input dated weeks or decades back is a wrong clock or
+/// a typing error, and applying it would rebuild a patient's model from that
+/// date. `None` disables the bound.
+pub fn check_past_age(
+    time_ms: TimeMs,
+    now_ms: TimeMs,
+    max_past_age_ms: Option<i64>,
+) -> Result<(), Rejection> {
+    let Some(max_age_ms) = max_past_age_ms else {
+        return Ok(());
+    };
+    let max_age_ms = max_age_ms.max(0);
+    if time_ms < now_ms.saturating_sub(max_age_ms) {
+        Err(invalid(
+            "time",
+            format!(
+                "time {} is {} h before the daemon's clock ({}); inputs older than {} h are \
+                 refused (limits.max_past_age_h)",
+                format_rfc3339(time_ms),
+                now_ms.saturating_sub(time_ms) / 3_600_000,
+                format_rfc3339(now_ms),
+                max_age_ms / 3_600_000
             ),
         ))
     } else {
@@ -1322,7 +1360,9 @@ fn name(path: &str, value: &Value) -> Result<String, Rejection> {
     }
 }
 
-fn is_name(s: &str) -> bool {
+/// The contract's identifier rule (`patient_id`; dosetrack applies it to
+/// every identifier in a topic): 1 to [`NAME_MAX_CHARS`] of `A-Za-z0-9._-`.
+pub fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= NAME_MAX_CHARS
         && s.bytes()
@@ -1790,7 +1830,7 @@ mod tests {
         check(StopReason::ALL);
         check(BolusSource::ALL);
         check(AlarmCode::ALL);
-        assert_eq!(ErrorCode::ALL.len(), 9);
+        assert_eq!(ErrorCode::ALL.len(), 10);
         let e = event(STARTED);
         let json = serde_json::to_value(&e).ok();
         assert_eq!(

@@ -74,7 +74,7 @@ pub enum DaemonError {
     Join(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Http(#[from] crate::http::HttpError),
-    #[error("{0}")]
+    #[error("config: {0}")]
     Config(#[from] crate::config::ConfigError),
 }
 
@@ -197,7 +197,18 @@ pub struct Reloads {
 #[derive(Clone)]
 struct IntakeSettings {
     formulary: Arc<Formulary>,
-    max_skew_ms: i64,
+    rules: intake::IntakeRules,
+}
+
+/// Stage A's checks beyond the contract, from the configuration: the clock
+/// skew and past bounds (`[limits]`) and the device allow-list
+/// (`[devices]`, whose `allow_file` is read here).
+fn intake_rules(cfg: &Config) -> Result<intake::IntakeRules, crate::config::ConfigError> {
+    Ok(intake::IntakeRules {
+        max_future_skew_ms: (cfg.limits.max_future_skew_s * 1000) as i64,
+        max_past_age_ms: Some((cfg.limits.max_past_age_h * 3_600_000) as i64),
+        allowed_devices: cfg.devices.allowed()?.map(Arc::new),
+    })
 }
 
 /// The reloadable part of a new configuration, for stage B.
@@ -288,6 +299,12 @@ pub async fn run_with(
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
+    // Validated at load (Config::validate reads allow_file); read again
+    // here so the list in force is the file's content at start.
+    let intake_rules = intake_rules(&cfg)?;
+    if let Some(allowed) = &intake_rules.allowed_devices {
+        info!(devices = allowed.len(), "device allow-list in force");
+    }
     let topics = Topics::new(&cfg.topics.prefix);
     let mut store_cfg = StoreConfig::new(cfg.database.path.clone());
     store_cfg.batch_max = cfg.database.batch_max;
@@ -358,7 +375,7 @@ pub async fn run_with(
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(1);
     let (intake_tx, intake_rx) = watch::channel(IntakeSettings {
         formulary: formulary.clone(),
-        max_skew_ms: (cfg.limits.max_future_skew_s * 1000) as i64,
+        rules: intake_rules,
     });
     let progress = Arc::new(Progress::default());
     let stage_b = tokio::spawn(stage_b(StageB {
@@ -435,12 +452,12 @@ pub async fn run_with(
         // Unacknowledged from here until stage B is done with it (lag).
         metrics.input_received(incoming.received_at_ms);
         let settings = intake_rx.borrow().clone();
-        let decision = intake::intake(
+        let decision = intake::intake_with(
             &cfg.topics.prefix,
             &incoming.topic,
             &incoming.payload,
             incoming.received_at_ms,
-            settings.max_skew_ms,
+            &settings.rules,
             &settings.formulary,
         );
         let kind = match decision {
@@ -867,9 +884,16 @@ async fn reloader(
         } else {
             intake.borrow().formulary.clone()
         };
+        let rules = match intake_rules(&cfg) {
+            Ok(rules) => rules,
+            Err(e) => {
+                warn!(error = %e, "intake limits and device allow-list not changed");
+                intake.borrow().rules.clone()
+            }
+        };
         intake.send_replace(IntakeSettings {
             formulary: intake_formulary,
-            max_skew_ms: (cfg.limits.max_future_skew_s * 1000) as i64,
+            rules,
         });
         if cfg.log.level != running.cfg.log.level {
             if let Some(log) = &r.log {

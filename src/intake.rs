@@ -2,11 +2,18 @@
 //! to tell the world. Pure: the daemon passes the receive time.
 //!
 //! Order of checks, each failure a rejection with the contract's code:
-//! topic (`bad_topic`), size (`too_large`), JSON and fields
-//! (`invalid_json`, `not_an_object`, `missing_field`, `invalid_value`,
-//! `unknown_kind`), occurrence time ahead of the clock (`clock_skew`), and
-//! what only the drug file can judge (an admission's model and targets:
-//! `invalid_value`). `duplicate_conflict` needs the store and is decided
+//! topic (`bad_topic`), the device allow-list (`unknown_device`, dosetrack's
+//! addition; only when [`IntakeRules::allowed_devices`] is set), size
+//! (`too_large`), JSON and fields (`invalid_json`, `not_an_object`,
+//! `missing_field`, `invalid_value`, `unknown_kind`), occurrence time ahead
+//! of the clock (`clock_skew`) or too far behind it (`invalid_value` on
+//! `time`, when [`IntakeRules::max_past_age_ms`] is set), and what only the
+//! drug file can judge (an admission's model and targets: `invalid_value`).
+//!
+//! A device event's `device_id` comes from the topic only (contract): a
+//! `device_id` field in the payload is an unknown field, ignored like any
+//! other, even when it names another device. The raw payload is stored, so
+//! the disagreement stays visible in the audit trail. `duplicate_conflict` needs the store and is decided
 //! there. Every message ends up stored — accepted in `inputs`, refused in
 //! `rejected` — before it is acknowledged.
 
@@ -16,6 +23,8 @@ use crate::store::{AdmitProjection, InputRecord, Projection, RejectedRecord, Sou
 use crate::tracker::{check_input, TrackedInput};
 use crate::vocab::{format_rfc3339, TimeMs};
 use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// What to do with one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +62,32 @@ pub struct RejectedError {
 /// Bytes of the payload quoted in a rejection notice.
 pub const EXCERPT_BYTES: usize = 200;
 
-/// Decide what to do with a message received at `received_at_ms`.
+/// The configurable checks of [`intake_with`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntakeRules {
+    /// Inputs dated further ahead of the receive time are `clock_skew`.
+    pub max_future_skew_ms: i64,
+    /// Inputs dated further behind the receive time are `invalid_value` on
+    /// `time`. `None`: no bound.
+    pub max_past_age_ms: Option<i64>,
+    /// Devices whose events are accepted. `None`: every device (the
+    /// contract's behaviour); otherwise any other device's event is
+    /// `unknown_device`.
+    pub allowed_devices: Option<Arc<HashSet<String>>>,
+}
+
+impl IntakeRules {
+    /// Only the contract's clock-skew check: no past bound, no allow-list.
+    pub fn with_skew(max_future_skew_ms: i64) -> IntakeRules {
+        IntakeRules {
+            max_future_skew_ms,
+            ..IntakeRules::default()
+        }
+    }
+}
+
+/// Decide what to do with a message received at `received_at_ms`, with the
+/// contract's checks only (no past bound, every device accepted).
 pub fn intake(
     prefix: &str,
     topic: &str,
@@ -62,17 +96,54 @@ pub fn intake(
     max_future_skew_ms: i64,
     formulary: &Formulary,
 ) -> Intake {
+    intake_with(
+        prefix,
+        topic,
+        payload,
+        received_at_ms,
+        &IntakeRules::with_skew(max_future_skew_ms),
+        formulary,
+    )
+}
+
+/// Decide what to do with a message received at `received_at_ms` under
+/// `rules`.
+pub fn intake_with(
+    prefix: &str,
+    topic: &str,
+    payload: &[u8],
+    received_at_ms: TimeMs,
+    rules: &IntakeRules,
+    formulary: &Formulary,
+) -> Intake {
     let reject = |r: Rejection| reject(topic, payload, received_at_ms, r);
     let parsed_topic = match contract::parse_topic(prefix, topic) {
         Ok(t) => t,
         Err(r) => return reject(r),
     };
+    if let (InputTopic::DeviceEvent { device_id }, Some(allowed)) =
+        (&parsed_topic, &rules.allowed_devices)
+    {
+        if !allowed.contains(device_id) {
+            return reject(Rejection::new(
+                ErrorCode::UnknownDevice,
+                Some("device_id"),
+                format!(
+                    "device '{device_id}' is not on the daemon's device allow-list \
+                     ([devices] allow / allow_file)"
+                ),
+            ));
+        }
+    }
     let input = match contract::parse_payload(&parsed_topic, payload) {
         Ok(i) => i,
         Err(r) => return reject(r),
     };
     let time_ms = occurred_at(&input);
-    if let Err(r) = contract::check_clock_skew(time_ms, received_at_ms, max_future_skew_ms) {
+    if let Err(r) = contract::check_clock_skew(time_ms, received_at_ms, rules.max_future_skew_ms) {
+        return reject(r);
+    }
+    if let Err(r) = contract::check_past_age(time_ms, received_at_ms, rules.max_past_age_ms) {
         return reject(r);
     }
     if let Err(r) = check_input(formulary, &input) {
@@ -338,6 +409,97 @@ mod tests {
         };
         assert!(notice.payload_excerpt.ends_with('…'));
         assert_eq!(notice.payload_excerpt.chars().count(), EXCERPT_BYTES + 1);
+    }
+
+    #[test]
+    fn the_allow_list_rejects_other_devices_before_reading_the_payload() {
+        let tr = tracker();
+        let rules = IntakeRules {
+            max_future_skew_ms: 300_000,
+            max_past_age_ms: None,
+            allowed_devices: Some(Arc::new(HashSet::from(["pump-1".to_owned()]))),
+        };
+        let event = br#"{"id":"e-1","time":"2026-11-27T09:00:00Z","kind":"heartbeat"}"#;
+        let run = |topic: &str, payload: &[u8]| {
+            intake_with("dosetrack", topic, payload, now(), &rules, &tr)
+        };
+        assert_eq!(
+            code_of(&run("dosetrack/v1/devices/pump-1/events", event)),
+            None
+        );
+        let i = run("dosetrack/v1/devices/pump-2/events", event);
+        assert_eq!(code_of(&i), Some(ErrorCode::UnknownDevice));
+        let Intake::Reject { notice, .. } = i else {
+            panic!()
+        };
+        assert_eq!(notice.error.field.as_deref(), Some("device_id"));
+        // Not even parsed: an unknown device's garbage is unknown_device.
+        assert_eq!(
+            code_of(&run("dosetrack/v1/devices/pump-2/events", b"\xff{")),
+            Some(ErrorCode::UnknownDevice)
+        );
+        // A bad topic is still bad_topic; patient topics are not affected.
+        assert_eq!(
+            code_of(&run("dosetrack/v1/devices/pump 2/events", event)),
+            Some(ErrorCode::BadTopic)
+        );
+        let dose = br#"{"id":"d-1","time":"2026-11-27T09:00:00Z","route":"oral","amount_mg":5}"#;
+        assert_eq!(code_of(&run("dosetrack/v1/patients/P-1/doses", dose)), None);
+        // The payload's device_id is ignored: the topic's device is the source.
+        let claims_other =
+            br#"{"id":"e-2","time":"2026-11-27T09:00:00Z","kind":"heartbeat","device_id":"pump-2"}"#;
+        let Intake::Accept { record, .. } = run("dosetrack/v1/devices/pump-1/events", claims_other)
+        else {
+            panic!()
+        };
+        assert_eq!(record.device_id.as_deref(), Some("pump-1"));
+        assert_eq!(record.source, Source::Device("pump-1".into()));
+    }
+
+    #[test]
+    fn the_past_bound_refuses_ancient_times_as_invalid_time() {
+        let tr = tracker();
+        let rules = IntakeRules {
+            max_future_skew_ms: 300_000,
+            max_past_age_ms: Some(720 * 3_600_000),
+            allowed_devices: None,
+        };
+        let dose =
+            |time: &str| format!(r#"{{"id":"d-1","time":"{time}","route":"oral","amount_mg":5}}"#);
+        let run = |time: &str| {
+            intake_with(
+                "dosetrack",
+                "dosetrack/v1/patients/P-1/doses",
+                dose(time).as_bytes(),
+                now(),
+                &rules,
+                &tr,
+            )
+        };
+        // 29 days back: late, but accepted.
+        assert_eq!(code_of(&run("2026-10-29T10:00:00Z")), None);
+        for ancient in [
+            "2026-10-28T09:59:59Z",
+            "1970-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+        ] {
+            let i = run(ancient);
+            assert_eq!(code_of(&i), Some(ErrorCode::InvalidValue), "{ancient}");
+            let Intake::Reject { notice, .. } = i else {
+                panic!()
+            };
+            assert_eq!(notice.error.field.as_deref(), Some("time"));
+        }
+        // Without the bound (the plain `intake`), the contract accepts them.
+        let i = intake(
+            "dosetrack",
+            "dosetrack/v1/patients/P-1/doses",
+            dose("1970-01-01T00:00:00Z").as_bytes(),
+            now(),
+            300_000,
+            &tr,
+        );
+        assert_eq!(code_of(&i), None);
     }
 
     #[test]

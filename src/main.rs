@@ -1051,6 +1051,15 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
     writeln!(out, "  state             every {} s, history every {} s, forecast {} h, device stale after {} min",
         cfg.state.interval_s, cfg.state.history_interval_s, cfg.state.forecast_horizon_h, cfg.state.device_stale_after_min)?;
     writeln!(out, "  max_future_skew_s {}", cfg.limits.max_future_skew_s)?;
+    writeln!(out, "  max_past_age_h    {}", cfg.limits.max_past_age_h)?;
+    writeln!(
+        out,
+        "  devices           {}",
+        match cfg.devices.allowed()? {
+            Some(ids) => format!("{} on the allow-list", ids.len()),
+            None => "every device accepted".to_owned(),
+        }
+    )?;
     writeln!(out, "  drug file         {drug_name}")?;
     writeln!(
         out,

@@ -7,7 +7,7 @@
 //! [`crate::patient::Formulary`]), and hands their parsed TOML here with
 //! the running files' TOML. [`classify`] lists every key that differs:
 //!
-//! * **applied**: `[state]`, `[limits]`, `[drug]`, `[alerts]`, `[log] level`
+//! * **applied**: `[state]`, `[limits]`, `[devices]`, `[drug]`, `[alerts]`, `[log] level`
 //!   and anything in the drug file (targets, dose limits, interactions,
 //!   models). The daemon recomputes everything derived from the stored
 //!   inputs with them (the inputs themselves never change).
@@ -25,7 +25,7 @@ use crate::config::{Config, Overrides};
 use std::fmt;
 
 /// Sections (or keys) a reload applies; everything else is refused.
-pub const RELOADABLE: &[&str] = &["state", "limits", "drug", "alerts", "log.level"];
+pub const RELOADABLE: &[&str] = &["state", "limits", "devices", "drug", "alerts", "log.level"];
 
 /// Shown instead of a secret's value.
 const REDACTED: &str = "<redacted>";
