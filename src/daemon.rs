@@ -188,6 +188,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
     store_cfg.batch_window = Duration::from_millis(cfg.database.batch_window_ms);
     let (writer, writer_thread) = Writer::open(store_cfg)?;
     let reader = Reader::open(&cfg.database.path)?;
+    // Database care (history retention, WAL checkpoint, optimize): now and
+    // every maintenance_interval_h, through the writer, beside ingest.
+    let maintenance_stop = CancellationToken::new();
+    let maintenance_task = tokio::spawn(crate::store::maintenance::run_periodic(
+        writer.clone(),
+        crate::store::MaintenanceConfig::new(
+            cfg.database.history_retention_days,
+            cfg.database.maintenance_interval_h,
+        ),
+        maintenance_stop.clone(),
+        now_ms,
+    ));
 
     let tracker_cfg = TrackerConfig {
         forecast_horizon_ms: (cfg.state.forecast_horizon_h * 3_600_000.0) as TimeMs,
@@ -377,6 +389,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "publisher ended with an error"),
         Err(e) => warn!(error = %e, "publisher task failed"),
+    }
+    maintenance_stop.cancel();
+    if let Err(e) = maintenance_task.await {
+        warn!(error = %e, "maintenance task failed");
     }
     drop(writer);
     writer_thread.shutdown()?;
@@ -622,7 +638,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                     Intake::Accept { .. } => false,
                 }
             }
-            Some(WriteResult::Written) => true,
+            Some(WriteResult::Written | WriteResult::Pruned { .. }) => true,
         },
         Pending::Reject { op, write, notice } => {
             let done = committed(&b.writer, write, &op).await.is_some();
