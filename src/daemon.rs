@@ -188,18 +188,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
     store_cfg.batch_window = Duration::from_millis(cfg.database.batch_window_ms);
     let (writer, writer_thread) = Writer::open(store_cfg)?;
     let reader = Reader::open(&cfg.database.path)?;
-    // Database care (history retention, WAL checkpoint, optimize): now and
-    // every maintenance_interval_h, through the writer, beside ingest.
-    let maintenance_stop = CancellationToken::new();
-    let maintenance_task = tokio::spawn(crate::store::maintenance::run_periodic(
-        writer.clone(),
-        crate::store::MaintenanceConfig::new(
-            cfg.database.history_retention_days,
-            cfg.database.maintenance_interval_h,
-        ),
-        maintenance_stop.clone(),
-        now_ms,
-    ));
 
     let tracker_cfg = TrackerConfig {
         forecast_horizon_ms: (cfg.state.forecast_horizon_h * 3_600_000.0) as TimeMs,
@@ -281,6 +269,19 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunSummary,
         },
         progress: progress.clone(),
     }));
+    // Database care (history retention, WAL checkpoint, optimize): once the
+    // state is rebuilt, then every maintenance_interval_h; through the
+    // writer, beside ingest.
+    let maintenance_stop = CancellationToken::new();
+    let maintenance_task = tokio::spawn(crate::store::maintenance::run_periodic(
+        writer.clone(),
+        crate::store::MaintenanceConfig::new(
+            cfg.database.history_retention_days,
+            cfg.database.maintenance_interval_h,
+        ),
+        maintenance_stop.clone(),
+        now_ms,
+    ));
     // Database open, state rebuilt, writer running: ready (under systemd,
     // READY=1, then status and watchdog). Not gated on the broker.
     let supervisor = Supervisor::start(service::Watch {

@@ -51,9 +51,15 @@ impl MaintenanceConfig {
     /// From the config's `history_retention_days` (0 = keep forever) and
     /// `maintenance_interval_h`.
     pub fn new(history_retention_days: u32, maintenance_interval_h: u32) -> MaintenanceConfig {
+        let history_retention = if history_retention_days == 0 {
+            None
+        } else {
+            Some(Duration::from_secs(
+                u64::from(history_retention_days) * 86_400,
+            ))
+        };
         MaintenanceConfig {
-            history_retention: (history_retention_days > 0)
-                .then(|| Duration::from_secs(u64::from(history_retention_days) * 86_400)),
+            history_retention,
             interval: Duration::from_secs(u64::from(maintenance_interval_h.max(1)) * 3600),
             prune_batch_rows: PRUNE_BATCH_ROWS,
         }
