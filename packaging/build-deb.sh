@@ -114,7 +114,8 @@ done
 grep -q "systemd-sysusers" "$WORK/control/postinst" || fail "postinst does not run systemd-sysusers"
 grep -q "broker-password" "$WORK/control/postinst" || fail "postinst does not create the broker-password file"
 grep -q "daemon-reload" "$WORK/control/postinst" || fail "postinst does not reload systemd"
-if grep -qE "systemctl (--system )?(enable|start)|deb-systemd-invoke start" "$WORK/control/postinst"; then
+if grep -vE '^[[:space:]]*(#|echo )' "$WORK/control/postinst" \
+  | grep -qE "systemctl (--system )?(enable|start)|deb-systemd-invoke start"; then
   fail "postinst enables or starts the service (it must not: the password comes first)"
 fi
 grep -q "/var/lib/dosetrack" "$WORK/control/postrm" && grep -q "rm -rf /var/lib" "$WORK/control/postrm" \
