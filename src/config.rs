@@ -153,6 +153,13 @@ pub struct DatabaseSection {
     pub batch_max: usize,
     /// Longest wait to fill a batch, in ms.
     pub batch_window_ms: u64,
+    /// Days of sampled concentration history kept (0 = keep forever).
+    /// Inputs, rejected messages, alerts and published states are always
+    /// kept.
+    pub history_retention_days: u32,
+    /// Database care (retention, WAL checkpoint, optimize) runs at start
+    /// and this often (h).
+    pub maintenance_interval_h: u32,
 }
 
 impl Default for DatabaseSection {
@@ -161,6 +168,8 @@ impl Default for DatabaseSection {
             path: PathBuf::from("dosetrack.db"),
             batch_max: 256,
             batch_window_ms: 2,
+            history_retention_days: 90,
+            maintenance_interval_h: 6,
         }
     }
 }
@@ -590,6 +599,15 @@ impl Config {
         if self.database.batch_window_ms > 1000 {
             return invalid("database.batch_window_ms", "must be at most 1000");
         }
+        if self.database.history_retention_days > 36_500 {
+            return invalid(
+                "database.history_retention_days",
+                "must be 0 (keep forever) to 36500",
+            );
+        }
+        if !(1..=168).contains(&self.database.maintenance_interval_h) {
+            return invalid("database.maintenance_interval_h", "must be 1 to 168");
+        }
         if !(1..=3600).contains(&self.state.interval_s) {
             return invalid("state.interval_s", "must be 1 to 3600");
         }
@@ -826,6 +844,18 @@ mod tests {
             ("[log]\nlevel = \"dosetrack=loud\"\n", "log.level"),
             ("[limits]\nmax_past_age_h = 0\n", "limits.max_past_age_h"),
             ("[devices]\nallow = [\"pump 1\"]\n", "devices.allow"),
+            (
+                "[database]\nhistory_retention_days = 36501\n",
+                "database.history_retention_days",
+            ),
+            (
+                "[database]\nmaintenance_interval_h = 0\n",
+                "database.maintenance_interval_h",
+            ),
+            (
+                "[database]\nmaintenance_interval_h = 169\n",
+                "database.maintenance_interval_h",
+            ),
         ] {
             let cfg = Config::from_toml_str(text, Path::new("c.toml")).unwrap();
             match cfg.validate() {

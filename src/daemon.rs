@@ -400,6 +400,19 @@ pub async fn run_with(
         progress: progress.clone(),
         metrics: metrics.clone(),
     }));
+    // Database care (history retention, WAL checkpoint, optimize): once the
+    // state is rebuilt, then every maintenance_interval_h; through the
+    // writer, beside ingest.
+    let maintenance_stop = CancellationToken::new();
+    let maintenance_task = tokio::spawn(crate::store::maintenance::run_periodic(
+        writer.clone(),
+        crate::store::MaintenanceConfig::new(
+            cfg.database.history_retention_days,
+            cfg.database.maintenance_interval_h,
+        ),
+        maintenance_stop.clone(),
+        now_ms,
+    ));
     // Database open, state rebuilt, writer running: ready (under systemd,
     // READY=1, then status and watchdog). Not gated on the broker.
     let supervisor = Supervisor::start(service::Watch {
@@ -553,6 +566,10 @@ pub async fn run_with(
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "publisher ended with an error"),
         Err(e) => warn!(error = %e, "publisher task failed"),
+    }
+    maintenance_stop.cancel();
+    if let Err(e) = maintenance_task.await {
+        warn!(error = %e, "maintenance task failed");
     }
     drop(writer);
     writer_thread.shutdown()?;
@@ -1082,7 +1099,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                     Intake::Accept { .. } => false,
                 }
             }
-            Ok(WriteResult::Written) => true,
+            Ok(WriteResult::Written | WriteResult::Pruned { .. }) => true,
         },
         Pending::Reject { op, write, notice } => {
             let done = committed(&b.writer, &b.health, write, &op).await.is_ok();

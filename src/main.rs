@@ -68,6 +68,25 @@ enum Command {
     /// lifecycle messages.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Shell completions and man pages generated from this command line
+    /// (for packaging: packaging/build-deb.sh). Hidden from --help.
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum GenerateCommand {
+    /// The completion script for SHELL, on standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The man pages (dosetrack.1 and one per subcommand, e.g.
+    /// dosetrack-run.1) written into DIR; prints their paths.
+    Man {
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -520,8 +539,11 @@ fn sim_err(e: SimulateError) -> anyhow::Error {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let f = formulary(cli.drug_file.as_deref())?;
     let mut stdout = std::io::stdout().lock();
+    if let Command::Generate(g) = &cli.command {
+        return generate(g, &mut stdout);
+    }
+    let f = formulary(cli.drug_file.as_deref())?;
     match cli.command {
         Command::Simulate(a) => {
             if let Some(path) = &a.plot {
@@ -671,6 +693,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SimulateDevices(a) => simulate_devices(&a)?,
         Command::Alerts(AlertsCommand::Report(a)) => alerts_report(&a, &mut stdout)?,
         Command::Alerts(AlertsCommand::List(a)) => alerts_list(&a, &mut stdout)?,
+        Command::Generate(g) => generate(&g, &mut stdout)?,
         Command::Alerts(AlertsCommand::WardDay(a)) => {
             alerts_ward_day(&a, cli.drug_file.as_deref(), &mut stdout)?
         }
@@ -1048,6 +1071,15 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
         "  batch             {} inputs / {} ms",
         cfg.database.batch_max, cfg.database.batch_window_ms
     )?;
+    let retention = match cfg.database.history_retention_days {
+        0 => "kept forever".to_owned(),
+        d => format!("{d} days"),
+    };
+    writeln!(
+        out,
+        "  maintenance       history {retention}, every {} h",
+        cfg.database.maintenance_interval_h
+    )?;
     writeln!(out, "  state             every {} s, history every {} s, forecast {} h, device stale after {} min",
         cfg.state.interval_s, cfg.state.history_interval_s, cfg.state.forecast_horizon_h, cfg.state.device_stale_after_min)?;
     writeln!(out, "  max_future_skew_s {}", cfg.limits.max_future_skew_s)?;
@@ -1084,6 +1116,36 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
         cfg.log.format.as_str(),
         dosetrack::logging::resolve(dosetrack::config::LogFormat::Auto).as_str()
     )?;
+    Ok(())
+}
+
+/// `dosetrack generate`: completions and man pages from the clap
+/// definition, so they never drift from the real command line.
+fn generate(g: &GenerateCommand, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    match g {
+        GenerateCommand::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cmd, "dosetrack", out);
+        }
+        GenerateCommand::Man { dir } => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // One page per visible (sub)command; hidden ones (generate) are
+            // left out.
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
+            let mut pages: Vec<PathBuf> = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "1"))
+                .collect();
+            pages.sort();
+            for p in pages {
+                writeln!(out, "{}", p.display())?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Operator commands of the service, through the real binary:
 //! `dosetrack check-config` (the shipped config, a bad value, a bad drug
-//! file) and `dosetrack db backup` (an online copy while the store's writer
-//! is writing; refusing to overwrite).
+//! file), `dosetrack db backup` (an online copy while the store's writer
+//! is writing; refusing to overwrite) and the hidden `dosetrack generate`
+//! (shell completions and man pages for the package).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,6 +41,7 @@ fn check_config_accepts_the_shipped_config() {
     assert!(out.contains("127.0.0.1:1883"), "{out}");
     assert!(out.contains("/var/lib/dosetrack/dosetrack.db"), "{out}");
     assert!(out.contains("password          not set"), "{out}");
+    assert!(out.contains("history 90 days, every 6 h"), "{out}");
 }
 
 #[test]
@@ -237,4 +239,63 @@ fn db_backup_is_consistent_while_the_writer_writes() {
         dir.path().join("missing.db").to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+}
+
+#[test]
+fn generate_writes_completions_and_man_pages_and_stays_hidden() {
+    let o = dosetrack(&["--help"]);
+    let (out, _) = text(&o);
+    assert!(out.contains("check-config"), "{out}");
+    assert!(!out.contains("generate"), "hidden from --help: {out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let o = dosetrack(&["generate", "completions", shell]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{shell}: {err}");
+        // fish spells options `-l drug-file`.
+        for word in ["check-config", "backup", "drug-file"] {
+            assert!(out.contains(word), "{shell} completion lacks {word}");
+        }
+        if shell == "bash" {
+            let file = dir.path().join("dosetrack.bash");
+            std::fs::write(&file, &out).unwrap();
+            let bash = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+            assert!(bash.status.success(), "{:?}", text(&bash));
+        }
+    }
+    let o = dosetrack(&["generate", "completions", "tcsh"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+
+    let man = dir.path().join("man");
+    let o = dosetrack(&["generate", "man", man.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    for page in [
+        "dosetrack.1",
+        "dosetrack-run.1",
+        "dosetrack-check-config.1",
+        "dosetrack-db-backup.1",
+    ] {
+        let path = man.join(page);
+        assert!(
+            out.contains(path.to_str().unwrap()),
+            "{page} not listed: {out}"
+        );
+        let roff = std::fs::read_to_string(&path).unwrap();
+        assert!(roff.contains(".TH "), "{page} is not a man page");
+    }
+    let main = std::fs::read_to_string(man.join("dosetrack.1")).unwrap();
+    assert!(
+        main.contains("check\\-config"),
+        "dosetrack.1 lists the subcommands"
+    );
+    assert!(
+        !man.join("dosetrack-generate.1").exists(),
+        "no page for the hidden command"
+    );
 }

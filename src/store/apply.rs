@@ -96,6 +96,13 @@ pub(super) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, Appl
             upsert_history(conn, history)?;
             Ok(WriteResult::Written)
         }
+        WriteOp::PruneHistory {
+            before_ms,
+            max_rows,
+        } => {
+            let rows = super::maintenance::prune_history(conn, *before_ms, *max_rows)?;
+            Ok(WriteResult::Pruned { rows })
+        }
     }
 }
 

@@ -13,7 +13,9 @@
 //!   insert with duplicate/conflict detection and its projections, rejected
 //!   messages, history and published-state upserts;
 //! * `writer`: [`Writer`], the single writer thread with group commit;
-//! * `read`: [`Reader`], read-only queries that never block the writer.
+//! * `read`: [`Reader`], read-only queries that never block the writer;
+//! * `maintenance`: database care (history retention, WAL checkpoints,
+//!   `PRAGMA optimize`), run by the daemon at start and periodically.
 //!
 //! # The durability rule
 //!
@@ -37,6 +39,7 @@
 pub mod alerts;
 mod apply;
 pub mod backup;
+pub mod maintenance;
 mod read;
 mod schema;
 mod writer;
@@ -50,6 +53,7 @@ use std::time::Duration;
 
 pub use alerts::{AlertWrite, CommandOutcome, OutboxRow, PendingPublish};
 pub use backup::{backup, BackupError, BackupReport};
+pub use maintenance::{CheckpointReport, MaintenanceConfig, MaintenanceReport};
 pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow, StoredInput};
 pub use schema::migrations;
 pub use writer::{Queued, Writer, WriterPragmas, WriterStats, WriterThread};
@@ -229,6 +233,14 @@ pub enum WriteOp {
         states: Vec<StateRow>,
         history: Vec<HistoryRow>,
     },
+    /// Database care (retention): delete at most `max_rows` concentration
+    /// history points dated before `before_ms`. Answered with
+    /// [`WriteResult::Pruned`]; fewer rows than `max_rows` means none older
+    /// are left. Touches nothing but `concentration_history`.
+    PruneHistory {
+        before_ms: i64,
+        max_rows: usize,
+    },
 }
 
 /// The answer to a [`WriteOp`], given after its batch committed.
@@ -238,6 +250,8 @@ pub enum WriteResult {
     Input(StoreOutcome),
     /// For every other op.
     Written,
+    /// For [`WriteOp::PruneHistory`]: the history rows deleted.
+    Pruned { rows: u64 },
 }
 
 /// How to open the store.

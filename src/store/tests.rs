@@ -1157,6 +1157,283 @@ async fn a_held_write_lock_fails_the_batch_and_the_writer_recovers() {
 }
 
 // ---------------------------------------------------------------------------
+// Database care: retention, checkpoint, optimize.
+// ---------------------------------------------------------------------------
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Rows of every table but `concentration_history`: what maintenance must
+/// never touch.
+fn record_counts(path: &Path) -> Vec<(String, i64)> {
+    let conn = inspect(path);
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+             AND name NOT LIKE 'sqlite_%' AND name != 'concentration_history' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    tables
+        .into_iter()
+        .map(|t| {
+            let n = count(&conn, &format!("SELECT count(*) FROM \"{t}\""));
+            (t, n)
+        })
+        .collect()
+}
+
+fn wal_len(path: &Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(PathBuf::from(wal)).unwrap().len()
+}
+
+fn maintenance_cfg(retention_days: Option<i64>, batch: usize) -> MaintenanceConfig {
+    MaintenanceConfig {
+        history_retention: retention_days.map(|d| Duration::from_millis((d * DAY_MS) as u64)),
+        interval: Duration::from_secs(3600),
+        prune_batch_rows: batch,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_old_history_and_the_checkpoint_truncates_the_wal() {
+    let (_dir, path) = temp_db();
+    let (w, thread) = open(&path);
+    let now = T0 + 100 * DAY_MS;
+    // Hourly points: P-a entirely before the cutoff, P-b across it, P-c
+    // after it; P-0 has a single point exactly at the cutoff (kept).
+    let cutoff = now - 30 * DAY_MS;
+    let mut all: Vec<HistoryRow> = Vec::new();
+    for (p, from, to) in [
+        ("P-a", T0, T0 + 20 * DAY_MS),
+        ("P-b", T0 + 50 * DAY_MS, now),
+        ("P-c", now - 10 * DAY_MS, now),
+    ] {
+        let mut t = from;
+        while t <= to {
+            all.push(point(p, t, 10.0));
+            t += HOUR_MS;
+        }
+    }
+    all.push(point("P-0", cutoff, 1.0));
+    for chunk in all.chunks(500) {
+        w.write(WriteOp::History(chunk.to_vec())).await.unwrap();
+    }
+    // The record, all of it older than the cutoff: an admit, a dose, a
+    // rejected message, a published state, an alert with its lifecycle
+    // message and outbox row. None of it may be deleted.
+    put(&w, admit("P-a", "adm-1", T0, 70.0)).await;
+    put(&w, dose("P-a", "dose-1", T0 + HOUR_MS, 20.0)).await;
+    w.write(WriteOp::Rejected(RejectedRecord {
+        topic: "dosetrack/v1/patients/P-a/doses".to_owned(),
+        received_at_ms: T0,
+        code: ErrorCode::InvalidValue,
+        field: Some("amount_mg".to_owned()),
+        message: "amount_mg must be > 0".to_owned(),
+        payload: b"{}".to_vec(),
+    }))
+    .await
+    .unwrap();
+    w.write(WriteOp::State {
+        patient_id: "P-a".to_owned(),
+        time_ms: T0,
+        payload: "{}".to_owned(),
+    })
+    .await
+    .unwrap();
+    {
+        let raw = Connection::open(&path).unwrap();
+        raw.busy_timeout(Duration::from_secs(5)).unwrap();
+        raw.execute_batch(&format!(
+            "INSERT INTO alert_state VALUES ('al-1-x', 1, 'patient', 'P-a', 'concentration_high',
+                 'P-a', 0, {T0}, {T0}, '{{}}');
+             INSERT INTO alert_events (alert_id, patient_id, rule, phase, priority, time_ms, payload)
+                 VALUES ('al-1-x', 'P-a', 'concentration_high', 'raised', 'high', {T0}, '{{}}');
+             INSERT INTO outbox (topic, payload, retained, qos, created_at_ms)
+                 VALUES ('t', '{{}}', 1, 1, {T0});"
+        ))
+        .unwrap();
+    }
+    let records_before = record_counts(&path);
+    assert_eq!(
+        records_before
+            .iter()
+            .filter(|(t, n)| [
+                "inputs",
+                "rejected",
+                "published_state",
+                "alert_state",
+                "alert_events",
+                "outbox"
+            ]
+            .contains(&t.as_str())
+                && *n > 0)
+            .count(),
+        6,
+        "{records_before:?}"
+    );
+    let expected_deleted = all.iter().filter(|r| r.t_ms < cutoff).count() as u64;
+    // P-a: 20 days + 1 hourly points; P-b: the 20 days before the cutoff.
+    assert_eq!(expected_deleted, 481 + 480);
+    let wal_before = wal_len(&path);
+    assert!(wal_before > 0);
+
+    let cfg = maintenance_cfg(Some(30), 300);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let report = maintenance::run_once(&w, &cfg, now, &stop).await.unwrap();
+
+    assert_eq!(report.history_cutoff_ms, Some(cutoff));
+    assert_eq!(report.history_rows_deleted, expected_deleted);
+    // Steps of at most 300 rows; the last one finds fewer.
+    assert_eq!(report.prune_steps, expected_deleted / 300 + 1);
+    assert!(!report.interrupted);
+    let kept: Vec<(String, i64)> = inspect(&path)
+        .prepare("SELECT patient_id, t_ms FROM concentration_history ORDER BY patient_id, t_ms")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut expected_kept: Vec<(String, i64)> = all
+        .iter()
+        .filter(|r| r.t_ms >= cutoff)
+        .map(|r| (r.patient_id.clone(), r.t_ms))
+        .collect();
+    expected_kept.sort();
+    assert_eq!(
+        kept, expected_kept,
+        "exactly the points from the cutoff on are kept"
+    );
+    assert!(kept.iter().any(|(p, _)| p == "P-0"));
+    assert!(!kept.iter().any(|(p, _)| p == "P-a"));
+    assert_eq!(
+        record_counts(&path),
+        records_before,
+        "the record is untouched"
+    );
+
+    // The checkpoint emptied the WAL file (no reader held a snapshot).
+    assert!(
+        report.checkpoint.wal_bytes_before >= wal_before,
+        "{report:?}"
+    );
+    assert!(!report.checkpoint.busy, "{report:?}");
+    assert_eq!(report.checkpoint.wal_bytes_after, 0);
+    assert_eq!(wal_len(&path), 0);
+
+    // Nothing left to delete: one step, zero rows.
+    let again = maintenance::run_once(&w, &cfg, now, &stop).await.unwrap();
+    assert_eq!((again.history_rows_deleted, again.prune_steps), (0, 1));
+
+    drop(w);
+    tokio::task::spawn_blocking(move || thread.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_zero_keeps_all_history_and_a_stopped_run_ends_early() {
+    let (_dir, path) = temp_db();
+    let (w, thread) = open(&path);
+    let rows: Vec<HistoryRow> = (0..50)
+        .map(|i| point("P-1", T0 + i * DAY_MS, 1.0))
+        .collect();
+    w.write(WriteOp::History(rows)).await.unwrap();
+    let now = T0 + 1000 * DAY_MS;
+    let stop = tokio_util::sync::CancellationToken::new();
+
+    let forever = maintenance_cfg(None, 10);
+    let report = maintenance::run_once(&w, &forever, now, &stop)
+        .await
+        .unwrap();
+    assert_eq!(report.history_cutoff_ms, None);
+    assert_eq!((report.history_rows_deleted, report.prune_steps), (0, 0));
+    assert_eq!(
+        count(
+            &inspect(&path),
+            "SELECT count(*) FROM concentration_history"
+        ),
+        50
+    );
+    assert_eq!(
+        MaintenanceConfig::new(0, 6).history_retention,
+        None,
+        "history_retention_days = 0 keeps forever"
+    );
+    assert_eq!(
+        MaintenanceConfig::new(90, 6),
+        MaintenanceConfig {
+            history_retention: Some(Duration::from_secs(90 * 86_400)),
+            interval: Duration::from_secs(6 * 3600),
+            prune_batch_rows: maintenance::PRUNE_BATCH_ROWS,
+        }
+    );
+
+    // Stopping (the daemon shutting down) ends the deletion between steps.
+    stop.cancel();
+    let report = maintenance::run_once(&w, &maintenance_cfg(Some(1), 10), now, &stop)
+        .await
+        .unwrap();
+    assert!(report.interrupted);
+    assert_eq!(report.history_rows_deleted, 0);
+    assert_eq!(
+        count(
+            &inspect(&path),
+            "SELECT count(*) FROM concentration_history"
+        ),
+        50
+    );
+
+    drop(w);
+    tokio::task::spawn_blocking(move || thread.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_on_an_old_snapshot_makes_the_checkpoint_busy_not_a_stall() {
+    let (_dir, path) = temp_db();
+    let (w, thread) = open(&path);
+    put(&w, dose("P-1", "d-1", T0, 1.0)).await;
+    // A reader inside a read transaction that sees the WAL ...
+    let reader = inspect(&path);
+    reader.execute_batch("BEGIN").unwrap();
+    assert_eq!(count(&reader, "SELECT count(*) FROM inputs"), 1);
+    // ... while more is written after its snapshot.
+    put(&w, dose("P-1", "d-2", T0 + 1, 1.0)).await;
+
+    let started = Instant::now();
+    let c = w.checkpoint().await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(c.busy, "{c:?}");
+    assert!(c.wal_bytes_after > 0, "not truncated while read: {c:?}");
+    // The short TRUNCATE wait, not the writer's 5 s busy timeout.
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(w.pragmas().await.unwrap().busy_timeout_ms, 5000, "restored");
+    // The writer goes on at once.
+    put(&w, dose("P-1", "d-3", T0 + 2, 1.0)).await;
+
+    reader.execute_batch("COMMIT").unwrap();
+    let c = w.checkpoint().await.unwrap();
+    assert!(!c.busy, "{c:?}");
+    assert_eq!((c.wal_bytes_after, wal_len(&path)), (0, 0));
+    w.optimize().await.unwrap();
+
+    drop(w);
+    tokio::task::spawn_blocking(move || thread.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------
 // Shutdown and durability.
 // ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@
 //! transaction's op count and duration in the daemon's metrics.
 
 use super::apply::{self, ApplyError};
+use super::maintenance::{self, CheckpointReport};
 use super::schema;
 use super::{StoreConfig, StoreError, WriteOp, WriteResult};
 use crate::metrics::CommitMetrics;
@@ -38,6 +39,10 @@ enum Msg {
     /// Liveness probe: answered as soon as the thread takes it from the
     /// queue (after the ops ahead of it), with no SQLite work.
     Ping(oneshot::Sender<()>),
+    /// `wal_checkpoint` PASSIVE then TRUNCATE (database maintenance).
+    Checkpoint(oneshot::Sender<Result<CheckpointReport, StoreError>>),
+    /// `PRAGMA optimize` (database maintenance).
+    Optimize(oneshot::Sender<Result<(), StoreError>>),
     Shutdown,
 }
 
@@ -111,6 +116,7 @@ pub struct WriterPragmas {
 struct LoopConfig {
     batch_max: usize,
     batch_window: Duration,
+    busy_timeout: Duration,
 }
 
 impl Writer {
@@ -140,6 +146,7 @@ impl Writer {
         let loop_cfg = LoopConfig {
             batch_max: cfg.batch_max.max(1),
             batch_window: cfg.batch_window,
+            busy_timeout: cfg.busy_timeout,
         };
         let thread_stats = Arc::clone(&stats);
         let handle = std::thread::Builder::new()
@@ -224,6 +231,29 @@ impl Writer {
         answer.await.map_err(|_| StoreError::WriterClosed)
     }
 
+    /// Checkpoint the WAL: `PRAGMA wal_checkpoint(PASSIVE)`, then
+    /// `(TRUNCATE)` waiting at most
+    /// [`TRUNCATE_BUSY_TIMEOUT`](super::maintenance::TRUNCATE_BUSY_TIMEOUT)
+    /// for readers on an old snapshot. Runs between two batches.
+    pub async fn checkpoint(&self) -> Result<CheckpointReport, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Checkpoint(reply))
+            .await
+            .map_err(|_| StoreError::WriterClosed)?;
+        answer.await.map_err(|_| StoreError::WriterClosed)?
+    }
+
+    /// `PRAGMA optimize` on the writer's connection, between two batches.
+    pub async fn optimize(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Optimize(reply))
+            .await
+            .map_err(|_| StoreError::WriterClosed)?;
+        answer.await.map_err(|_| StoreError::WriterClosed)?
+    }
+
     /// Counters since the writer started.
     pub fn stats(&self) -> WriterStats {
         WriterStats {
@@ -263,7 +293,12 @@ enum Collected {
     Stop,
 }
 
-fn take(msg: Msg, conn: &Connection, batch: &mut Vec<(WriteOp, Reply)>) -> Collected {
+fn take(
+    msg: Msg,
+    conn: &Connection,
+    cfg: &LoopConfig,
+    batch: &mut Vec<(WriteOp, Reply)>,
+) -> Collected {
     match msg {
         Msg::Op { op, reply } => {
             batch.push((op, reply));
@@ -278,6 +313,20 @@ fn take(msg: Msg, conn: &Connection, batch: &mut Vec<(WriteOp, Reply)>) -> Colle
         }
         Msg::Ping(reply) => {
             let _ = reply.send(());
+            Collected::More
+        }
+        Msg::Checkpoint(reply) => {
+            // No transaction is open while collecting.
+            let report =
+                maintenance::checkpoint(conn, cfg.busy_timeout).map_err(StoreError::Sqlite);
+            let _ = reply.send(report);
+            Collected::More
+        }
+        Msg::Optimize(reply) => {
+            let done = conn
+                .execute_batch("PRAGMA optimize")
+                .map_err(StoreError::Sqlite);
+            let _ = reply.send(done);
             Collected::More
         }
         Msg::Shutdown => Collected::Stop,
@@ -306,7 +355,7 @@ fn run(
         let Some(first) = rx.blocking_recv() else {
             break 'serve; // every sender is gone
         };
-        let mut stop = matches!(take(first, &conn, &mut batch), Collected::Stop);
+        let mut stop = matches!(take(first, &conn, cfg, &mut batch), Collected::Stop);
         if batch.is_empty() && !stop {
             continue; // a pragmas or ping request
         }
@@ -331,7 +380,7 @@ fn run(
                     }
                 }
             };
-            stop = matches!(take(msg, &conn, &mut batch), Collected::Stop);
+            stop = matches!(take(msg, &conn, cfg, &mut batch), Collected::Stop);
         }
         if !batch.is_empty() {
             run_batch(&mut conn, &mut batch, stats);
@@ -341,7 +390,7 @@ fn run(
             rx.close();
             while let Ok(msg) = rx.try_recv() {
                 // A second shutdown request changes nothing.
-                let _ = take(msg, &conn, &mut batch);
+                let _ = take(msg, &conn, cfg, &mut batch);
                 if batch.len() >= cfg.batch_max {
                     run_batch(&mut conn, &mut batch, stats);
                 }
@@ -352,12 +401,23 @@ fn run(
             break 'serve;
         }
     }
-    close(conn, stats)
+    close(conn, cfg, stats)
 }
 
-fn close(conn: Connection, stats: &Stats) -> Result<(), StoreError> {
+fn close(conn: Connection, cfg: &LoopConfig, stats: &Stats) -> Result<(), StoreError> {
     if let Err(e) = conn.execute_batch("PRAGMA optimize") {
         tracing::warn!(error = %e, "PRAGMA optimize at shutdown failed");
+    }
+    // Leave an empty WAL behind (SQLite also checkpoints when the last
+    // connection closes, but not while a reader is still open).
+    match maintenance::checkpoint(&conn, cfg.busy_timeout) {
+        Ok(c) => tracing::info!(
+            wal_bytes_before = c.wal_bytes_before,
+            wal_bytes_after = c.wal_bytes_after,
+            busy = c.busy,
+            "WAL checkpointed at stop"
+        ),
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint at stop failed"),
     }
     let result = conn.close().map_err(|(_, e)| StoreError::Sqlite(e));
     tracing::info!(
@@ -500,6 +560,7 @@ fn needs_savepoint(op: &WriteOp) -> bool {
         WriteOp::Derived { states, history } => states.len() + history.len() > 1,
         WriteOp::Rejected(_) | WriteOp::State { .. } => false,
         WriteOp::Alerts(_) | WriteOp::OutboxPublished { .. } => true,
+        WriteOp::PruneHistory { .. } => true,
     }
 }
 
@@ -519,5 +580,6 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::Alerts(_) => "alerts",
         WriteOp::OutboxPublished { .. } => "outbox_published",
         WriteOp::Derived { .. } => "derived",
+        WriteOp::PruneHistory { .. } => "prune_history",
     }
 }
