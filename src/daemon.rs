@@ -64,7 +64,8 @@ use tracing::{debug, error, info, warn};
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("drug file: {0}")]
+    /// The drug file cannot be used; the message names the file.
+    #[error("{0}")]
     Drug(String),
     #[error("database: {0}")]
     Store(#[from] StoreError),
@@ -150,12 +151,9 @@ enum Pending {
 
 /// Load the drug file named by the config (or the built-in one).
 pub fn formulary(cfg: &Config) -> Result<Formulary, DaemonError> {
-    let drug = match &cfg.drug.file {
-        Some(p) => DrugFile::load(p),
-        None => DrugFile::builtin(),
-    }
-    .map_err(|e| DaemonError::Drug(e.to_string()))?;
-    Formulary::new(drug).map_err(|e| DaemonError::Drug(e.to_string()))
+    formulary_and_table(cfg)
+        .map(|(formulary, _)| formulary)
+        .map_err(DaemonError::Drug)
 }
 
 /// The drug file named by the config, loaded and validated, with its parsed
@@ -172,7 +170,8 @@ fn formulary_and_table(cfg: &Config) -> Result<(Formulary, toml::Table), String>
         ),
     };
     let named = |e: String| format!("drug file {}: {e}", path.display());
-    let drug = DrugFile::from_toml_str(&text, &path).map_err(|e| named(e.to_string()))?;
+    // Its errors name the file already.
+    let drug = DrugFile::from_toml_str(&text, &path).map_err(|e| e.to_string())?;
     let formulary = Formulary::new(drug).map_err(|e| named(e.to_string()))?;
     let table = text
         .parse::<toml::Table>()

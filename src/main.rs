@@ -1016,8 +1016,8 @@ fn check_config(a: &CheckConfigArgs, out: &mut impl std::io::Write) -> anyhow::R
         .map_or("built-in config/drugs/ketamine.toml".to_owned(), |p| {
             p.display().to_string()
         });
-    let drug = dosetrack::daemon::formulary(&cfg)
-        .map_err(|e| input_error(format!("{what}: drug file {drug_name}: {e}")))?;
+    let drug =
+        dosetrack::daemon::formulary(&cfg).map_err(|e| input_error(format!("{what}: {e}")))?;
     writeln!(
         out,
         "drug file: {drug_name}: valid ({} models)",
