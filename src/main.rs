@@ -904,14 +904,10 @@ fn init_logging() {
     init_logging_with("info");
 }
 
-/// Logs to stderr; `RUST_LOG` overrides `default_filter`.
+/// Logs as text to stderr; `RUST_LOG` overrides `default_filter` (the
+/// service's own setup, without its journal or JSON choice).
 fn init_logging_with(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = dosetrack::logging::init(dosetrack::config::LogFormat::Text, default_filter);
 }
 
 fn run_service(args: &ServiceArgs) -> anyhow::Result<()> {
