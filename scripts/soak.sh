@@ -4,6 +4,8 @@
 #   scripts/soak.sh            # small: the CI size, ~2 min
 #   scripts/soak.sh full       # 10,000 patients, 20 min sustained + 3 min idle,
 #                              # restart with 1,000,000 stored inputs: ~35 min
+#   scripts/soak.sh full sustained   # only the tests whose name contains
+#                              # "sustained" (or "restart")
 #
 # Overrides (minutes / count): DOSETRACK_SOAK_SUSTAINED_MIN,
 # DOSETRACK_SOAK_IDLE_MIN, DOSETRACK_SOAK_RESTART_INPUTS.
@@ -12,6 +14,7 @@
 # its own broker on a free port). Method and bounds: docs/reliability.md ("Soak and scale").
 set -eu
 size="${1:-small}"
+filter="${2:-}"
 case "$size" in
 small | full) ;;
 *)
@@ -30,6 +33,15 @@ echo "soak ($size): log in $log"
 # The two tests run one after the other (they share a lock); --nocapture
 # prints the SOAK figure lines. The daemon is the test profile's build
 # (opt-level 2, Cargo.toml [profile.test]).
-DOSETRACK_SOAK="$size" cargo test --test soak -- --nocapture --test-threads 1 2>&1 | tee -a "$log"
-echo "# finished $(date -u +%FT%TZ), load: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$log"
-grep '^SOAK' "$log"
+# (POSIX sh has no pipefail: the test's exit status goes through a file.)
+rc_file="$log.rc"
+{
+	rc=0
+	DOSETRACK_SOAK="$size" cargo test --test soak -- --nocapture --test-threads 1 $filter 2>&1 || rc=$?
+	echo "$rc" >"$rc_file"
+} | tee -a "$log"
+rc=$(cat "$rc_file")
+rm -f "$rc_file"
+echo "# finished $(date -u +%FT%TZ), load: $(cut -d' ' -f1-3 /proc/loadavg), exit $rc" >>"$log"
+grep '^SOAK' "$log" || true
+exit "$rc"

@@ -16,8 +16,10 @@
 //!    arrival order. A write that fails is retried (with back-off) and never
 //!    acknowledged until it succeeds: the input is not lost, and inputs
 //!    behind it wait.
-//! 3. **Timer**: every `state.interval_s` the state of every tracked
-//!    patient is republished; every `state.history_interval_s` a history
+//! 3. **Timer**: every tracked patient's state is republished once per
+//!    `state.interval_s`, spread over the interval in up to 60 slots (a
+//!    fixed slot per patient, [`crate::republish`]: no burst of every
+//!    patient at once); every `state.history_interval_s` a history
 //!    point is recorded per tracked patient (on a fixed grid, so a
 //!    recompute after a late input overwrites the same points).
 //!
@@ -46,6 +48,7 @@ use crate::metrics::Metrics;
 use crate::mqtt::{self, AckToken, BrokerConfig, IngestHandle, Publisher};
 use crate::outbox::{spawn_outbox, Failpoint, OutboxHandle};
 use crate::patient::Formulary;
+use crate::republish::Spread;
 use crate::service::{self, Progress, Supervisor};
 use crate::store::{
     HistoryRow, Queued, Reader, RejectedRecord, StateRow, StoreConfig, StoreError, StoreOutcome,
@@ -419,7 +422,7 @@ pub async fn run_with(
         publisher: publisher.clone(),
         ingest: ingest.clone(),
         progress,
-        health,
+        health: health.clone(),
     });
     let http_stop = CancellationToken::new();
     let http_task = match http_listener {
@@ -431,6 +434,7 @@ pub async fn run_with(
                 publisher: publisher.clone(),
                 ingest: ingest.clone(),
                 reader: Reader::open(&cfg.database.path)?,
+                health,
                 max_unacked_age_s: cfg.http.max_unacked_age_s,
             },
             http_stop.clone(),
@@ -684,7 +688,9 @@ async fn stage_b(mut b: StageB) -> RunSummary {
     let scopes = b.alerts.all_scopes(&b.tracker, now);
     let commands = std::mem::take(&mut b.pending_commands);
     evaluate_alerts(&mut b, &scopes, commands, now).await;
-    let mut state_tick = tokio::time::interval(b.state_interval);
+    // The periodic republish, spread over the interval (one slot a tick).
+    let mut spread = Spread::new(b.state_interval);
+    let mut state_tick = tokio::time::interval(spread.period());
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut history_tick =
         tokio::time::interval(Duration::from_millis(b.history_interval_ms as u64));
@@ -726,9 +732,19 @@ async fn stage_b(mut b: StageB) -> RunSummary {
             },
             _ = state_tick.tick() => {
                 let now = now_ms();
-                let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
+                let slot = spread.advance();
+                let tracked = b.tracker.tracked(now);
                 b.metrics.set_tracked_patients(tracked.len());
-                publish_states(&mut b, &tracked, &BTreeMap::new(), now).await;
+                if slot == 0 {
+                    b.metrics.set_core_sizes(b.tracker.retained_inputs(), b.alerts.book().entries());
+                }
+                let due: BTreeSet<String> = tracked
+                    .into_iter()
+                    .filter(|pid| spread.slot_of(pid) == slot)
+                    .collect();
+                if !due.is_empty() {
+                    publish_states(&mut b, &due, &BTreeMap::new(), now).await;
+                }
             }
             _ = history_tick.tick() => {
                 let now = now_ms();
@@ -755,7 +771,8 @@ async fn stage_b(mut b: StageB) -> RunSummary {
                     let before = (b.state_interval, b.history_interval_ms);
                     apply_reload(&mut b, req).await;
                     if b.state_interval != before.0 {
-                        state_tick = tokio::time::interval(b.state_interval);
+                        spread = Spread::new(b.state_interval);
+                        state_tick = tokio::time::interval(spread.period());
                         state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
                     if b.history_interval_ms != before.1 {
@@ -1005,6 +1022,8 @@ async fn handle_batch(b: &mut StageB, batch: Vec<InFlight>) {
     let now = now_ms();
     if !effects.touched.is_empty() {
         b.metrics.set_tracked_patients(b.tracker.tracked(now).len());
+        b.metrics
+            .set_core_sizes(b.tracker.retained_inputs(), b.alerts.book().entries());
         publish_states(b, &effects.touched, &effects.earliest_ms, now).await;
     }
 

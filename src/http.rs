@@ -4,15 +4,18 @@
 //!
 //! * `GET /healthz`: JSON — both broker connections, whether the store's
 //!   writer makes progress ([`service::writer_alive`], the watchdog's own
-//!   judgement), the lag (inputs not yet acknowledged, the oldest one's age)
-//!   and the age of the last commit; **200** when healthy, **503** with the
-//!   reasons otherwise ([`judge`], pure).
+//!   judgement), the lag (inputs not yet acknowledged, the oldest one's age),
+//!   the technical problems of the retained status ([`crate::health`]:
+//!   database locked, full or failing) and the age of the last commit;
+//!   **200** when healthy, **503** with the reasons otherwise ([`judge`],
+//!   pure).
 //! * `GET /metrics`: every metric of [`Metrics`] in the Prometheus text
 //!   format 0.0.4.
 //!
 //! It owns binding the listener (a failure names `http.listen`), serving
 //! until stopped, and what each endpoint reads from the daemon's edges.
 
+use crate::health::{self, Problem};
 use crate::metrics::{LagSnapshot, Metrics, Scraped, CONTENT_TYPE};
 use crate::mqtt::{IngestHandle, Publisher};
 use crate::service;
@@ -63,6 +66,8 @@ pub struct Endpoints {
     pub ingest: IngestHandle,
     /// A read-only connection, for the outbox rows not yet published.
     pub reader: Reader,
+    /// The technical problems (the retained status's `problems`).
+    pub health: health::Health,
     /// `/healthz` is unhealthy past this age of the oldest unacknowledged
     /// input (s).
     pub max_unacked_age_s: u64,
@@ -76,6 +81,7 @@ struct Shared {
     ingest: IngestHandle,
     /// A SQLite connection is not `Sync`: one scrape at a time reads it.
     reader: Mutex<Reader>,
+    health: health::Health,
     max_unacked_age_s: u64,
 }
 
@@ -92,6 +98,7 @@ pub fn spawn(
         publisher: endpoints.publisher,
         ingest: endpoints.ingest,
         reader: Mutex::new(endpoints.reader),
+        health: endpoints.health,
         max_unacked_age_s: endpoints.max_unacked_age_s,
     });
     let app = Router::new()
@@ -128,6 +135,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         ingest: s.ingest.stats(),
         publisher: s.publisher.stats(),
         outbox_pending,
+        memory: crate::memstats::read(),
         now_ms: now_ms(),
     };
     match s.metrics.encode(&scraped) {
@@ -149,6 +157,7 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
             last_commit_ms: s.metrics.commit().last_commit_ms(),
             now_ms: now,
         },
+        s.health.problems(),
         s.max_unacked_age_s,
     );
     let code = if health.healthy {
@@ -190,12 +199,16 @@ pub struct Health {
     /// Seconds since the last committed transaction; `null` before the
     /// first (an idle daemon commits nothing: informative, not judged).
     pub last_commit_age_s: Option<f64>,
+    /// The technical problems now, as in the retained status (empty when
+    /// all is well); each makes the daemon unhealthy.
+    pub problems: Vec<Problem>,
     pub version: &'static str,
 }
 
-/// Healthy when both broker connections are up, the writer makes progress
-/// and no input has waited longer than `max_unacked_age_s`.
-pub fn judge(o: Observed, max_unacked_age_s: u64) -> Health {
+/// Healthy when both broker connections are up, the writer makes progress,
+/// no technical problem is raised and no input has waited longer than
+/// `max_unacked_age_s`.
+pub fn judge(o: Observed, problems: Vec<Problem>, max_unacked_age_s: u64) -> Health {
     let mut reasons = Vec::new();
     if !o.broker_ingest_connected {
         reasons.push("broker: the ingest connection is down (reconnecting)".to_owned());
@@ -210,6 +223,14 @@ pub fn judge(o: Observed, max_unacked_age_s: u64) -> Health {
         reasons.push(format!(
             "lag: {} input(s) not acknowledged, the oldest for {:.0} s (limit {max_unacked_age_s} s)",
             o.lag.unacked_inputs, o.lag.oldest_unacked_age_s
+        ));
+    }
+    for p in &problems {
+        reasons.push(format!(
+            "{}: since {}: {}",
+            p.code.as_str(),
+            p.since,
+            p.message
         ));
     }
     Health {
@@ -228,12 +249,14 @@ pub fn judge(o: Observed, max_unacked_age_s: u64) -> Health {
         last_commit_age_s: o
             .last_commit_ms
             .map(|t| ((o.now_ms - t).max(0) as f64) / 1000.0),
+        problems,
         version: env!("CARGO_PKG_VERSION"),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn good() -> Observed {
@@ -252,7 +275,7 @@ mod tests {
 
     #[test]
     fn healthy_when_everything_is_good() {
-        let h = judge(good(), 60);
+        let h = judge(good(), Vec::new(), 60);
         assert!(h.healthy);
         assert_eq!(h.status, "ok");
         assert!(h.reasons.is_empty());
@@ -265,7 +288,7 @@ mod tests {
         o.broker_publisher_connected = false;
         o.writer_alive = false;
         o.lag.oldest_unacked_age_s = 61.0;
-        let h = judge(o, 60);
+        let h = judge(o, Vec::new(), 60);
         assert!(!h.healthy);
         assert_eq!(h.status, "unhealthy");
         assert_eq!(h.reasons.len(), 3, "{:?}", h.reasons);
@@ -274,6 +297,25 @@ mod tests {
         assert!(h.reasons[2].contains("not acknowledged"));
         let mut o = good();
         o.broker_ingest_connected = false;
-        assert!(judge(o, 60).reasons[0].contains("ingest"));
+        assert!(judge(o, Vec::new(), 60).reasons[0].contains("ingest"));
+    }
+
+    /// A technical problem of the retained status (here: the database is
+    /// locked by another process) makes /healthz 503 with its code, and is
+    /// listed in the body.
+    #[test]
+    fn a_technical_problem_is_unhealthy() {
+        let locked = Problem {
+            code: crate::health::ProblemCode::DatabaseLocked,
+            since: "2026-12-02T06:00:00Z".into(),
+            message: "database write failing (locked)".into(),
+        };
+        let h = judge(good(), vec![locked.clone()], 60);
+        assert!(!h.healthy);
+        assert_eq!(h.reasons.len(), 1, "{:?}", h.reasons);
+        assert!(h.reasons[0].starts_with("database_locked: since 2026-12-02T06:00:00Z"));
+        let body: serde_json::Value = serde_json::to_value(&h).unwrap();
+        assert_eq!(body["problems"][0]["code"], "database_locked");
+        assert_eq!(body["status"], "unhealthy");
     }
 }

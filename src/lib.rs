@@ -23,6 +23,10 @@
 //!   commands as pure functions over text input.
 //! * [`health`]: the daemon's technical problems (database writes failing),
 //!   published in the retained status.
+//! * [`republish`]: which tracked patients' periodic states each tick
+//!   republishes (spread over the interval, each patient once per interval).
+//! * [`memstats`]: the heap in use, the heap held free and SQLite's share,
+//!   for `/metrics` and the soak harness (the crate's only `unsafe`).
 //! * [`demo`]: the live `dosetrack demo`: the daemon, an embedded broker
 //!   (feature `embedded-broker`) and a simulated ward, in one process.
 
@@ -38,6 +42,7 @@ pub mod http;
 pub mod intake;
 pub mod ledger;
 pub mod logging;
+pub mod memstats;
 pub mod metrics;
 pub mod mqtt;
 pub mod outbox;
@@ -45,6 +50,7 @@ pub mod patient;
 pub mod pk;
 pub mod plot;
 pub mod reload;
+pub mod republish;
 pub mod service;
 pub mod simulate;
 pub mod store;

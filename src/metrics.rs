@@ -15,6 +15,7 @@
 //! alerts are rare). The pure core knows nothing of this module.
 
 use crate::contract::{DeviceEventKind, ErrorCode, Input};
+use crate::memstats::MemStats;
 use crate::mqtt::ConnectionStats;
 use crate::vocab::TimeMs;
 use prometheus_client::encoding::prometheus_text;
@@ -110,6 +111,11 @@ pub struct Metrics {
     unacked_inputs: Gauge,
     oldest_unacked_age_s: FloatGauge,
     outbox_pending: Gauge,
+    heap_in_use: Gauge,
+    heap_free: Gauge,
+    sqlite_memory: Gauge,
+    retained_inputs: Gauge,
+    alert_records: Gauge,
     commit: CommitMetrics,
     lag: Lag,
     /// Scrape-time refreshes and encoding, one at a time (the counters set
@@ -225,6 +231,40 @@ impl Metrics {
             outbox_pending.clone(),
         );
 
+        let heap_in_use = Gauge::default();
+        registry.register_with_unit(
+            "dosetrack_memory_heap_in_use",
+            "Heap allocated and not freed (glibc mallinfo2 uordblks + hblkhd; all Rust and SQLite allocations)",
+            Unit::Bytes,
+            heap_in_use.clone(),
+        );
+        let heap_free = Gauge::default();
+        registry.register_with_unit(
+            "dosetrack_memory_heap_free",
+            "Heap freed and held by the allocator for reuse (glibc mallinfo2 fordblks): resident, not a leak",
+            Unit::Bytes,
+            heap_free.clone(),
+        );
+        let sqlite_memory = Gauge::default();
+        registry.register_with_unit(
+            "dosetrack_memory_sqlite",
+            "Memory SQLite holds (sqlite3_memory_used: page caches, statements, schema); part of the heap in use",
+            Unit::Bytes,
+            sqlite_memory.clone(),
+        );
+        let retained_inputs = Gauge::default();
+        registry.register(
+            "dosetrack_tracker_retained_inputs",
+            "Inputs the in-memory tracker keeps to rebuild models (admissions, doses, delivery events, device associations; not attributed heartbeats), at the last state tick",
+            retained_inputs.clone(),
+        );
+        let alert_records = Gauge::default();
+        registry.register(
+            "dosetrack_alert_book_entries",
+            "Open alerts and pending conditions held in memory, at the last state tick",
+            alert_records.clone(),
+        );
+
         let commit = CommitMetrics::new();
         registry.register(
             "dosetrack_commit_batch_ops",
@@ -257,6 +297,11 @@ impl Metrics {
             unacked_inputs,
             oldest_unacked_age_s,
             outbox_pending,
+            heap_in_use,
+            heap_free,
+            sqlite_memory,
+            retained_inputs,
+            alert_records,
             commit,
             lag: Lag::default(),
             scrape: Mutex::new(()),
@@ -310,6 +355,16 @@ impl Metrics {
                 ("phase", phase.to_owned()),
             ])
             .inc();
+    }
+
+    /// What the pure core holds in memory (stage B, at each state tick):
+    /// the tracker's retained inputs and the alert book's entries. Both grow
+    /// only with clinical activity, never with heartbeats or time.
+    pub fn set_core_sizes(&self, retained_inputs: usize, alert_book_entries: usize) {
+        self.retained_inputs
+            .set(i64::try_from(retained_inputs).unwrap_or(i64::MAX));
+        self.alert_records
+            .set(i64::try_from(alert_book_entries).unwrap_or(i64::MAX));
     }
 
     /// How many patients are tracked now.
@@ -366,6 +421,15 @@ impl Metrics {
             self.outbox_pending
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        let mem = scraped.memory;
+        if let Some(b) = mem.heap_in_use_bytes {
+            self.heap_in_use.set(i64::try_from(b).unwrap_or(i64::MAX));
+        }
+        if let Some(b) = mem.heap_free_bytes {
+            self.heap_free.set(i64::try_from(b).unwrap_or(i64::MAX));
+        }
+        self.sqlite_memory
+            .set(i64::try_from(mem.sqlite_bytes).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(8 * 1024);
         prometheus_text::encode(&mut out, &self.registry)?;
         Ok(out)
@@ -380,6 +444,8 @@ pub struct Scraped {
     /// `None` when the database could not be read (the gauge keeps its
     /// last value).
     pub outbox_pending: Option<u64>,
+    /// The process's memory figures at the scrape.
+    pub memory: MemStats,
     pub now_ms: TimeMs,
 }
 
@@ -398,6 +464,11 @@ mod tests {
             ingest,
             publisher: ConnectionStats::default(),
             outbox_pending: Some(3),
+            memory: MemStats {
+                heap_in_use_bytes: Some(7_000_000),
+                heap_free_bytes: Some(2_500_000),
+                sqlite_bytes: 900_000,
+            },
             now_ms: 10_000,
         }
     }
@@ -408,6 +479,7 @@ mod tests {
         m.rejected(ErrorCode::InvalidJson);
         m.duplicate();
         m.commit().committed(3, 0.002, 5_000);
+        m.set_core_sizes(41, 5);
         let text = m.encode(&scraped(3)).unwrap();
         for line in [
             "dosetrack_inputs_total{kind=\"alert_command\"} 0",
@@ -420,6 +492,11 @@ mod tests {
             "dosetrack_outbox_pending 3",
             "dosetrack_commit_batch_ops_count 1",
             "dosetrack_commit_duration_seconds_count 1",
+            "dosetrack_memory_heap_in_use_bytes 7000000",
+            "dosetrack_memory_heap_free_bytes 2500000",
+            "dosetrack_memory_sqlite_bytes 900000",
+            "dosetrack_tracker_retained_inputs 41",
+            "dosetrack_alert_book_entries 5",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }

@@ -505,6 +505,27 @@ impl Tracker {
             .map_err(|e| e.to_string())
     }
 
+    /// How many stored inputs the tracker holds in memory to rebuild models:
+    /// admissions, doses (of admitted patients and not), device events kept
+    /// (delivery events; heartbeats only while unattributed) and device
+    /// associations. For memory accounting (`/metrics`, the soak harness):
+    /// it grows with clinical activity only, never with attributed
+    /// heartbeats or with time.
+    pub fn retained_inputs(&self) -> usize {
+        let patients: usize = self
+            .patients
+            .values()
+            .map(|t| t.admits.len() + t.doses.len())
+            .sum();
+        let orphans: usize = self.orphan_doses.values().map(Vec::len).sum();
+        let devices: usize = self
+            .devices
+            .values()
+            .map(|d| d.events.len() + d.associations.len())
+            .sum();
+        patients + orphans + devices
+    }
+
     /// How many distinct dynamics are held (for memory accounting).
     pub fn dynamics_count(&self) -> usize {
         self.dynamics.len()
@@ -895,6 +916,7 @@ mod tests {
         }
         assert!(tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap().stale);
         let before = tr.derived("P-1").unwrap();
+        let retained = tr.retained_inputs();
         let touched = tr.apply(input(
             9,
             "dosetrack/v1/devices/pump-7/events",
@@ -915,6 +937,15 @@ mod tests {
             1,
             "attributed heartbeats are not kept"
         );
+        // A thousand more: nothing retained grows.
+        for n in 0..1_000 {
+            tr.apply(input(
+                100 + n,
+                "dosetrack/v1/devices/pump-7/events",
+                &format!(r#"{{"id":"hb-x{n}","time":"2026-11-27T08:29:30Z","kind":"heartbeat"}}"#),
+            ));
+        }
+        assert_eq!(tr.retained_inputs(), retained, "heartbeats do not pile up");
         // An unattributable heartbeat is kept, and listed.
         tr.apply(input(
             10,
@@ -922,6 +953,7 @@ mod tests {
             r#"{"id":"hb-1","time":"2026-11-27T08:29:00Z","kind":"heartbeat"}"#,
         ));
         assert_eq!(tr.unassigned().len(), 1);
+        assert_eq!(tr.retained_inputs(), retained + 1);
     }
 
     #[test]

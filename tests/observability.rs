@@ -19,11 +19,9 @@
 
 mod mqtt_common;
 
-use mqtt_common::{free_port, shared_broker, unique, OwnBroker, TestClient};
+use mqtt_common::{free_port, http_get, shared_broker, unique, OwnBroker, TestClient};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -131,32 +129,6 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
-}
-
-/// A plain HTTP/1.1 GET: (status, content type, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    // Bodies here are small: hyper sends them with a content-length.
-    Some((status, content_type, body.to_owned()))
 }
 
 // ---------------------------------------------------------------------------
@@ -613,6 +585,21 @@ async fn metrics_count_exactly_what_was_published() {
         );
     }
     assert!(e.value("dosetrack_outbox_pending", &[]).is_some());
+    // The process's own memory: the heap in use is the live daemon's (a
+    // few MiB at least), SQLite's share is part of it, and the free part is
+    // reported beside it.
+    let heap = e.get("dosetrack_memory_heap_in_use_bytes", &[]);
+    let sqlite = e.get("dosetrack_memory_sqlite_bytes", &[]);
+    assert!(heap > 1_000_000.0, "heap in use {heap}");
+    assert!(
+        sqlite > 0.0 && sqlite < heap,
+        "sqlite {sqlite} of heap {heap}"
+    );
+    assert!(e.value("dosetrack_memory_heap_free_bytes", &[]).is_some());
+    assert_eq!(e.types["dosetrack_memory_heap_in_use_bytes"], "gauge");
+    // The core's retained inputs: at least the two admissions and two doses.
+    assert!(e.get("dosetrack_tracker_retained_inputs", &[]) >= 4.0);
+    assert!(e.value("dosetrack_alert_book_entries", &[]).is_some());
     assert_eq!(
         e.get("dosetrack_oldest_unacked_input_age_seconds", &[]),
         0.0

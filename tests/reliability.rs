@@ -23,6 +23,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mqtt_common;
+
 use dosetrack::devsim::{SimMessage, Ward, WardSpec};
 use dosetrack::drug::DrugFile;
 use dosetrack::intake;
@@ -30,11 +32,12 @@ use dosetrack::mqtt::{spawn_publisher, BrokerConfig, Publisher};
 use dosetrack::patient::Formulary;
 use dosetrack::store::Reader;
 use dosetrack::tracker::{Tracker, TrackerConfig};
+use mqtt_common::{free_port, http_get};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,14 +101,6 @@ fn unique(tag: &str) -> String {
         .unwrap()
         .subsec_nanos();
     format!("rel-{tag}-{}-{nanos:x}", std::process::id())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------
@@ -201,6 +196,8 @@ struct Daemon {
     client_id: String,
     logs: PathBuf,
     runs: u32,
+    /// The `[http]` listener (`/healthz`), the same port across restarts.
+    http_port: u16,
 }
 
 impl Daemon {
@@ -213,6 +210,7 @@ impl Daemon {
             client_id: unique("d"),
             logs: logs.to_owned(),
             runs: 0,
+            http_port: free_port(),
         };
         d.spawn();
         d
@@ -222,9 +220,17 @@ impl Daemon {
         self.runs += 1;
         let log =
             std::fs::File::create(self.logs.join(format!("daemon-{}.log", self.runs))).unwrap();
+        let config = self.logs.join("dosetrack.toml");
+        std::fs::write(
+            &config,
+            format!("[http]\nlisten = \"127.0.0.1:{}\"\n", self.http_port),
+        )
+        .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
             .args([
                 "run",
+                "--config",
+                config.to_str().unwrap(),
                 "--broker",
                 &format!("mqtt://127.0.0.1:{}", self.port),
                 "--database",
@@ -286,6 +292,24 @@ impl Daemon {
             .unwrap_or_default();
         let start = text.len().saturating_sub(6000);
         text.get(start..).unwrap_or(&text).to_owned()
+    }
+
+    /// `/healthz` answers 200; while a technical problem is raised it must
+    /// answer 503 naming it (checked here too).
+    fn healthz_ok(&self) -> bool {
+        match http_get(self.http_port, "/healthz") {
+            Some((200, _, _)) => true,
+            Some((503, _, body)) => {
+                // The lock is the only fault of that scenario: the reason is
+                // the raised problem (or the lag it causes).
+                assert!(
+                    body.contains("database_locked") || body.contains("not acknowledged"),
+                    "503 without the problem: {body}"
+                );
+                false
+            }
+            other => panic!("/healthz: {other:?}"),
+        }
     }
 
     /// Inputs stored (0 while the database does not exist yet).
@@ -881,9 +905,17 @@ fn database_locked_under_load() {
                         .status_since(since, |p| has_code(p, "database_locked")),
                     "status problem database_locked published during the lock"
                 );
+                assert!(
+                    !ctx.daemon.healthz_ok(),
+                    "/healthz stays 200 with the database locked"
+                );
                 let released = Instant::now();
                 wait_for("the problem cleared", Duration::from_secs(30), || {
                     ctx.observer.status_since(released, |p| p.is_empty())
+                })
+                .await;
+                wait_for("/healthz 200 again", Duration::from_secs(30), || {
+                    ctx.daemon.healthz_ok()
                 })
                 .await;
                 let cleared_s = released.elapsed().as_secs_f64();

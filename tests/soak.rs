@@ -14,9 +14,11 @@
 //!   every regimen has started (the catch-up, rate-limited), then the same
 //!   ward live at its own realistic rate for the sustained phase, then no
 //!   inputs at all (idle). The daemon's RSS and CPU are sampled from
-//!   `/proc`. Fails when an input is lost (stored ≠ published), when RSS
-//!   grows over the second half of the sustained phase by more than the
-//!   stated bound, or when idle CPU is above the stated bound.
+//!   `/proc`, and its heap in use, heap held free, SQLite memory and the
+//!   core's retained inputs from its own `/metrics` (`src/memstats.rs`).
+//!   Fails when an input is lost (stored ≠ published), when the heap in use
+//!   or RSS grows over the second half of the sustained phase by more than
+//!   the stated bounds, or when idle CPU is above the stated bound.
 //! * [`restart_with_many_stored_inputs`]: a database of N stored inputs
 //!   (full: 1,000,000; small: 50,000) written through the library's store
 //!   writer from a devsim ward (many patients, pumps, doses, heartbeats
@@ -28,11 +30,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mqtt_common;
+
 use dosetrack::devsim::{Ward, WardSpec};
 use dosetrack::drug::DrugFile;
 use dosetrack::intake::{self, Intake};
 use dosetrack::patient::Formulary;
 use dosetrack::store::{StoreConfig, WriteOp, Writer};
+use mqtt_common::{free_port, http_get};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
@@ -239,15 +244,26 @@ struct Daemon {
     child: Option<Child>,
     log: PathBuf,
     started: Instant,
+    /// The `[http]` listener: the memory figures are read from `/metrics`.
+    http_port: u16,
 }
 
 impl Daemon {
     fn start(dir: &Path, db: &Path, port: u16, prefix: &str, notify: &Notify) -> Daemon {
         let log = dir.join("daemon.log");
+        let http_port = free_port();
+        let config = dir.join("soak.toml");
+        std::fs::write(
+            &config,
+            format!("[http]\nlisten = \"127.0.0.1:{http_port}\"\n"),
+        )
+        .unwrap();
         let started = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
             .args([
                 "run",
+                "--config",
+                config.to_str().unwrap(),
                 "--broker",
                 &format!("mqtt://127.0.0.1:{port}"),
                 "--database",
@@ -269,6 +285,7 @@ impl Daemon {
             child: Some(child),
             log,
             started,
+            http_port,
         }
     }
 
@@ -362,6 +379,39 @@ struct Sample {
     at: Instant,
     rss: u64,
     ticks: u64,
+    /// From `/metrics` (`None` when the scrape failed).
+    mem: Option<MemFigures>,
+}
+
+/// The daemon's own memory figures (`src/memstats.rs`, `/metrics`).
+#[derive(Debug, Clone, Copy)]
+struct MemFigures {
+    heap_in_use: u64,
+    heap_free: u64,
+    sqlite: u64,
+    retained_inputs: u64,
+    alert_book: u64,
+}
+
+/// GET /metrics from the daemon's listener and read the memory figures.
+fn scrape_memory(port: u16) -> Option<MemFigures> {
+    let (status, _, raw) = http_get(port, "/metrics")?;
+    if status != 200 {
+        return None;
+    }
+    let value = |name: &str| -> Option<u64> {
+        raw.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    Some(MemFigures {
+        heap_in_use: value("dosetrack_memory_heap_in_use_bytes")?,
+        heap_free: value("dosetrack_memory_heap_free_bytes")?,
+        sqlite: value("dosetrack_memory_sqlite_bytes")?,
+        retained_inputs: value("dosetrack_tracker_retained_inputs")?,
+        alert_book: value("dosetrack_alert_book_entries")?,
+    })
 }
 
 /// Samples the daemon every `every` until dropped.
@@ -371,7 +421,7 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn start(pid: u32, every: Duration) -> Sampler {
+    fn start(pid: u32, http_port: u16, every: Duration) -> Sampler {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (samples.clone(), stop.clone());
@@ -379,7 +429,13 @@ impl Sampler {
             while !st.load(Ordering::Relaxed) {
                 let at = Instant::now();
                 if let (Some((rss, _)), Some(ticks)) = (rss(pid), cpu_ticks(pid)) {
-                    s.lock().unwrap().push(Sample { at, rss, ticks });
+                    let mem = scrape_memory(http_port);
+                    s.lock().unwrap().push(Sample {
+                        at,
+                        rss,
+                        ticks,
+                        mem,
+                    });
                 }
                 std::thread::sleep(every);
             }
@@ -406,11 +462,22 @@ impl Drop for Sampler {
 
 /// Least-squares slope of RSS (bytes) over time (seconds).
 fn slope_bytes_per_s(samples: &[Sample]) -> f64 {
-    let t0 = samples[0].at;
+    slope_of(samples, |s| Some(s.rss as f64))
+}
+
+/// Least-squares slope of `value` over time (per second), over the samples
+/// where it is known.
+fn slope_of(samples: &[Sample], value: impl Fn(&Sample) -> Option<f64>) -> f64 {
+    let Some(t0) = samples.first().map(|s| s.at) else {
+        return 0.0;
+    };
     let pts: Vec<(f64, f64)> = samples
         .iter()
-        .map(|s| (s.at.duration_since(t0).as_secs_f64(), s.rss as f64))
+        .filter_map(|s| Some((s.at.duration_since(t0).as_secs_f64(), value(s)?)))
         .collect();
+    if pts.len() < 2 {
+        return 0.0;
+    }
     let n = pts.len() as f64;
     let (mx, my) = (
         pts.iter().map(|p| p.0).sum::<f64>() / n,
@@ -582,6 +649,13 @@ async fn drained(db: &Path, n: u64, timeout: Duration, daemon: &Daemon) {
 /// anything above it is a leak.
 const RSS_FIXED_ALLOWANCE: f64 = 8.0 * MIB;
 const RSS_PER_RETAINED_INPUT: f64 = 2048.0;
+/// The same bound on the heap *in use* (`/metrics`
+/// `dosetrack_memory_heap_in_use_bytes`): what is allocated and not freed,
+/// without the allocator's retained free memory that RSS also counts. A
+/// leak grows it; allocator retention does not. 4 MiB covers SQLite's page
+/// caches filling to their cap and the buffers of a state republish in
+/// flight at a sample.
+const HEAP_FIXED_ALLOWANCE: f64 = 4.0 * MIB;
 /// Idle CPU: the contract's periodic state (every 60 s) and history point
 /// for every tracked patient are the only work left; per-patient polling
 /// would be far above this.
@@ -600,7 +674,7 @@ async fn sustained_rate_then_idle() {
     let mut daemon = Daemon::start(dir.path(), &db, broker.port, &prefix, &notify);
     daemon.wait_log("subscribed to the input topics", Duration::from_secs(30));
     let pid = daemon.pid();
-    let sampler = Sampler::start(pid, size.sample);
+    let sampler = Sampler::start(pid, daemon.http_port, size.sample);
     let rss_empty = rss(pid).unwrap().0;
 
     let t_start_ms = wall_ms();
@@ -687,6 +761,25 @@ async fn sustained_rate_then_idle() {
         ),
     );
     let growth_bound = RSS_FIXED_ALLOWANCE + RSS_PER_RETAINED_INPUT * retained_in_half as f64;
+    let heap = |s: &Sample| s.mem.map(|m| m.heap_in_use as f64);
+    let heap_non_sqlite = |s: &Sample| {
+        s.mem
+            .map(|m| (m.heap_in_use - m.sqlite.min(m.heap_in_use)) as f64)
+    };
+    let mem_samples = second_half.iter().filter(|s| s.mem.is_some()).count();
+    let heap_growth = slope_of(&second_half, heap) * half_s;
+    let heap_non_sqlite_growth = slope_of(&second_half, heap_non_sqlite) * half_s;
+    let heap_bound = HEAP_FIXED_ALLOWANCE + RSS_PER_RETAINED_INPUT * retained_in_half as f64;
+    let mem_at = |samples: &[Sample], last: bool| {
+        let mut it = samples.iter().filter_map(|s| s.mem);
+        if last {
+            it.next_back()
+        } else {
+            it.next()
+        }
+    };
+    let (mem_half, mem_end) = (mem_at(&second_half, false), mem_at(&sus, true));
+    let mem_idle_end = mem_at(&idle, true);
     let cpu_sus = cpu_pct(&sus, tck);
     let cpu_idle = cpu_pct(&idle, tck);
     let rss_end = sus.last().unwrap().rss;
@@ -735,6 +828,46 @@ async fn sustained_rate_then_idle() {
         hwm as f64 / MIB,
     );
     println!("SOAK sustained trace (cpu/rss per interval): {cpu_trace}");
+    let fmt_mem = |m: Option<MemFigures>| {
+        match m {
+        Some(m) => format!(
+            "heap_in_use_mib={:.1} heap_free_mib={:.1} sqlite_mib={:.1} retained_inputs={} alert_book={}",
+            m.heap_in_use as f64 / MIB,
+            m.heap_free as f64 / MIB,
+            m.sqlite as f64 / MIB,
+            m.retained_inputs,
+            m.alert_book
+        ),
+        None => "memory_figures=unread".into(),
+    }
+    };
+    println!(
+        "SOAK sustained memory: samples_2nd_half={mem_samples} \
+         heap_growth_2nd_half_mib={:.2} heap_non_sqlite_growth_2nd_half_mib={:.2} heap_bound_mib={:.2} \
+         | mid: {} | end: {} | idle end: {}",
+        heap_growth / MIB,
+        heap_non_sqlite_growth / MIB,
+        heap_bound / MIB,
+        fmt_mem(mem_half),
+        fmt_mem(mem_end),
+        fmt_mem(mem_idle_end),
+    );
+    // The memory trace: about 24 points over the sustained phase.
+    let mut mem_trace = String::new();
+    let t0 = sustained_start;
+    for smp in sus.iter().step_by((sus.len() / 24).max(1)) {
+        if let Some(m) = smp.mem {
+            mem_trace.push_str(&format!(
+                "{:.0}s:{:.1}/{:.1}/{:.1}/{:.1} ",
+                smp.at.duration_since(t0).as_secs_f64(),
+                smp.rss as f64 / MIB,
+                m.heap_in_use as f64 / MIB,
+                m.heap_free as f64 / MIB,
+                m.sqlite as f64 / MIB,
+            ));
+        }
+    }
+    println!("SOAK sustained memory trace (t: rss/heap in use/heap free/sqlite MiB): {mem_trace}");
     daemon.stop();
 
     assert_eq!(
@@ -744,6 +877,16 @@ async fn sustained_rate_then_idle() {
     );
     assert_eq!(rejected, 0, "the ward's inputs are all valid");
     assert_eq!(tracked, size.patients as u64, "every patient admitted");
+    assert!(
+        mem_samples >= 3,
+        "the memory figures were read from /metrics in only {mem_samples} samples"
+    );
+    assert!(
+        heap_growth <= heap_bound,
+        "the heap in use grew {:.2} MiB over the second half of the sustained phase (bound {:.2} MiB)",
+        heap_growth / MIB,
+        heap_bound / MIB
+    );
     assert!(
         growth <= growth_bound,
         "RSS grew {:.2} MiB over the second half of the sustained phase (bound {:.2} MiB)",

@@ -213,6 +213,13 @@ impl AlertBook {
         self.alerts.get(&key).is_some_and(|r| r.present)
     }
 
+    /// Entries held in memory: open alerts, conditions inside their delay
+    /// and changes not yet taken (for memory accounting; each is bounded by
+    /// the scopes × rules × subjects in play, not by time).
+    pub fn entries(&self) -> usize {
+        self.alerts.len() + self.pending.len() + self.changed.len()
+    }
+
     /// Scopes with open alerts or pending conditions.
     pub fn scopes(&self) -> BTreeSet<Scope> {
         self.alerts
