@@ -19,18 +19,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mqtt_common;
+
 use dosetrack::mqtt::tls::{ClientIdentity, TlsClient};
 use dosetrack::store::Reader;
 use dosetrack::vocab::format_rfc3339;
+use mqtt_common::daemon::{derefs_to_process, DaemonProcess, NotifySocket};
+use mqtt_common::{free_port, poll_until, OwnBroker};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::json;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DAEMON_PASSWORD: &str = "dt-S3cret-pw";
 
@@ -117,30 +119,10 @@ fn make_cert(dir: &Path, ca: &str, name: &str, ext: &str) {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if pred() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// The test's PKI and a secured Mosquitto, killed on drop.
 struct SecureBroker {
-    dir: tempfile::TempDir,
+    broker: OwnBroker,
     port: u16,
-    child: Child,
 }
 
 /// Broker users and their passwords.
@@ -191,46 +173,28 @@ impl SecureBroker {
             d = d.display(),
             acl = acl.display()
         );
-        std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
-        let child = Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(d.join("mosquitto.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed");
-        let broker = SecureBroker { dir, port, child };
-        wait_until("mosquitto listening", Duration::from_secs(5), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        broker
+        SecureBroker {
+            broker: OwnBroker::start_config(port, dir, &conf),
+            port,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.broker.dir.path().join(name)
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.path("mosquitto.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for SecureBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.broker.log()
     }
 }
 
 /// The real daemon, started with a config file this test writes, under a
 /// simulated systemd notify socket (for its STATUS lines).
 struct Daemon {
-    child: Option<Child>,
+    process: DaemonProcess,
     db: PathBuf,
-    log: PathBuf,
-    notify: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    notify: NotifySocket,
+    dir: tempfile::TempDir,
 }
 
 impl Daemon {
@@ -239,7 +203,6 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let db = d.join("dosetrack.db");
-        let log = d.join("daemon.log");
         std::fs::write(d.join("password"), format!("{password}\n")).unwrap();
         let config = format!(
             "[broker]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"dosetrack-{pid}\"\n\
@@ -257,51 +220,40 @@ impl Daemon {
         );
         std::fs::write(d.join("dosetrack.toml"), config).unwrap();
 
-        let sock_path = d.join("notify.sock");
-        let sock = UnixDatagram::bind(&sock_path).unwrap();
-        let notify = Arc::new(Mutex::new(Vec::new()));
-        let sink = notify.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 8192];
-            while let Ok(n) = sock.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                sink.lock().unwrap().extend(text.lines().map(str::to_owned));
-            }
-        });
-
-        let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
-            .arg("run")
-            .arg("--config")
-            .arg(d.join("dosetrack.toml"))
-            .env("RUST_LOG", "info")
-            .env("NOTIFY_SOCKET", &sock_path)
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("DOSETRACK_BROKER_PASSWORD")
-            .env_remove("DOSETRACK_BROKER_USERNAME")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let notify = NotifySocket::bind(d);
+        let mut process = DaemonProcess::new(
+            [
+                "run",
+                "--config",
+                d.join("dosetrack.toml").to_str().unwrap(),
+            ],
+            d,
+        )
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("DOSETRACK_BROKER_PASSWORD")
+        .env_remove("DOSETRACK_BROKER_USERNAME")
+        .env_remove("WATCHDOG_USEC");
+        process.spawn();
         let daemon = Daemon {
-            child: Some(child),
+            process,
             db,
-            log,
             notify,
-            _dir: dir,
+            dir,
         };
-        wait_until("READY=1", Duration::from_secs(20), || {
+        poll_until("READY=1", Duration::from_secs(20), || {
             daemon.notified().iter().any(|l| l == "READY=1")
         });
         daemon
     }
 
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    /// A file in the daemon's directory (its config is `dosetrack.toml`).
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     fn notified(&self) -> Vec<String> {
-        self.notify.lock().unwrap().clone()
+        self.notify.texts()
     }
 
     fn stored_topics(&self) -> Vec<String> {
@@ -315,37 +267,16 @@ impl Daemon {
     }
 
     fn assert_running(&mut self) {
-        let status = self.child.as_mut().unwrap().try_wait().unwrap();
-        assert!(
-            status.is_none(),
-            "daemon exited ({status:?}): {}",
-            self.log_text()
-        );
+        assert!(self.process.running(), "daemon exited: {}", self.log_text());
     }
 
     /// SIGTERM; the exit status.
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().unwrap();
-        run(Command::new("kill").args(["-TERM", &c.id().to_string()]));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no stop: {}", self.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.terminate_within(Duration::from_secs(20))
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+derefs_to_process!(Daemon, process);
 
 /// A TLS client (client certificate + username/password) that publishes and
 /// records what its subscriptions deliver.
@@ -412,7 +343,7 @@ impl Client {
                 }
             }
         });
-        wait_until(
+        poll_until(
             &format!("{user} connected over TLS"),
             Duration::from_secs(10),
             || connected.load(Ordering::SeqCst) > 0,
@@ -423,7 +354,7 @@ impl Client {
             rt.block_on(async move { cl.subscribe(f, QoS::AtLeastOnce).await })
                 .unwrap();
         }
-        wait_until("SUBACKs", Duration::from_secs(10), || {
+        poll_until("SUBACKs", Duration::from_secs(10), || {
             subacks.load(Ordering::SeqCst) >= filters.len()
         });
         Client {
@@ -443,7 +374,7 @@ impl Client {
         self.rt
             .block_on(async move { c.publish(topic, QoS::AtLeastOnce, false, payload).await })
             .unwrap();
-        wait_until("PUBACK", Duration::from_secs(10), || {
+        poll_until("PUBACK", Duration::from_secs(10), || {
             self.pubacks.load(Ordering::SeqCst) > before
         });
     }
@@ -466,7 +397,7 @@ fn tls_with_client_certificate_and_password_file_and_the_acl() {
         "dashboard",
         &["dosetrack/v1/patients/+/state", "dosetrack/v1/status"],
     );
-    wait_until("status online", Duration::from_secs(15), || {
+    poll_until("status online", Duration::from_secs(15), || {
         dashboard
             .seen()
             .iter()
@@ -484,7 +415,7 @@ fn tls_with_client_certificate_and_password_file_and_the_acl() {
         "dosetrack/v1/patients/P-1/doses",
         json!({"id": "mar-1", "time": t0, "route": "iv_bolus", "amount_mg": 20}).to_string(),
     );
-    wait_until("admit and dose stored", Duration::from_secs(15), || {
+    poll_until("admit and dose stored", Duration::from_secs(15), || {
         daemon.stored_topics().len() >= 2
     });
     assert_eq!(
@@ -494,7 +425,7 @@ fn tls_with_client_certificate_and_password_file_and_the_acl() {
             "dosetrack/v1/patients/P-1/doses"
         ]
     );
-    wait_until("a state with the dose", Duration::from_secs(15), || {
+    poll_until("a state with the dose", Duration::from_secs(15), || {
         dashboard.seen().iter().any(|(t, p)| {
             t == "dosetrack/v1/patients/P-1/state"
                 && serde_json::from_str::<serde_json::Value>(p)
@@ -517,7 +448,7 @@ fn tls_with_client_certificate_and_password_file_and_the_acl() {
         json!({"forged": true, "cp_ng_per_ml": 9999}).to_string(),
     );
     pump.publish("dosetrack/v1/devices/pump-a/events", event("own-1"));
-    wait_until("pump-a's own event stored", Duration::from_secs(15), || {
+    poll_until("pump-a's own event stored", Duration::from_secs(15), || {
         daemon.stored_topics().len() >= 3
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -544,7 +475,7 @@ fn tls_with_client_certificate_and_password_file_and_the_acl() {
     // The daemon's view: TLS on, the secret nowhere.
     let check = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
         .arg("check-config")
-        .arg(daemon.log.with_file_name("dosetrack.toml"))
+        .arg(daemon.path("dosetrack.toml"))
         .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("DOSETRACK_BROKER_PASSWORD")
         .output()
@@ -559,9 +490,9 @@ fn tls_with_client_certificate_and_password_file_and_the_acl() {
     );
     // A key file that is not there: a config error naming the key, at
     // start (`run` would refuse to start the same way).
-    let toml = std::fs::read_to_string(daemon.log.with_file_name("dosetrack.toml")).unwrap();
+    let toml = std::fs::read_to_string(daemon.path("dosetrack.toml")).unwrap();
     let key = broker.path("client.key").display().to_string();
-    let bad = daemon.log.with_file_name("bad.toml");
+    let bad = daemon.path("bad.toml");
     std::fs::write(&bad, toml.replace(&key, "/nonexistent/client.key")).unwrap();
     let check = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
         .arg("check-config")
@@ -588,7 +519,7 @@ fn tls_with_client_certificate_and_password_file_and_the_acl() {
 /// connection (ingest, publisher) although it keeps retrying, nothing is
 /// stored, the status shows it, and SIGTERM stops it cleanly.
 fn refused_clearly(broker: &SecureBroker, daemon: &mut Daemon, message: &str, mosquitto: &str) {
-    wait_until(message, Duration::from_secs(15), || {
+    poll_until(message, Duration::from_secs(15), || {
         daemon.log_text().contains(message)
     });
     // Retries go on with back-off (about 5 attempts per connection in 3 s).

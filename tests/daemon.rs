@@ -9,104 +9,43 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mqtt_common;
+
 use dosetrack::drug::DrugFile;
 use dosetrack::intake;
 use dosetrack::patient::Formulary;
 use dosetrack::store::Reader;
 use dosetrack::tracker::{Tracker, TrackerConfig};
 use dosetrack::vocab::{format_rfc3339, parse_rfc3339_ms};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use mqtt_common::blocking::PrefixClient;
+use mqtt_common::daemon::{derefs_to_process, DaemonProcess};
+use mqtt_common::{poll_until, unique};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BROKER: &str = "127.0.0.1";
 const PORT: u16 = 1883;
 
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("dt-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-/// A daemon process.
+/// The daemon against the shared broker, its database in the test's dir.
 struct Daemon {
-    child: Option<Child>,
+    process: DaemonProcess,
     db: PathBuf,
-    prefix: String,
-    client_id: String,
-    log: PathBuf,
 }
 
 impl Daemon {
     fn start(dir: &Path, prefix: &str, client_id: &str) -> Daemon {
         let db = dir.join("dosetrack.db");
-        let log = dir.join(format!("daemon-{}.log", unique("log")));
-        let mut d = Daemon {
-            child: None,
-            db,
-            prefix: prefix.to_owned(),
-            client_id: client_id.to_owned(),
-            log,
-        };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
-            .args([
-                "run",
-                "--broker",
-                &format!("mqtt://{BROKER}:{PORT}"),
-                "--database",
-                self.db.to_str().unwrap(),
-                "--topic-prefix",
-                &self.prefix,
-                "--client-id",
-                &self.client_id,
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
-        }
+        let mut process = DaemonProcess::run((BROKER, PORT), &db, prefix, client_id, &[], dir);
+        process.spawn();
+        Daemon { process, db }
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().unwrap();
-        let pid = c.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not stop on SIGTERM: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.terminate_within(Duration::from_secs(40))
     }
 
     fn reader(&self) -> Reader {
@@ -114,86 +53,28 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+derefs_to_process!(Daemon, process);
 
 /// A test client: publishes inputs and records every output under the prefix.
-struct Client {
-    rt: tokio::runtime::Runtime,
-    client: AsyncClient,
-    seen: Arc<Mutex<Vec<(String, Value)>>>,
-    prefix: String,
-}
+struct Client(PrefixClient);
 
 impl Client {
     fn connect(prefix: &str) -> Client {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut opts = MqttOptions::new(unique("client"), BROKER, PORT);
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
-        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        rt.spawn(async move {
-            let mut ready = Some(ready_tx);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                        sink.lock().unwrap().push((p.topic.clone(), v));
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        let c = client.clone();
-        let filters = vec![
-            format!("{prefix}/v1/patients/+/state"),
-            format!("{prefix}/v1/rejected"),
-            format!("{prefix}/v1/status"),
-        ];
-        rt.block_on(async move {
-            for f in filters {
-                c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
-            }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Client {
-            rt,
-            client,
-            seen,
-            prefix: prefix.to_owned(),
-        }
+        let id = unique("client");
+        Client(PrefixClient::watching_outputs(BROKER, PORT, &id, prefix))
     }
 
     fn publish(&self, topic_suffix: &str, payload: &str) {
-        self.publish_bytes(topic_suffix, payload.as_bytes().to_vec());
+        self.0.publish(topic_suffix, payload);
     }
 
     fn publish_bytes(&self, topic_suffix: &str, payload: Vec<u8>) {
-        let topic = format!("{}/v1/{topic_suffix}", self.prefix);
-        let c = self.client.clone();
-        self.rt
-            .block_on(async move { c.publish(topic, QoS::AtLeastOnce, false, payload).await })
-            .unwrap();
+        self.0.publish(topic_suffix, payload);
     }
 
     fn seen(&self) -> Vec<(String, Value)> {
-        self.seen.lock().unwrap().clone()
+        let all = self.0.inner.received().into_iter();
+        all.map(|m| (m.topic, m.json)).collect()
     }
 
     /// Wait until `pred` holds over everything seen.
@@ -209,21 +90,11 @@ impl Client {
     }
 
     fn last_state(&self, patient: &str) -> Option<Value> {
-        let topic = format!("{}/v1/patients/{patient}/state", self.prefix);
-        self.seen()
-            .into_iter()
-            .rev()
-            .find(|(t, _)| *t == topic)
-            .map(|(_, v)| v)
+        self.0.on(&format!("patients/{patient}/state")).pop()
     }
 
     fn rejections(&self) -> Vec<Value> {
-        let topic = format!("{}/v1/rejected", self.prefix);
-        self.seen()
-            .into_iter()
-            .filter(|(t, _)| *t == topic)
-            .map(|(_, v)| v)
-            .collect()
+        self.0.on("rejected")
     }
 }
 
@@ -247,17 +118,6 @@ fn replay(reader: &Reader) -> Tracker {
         tr.apply(intake::replay(&s).unwrap());
     }
     tr
-}
-
-fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if pred() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]
@@ -452,7 +312,7 @@ fn every_rejection_code_is_stored_published_and_acknowledged() {
     }
     assert!(codes.contains(&"duplicate_conflict"), "{codes:?}");
     assert_eq!(distinct.len(), 9, "{distinct:?}");
-    wait_until("rows in SQLite", Duration::from_secs(10), || {
+    poll_until("rows in SQLite", Duration::from_secs(10), || {
         daemon.reader().counts().unwrap().rejected >= 9
     });
     let stored: std::collections::BTreeSet<(String, String)> = daemon
@@ -516,7 +376,7 @@ fn kill_9_mid_stream_loses_nothing_and_stores_nothing_twice() {
     );
     daemon.spawn();
     let expected = (published + patients) as u64;
-    wait_until("every input stored", Duration::from_secs(60), || {
+    poll_until("every input stored", Duration::from_secs(60), || {
         Reader::open(&daemon.db)
             .map(|r| r.counts().map(|c| c.inputs).unwrap_or(0))
             .unwrap_or(0)
@@ -586,7 +446,7 @@ fn clean_stop_keeps_the_session_and_restart_rebuilds_state() {
     std::thread::sleep(Duration::from_millis(300));
     let before = client.seen().len();
     daemon.spawn();
-    wait_until("the input sent while down", Duration::from_secs(30), || {
+    poll_until("the input sent while down", Duration::from_secs(30), || {
         Reader::open(&daemon.db)
             .map(|r| r.counts().map(|c| c.inputs).unwrap_or(0))
             .unwrap_or(0)

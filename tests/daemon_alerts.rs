@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mqtt_common;
+
 use dosetrack::alerts::{default_rule, Rule, RuleSettings};
 use dosetrack::config::Config;
 use dosetrack::intake::{self, Intake};
@@ -17,26 +19,20 @@ use dosetrack::pk::{Direction, Output};
 use dosetrack::store::Reader;
 use dosetrack::tracker::{TrackedInput, Tracker, TrackerConfig};
 use dosetrack::vocab::{format_rfc3339, parse_rfc3339_ms, TimeMs};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use mqtt_common::blocking::BlockingClient;
+use mqtt_common::daemon::{derefs_to_process, DaemonProcess};
+use mqtt_common::unique;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BROKER: &str = "127.0.0.1";
 const PORT: u16 = 1883;
 const MIN: TimeMs = 60_000;
 const H: TimeMs = 3_600_000;
-
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("dt-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
 
 fn now_ms() -> TimeMs {
     chrono::Utc::now().timestamp_millis()
@@ -85,14 +81,11 @@ fn immediate(_: Rule, rs: &mut RuleSettings) {
 // A daemon process
 // ---------------------------------------------------------------------------
 
+/// The daemon against the shared broker with a config file, its database
+/// and logs in the test's dir.
 struct Daemon {
-    child: Option<Child>,
+    process: DaemonProcess,
     db: PathBuf,
-    config: PathBuf,
-    prefix: String,
-    client_id: String,
-    log: PathBuf,
-    dir: PathBuf,
 }
 
 impl Daemon {
@@ -105,79 +98,30 @@ impl Daemon {
     fn new(dir: &Path, prefix: &str, config_text: &str) -> Daemon {
         let config = dir.join("dosetrack.toml");
         std::fs::write(&config, config_text).unwrap();
-        Daemon {
-            child: None,
-            db: dir.join("dosetrack.db"),
-            config,
-            prefix: prefix.to_owned(),
-            client_id: unique("d"),
-            log: dir.join("daemon.log"),
-            dir: dir.to_owned(),
-        }
+        let db = dir.join("dosetrack.db");
+        let process = DaemonProcess::run(
+            (BROKER, PORT),
+            &db,
+            prefix,
+            &unique("d"),
+            &["--config", config.to_str().unwrap()],
+            dir,
+        )
+        .env_remove("DOSETRACK_FAILPOINT");
+        Daemon { process, db }
     }
 
     /// Start the process (with `failpoint` armed, if any); its log goes to a
     /// new file each time.
     fn spawn(&mut self, failpoint: Option<&str>) {
-        self.log = self.dir.join(format!("daemon-{}.log", unique("log")));
-        let log = std::fs::File::create(&self.log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dosetrack"));
-        cmd.args([
-            "run",
-            "--config",
-            self.config.to_str().unwrap(),
-            "--broker",
-            &format!("mqtt://{BROKER}:{PORT}"),
-            "--database",
-            self.db.to_str().unwrap(),
-            "--topic-prefix",
-            &self.prefix,
-            "--client-id",
-            &self.client_id,
-        ])
-        .env("RUST_LOG", "info")
-        .env_remove("DOSETRACK_FAILPOINT")
-        .stdout(Stdio::null())
-        .stderr(log);
-        if let Some(f) = failpoint {
-            cmd.env("DOSETRACK_FAILPOINT", f);
-        }
-        self.child = Some(cmd.spawn().unwrap());
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-        }
-    }
-
-    /// Wait for the process to end by itself (a failpoint's abort).
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let mut c = self.child.take().unwrap();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("daemon did not exit: {}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match failpoint {
+            Some(f) => self.process.spawn_with_env(&[("DOSETRACK_FAILPOINT", f)]),
+            None => self.process.spawn(),
         }
     }
 
     fn terminate(&mut self) -> ExitStatus {
-        let c = self.child.as_ref().unwrap();
-        let pid = c.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.wait_exit(Duration::from_secs(40))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.terminate_within(Duration::from_secs(40))
     }
 
     fn reader(&self) -> Reader {
@@ -214,11 +158,7 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+derefs_to_process!(Daemon, process);
 
 // ---------------------------------------------------------------------------
 // A test client
@@ -228,9 +168,7 @@ impl Drop for Daemon {
 type Seen = (String, Value, bool);
 
 struct Client {
-    rt: tokio::runtime::Runtime,
-    client: AsyncClient,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    inner: BlockingClient,
     prefix: String,
 }
 
@@ -250,63 +188,15 @@ impl Client {
     }
 
     fn subscribed(prefix: &str, filters: Vec<String>) -> Client {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut opts = MqttOptions::new(unique("client"), BROKER, PORT);
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
-        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let n_filters = filters.len();
-        rt.spawn(async move {
-            let mut ready = Some(ready_tx);
-            let mut subacks = 0;
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        subacks += 1;
-                        if subacks == n_filters {
-                            if let Some(r) = ready.take() {
-                                let _ = r.send(());
-                            }
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                        sink.lock().unwrap().push((p.topic.clone(), v, p.retain));
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        let c = client.clone();
-        rt.block_on(async move {
-            for f in filters {
-                c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
-            }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         Client {
-            rt,
-            client,
-            seen,
+            inner: BlockingClient::connect(BROKER, PORT, &unique("client"), &filters),
             prefix: prefix.to_owned(),
         }
     }
 
     fn publish(&self, topic_suffix: &str, payload: Value) {
         let topic = format!("{}/v1/{topic_suffix}", self.prefix);
-        let c = self.client.clone();
-        let bytes = payload.to_string().into_bytes();
-        self.rt
-            .block_on(async move { c.publish(topic, QoS::AtLeastOnce, false, bytes).await })
-            .unwrap();
+        self.inner.publish(topic, payload.to_string());
     }
 
     fn admit(&self, pid: &str, at: &str, extra: Value) {
@@ -336,7 +226,8 @@ impl Client {
     }
 
     fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        let all = self.inner.received().into_iter();
+        all.map(|m| (m.topic, m.json, m.retain)).collect()
     }
 
     fn topic(&self, scope: &str) -> String {

@@ -21,6 +21,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mqtt_common;
+
 #[path = "../fuzz/check.rs"]
 #[allow(dead_code)]
 mod check;
@@ -32,12 +34,13 @@ use dosetrack::patient::Formulary;
 use dosetrack::store::Reader;
 use dosetrack::tracker::{TrackedInput, Tracker, TrackerConfig};
 use dosetrack::vocab::{format_rfc3339, TimeMs};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use mqtt_common::blocking::PrefixClient;
+use mqtt_common::daemon::DaemonProcess;
+use mqtt_common::{poll_until, unique};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BROKER: &str = "127.0.0.1";
@@ -288,125 +291,6 @@ fn the_fuzz_corpus_passes_the_fuzz_check() {
 // The daemon.
 // ---------------------------------------------------------------------------
 
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("dt-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-struct Client {
-    rt: tokio::runtime::Runtime,
-    client: AsyncClient,
-    seen: Seen,
-    prefix: String,
-}
-
-impl Client {
-    fn connect(prefix: &str) -> Client {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut opts = MqttOptions::new(unique("hc"), BROKER, PORT);
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
-        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        rt.spawn(async move {
-            let mut ready = Some(ready_tx);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        sink.lock()
-                            .unwrap()
-                            .push((p.topic.clone(), p.payload.to_vec()));
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        let c = client.clone();
-        let filters = vec![
-            format!("{prefix}/v1/patients/+/state"),
-            format!("{prefix}/v1/rejected"),
-            format!("{prefix}/v1/status"),
-        ];
-        rt.block_on(async move {
-            for f in filters {
-                c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
-            }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Client {
-            rt,
-            client,
-            seen,
-            prefix: prefix.to_owned(),
-        }
-    }
-
-    fn publish(&self, topic_suffix: &str, payload: Vec<u8>) {
-        let topic = format!("{}/v1/{topic_suffix}", self.prefix);
-        let c = self.client.clone();
-        self.rt
-            .block_on(async move { c.publish(topic, QoS::AtLeastOnce, false, payload).await })
-            .unwrap();
-    }
-
-    fn on(&self, suffix: &str) -> Vec<Value> {
-        let topic = format!("{}/v1/{suffix}", self.prefix);
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _)| *t == topic)
-            .map(|(_, p)| serde_json::from_slice(p).unwrap_or(Value::Null))
-            .collect()
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if pred() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// (topic, code, field, excerpt) of one rejection, for multiset comparison.
 type NoticeKey = (String, String, Option<String>, String);
 
@@ -435,30 +319,18 @@ fn the_daemon_rejects_every_bad_message_and_applies_every_good_one() {
         ),
     )
     .unwrap();
-    let client = Client::connect(&prefix);
-    let log = dir.path().join("daemon.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--broker",
-            &format!("mqtt://{BROKER}:{PORT}"),
-            "--database",
-            db.to_str().unwrap(),
-            "--topic-prefix",
-            &prefix,
-            "--client-id",
-            &unique("hd"),
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon { child, log };
-    let pid = daemon.child.id();
-    wait_until("status online", Duration::from_secs(20), || {
+    let client = PrefixClient::watching_outputs(BROKER, PORT, &unique("hc"), &prefix);
+    let mut daemon = DaemonProcess::run(
+        (BROKER, PORT),
+        &db,
+        &prefix,
+        &unique("hd"),
+        &["--config", config.to_str().unwrap()],
+        dir.path(),
+    );
+    daemon.spawn();
+    let pid = daemon.pid();
+    poll_until("status online", Duration::from_secs(20), || {
         client.on("status").iter().any(|v| v["state"] == "online")
     });
 
@@ -480,7 +352,7 @@ fn the_daemon_rejects_every_bad_message_and_applies_every_good_one() {
         if n.rejected as usize >= bad.len() && n.inputs as usize >= good.len() {
             break;
         }
-        if Instant::now() > deadline || daemon.child.try_wait().unwrap().is_some() {
+        if Instant::now() > deadline || !daemon.running() {
             let log = daemon.log_text();
             let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
             let got = count(
@@ -512,7 +384,7 @@ fn the_daemon_rejects_every_bad_message_and_applies_every_good_one() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    wait_until("every rejection published", Duration::from_secs(20), || {
+    poll_until("every rejection published", Duration::from_secs(20), || {
         client.on("rejected").len() >= bad.len()
     });
 
@@ -647,12 +519,8 @@ fn the_daemon_rejects_every_bad_message_and_applies_every_good_one() {
     );
 
     // The same process throughout: never restarted, never exited.
-    assert!(
-        daemon.child.try_wait().unwrap().is_none(),
-        "the daemon exited: {}",
-        daemon.log_text()
-    );
-    assert_eq!(daemon.child.id(), pid);
+    assert!(daemon.running(), "the daemon exited: {}", daemon.log_text());
+    assert_eq!(daemon.pid(), pid);
     let online: HashSet<String> = client
         .on("status")
         .iter()

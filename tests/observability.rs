@@ -19,20 +19,22 @@
 
 mod mqtt_common;
 
+use mqtt_common::daemon::{derefs_to_process, DaemonProcess};
 use mqtt_common::{free_port, http_get, shared_broker, unique, OwnBroker, TestClient};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // The daemon.
 // ---------------------------------------------------------------------------
 
+/// The daemon with a config file naming the broker, the database and the
+/// `[http]` listener on a free loopback port.
 struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
+    process: DaemonProcess,
     http_port: u16,
 }
 
@@ -56,23 +58,9 @@ impl Daemon {
     fn start(dir: &Path, broker: (&str, u16), prefix: &str) -> Daemon {
         let http_port = free_port();
         let config = write_config(dir, broker, prefix, &format!("127.0.0.1:{http_port}"));
-        let log = dir.join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon {
-            child: Some(child),
-            log,
-            http_port,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let mut process = DaemonProcess::new(["run", "--config", config.to_str().unwrap()], dir);
+        process.spawn();
+        Daemon { process, http_port }
     }
 
     fn get(&self, path: &str) -> Option<(u16, String, String)> {
@@ -105,31 +93,11 @@ impl Daemon {
     }
 
     fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while c.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    panic!("daemon did not stop:\n{}", self.log_text());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        self.process.terminate_within(Duration::from_secs(30));
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+derefs_to_process!(Daemon, process);
 
 // ---------------------------------------------------------------------------
 // A strict parser of the Prometheus text exposition format 0.0.4.

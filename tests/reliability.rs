@@ -32,14 +32,14 @@ use dosetrack::mqtt::{spawn_publisher, BrokerConfig, Publisher};
 use dosetrack::patient::Formulary;
 use dosetrack::store::Reader;
 use dosetrack::tracker::{Tracker, TrackerConfig};
-use mqtt_common::{free_port, http_get};
+use mqtt_common::daemon::{derefs_to_process, write_http_config, DaemonProcess};
+use mqtt_common::{http_get, unique, OwnBroker};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,203 +95,63 @@ impl Rng {
     }
 }
 
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("rel-{tag}-{}-{nanos:x}", std::process::id())
-}
-
 // ---------------------------------------------------------------------------
 // The broker: a private mosquitto with persistence.
 // ---------------------------------------------------------------------------
 
-struct Broker {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    restarts: u32,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        // No cap on queued messages: a session of a daemon that is down (or
-        // not acknowledging) must keep everything (mosquitto's default cap
-        // of 1000 would drop the rest).
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
-             persistence true\npersistence_location {dir}/\n\
-             max_queued_messages 0\n\
-             log_dest file {dir}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
-            dir = dir.path().display()
-        );
-        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
-        let mut b = Broker {
-            port,
-            dir,
-            child: None,
-            restarts: 0,
-        };
-        b.launch();
-        b
-    }
-
-    fn launch(&mut self) {
-        let bin = if Path::new("/usr/sbin/mosquitto").exists() {
-            PathBuf::from("/usr/sbin/mosquitto")
-        } else {
-            PathBuf::from("mosquitto")
-        };
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed");
-        self.child = Some(child);
-        let end = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < end, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM (mosquitto saves its persistence file), wait, start again.
-    fn restart(&mut self, down: Duration) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            c.wait().unwrap();
-        }
-        std::thread::sleep(down);
-        self.launch();
-        self.restarts += 1;
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// No cap on queued messages: a session of a daemon that is down (or not
+/// acknowledging) must keep everything (mosquitto's default cap of 1000
+/// would drop the rest).
+fn start_broker() -> OwnBroker {
+    OwnBroker::start_with(
+        "persistence true\nmax_queued_messages 0\n\
+         log_type error\nlog_type warning\nlog_type notice\n",
+    )
 }
 
 // ---------------------------------------------------------------------------
 // The daemon: the real binary.
 // ---------------------------------------------------------------------------
 
+/// The daemon with a config file for the `[http]` listener (`/healthz`, the
+/// same port across restarts); run N logs to `daemon-N.log`.
 struct Daemon {
-    child: Option<Child>,
+    process: DaemonProcess,
     db: PathBuf,
-    port: u16,
-    prefix: String,
-    client_id: String,
-    logs: PathBuf,
-    runs: u32,
-    /// The `[http]` listener (`/healthz`), the same port across restarts.
     http_port: u16,
 }
 
 impl Daemon {
     fn start(db: PathBuf, logs: &Path, port: u16, prefix: &str) -> Daemon {
-        let mut d = Daemon {
-            child: None,
+        let config = logs.join("dosetrack.toml");
+        let http_port = write_http_config(&config);
+        let mut process = DaemonProcess::run(
+            ("127.0.0.1", port),
+            &db,
+            prefix,
+            &unique("d"),
+            &["--config", config.to_str().unwrap()],
+            logs,
+        );
+        process.spawn();
+        Daemon {
+            process,
             db,
-            port,
-            prefix: prefix.to_owned(),
-            client_id: unique("d"),
-            logs: logs.to_owned(),
-            runs: 0,
-            http_port: free_port(),
-        };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        self.runs += 1;
-        let log =
-            std::fs::File::create(self.logs.join(format!("daemon-{}.log", self.runs))).unwrap();
-        let config = self.logs.join("dosetrack.toml");
-        std::fs::write(
-            &config,
-            format!("[http]\nlisten = \"127.0.0.1:{}\"\n", self.http_port),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
-            .args([
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--broker",
-                &format!("mqtt://127.0.0.1:{}", self.port),
-                "--database",
-                self.db.to_str().unwrap(),
-                "--topic-prefix",
-                &self.prefix,
-                "--client-id",
-                &self.client_id,
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
+            http_port,
         }
     }
 
-    fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
+    /// SIGTERM (when a run is going); exit 0 expected.
     fn terminate(&mut self) {
-        let Some(mut c) = self.child.take() else {
+        if !self.process.spawned() {
             return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "daemon exit {status:?}: {}",
-                    self.log_tail()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "no stop on SIGTERM: {}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.logs.join(format!("daemon-{}.log", self.runs)))
-            .unwrap_or_default();
-        let start = text.len().saturating_sub(6000);
-        text.get(start..).unwrap_or(&text).to_owned()
+        let status = self.process.terminate();
+        assert!(
+            status.success(),
+            "daemon exit {status:?}: {}",
+            self.log_tail(6000)
+        );
     }
 
     /// `/healthz` answers 200; while a technical problem is raised it must
@@ -321,11 +181,7 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+derefs_to_process!(Daemon, process);
 
 // ---------------------------------------------------------------------------
 // The observer: status and alert lifecycle messages.
@@ -509,7 +365,7 @@ async fn run_load(
 // ---------------------------------------------------------------------------
 
 struct Ctx {
-    broker: Broker,
+    broker: OwnBroker,
     daemon: Daemon,
     observer: Observer,
     confirmed: Arc<AtomicU64>,
@@ -539,7 +395,7 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: std::future::Future<Output = Ctx>,
 {
-    let broker = Broker::start();
+    let broker = start_broker();
     let prefix = unique("p");
     let logs = tempfile::tempdir().unwrap();
     let (db_dir, db_path) = match db {
@@ -593,7 +449,7 @@ where
     let load_s = load_started.elapsed().as_secs_f64();
     pub_stop.cancel();
     let _ = pub_task.await;
-    if !ctx.daemon.alive() {
+    if !ctx.daemon.running() {
         ctx.daemon.spawn();
     }
     let figures = check(&mut ctx, &msgs, load_s).await;
@@ -645,7 +501,7 @@ async fn check(ctx: &mut Ctx, msgs: &[SimMessage], load_s: f64) -> Figures {
             Instant::now() < end,
             "only {} of {want} stored after 240 s: {}",
             d.stored(),
-            d.log_tail()
+            d.log_tail(6000)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -814,9 +670,9 @@ fn crash_under_load() {
         report(format!(
             "crash-under-load: {}, {} SIGKILLs",
             fig.line(ctx.rate_per_s),
-            ctx.daemon.runs - 1
+            ctx.daemon.runs() - 1
         ));
-        assert!(ctx.daemon.runs > kills);
+        assert!(ctx.daemon.runs() > kills);
     });
 }
 
@@ -837,8 +693,8 @@ fn broker_restart_under_load() {
             for _ in 0..restarts {
                 tokio::time::sleep(Duration::from_secs_f64(gap * rng.between(0.7, 1.1))).await;
                 let down = Duration::from_secs_f64(rng.between(0.5, 3.0));
-                ctx.broker.restart(down);
-                assert!(ctx.daemon.alive(), "{}", ctx.daemon.log_tail());
+                ctx.broker.restart_after(down);
+                assert!(ctx.daemon.running(), "{}", ctx.daemon.log_tail(6000));
             }
             ctx
         })
@@ -899,7 +755,7 @@ fn database_locked_under_load() {
                 let (a, b) = hold_write_lock(&ctx.daemon, hold).await;
                 let published_during = ctx.confirmed.load(Ordering::SeqCst) - published_before;
                 assert_eq!(a, b, "nothing stored while the lock is held");
-                assert!(ctx.daemon.alive(), "{}", ctx.daemon.log_tail());
+                assert!(ctx.daemon.running(), "{}", ctx.daemon.log_tail(6000));
                 assert!(
                     ctx.observer
                         .status_since(since, |p| has_code(p, "database_locked")),
@@ -1038,7 +894,7 @@ fn disk_full_under_load() {
                     b - a,
                     p1 - p0
                 );
-                assert!(ctx.daemon.alive(), "{}", ctx.daemon.log_tail());
+                assert!(ctx.daemon.running(), "{}", ctx.daemon.log_tail(6000));
                 let published_during = ctx.confirmed.load(Ordering::SeqCst) - published_before;
                 let raised = ctx
                     .observer

@@ -20,12 +20,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+mod mqtt_common;
+
+use mqtt_common::blocking::{options, BlockingClient};
+use mqtt_common::daemon::{derefs_to_process, DaemonProcess};
+use mqtt_common::{unique, OwnBroker};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BROKER: &str = "127.0.0.1";
@@ -33,168 +36,52 @@ const PORT: u16 = 1883;
 /// The unit's TimeoutStopSec.
 const STOP_TIMEOUT: Duration = Duration::from_secs(45);
 
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("dt-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
 fn ago_min(min: i64) -> String {
     dosetrack::vocab::format_rfc3339(chrono::Utc::now().timestamp_millis() - min * 60_000)
 }
 
-/// A Mosquitto of this test's own on a free port, killed on drop.
-struct Mosquitto {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
-                 max_queued_messages 300000\nmax_queued_bytes 0\n\
-                 log_dest file {}/mosquitto.log\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let bin = std::env::var("DOSETRACK_MOSQUITTO").unwrap_or("/usr/sbin/mosquitto".into());
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed");
-        let end = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect((BROKER, port)).is_err() {
-            assert!(Instant::now() < end, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Mosquitto {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The daemon with a config file (the broker from the file, not the command
+/// line), the database and prefix on the command line; logs in `format =
+/// "json"` when the config says so (no RUST_LOG, no journal, no systemd).
 struct Daemon {
-    child: Option<Child>,
+    process: DaemonProcess,
     dir: PathBuf,
     config: PathBuf,
-    prefix: String,
-    client_id: String,
-    log: PathBuf,
 }
 
 impl Daemon {
     fn new(dir: &Path, prefix: &str) -> Daemon {
-        Daemon {
-            child: None,
-            dir: dir.to_owned(),
-            config: dir.join("dosetrack.toml"),
-            prefix: prefix.to_owned(),
-            client_id: unique("rl"),
-            log: dir.join("daemon.log"),
-        }
-    }
-
-    /// Start with the config file (broker from the file, not the command
-    /// line), the database and prefix on the command line.
-    fn spawn(&mut self) {
-        self.log = self.dir.join(format!("{}.log", unique("log")));
-        let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
-            .args([
+        let config = dir.join("dosetrack.toml");
+        let process = DaemonProcess::new(
+            [
                 "run",
                 "--config",
-                self.config.to_str().unwrap(),
+                config.to_str().unwrap(),
                 "--database",
-                self.dir.join("dosetrack.db").to_str().unwrap(),
+                dir.join("dosetrack.db").to_str().unwrap(),
                 "--topic-prefix",
-                &self.prefix,
+                prefix,
                 "--client-id",
-                &self.client_id,
-            ])
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&self.log).unwrap())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+                &unique("rl"),
+            ],
+            dir,
+        )
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET");
+        Daemon {
+            process,
+            dir: dir.to_owned(),
+            config,
+        }
     }
 
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    /// SIGTERM; the exit status and how long the stop took.
+    /// SIGTERM; the exit status and how long the stop took (at most the
+    /// stop timeout).
     fn terminate(&mut self) -> (ExitStatus, Duration) {
         let t0 = Instant::now();
-        self.signal("-TERM");
-        let mut c = self.child.take().unwrap();
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return (s, t0.elapsed());
-            }
-            if t0.elapsed() > STOP_TIMEOUT {
-                let _ = c.kill();
-                panic!("no exit within the stop timeout: {}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait for a log line containing `what`.
-    fn wait_log(&self, what: &str, secs: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(l) = self.log_text().lines().find(|l| l.contains(what)) {
-                return l.to_owned();
-            }
-            if Instant::now() > deadline {
-                panic!("no log line with {what:?}: {}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        let status = self.process.terminate_within(STOP_TIMEOUT);
+        (status, t0.elapsed())
     }
 
     fn count(&self, sql: &str) -> i64 {
@@ -207,105 +94,33 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+derefs_to_process!(Daemon, process);
 
 /// A test client: publishes QoS 1, records what arrives on its filters and
 /// counts PUBACKs.
 struct Client {
-    rt: tokio::runtime::Runtime,
-    client: AsyncClient,
-    seen: Arc<Mutex<Vec<(String, Value)>>>,
-    acked: Arc<AtomicUsize>,
+    inner: BlockingClient,
     prefix: String,
 }
 
 impl Client {
     fn connect(prefix: &str, filters: &[String], port: u16) -> Client {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut opts = MqttOptions::new(unique("c"), BROKER, port);
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_max_packet_size(1 << 22, 1 << 22);
+        let mut opts = options(BROKER, port, &unique("c"));
         opts.set_inflight(100);
-        let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let acked = Arc::new(AtomicUsize::new(0));
-        let (sink, acks) = (seen.clone(), acked.clone());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let n = filters.len();
-        rt.spawn(async move {
-            let mut subacks = 0;
-            let mut ready = Some(ready_tx);
-            if n == 0 {
-                let _ = ready.take().map(|r| r.send(()));
-            }
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        subacks += 1;
-                        if subacks == n {
-                            let _ = ready.take().map(|r| r.send(()));
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        acks.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                        sink.lock().unwrap().push((p.topic.clone(), v));
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        let c = client.clone();
-        let filters = filters.to_vec();
-        rt.block_on(async move {
-            for f in filters {
-                c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
-            }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         Client {
-            rt,
-            client,
-            seen,
-            acked,
+            inner: BlockingClient::connect_with(opts, 10_000, filters),
             prefix: prefix.to_owned(),
         }
     }
 
     fn publish(&self, suffix: &str, payload: Value) {
         let topic = format!("{}/v1/{suffix}", self.prefix);
-        let c = self.client.clone();
-        self.rt
-            .block_on(async move {
-                c.publish(topic, QoS::AtLeastOnce, false, payload.to_string())
-                    .await
-            })
-            .unwrap();
+        self.inner.publish(topic, payload.to_string());
     }
 
     fn seen(&self, topic_suffix: &str) -> Vec<Value> {
-        let topic = format!("{}/v1/{topic_suffix}", self.prefix);
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _)| *t == topic)
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.inner
+            .json_on(&format!("{}/v1/{topic_suffix}", self.prefix))
     }
 
     fn wait(&self, what: &str, secs: u64, mut f: impl FnMut(&Client) -> bool) {
@@ -318,7 +133,11 @@ impl Client {
         }
         panic!(
             "timed out waiting for {what}; seen: {:#?}",
-            self.seen.lock().unwrap()
+            self.inner
+                .received()
+                .iter()
+                .map(|m| (&m.topic, &m.json))
+                .collect::<Vec<_>>()
         );
     }
 }
@@ -352,7 +171,7 @@ fn sighup_applies_a_new_ceiling_refuses_a_broker_change_and_keeps_a_broken_confi
     );
     d.spawn();
     // Subscribed: a new session gets nothing published before.
-    d.wait_log("subscribed to the input topics", 20);
+    d.wait_log("subscribed to the input topics", Duration::from_secs(20));
 
     // An infusion of 20 mg/h (0.29 mg/kg/h, under the ward limit) for the
     // last 2 h: Ce well below the shipped ceiling of 500 ng/mL.
@@ -396,7 +215,7 @@ fn sighup_applies_a_new_ceiling_refuses_a_broker_change_and_keeps_a_broken_confi
             1,
         );
     std::fs::write(&drug, &lowered).unwrap();
-    d.signal("-HUP");
+    d.signal("HUP");
     client.wait("concentration_high with the new ceiling", 20, |c| {
         !high(c).is_empty()
     });
@@ -410,7 +229,7 @@ fn sighup_applies_a_new_ceiling_refuses_a_broker_change_and_keeps_a_broken_confi
             .contains("ceiling 30 ng/mL"),
         "{alert}"
     );
-    let line = d.wait_log("reloaded", 10);
+    let line = d.wait_log("reloaded", Duration::from_secs(10));
     assert!(
         line.contains("drug file targets.ceiling_ng_per_ml.value 500.0 -> 30.0"),
         "{line}"
@@ -424,15 +243,15 @@ fn sighup_applies_a_new_ceiling_refuses_a_broker_change_and_keeps_a_broken_confi
     // (b) A new broker port is refused with one clear line; the daemon
     // keeps running and ingesting.
     std::fs::write(&d.config, config_text(1884, &drug, "")).unwrap();
-    d.signal("-HUP");
-    let refused = d.wait_log("broker.port changed", 10);
+    d.signal("HUP");
+    let refused = d.wait_log("broker.port changed", Duration::from_secs(10));
     assert!(
         refused.contains(
             "broker.port changed from 1883 to 1884: restart dosetrack to apply; keeping 1883"
         ),
         "{refused}"
     );
-    d.wait_log("nothing to apply", 10);
+    d.wait_log("nothing to apply", Duration::from_secs(10));
     client.publish(
         "patients/P-1/doses",
         json!({"id": "bol-2", "time": ago_min(0), "route": "iv_bolus", "amount_mg": 5}),
@@ -444,8 +263,8 @@ fn sighup_applies_a_new_ceiling_refuses_a_broker_change_and_keeps_a_broken_confi
         config_text(PORT, &drug, "\n[state]\ninterval_s = 0\n"),
     )
     .unwrap();
-    d.signal("-HUP");
-    let broken = d.wait_log("reload refused", 10);
+    d.signal("HUP");
+    let broken = d.wait_log("reload refused", Duration::from_secs(10));
     assert!(broken.contains("state.interval_s"), "{broken}");
     assert!(d.running(), "{}", d.log_text());
     // ... and a broken drug file likewise.
@@ -457,7 +276,7 @@ fn sighup_applies_a_new_ceiling_refuses_a_broker_change_and_keeps_a_broken_confi
     );
     assert_ne!(broken_drug, lowered);
     std::fs::write(&drug, broken_drug).unwrap();
-    d.signal("-HUP");
+    d.signal("HUP");
     client.wait("the second refusal", 10, |_| {
         d.log_text().matches("reload refused").count() == 2
     });
@@ -506,7 +325,8 @@ fn sigterm_under_load_loses_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
-    let broker = Mosquitto::start();
+    // The queue limits of config/mosquitto/dosetrack.conf.
+    let broker = OwnBroker::start_with("max_queued_messages 300000\nmax_queued_bytes 0\n");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("load");
     let mut d = Daemon::new(dir.path(), &prefix);
@@ -521,7 +341,7 @@ fn sigterm_under_load_loses_nothing() {
     d.spawn();
     // The daemon's session is subscribed (so the broker queues for it while
     // it is down).
-    d.wait_log("subscribed to the input topics", 20);
+    d.wait_log("subscribed to the input topics", Duration::from_secs(20));
     let client = Arc::new(Client::connect(&prefix, &[], broker.port));
     // N heartbeats from 20 pumps, one every 4 ms, from another thread.
     let publisher = {
@@ -542,9 +362,7 @@ fn sigterm_under_load_loses_nothing() {
         })
     };
     // SIGTERM a third of the way in, and start again at once.
-    client.wait("a third published", 30, |c| {
-        c.acked.load(Ordering::Relaxed) >= n / 3
-    });
+    client.wait("a third published", 30, |c| c.inner.pubacks() >= n / 3);
     let stored_before = d.count("SELECT COUNT(*) FROM inputs");
     let (status, took) = d.terminate();
     assert!(status.success(), "{status}: {}", d.log_text());
@@ -559,7 +377,7 @@ fn sigterm_under_load_loses_nothing() {
     publisher.join().unwrap();
     let (stopped_at, restarted) = (Some(took), true);
     assert!(restarted && stopped_at.is_some());
-    client.wait("every PUBACK", 30, |c| c.acked.load(Ordering::Relaxed) >= n);
+    client.wait("every PUBACK", 30, |c| c.inner.pubacks() >= n);
     let deadline = Instant::now() + Duration::from_secs(30);
     while d.count("SELECT COUNT(*) FROM inputs") < n as i64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

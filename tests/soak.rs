@@ -37,13 +37,12 @@ use dosetrack::drug::DrugFile;
 use dosetrack::intake::{self, Intake};
 use dosetrack::patient::Formulary;
 use dosetrack::store::{StoreConfig, WriteOp, Writer};
-use mqtt_common::{free_port, http_get};
+use mqtt_common::daemon::{derefs_to_process, write_http_config, DaemonProcess, NotifySocket};
+use mqtt_common::{http_get, unique, OwnBroker};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeSet;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -136,211 +135,60 @@ fn size() -> Size {
 // Helpers: names, broker, daemon, /proc.
 // ---------------------------------------------------------------------------
 
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "soak-{tag}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    )
-}
-
 fn wall_ms() -> i64 {
     dosetrack::devsim::wall_clock_ms().unwrap()
 }
 
 /// A Mosquitto of the test's own with the limits of
 /// `config/mosquitto/dosetrack.conf` (no persistence), killed on drop.
-struct Broker {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+fn start_broker() -> OwnBroker {
+    OwnBroker::start_with(
+        "persistence false\n\
+         max_inflight_messages 100\nmax_queued_messages 300000\nmax_queued_bytes 0\n\
+         max_packet_size 1048576\nlog_type error\nlog_type warning\n",
+    )
 }
 
-impl Broker {
-    fn start() -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_inflight_messages 100\nmax_queued_messages 300000\nmax_queued_bytes 0\n\
-             max_packet_size 1048576\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-        );
-        let path = dir.path().join("mosquitto.conf");
-        std::fs::write(&path, conf).unwrap();
-        let bin = if Path::new("/usr/sbin/mosquitto").exists() {
-            PathBuf::from("/usr/sbin/mosquitto")
-        } else {
-            PathBuf::from("mosquitto")
-        };
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("mosquitto.log")).unwrap())
-            .spawn()
-            .expect("mosquitto must be installed");
-        let end = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "mosquitto did not start on {port}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Broker {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `READY=1` and the rest, from a `NOTIFY_SOCKET` this test binds.
-struct Notify {
-    path: PathBuf,
-    ready_at: Arc<Mutex<Option<Instant>>>,
-}
-
-impl Notify {
-    fn bind(dir: &Path) -> Notify {
-        let path = dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        let ready_at = Arc::new(Mutex::new(None));
-        let sink = ready_at.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = sock.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if text.lines().any(|l| l == "READY=1") {
-                    let mut g = sink.lock().unwrap();
-                    if g.is_none() {
-                        *g = Some(Instant::now());
-                    }
-                }
-            }
-        });
-        Notify { path, ready_at }
-    }
-
-    fn ready_at(&self) -> Option<Instant> {
-        *self.ready_at.lock().unwrap()
-    }
-}
-
+/// The daemon with a config file for the `[http]` listener (the memory
+/// figures are read from `/metrics`), under a `NOTIFY_SOCKET` (no watchdog).
 struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
+    process: DaemonProcess,
     started: Instant,
-    /// The `[http]` listener: the memory figures are read from `/metrics`.
     http_port: u16,
 }
 
 impl Daemon {
-    fn start(dir: &Path, db: &Path, port: u16, prefix: &str, notify: &Notify) -> Daemon {
-        let log = dir.join("daemon.log");
-        let http_port = free_port();
+    fn start(dir: &Path, db: &Path, port: u16, prefix: &str, notify: &NotifySocket) -> Daemon {
         let config = dir.join("soak.toml");
-        std::fs::write(
-            &config,
-            format!("[http]\nlisten = \"127.0.0.1:{http_port}\"\n"),
+        let http_port = write_http_config(&config);
+        let mut process = DaemonProcess::run(
+            ("127.0.0.1", port),
+            db,
+            prefix,
+            &unique("d"),
+            &["--config", config.to_str().unwrap()],
+            dir,
         )
-        .unwrap();
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID");
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
-            .args([
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--broker",
-                &format!("mqtt://127.0.0.1:{port}"),
-                "--database",
-                db.to_str().unwrap(),
-                "--topic-prefix",
-                prefix,
-                "--client-id",
-                &unique("d"),
-            ])
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        process.spawn();
         Daemon {
-            child: Some(child),
-            log,
+            process,
             started,
             http_port,
         }
     }
 
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&mut self, what: &str, timeout: Duration) {
-        let end = Instant::now() + timeout;
-        while !self.log_text().contains(what) {
-            assert!(
-                self.child.as_mut().unwrap().try_wait().unwrap().is_none(),
-                "daemon exited: {}",
-                self.log_text()
-            );
-            assert!(
-                Instant::now() < end,
-                "no '{what}' in the daemon log: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// SIGTERM; exit 0 expected.
     fn stop(&mut self) {
-        let mut child = self.child.take().unwrap();
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                assert!(s.success(), "daemon exit {s:?}: {}", self.log_text());
-                return;
-            }
-            assert!(Instant::now() < end, "daemon did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let s = self.process.terminate();
+        assert!(s.success(), "daemon exit {s:?}: {}", self.log_text());
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+derefs_to_process!(Daemon, process);
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
 fn clk_tck() -> f64 {
@@ -666,11 +514,11 @@ async fn sustained_rate_then_idle() {
     let _serial = SERIAL.lock().await;
     let size = size();
     let tck = clk_tck();
-    let broker = Broker::start();
+    let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("soak.db");
     let prefix = unique("sus");
-    let notify = Notify::bind(dir.path());
+    let notify = NotifySocket::bind(dir.path());
     let mut daemon = Daemon::start(dir.path(), &db, broker.port, &prefix, &notify);
     daemon.wait_log("subscribed to the input topics", Duration::from_secs(30));
     let pid = daemon.pid();
@@ -990,7 +838,7 @@ async fn restart_with_many_stored_inputs() {
     let heartbeats = sql_count(&db, "SELECT count(*) FROM inputs WHERE kind = 'heartbeat'");
 
     // Watch every patient's first state.
-    let broker = Broker::start();
+    let broker = start_broker();
     let mut o = MqttOptions::new(unique("obs"), "127.0.0.1", broker.port);
     o.set_max_packet_size(1 << 20, 1 << 20);
     let (obs, mut el) = AsyncClient::new(o, 100);
@@ -1026,16 +874,16 @@ async fn restart_with_many_stored_inputs() {
         .unwrap()
         .unwrap();
 
-    let notify = Notify::bind(dir.path());
+    let notify = NotifySocket::bind(dir.path());
     let mut daemon = Daemon::start(dir.path(), &db, broker.port, &prefix, &notify);
     let started = daemon.started;
     let end = Instant::now() + Duration::from_secs(300);
-    while notify.ready_at().is_none() {
+    while notify.first_at("READY=1").is_none() {
         assert!(Instant::now() < end, "no READY: {}", daemon.log_text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ready_s = notify
-        .ready_at()
+        .first_at("READY=1")
         .unwrap()
         .duration_since(started)
         .as_secs_f64();

@@ -12,11 +12,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mqtt_common;
+
+use mqtt_common::daemon::{DaemonProcess, NotifySocket};
+use mqtt_common::{free_port, unique};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const BROKER: &str = "127.0.0.1";
@@ -24,149 +25,27 @@ const PORT: u16 = 1883;
 /// The watchdog interval given to the daemon.
 const WATCHDOG: Duration = Duration::from_secs(2);
 
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("dt-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-/// The notify socket and every message received on it, with its time.
-struct Notify {
-    path: PathBuf,
-    got: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Notify {
-    fn bind(dir: &Path) -> Notify {
-        let path = dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = got.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = sock.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let now = Instant::now();
-                let mut g = sink.lock().unwrap();
-                for line in text.lines() {
-                    g.push((now, line.to_owned()));
-                }
-            }
-        });
-        Notify { path, got }
-    }
-
-    fn lines(&self) -> Vec<(Instant, String)> {
-        self.got.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some((_, l)) = self.lines().into_iter().find(|(_, l)| pred(l)) {
-                return l;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("timed out waiting for {what}; got {:#?}", self.texts());
-    }
-
-    fn texts(&self) -> Vec<String> {
-        self.lines().into_iter().map(|(_, l)| l).collect()
-    }
-
-    /// Times of the WATCHDOG=1 pings after `since`.
-    fn pings_since(&self, since: Instant) -> Vec<Instant> {
-        self.lines()
-            .into_iter()
-            .filter(|(t, l)| *t >= since && l == "WATCHDOG=1")
-            .map(|(t, _)| t)
-            .collect()
-    }
-}
-
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, notify: &Notify, port: u16, prefix: &str) -> Daemon {
-        let log = dir.join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_dosetrack"))
-            .args([
-                "run",
-                "--broker",
-                &format!("mqtt://{BROKER}:{port}"),
-                "--database",
-                dir.join("dosetrack.db").to_str().unwrap(),
-                "--topic-prefix",
-                prefix,
-                "--client-id",
-                &unique("sd"),
-            ])
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
-            .env_remove("WATCHDOG_PID")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not stop: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// The daemon against the broker on `port`, under `notify` with a 2 s
+/// watchdog.
+fn start_daemon(dir: &Path, notify: &NotifySocket, port: u16, prefix: &str) -> DaemonProcess {
+    let mut daemon = DaemonProcess::run(
+        (BROKER, port),
+        &dir.join("dosetrack.db"),
+        prefix,
+        &unique("sd"),
+        &[],
+        dir,
+    )
+    .env("NOTIFY_SOCKET", &notify.path)
+    .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
+    .env_remove("WATCHDOG_PID");
+    daemon.spawn();
+    daemon
 }
 
 /// Pings over `window` from now: at least `min`, none more than the
 /// watchdog interval apart.
-fn assert_pings(notify: &Notify, daemon: &Daemon, window: Duration, min: usize) {
+fn assert_pings(notify: &NotifySocket, daemon: &DaemonProcess, window: Duration, min: usize) {
     let since = Instant::now();
     std::thread::sleep(window);
     let pings = notify.pings_since(since);
@@ -188,10 +67,10 @@ fn assert_pings(notify: &Notify, daemon: &Daemon, window: Duration, min: usize) 
 #[test]
 fn ready_status_watchdog_sighup_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let notify = Notify::bind(dir.path());
+    let notify = NotifySocket::bind(dir.path());
     let prefix = unique("sd");
     let started = Instant::now();
-    let mut daemon = Daemon::start(dir.path(), &notify, PORT, &prefix);
+    let mut daemon = start_daemon(dir.path(), &notify, PORT, &prefix);
 
     notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1");
     notify.wait_for(
@@ -205,7 +84,7 @@ fn ready_status_watchdog_sighup_and_sigterm() {
 
     // SIGHUP (systemctl reload) without --config: RELOADING=1, "nothing
     // to reload", READY=1; the daemon carries on.
-    daemon.signal("-HUP");
+    daemon.signal("HUP");
     notify.wait_for("RELOADING=1", Duration::from_secs(5), |l| {
         l == "RELOADING=1"
     });
@@ -233,7 +112,7 @@ fn ready_status_watchdog_sighup_and_sigterm() {
     assert!(!notify.texts().iter().any(|l| l == "STOPPING=1"));
 
     // SIGTERM: STOPPING=1, then a clean exit.
-    daemon.signal("-TERM");
+    daemon.signal("TERM");
     notify.wait_for("STOPPING=1", Duration::from_secs(5), |l| l == "STOPPING=1");
     let status = daemon.wait_exit(Duration::from_secs(45));
     assert!(status.success(), "{status:?}: {}", daemon.log_text());
@@ -247,13 +126,10 @@ fn ready_status_watchdog_sighup_and_sigterm() {
 #[test]
 fn ready_without_the_broker() {
     // A port nobody listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let notify = Notify::bind(dir.path());
-    let mut daemon = Daemon::start(dir.path(), &notify, port, &unique("sd-nobroker"));
+    let notify = NotifySocket::bind(dir.path());
+    let mut daemon = start_daemon(dir.path(), &notify, port, &unique("sd-nobroker"));
 
     notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1");
     let status = notify.wait_for("STATUS=", Duration::from_secs(5), |l| {
@@ -264,7 +140,7 @@ fn ready_without_the_broker() {
     assert_pings(&notify, &daemon, Duration::from_millis(4500), 3);
     assert!(daemon.running());
 
-    daemon.signal("-TERM");
+    daemon.signal("TERM");
     notify.wait_for("STOPPING=1", Duration::from_secs(5), |l| l == "STOPPING=1");
     let status = daemon.wait_exit(Duration::from_secs(45));
     assert!(status.success(), "{status:?}: {}", daemon.log_text());
@@ -273,9 +149,9 @@ fn ready_without_the_broker() {
 #[test]
 fn the_watchdog_stops_while_a_write_cannot_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let notify = Notify::bind(dir.path());
+    let notify = NotifySocket::bind(dir.path());
     let prefix = unique("sd-stuck");
-    let mut daemon = Daemon::start(dir.path(), &notify, PORT, &prefix);
+    let mut daemon = start_daemon(dir.path(), &notify, PORT, &prefix);
     notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1");
     notify.wait_for("broker connected", Duration::from_secs(15), |l| {
         l.starts_with("STATUS=broker connected;")
@@ -355,7 +231,7 @@ fn the_watchdog_stops_while_a_write_cannot_commit() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    daemon.signal("-TERM");
+    daemon.signal("TERM");
     let status = daemon.wait_exit(Duration::from_secs(45));
     assert!(status.success(), "{status:?}: {}", daemon.log_text());
     let n = dosetrack::store::Reader::open(&dir.path().join("dosetrack.db"))

@@ -3,9 +3,16 @@
 //! restarts, logs and outages), a plain rumqttc client to publish and
 //! observe with, and a running ingest.
 //!
+//! The daemon binary as a process of its own (and a simulated systemd
+//! notify socket): [`daemon`]; a blocking client for plain (non-async)
+//! test functions: [`blocking`].
+//!
 //! The shared broker is `DOSETRACK_TEST_MQTT` (`host:port`), default
 //! 127.0.0.1:1883. Every test uses its own client ids and topic prefix.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+pub mod blocking;
+pub mod daemon;
 
 use dosetrack::mqtt::{spawn_ingest, BrokerConfig, Incoming, IngestHandle, MqttError};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
@@ -109,10 +116,25 @@ pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     }
 }
 
+/// Poll `pred` every 50 ms until it holds; panic naming `what` once
+/// `timeout` has passed (the blocking counterpart of [`wait_until`]).
+pub fn poll_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if pred() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// A mosquitto process of the test's own, killed on drop.
 pub struct OwnBroker {
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// How many times [`restart`](Self::restart) started it again.
+    pub restarts: u32,
     child: Option<Child>,
 }
 
@@ -136,17 +158,34 @@ impl OwnBroker {
 
     /// Start on `port`, logging everything to `mosquitto.log` in its dir.
     pub fn start_on(port: u16, persistence: bool) -> OwnBroker {
+        OwnBroker::start_with_on(port, &format!("persistence {persistence}\nlog_type all\n"))
+    }
+
+    /// Start on a free port with `extra` config lines (limits, log types,
+    /// persistence) after the common ones: anonymous access on loopback,
+    /// persistence and the log (`mosquitto.log`) in its dir.
+    pub fn start_with(extra: &str) -> OwnBroker {
+        OwnBroker::start_with_on(free_port(), extra)
+    }
+
+    fn start_with_on(port: u16, extra: &str) -> OwnBroker {
         let dir = tempfile::tempdir().unwrap();
         let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
-             persistence {persistence}\npersistence_location {dir}/\n\
-             log_dest file {dir}/mosquitto.log\nlog_type all\n",
+             persistence_location {dir}/\nlog_dest file {dir}/mosquitto.log\n{extra}",
             dir = dir.path().display()
         );
+        OwnBroker::start_config(port, dir, &conf)
+    }
+
+    /// Start with the whole config `conf` (written to `mosquitto.conf` in
+    /// `dir`), which listens on `port`; wait until it accepts connections.
+    pub fn start_config(port: u16, dir: tempfile::TempDir, conf: &str) -> OwnBroker {
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
         let mut b = OwnBroker {
             port,
             dir,
+            restarts: 0,
             child: None,
         };
         b.launch();
@@ -163,7 +202,7 @@ impl OwnBroker {
             .spawn()
             .expect("mosquitto must be installed (apt-get install mosquitto)");
         self.child = Some(child);
-        let end = Instant::now() + Duration::from_secs(5);
+        let end = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < end,
@@ -187,8 +226,15 @@ impl OwnBroker {
 
     /// Start again on the same port with the same config and data.
     pub fn restart(&mut self) {
+        self.restart_after(Duration::ZERO);
+    }
+
+    /// Stop, stay down for `down`, start again (same port, config, data).
+    pub fn restart_after(&mut self, down: Duration) {
         self.stop();
+        std::thread::sleep(down);
         self.launch();
+        self.restarts += 1;
     }
 
     pub fn log(&self) -> String {
