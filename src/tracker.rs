@@ -444,11 +444,18 @@ impl Tracker {
 
     /// Admitted patients not discharged at `now_ms`.
     pub fn tracked(&self, now_ms: TimeMs) -> Vec<String> {
+        self.tracked_ids(now_ms).map(str::to_owned).collect()
+    }
+
+    /// The ids of [`Tracker::tracked`], borrowed: for a periodic pass over
+    /// every patient that needs only some of them (no copy of every id).
+    pub fn tracked_ids(&self, now_ms: TimeMs) -> impl Iterator<Item = &str> + '_ {
         self.patients
             .iter()
-            .filter(|(_, t)| !t.admits.is_empty() && t.discharged_at.is_none_or(|d| d > now_ms))
-            .map(|(id, _)| id.clone())
-            .collect()
+            .filter(move |(_, t)| {
+                !t.admits.is_empty() && t.discharged_at.is_none_or(|d| d > now_ms)
+            })
+            .map(|(id, _)| id.as_str())
     }
 
     /// When the patient was discharged, if they were.

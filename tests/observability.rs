@@ -565,9 +565,20 @@ async fn metrics_count_exactly_what_was_published() {
     );
     assert!(e.value("dosetrack_memory_heap_free_bytes", &[]).is_some());
     assert_eq!(e.types["dosetrack_memory_heap_in_use_bytes"], "gauge");
-    // The core's retained inputs: at least the two admissions and two doses.
-    assert!(e.get("dosetrack_tracker_retained_inputs", &[]) >= 4.0);
+    // The core's retained inputs (set at each state tick, every second at
+    // the 60 s interval): at least the two admissions and two doses.
     assert!(e.value("dosetrack_alert_book_entries", &[]).is_some());
+    tokio::task::block_in_place(|| {
+        d.wait_get(
+            "the retained inputs counted",
+            "/metrics",
+            Duration::from_secs(10),
+            |_, b| {
+                parse_exposition(b)
+                    .is_ok_and(|e| e.value("dosetrack_tracker_retained_inputs", &[]) >= Some(4.0))
+            },
+        )
+    });
     assert_eq!(
         e.get("dosetrack_oldest_unacked_input_age_seconds", &[]),
         0.0
