@@ -357,9 +357,9 @@ impl Metrics {
             .inc();
     }
 
-    /// What the pure core holds in memory (stage B, at each state tick,
-    /// every `state.interval_s / 60` — a pass over the patients and devices
-    /// without allocation):
+    /// What the pure core holds in memory (stage B, at each state tick —
+    /// every 10 s at the default interval, [`crate::republish`] — a pass
+    /// over the patients and devices without allocation):
     /// the tracker's retained inputs and the alert book's entries. Both grow
     /// only with clinical activity, never with heartbeats or time.
     pub fn set_core_sizes(&self, retained_inputs: usize, alert_book_entries: usize) {

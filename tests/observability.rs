@@ -565,14 +565,14 @@ async fn metrics_count_exactly_what_was_published() {
     );
     assert!(e.value("dosetrack_memory_heap_free_bytes", &[]).is_some());
     assert_eq!(e.types["dosetrack_memory_heap_in_use_bytes"], "gauge");
-    // The core's retained inputs (set at each state tick, every second at
+    // The core's retained inputs (set at each state tick, every 10 s at
     // the 60 s interval): at least the two admissions and two doses.
     assert!(e.value("dosetrack_alert_book_entries", &[]).is_some());
     tokio::task::block_in_place(|| {
         d.wait_get(
             "the retained inputs counted",
             "/metrics",
-            Duration::from_secs(10),
+            Duration::from_secs(25),
             |_, b| {
                 parse_exposition(b)
                     .is_ok_and(|e| e.value("dosetrack_tracker_retained_inputs", &[]) >= Some(4.0))
