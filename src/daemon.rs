@@ -734,8 +734,8 @@ async fn stage_b(mut b: StageB) -> RunSummary {
                 let now = now_ms();
                 let slot = spread.advance();
                 // Every tick walks the patients without copying their ids
-                // (at 10,000 patients a copy of every id each second was
-                // most of the idle CPU); only the slot's ids are copied.
+                // (at 10,000 patients, copying every id at each tick was most
+                // of the idle CPU); only the slot's ids are copied.
                 let mut tracked = 0usize;
                 let due: BTreeSet<String> = b
                     .tracker

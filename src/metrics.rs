@@ -135,6 +135,12 @@ impl Default for Metrics {
     }
 }
 
+/// Set a count gauge (an i64) from an unsigned count, saturating at
+/// `i64::MAX` (never reached in practice; never a panic).
+fn set_count<N: TryInto<i64>>(gauge: &Gauge, n: N) {
+    gauge.set(n.try_into().unwrap_or(i64::MAX));
+}
+
 fn labelled<M: Clone + Default>(family: &Family<Labels, M>, labels: Labels) -> M {
     family.get_or_create(&labels).clone()
 }
@@ -363,16 +369,13 @@ impl Metrics {
     /// the tracker's retained inputs and the alert book's entries. Both grow
     /// only with clinical activity, never with heartbeats or time.
     pub fn set_core_sizes(&self, retained_inputs: usize, alert_book_entries: usize) {
-        self.retained_inputs
-            .set(i64::try_from(retained_inputs).unwrap_or(i64::MAX));
-        self.alert_records
-            .set(i64::try_from(alert_book_entries).unwrap_or(i64::MAX));
+        set_count(&self.retained_inputs, retained_inputs);
+        set_count(&self.alert_records, alert_book_entries);
     }
 
     /// How many patients are tracked now.
     pub fn set_tracked_patients(&self, n: usize) {
-        self.tracked_patients
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        set_count(&self.tracked_patients, n);
     }
 
     /// Stage A took an input received at `received_ms`.
@@ -416,22 +419,19 @@ impl Metrics {
             self.connected[i].set(i64::from(stats.connected));
         }
         let lag = self.lag(scraped.now_ms);
-        self.unacked_inputs
-            .set(i64::try_from(lag.unacked_inputs).unwrap_or(i64::MAX));
+        set_count(&self.unacked_inputs, lag.unacked_inputs);
         self.oldest_unacked_age_s.set(lag.oldest_unacked_age_s);
         if let Some(n) = scraped.outbox_pending {
-            self.outbox_pending
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            set_count(&self.outbox_pending, n);
         }
         let mem = scraped.memory;
         if let Some(b) = mem.heap_in_use_bytes {
-            self.heap_in_use.set(i64::try_from(b).unwrap_or(i64::MAX));
+            set_count(&self.heap_in_use, b);
         }
         if let Some(b) = mem.heap_free_bytes {
-            self.heap_free.set(i64::try_from(b).unwrap_or(i64::MAX));
+            set_count(&self.heap_free, b);
         }
-        self.sqlite_memory
-            .set(i64::try_from(mem.sqlite_bytes).unwrap_or(i64::MAX));
+        set_count(&self.sqlite_memory, mem.sqlite_bytes);
         let mut out = String::with_capacity(8 * 1024);
         prometheus_text::encode(&mut out, &self.registry)?;
         Ok(out)
