@@ -8,10 +8,10 @@
 //! * a forecast (next crossing) < 50 µs.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use dosetrack::drug::DrugFile;
-use dosetrack::patient::{Formulary, PatientSpec};
-use dosetrack::pk::{Dosing, Output, PkParams, Schedule, Solution, System};
-use dosetrack::vocab::Route;
+use dosetrack_core::drug::DrugFile;
+use dosetrack_core::patient::{Formulary, PatientSpec};
+use dosetrack_core::pk::{Dosing, Output, PkParams, Schedule, Solution, System};
+use dosetrack_core::vocab::Route;
 use std::hint::black_box;
 use std::sync::Arc;
 

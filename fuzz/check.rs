@@ -1,6 +1,6 @@
 //! The consistency check shared by the `intake` fuzz target
 //! (`fuzz/fuzz_targets/intake.rs`) and the stable regression test that
-//! replays the fuzz corpus (`tests/hostile.rs`): one (topic, payload)
+//! replays the fuzz corpus (`tests/it/hostile.rs`): one (topic, payload)
 //! through the pure [`intake::intake_with`], with and without a device
 //! allow-list, and every decision checked for consistency. Any accepted
 //! input is then applied to a tracker that has a patient and a running pump,
@@ -10,13 +10,13 @@
 //! Input format of one case: the topic, a `\n`, then the payload bytes
 //! (no `\n`: the whole case is a payload on `dosetrack/v1/patients/P-1/doses`).
 
-use dosetrack::contract::{ErrorCode, InputTopic, MAX_PAYLOAD_BYTES};
-use dosetrack::drug::DrugFile;
-use dosetrack::intake::{self, Intake, IntakeRules, EXCERPT_BYTES};
-use dosetrack::patient::Formulary;
-use dosetrack::store::StoredInput;
-use dosetrack::tracker::{TrackedInput, Tracker, TrackerConfig};
-use dosetrack::vocab::TimeMs;
+use dosetrack_core::contract::{ErrorCode, InputTopic, MAX_PAYLOAD_BYTES};
+use dosetrack_core::drug::DrugFile;
+use dosetrack_core::intake::{self, Intake, IntakeRules, EXCERPT_BYTES};
+use dosetrack_core::patient::Formulary;
+use dosetrack_core::records::StoredInput;
+use dosetrack_core::tracker::{TrackedInput, Tracker, TrackerConfig};
+use dosetrack_core::vocab::TimeMs;
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
@@ -188,16 +188,7 @@ fn decide(f: &Fixture, topic: &str, payload: &[u8], rules: &IntakeRules) -> Outc
             // What is stored replays to the same input.
             let stored = StoredInput {
                 seq: 100,
-                topic: record.topic.clone(),
-                source: record.source.clone(),
-                input_id: record.input_id.clone(),
-                kind: record.kind.clone(),
-                patient_id: record.patient_id.clone(),
-                device_id: record.device_id.clone(),
-                occurred_at_ms: record.occurred_at_ms,
-                received_at_ms: record.received_at_ms,
-                payload: record.payload.clone(),
-                parsed_json: record.parsed_json.clone(),
+                record: record.to_stored(),
             };
             let back = intake::replay(&stored).unwrap();
             assert_eq!(back.topic, parsed);

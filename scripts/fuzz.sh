@@ -4,7 +4,7 @@
 # Target fuzz/fuzz_targets/intake.rs, checks in fuzz/check.rs, seeds in
 # fuzz/corpus/intake (new interesting inputs are added there: commit the
 # small ones). A crash is written to fuzz/artifacts/intake/: copy it to
-# fuzz/regressions/ (tests/hostile.rs replays that directory on stable),
+# fuzz/regressions/ (tests/it/hostile.rs replays that directory on stable),
 # fix, and rerun.
 # Needs the nightly toolchain (libFuzzer instrumentation); installs
 # cargo-fuzz if missing. Skips, successfully, when nightly is absent.
@@ -25,5 +25,5 @@ cargo +nightly fuzz build intake
 echo "fuzz: running intake for ${seconds} s"
 # -rss_limit_mb: the target runs the PK engine on accepted inputs. Inputs up
 # to libFuzzer's default max_len (4096 B, or the largest seed); over-size
-# payloads are covered by tests/hostile.rs.
+# payloads are covered by tests/it/hostile.rs.
 cargo +nightly fuzz run intake -- -max_total_time="${seconds}" -rss_limit_mb=2048

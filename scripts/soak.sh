@@ -1,5 +1,5 @@
 #!/bin/sh
-# Soak and scale harness (issue #6 item 5): tests/soak.rs at a size.
+# Soak and scale harness (issue #6 item 5): tests/it/soak.rs at a size.
 #
 #   scripts/soak.sh            # small: the CI size, ~2 min
 #   scripts/soak.sh full       # 10,000 patients, 20 min sustained + 3 min idle,
@@ -37,7 +37,7 @@ echo "soak ($size): log in $log"
 rc_file="$log.rc"
 {
 	rc=0
-	DOSETRACK_SOAK="$size" cargo test --test soak -- --nocapture --test-threads 1 $filter 2>&1 || rc=$?
+	DOSETRACK_SOAK="$size" cargo test --test it -- --nocapture --test-threads 1 "soak::$filter" 2>&1 || rc=$?
 	echo "$rc" >"$rc_file"
 } | tee -a "$log"
 rc=$(cat "$rc_file")

@@ -30,30 +30,15 @@
 //! * [`demo`]: the live `dosetrack demo`: the daemon, an embedded broker
 //!   (feature `embedded-broker`) and a simulated ward, in one process.
 
-pub mod alerts;
-pub mod config;
-pub mod contract;
-pub mod daemon;
-pub mod demo;
-pub mod devsim;
-pub mod drug;
-pub mod health;
-pub mod http;
-pub mod intake;
-pub mod ledger;
-pub mod logging;
-pub mod memstats;
-pub mod metrics;
+pub mod clock;
+pub mod drug_file;
 pub mod mqtt;
-pub mod outbox;
-pub mod patient;
-pub mod pk;
 pub mod plot;
-pub mod reload;
-pub mod republish;
 pub mod service;
-pub mod simulate;
+pub mod sim;
 pub mod store;
-pub mod tracker;
-pub mod vocab;
-pub mod wardday;
+
+pub use dosetrack_core::{
+    alerts, chart, contract, drug, intake, ledger, patient, pk, records, reload, republish,
+    simulate, tracker, vocab,
+};

@@ -146,6 +146,7 @@ impl Driver {
                         }
                     }
                     self.stats.set_problem(problem.clone());
+                    self.stats.set_last_error(Some(error.clone()));
                     match &mut outage {
                         None if problem.is_some() => {
                             outage = Some(Outage {

@@ -25,9 +25,8 @@
 //! queued messages; MQTT 3.1.1 §3.8.4.)
 
 use super::driver::{disconnect_and_wait, Driver, DriverMsg};
-use super::{
-    input_filters, mqtt_options, now_ms, BrokerConfig, ConnectionStats, MqttError, SharedStats,
-};
+use super::{input_filters, mqtt_options, BrokerConfig, ConnectionStats, MqttError, SharedStats};
+use crate::clock::Clock;
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode};
 use std::collections::VecDeque;
@@ -92,9 +91,16 @@ impl IngestHandle {
     pub fn problem(&self) -> Option<String> {
         self.stats.problem()
     }
+
+    /// While no connection is up: why the last attempt failed, whatever
+    /// the cause (refused, unreachable, TLS, login), as rumqttc said it.
+    pub fn connect_error(&self) -> Option<String> {
+        self.stats.last_error()
+    }
 }
 
-/// Start the ingest connection. Inputs arrive on `deliver`; the task ends
+/// Start the ingest connection. Inputs arrive on `deliver`, stamped with
+/// the system clock's time of arrival; the task ends
 /// after `shutdown` is cancelled (clean DISCONNECT, session kept), or with
 /// [`MqttError::DeliverClosed`] if `deliver`'s receiver is dropped (also
 /// after a clean DISCONNECT), or [`MqttError::Config`] at once.
@@ -104,13 +110,25 @@ pub fn spawn_ingest(
     deliver: mpsc::Sender<Incoming>,
     shutdown: CancellationToken,
 ) -> (IngestHandle, JoinHandle<Result<(), MqttError>>) {
+    spawn_ingest_with_clock(cfg, prefix, deliver, shutdown, Clock::system())
+}
+
+/// [`spawn_ingest`], each input stamped with `clock`'s time of arrival
+/// ([`Incoming::received_at_ms`]).
+pub fn spawn_ingest_with_clock(
+    cfg: BrokerConfig,
+    prefix: String,
+    deliver: mpsc::Sender<Incoming>,
+    shutdown: CancellationToken,
+    clock: Clock,
+) -> (IngestHandle, JoinHandle<Result<(), MqttError>>) {
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(SharedStats::default());
     let handle = IngestHandle {
         tx: ack_tx,
         stats: Arc::clone(&stats),
     };
-    let task = tokio::spawn(run(cfg, prefix, deliver, shutdown, ack_rx, stats));
+    let task = tokio::spawn(run(cfg, prefix, deliver, shutdown, ack_rx, stats, clock));
     (handle, task)
 }
 
@@ -121,6 +139,7 @@ async fn run(
     shutdown: CancellationToken,
     ack_rx: mpsc::UnboundedReceiver<AckToken>,
     stats: Arc<SharedStats>,
+    clock: Clock,
 ) -> Result<(), MqttError> {
     cfg.validate()?;
     let mut options = mqtt_options(&cfg, false);
@@ -146,6 +165,7 @@ async fn run(
         subscribed_this_run: false,
         stopping: false,
         warned_qos0: false,
+        clock,
     };
     // Both halves run in this one task: aborting it drops the event loop
     // (the TCP connection closes without DISCONNECT).
@@ -174,6 +194,8 @@ struct Logic {
     subscribed_this_run: bool,
     stopping: bool,
     warned_qos0: bool,
+    /// Stamps each input's arrival.
+    clock: Clock,
 }
 
 /// How often to look for an input whose ack is overdue.
@@ -314,7 +336,7 @@ impl Logic {
         self.undelivered.push_back(Incoming {
             topic: p.topic,
             payload: p.payload,
-            received_at_ms: now_ms(),
+            received_at_ms: self.clock.now_ms(),
             ack: AckToken {
                 generation,
                 seq,

@@ -15,6 +15,8 @@
 //!   acknowledgements sent in arrival order only when the store says so);
 //! * [`publisher`]: the output connection (QoS 1 publishes, publish
 //!   confirmation, retained online/offline status with a last will);
+//! * [`subscriber`]: a plain watching connection (clean session, QoS 0
+//!   subscriptions to any filters), for displays such as the demo's table;
 //! * [`backoff`]: the reconnect delay (rumqttc has none of its own);
 //! * [`tls`]: the rustls client configuration built from the CA and client
 //!   certificate files, and the explanation of failures only the operator
@@ -32,13 +34,16 @@ pub mod backoff;
 mod driver;
 pub mod ingest;
 pub mod publisher;
+pub mod subscriber;
 pub mod tls;
 
 pub use backoff::Backoff;
-pub use ingest::{spawn_ingest, AckToken, Incoming, IngestHandle};
-pub use publisher::{spawn_publisher, Publisher};
+pub use ingest::{spawn_ingest, spawn_ingest_with_clock, AckToken, Incoming, IngestHandle};
+pub use publisher::{spawn_plain_publisher, spawn_publisher, Confirmation, Publisher};
+pub use subscriber::{spawn_subscriber, Message, SubscriberHandle};
 pub use tls::TlsClient;
 
+use crate::contract::Topics;
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -177,15 +182,9 @@ pub enum MqttError {
 }
 
 /// The contract's input topic filters under `prefix` (QoS 1 subscriptions of
-/// the ingest connection).
+/// the ingest connection; [`Topics::input_filters`]).
 pub fn input_filters(prefix: &str) -> Vec<String> {
-    vec![
-        format!("{prefix}/v1/patients/+/admit"),
-        format!("{prefix}/v1/patients/+/discharge"),
-        format!("{prefix}/v1/patients/+/doses"),
-        format!("{prefix}/v1/devices/+/events"),
-        format!("{prefix}/v1/alerts/+/commands"),
-    ]
+    Topics::new(prefix).input_filters()
 }
 
 /// Counters of one connection, for health checks, metrics and tests.
@@ -211,6 +210,9 @@ pub(crate) struct SharedStats {
     /// The current outage's cause, when the operator must fix it
     /// ([`tls::explain`]); cleared on connect.
     problem: Mutex<Option<String>>,
+    /// Why the last connection attempt failed, whatever the cause; cleared
+    /// on connect.
+    last_error: Mutex<Option<String>>,
 }
 
 impl SharedStats {
@@ -238,6 +240,20 @@ impl SharedStats {
         }
     }
 
+    /// Why the last connection attempt failed, while none is up.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
+    fn set_last_error(&self, error: Option<String>) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = error;
+        }
+    }
+
     fn attempt(&self) {
         self.connect_attempts.fetch_add(1, Ordering::Relaxed);
     }
@@ -246,6 +262,7 @@ impl SharedStats {
         if up {
             self.connections.fetch_add(1, Ordering::Relaxed);
             self.set_problem(None);
+            self.set_last_error(None);
         }
         self.connected.store(up, Ordering::Relaxed);
     }
@@ -276,15 +293,6 @@ pub(crate) fn mqtt_options(cfg: &BrokerConfig, clean_session: bool) -> MqttOptio
         o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
     }
     o
-}
-
-/// Milliseconds since the Unix epoch, from the system clock.
-pub(crate) fn now_ms() -> i64 {
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        // A clock before 1970: report it as negative milliseconds.
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
 }
 
 #[cfg(test)]

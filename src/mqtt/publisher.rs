@@ -15,7 +15,8 @@
 //!   notifications, then with `PubAck(pkid)`;
 //! * the status: a retained QoS 1 last will with the offline payload, the
 //!   online payload published retained after every (re)connect, the offline
-//!   payload published retained on clean shutdown before DISCONNECT;
+//!   payload published retained on clean shutdown before DISCONNECT (none
+//!   of this for a [`spawn_plain_publisher`], e.g. the simulated ward's);
 //! * checks that would otherwise make a publish fail the connection on every
 //!   attempt (wildcards or NUL in the topic, a packet over
 //!   `max_packet_bytes`).
@@ -28,7 +29,10 @@ use super::{mqtt_options, BrokerConfig, ConnectionStats, MqttError, SharedStats}
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish, QoS};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -84,15 +88,27 @@ impl Publisher {
         payload: Vec<u8>,
         retain: bool,
     ) -> Result<(), MqttError> {
+        self.publish_then_confirm(topic, payload, retain)
+            .await?
+            .await
+    }
+
+    /// Queue a QoS 1 publish like [`publish`](Self::publish) (returns once
+    /// queued); the [`Confirmation`] resolves when its PUBACK arrived. For
+    /// many publishes in flight at once, each confirmed.
+    pub async fn publish_then_confirm(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<Confirmation, MqttError> {
         let (done, confirmed) = oneshot::channel();
         let command = self.command(topic, payload, retain, Some(done))?;
         self.tx
             .send(command)
             .await
             .map_err(|_| MqttError::Stopped("publisher"))?;
-        confirmed
-            .await
-            .map_err(|_| MqttError::Stopped("publisher"))?
+        Ok(Confirmation(confirmed))
     }
 
     /// Replace the retained online status payload (e.g. with the daemon's
@@ -123,6 +139,12 @@ impl Publisher {
         self.stats.problem()
     }
 
+    /// While no connection is up: why the last attempt failed, whatever
+    /// the cause (refused, unreachable, TLS, login), as rumqttc said it.
+    pub fn connect_error(&self) -> Option<String> {
+        self.stats.last_error()
+    }
+
     fn command(
         &self,
         topic: String,
@@ -142,6 +164,34 @@ impl Publisher {
             done,
             online: false,
         })
+    }
+}
+
+/// The PUBACK of one publish queued with [`Publisher::publish_then_confirm`]:
+/// resolves to `Ok` when it arrived, to [`MqttError::Stopped`] if the
+/// publisher shut down first.
+#[derive(Debug)]
+#[must_use = "a Confirmation does nothing unless awaited or checked"]
+pub struct Confirmation(oneshot::Receiver<Result<(), MqttError>>);
+
+impl Confirmation {
+    /// Without waiting: `None` while the PUBACK is still awaited.
+    pub fn try_result(&mut self) -> Option<Result<(), MqttError>> {
+        match self.0.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(MqttError::Stopped("publisher"))),
+        }
+    }
+}
+
+impl Future for Confirmation {
+    type Output = Result<(), MqttError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(MqttError::Stopped("publisher"))))
     }
 }
 
@@ -189,6 +239,30 @@ pub fn spawn_publisher(
     offline_payload: String,
     shutdown: CancellationToken,
 ) -> (Publisher, JoinHandle<Result<(), MqttError>>) {
+    let status = Status {
+        topic: status_topic,
+        online: Bytes::from(online_payload),
+        offline: Bytes::from(offline_payload),
+    };
+    spawn(cfg, Some(status), shutdown)
+}
+
+/// Start a publisher connection without a status: no last will, no
+/// online/offline publishes ([`Publisher::set_online`] is ignored). For a
+/// connection that only publishes what it is given, such as the simulated
+/// ward's. Otherwise as [`spawn_publisher`].
+pub fn spawn_plain_publisher(
+    cfg: BrokerConfig,
+    shutdown: CancellationToken,
+) -> (Publisher, JoinHandle<Result<(), MqttError>>) {
+    spawn(cfg, None, shutdown)
+}
+
+fn spawn(
+    cfg: BrokerConfig,
+    status: Option<Status>,
+    shutdown: CancellationToken,
+) -> (Publisher, JoinHandle<Result<(), MqttError>>) {
     let (tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let stats = Arc::new(SharedStats::default());
     let publisher = Publisher {
@@ -196,16 +270,17 @@ pub fn spawn_publisher(
         stats: Arc::clone(&stats),
         max_packet_bytes: cfg.max_packet_bytes,
     };
-    let task = tokio::spawn(run(
-        cfg,
-        status_topic,
-        Bytes::from(online_payload),
-        Bytes::from(offline_payload),
-        shutdown,
-        cmd_rx,
-        stats,
-    ));
+    let task = tokio::spawn(run(cfg, status, shutdown, cmd_rx, stats));
     (publisher, task)
+}
+
+/// The retained status of a publisher connection: its topic, the payload
+/// published after every connect, and the one at shutdown (also the will).
+#[derive(Debug, Clone)]
+struct Status {
+    topic: String,
+    online: Bytes,
+    offline: Bytes,
 }
 
 /// Commands waiting to enter the outbox.
@@ -216,26 +291,26 @@ const OUTBOX_MAX: usize = 1024;
 const OFFLINE_TIMEOUT: Duration = Duration::from_secs(2);
 async fn run(
     cfg: BrokerConfig,
-    status_topic: String,
-    online: Bytes,
-    offline: Bytes,
+    status: Option<Status>,
     shutdown: CancellationToken,
     cmd_rx: mpsc::Receiver<Command>,
     stats: Arc<SharedStats>,
 ) -> Result<(), MqttError> {
     cfg.validate()?;
-    for payload in [&online, &offline] {
-        check_publish(&status_topic, payload, cfg.max_packet_bytes).map_err(|e| {
-            MqttError::Config(format!("status topic or payload cannot be published: {e}"))
-        })?;
-    }
     let mut options = mqtt_options(&cfg, true);
-    options.set_last_will(LastWill {
-        topic: status_topic.clone(),
-        message: offline.clone(),
-        qos: QoS::AtLeastOnce,
-        retain: true,
-    });
+    if let Some(status) = &status {
+        for payload in [&status.online, &status.offline] {
+            check_publish(&status.topic, payload, cfg.max_packet_bytes).map_err(|e| {
+                MqttError::Config(format!("status topic or payload cannot be published: {e}"))
+            })?;
+        }
+        options.set_last_will(LastWill {
+            topic: status.topic.clone(),
+            message: status.offline.clone(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        });
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     let driver = Driver {
@@ -249,9 +324,7 @@ async fn run(
         client_id: cfg.client_id.clone(),
         inflight: usize::from(cfg.inflight),
         drain_timeout: cfg.drain_timeout,
-        status_topic,
-        online,
-        offline,
+        status,
         current: None,
         outbox: VecDeque::new(),
         submitted: VecDeque::new(),
@@ -309,9 +382,8 @@ struct Logic {
     client_id: String,
     inflight: usize,
     drain_timeout: Duration,
-    status_topic: String,
-    online: Bytes,
-    offline: Bytes,
+    /// `None`: a plain publisher (no status publishes, no will).
+    status: Option<Status>,
     current: Option<Conn>,
     /// Every publish not yet acknowledged, in publish order.
     outbox: VecDeque<Item>,
@@ -356,19 +428,18 @@ impl Logic {
 
     async fn on_command(&mut self, c: Command) {
         if c.online {
-            self.online = c.payload;
+            let Some(status) = &mut self.status else {
+                debug!(client_id = %self.client_id, "no status on this connection; set_online ignored");
+                return;
+            };
+            status.online = c.payload;
+            let (topic, online) = (status.topic.clone(), status.online.clone());
             // A newer status supersedes one not yet handed over; without a
             // connection the next one publishes it.
             self.outbox
                 .retain(|i| !(i.kind == Kind::Online && i.state == State::Queued));
             if self.current.is_some() && !self.stopping {
-                self.push(
-                    Kind::Online,
-                    self.status_topic.clone(),
-                    self.online.clone(),
-                    true,
-                    None,
-                );
+                self.push(Kind::Online, topic, online, true, None);
                 self.submit().await;
             }
             return;
@@ -446,14 +517,9 @@ impl Logic {
                 generation, client, ..
             } => {
                 self.current = Some(Conn { generation, client });
-                if !self.stopping {
-                    self.push(
-                        Kind::Online,
-                        self.status_topic.clone(),
-                        self.online.clone(),
-                        true,
-                        None,
-                    );
+                if let (false, Some(status)) = (self.stopping, &self.status) {
+                    let (topic, online) = (status.topic.clone(), status.online.clone());
+                    self.push(Kind::Online, topic, online, true, None);
                 }
                 self.submit().await;
             }
@@ -612,28 +678,25 @@ impl Logic {
             info!(client_id = %self.client_id, "publisher stopped while disconnected");
             return;
         }
-        let offline_id = self.next_id;
-        self.push(
-            Kind::Offline,
-            self.status_topic.clone(),
-            self.offline.clone(),
-            true,
-            None,
-        );
-        self.submit().await;
-        let wait_offline = async {
-            while self.outbox.iter().any(|i| i.id == offline_id) {
-                match rx.recv().await {
-                    Some(m) => self.on_driver(m).await,
-                    None => return,
+        if let Some(status) = &self.status {
+            let offline_id = self.next_id;
+            let (topic, offline) = (status.topic.clone(), status.offline.clone());
+            self.push(Kind::Offline, topic, offline, true, None);
+            self.submit().await;
+            let wait_offline = async {
+                while self.outbox.iter().any(|i| i.id == offline_id) {
+                    match rx.recv().await {
+                        Some(m) => self.on_driver(m).await,
+                        None => return,
+                    }
                 }
+            };
+            if tokio::time::timeout(OFFLINE_TIMEOUT, wait_offline)
+                .await
+                .is_err()
+            {
+                warn!(client_id = %self.client_id, "offline status not acknowledged in time");
             }
-        };
-        if tokio::time::timeout(OFFLINE_TIMEOUT, wait_offline)
-            .await
-            .is_err()
-        {
-            warn!(client_id = %self.client_id, "offline status not acknowledged in time");
         }
         let Some(conn) = self.current.take() else {
             return;
@@ -643,9 +706,10 @@ impl Logic {
             Some(false) => {
                 warn!(client_id = %self.client_id, "DISCONNECT not confirmed in time; closing the connection")
             }
-            Some(true) => {
+            Some(true) if self.status.is_some() => {
                 info!(client_id = %self.client_id, "publisher disconnected cleanly (status offline)")
             }
+            Some(true) => info!(client_id = %self.client_id, "publisher disconnected cleanly"),
         }
     }
 }

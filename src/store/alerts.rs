@@ -1,25 +1,72 @@
 //! The alerts' tables: alert state, lifecycle messages, operator command
 //! outcomes and the outbox they are published from.
 //!
-//! [`AlertWrite`] is one atomic unit: the changed alert records, the
+//! [`AlertCommit`] is one atomic unit: the changed alert records, the
 //! lifecycle messages they produced and the outbox rows that publish them
 //! go into the same transaction, so a message exists if and only if its
 //! state change does, and survives a crash until it is published
 //! ([`Reader::unpublished`], then [`WriteOp::OutboxPublished`]).
+//!
+//! The alert engine's [`AlertWrite`] names each outbox row's scope; the
+//! `outbox` table keeps its topic, named when the write becomes an
+//! [`AlertCommit`] (with the one topic builder, [`Topics`]).
+//!
+//! [`WriteOp::OutboxPublished`]: super::WriteOp::OutboxPublished
 
 use super::apply::ApplyError;
 use super::read::Reader;
 use super::StoreError;
 use crate::alerts::report::AlertEvent;
 use crate::alerts::{AlertMessage, AlertRecord, Phase, Rule, Scope};
+use crate::contract::Topics;
+use crate::records::{AlertWrite, CommandOutcome, OutboxKind};
 use rusqlite::{params, Connection};
 
-/// A message to publish from the outbox.
+/// One atomic alerts write as the store commits it: the engine's
+/// [`AlertWrite`] with each outbox row's topic named ([`AlertCommit::new`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlertCommit {
+    pub records: Vec<AlertRecord>,
+    pub messages: Vec<AlertMessage>,
+    pub outbox: Vec<OutboxMessage>,
+    pub commands: Vec<CommandOutcome>,
+    pub created_at_ms: i64,
+}
+
+/// An outbox row to store: a message and the topic it is published on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutboxRow {
+pub struct OutboxMessage {
     pub topic: String,
     pub payload: String,
     pub retained: bool,
+}
+
+impl AlertCommit {
+    /// `write`, its outbox rows' topics named under `topics`: a lifecycle
+    /// message on its scope's `…/alerts`, an active list on
+    /// `…/alerts/active`. (Its `unserialisable` notes are not stored: the
+    /// caller logs them.)
+    pub fn new(write: AlertWrite, topics: &Topics) -> AlertCommit {
+        let outbox = write
+            .outbox
+            .into_iter()
+            .map(|row| OutboxMessage {
+                topic: match row.kind {
+                    OutboxKind::Message => topics.alerts(&row.scope),
+                    OutboxKind::ActiveList => topics.alerts_active(&row.scope),
+                },
+                payload: row.payload,
+                retained: row.retained,
+            })
+            .collect();
+        AlertCommit {
+            records: write.records,
+            messages: write.messages,
+            outbox,
+            commands: write.commands,
+            created_at_ms: write.created_at_ms,
+        }
+    }
 }
 
 /// An outbox row waiting to be published.
@@ -29,45 +76,6 @@ pub struct PendingPublish {
     pub topic: String,
     pub payload: String,
     pub retained: bool,
-}
-
-/// What an operator command did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommandOutcome {
-    pub input_seq: i64,
-    pub alert_id: String,
-    pub action: String,
-    pub by: String,
-    pub applied: bool,
-    pub outcome: String,
-    pub time_ms: i64,
-}
-
-/// One atomic alerts write.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct AlertWrite {
-    pub records: Vec<AlertRecord>,
-    pub messages: Vec<AlertMessage>,
-    pub outbox: Vec<OutboxRow>,
-    pub commands: Vec<CommandOutcome>,
-    pub created_at_ms: i64,
-}
-
-impl AlertWrite {
-    /// Append another write's contents (one transaction for both).
-    pub fn extend(&mut self, other: AlertWrite) {
-        self.records.extend(other.records);
-        self.messages.extend(other.messages);
-        self.outbox.extend(other.outbox);
-        self.commands.extend(other.commands);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-            && self.messages.is_empty()
-            && self.outbox.is_empty()
-            && self.commands.is_empty()
-    }
 }
 
 /// The number in an alert id (`al-{number}-{since}`).
@@ -92,7 +100,7 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, ApplyError> {
         .map_err(|e| ApplyError::Op(StoreError::InvalidRecord(format!("alert JSON: {e}"))))
 }
 
-pub(super) fn apply_alerts(conn: &Connection, w: &AlertWrite) -> Result<(), ApplyError> {
+pub(super) fn apply_alerts(conn: &Connection, w: &AlertCommit) -> Result<(), ApplyError> {
     for r in &w.records {
         let (kind, id) = scope_parts(&r.scope);
         conn.prepare_cached(

@@ -25,6 +25,7 @@
 //! the writer's connection.
 
 use super::{StoreError, WriteOp, WriteResult, Writer};
+use crate::clock::Clock;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -240,17 +241,18 @@ pub async fn run_once(
 }
 
 /// The daemon's maintenance task: a run at once, then every
-/// `cfg.interval`, until `stop` is cancelled. A failed run is logged and
-/// tried again at the next interval (the data is not at risk: nothing was
+/// `cfg.interval` on `clock`, until `stop` is cancelled; each run's
+/// history cutoff is taken from `clock`. A failed run is logged and tried
+/// again at the next interval (the data is not at risk: nothing was
 /// deleted that its transaction did not commit).
 pub async fn run_periodic(
     writer: Writer,
     cfg: MaintenanceConfig,
     stop: CancellationToken,
-    now_ms: fn() -> i64,
+    clock: Clock,
 ) {
     loop {
-        if let Err(e) = run_once(&writer, &cfg, now_ms(), &stop).await {
+        if let Err(e) = run_once(&writer, &cfg, clock.now_ms(), &stop).await {
             match e {
                 StoreError::WriterClosed => return,
                 e => {
@@ -260,7 +262,7 @@ pub async fn run_periodic(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(cfg.interval) => {}
+            _ = clock.sleep(cfg.interval) => {}
         }
     }
 }

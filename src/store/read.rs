@@ -7,7 +7,7 @@
 //! a patient's ledger), [`PatientRow`], [`RejectedRow`] and [`Counts`].
 
 use super::schema;
-use super::{HistoryRow, Source, StoreError};
+use super::{HistoryRow, InputRecord, Source, StoreError, StoredInput};
 use rusqlite::{params, Connection, Row};
 use std::path::Path;
 use std::time::Duration;
@@ -20,22 +20,6 @@ const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// or task.
 pub struct Reader {
     pub(super) conn: Connection,
-}
-
-/// An input as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredInput {
-    pub seq: i64,
-    pub topic: String,
-    pub source: Source,
-    pub input_id: String,
-    pub kind: String,
-    pub patient_id: Option<String>,
-    pub device_id: Option<String>,
-    pub occurred_at_ms: i64,
-    pub received_at_ms: i64,
-    pub payload: String,
-    pub parsed_json: String,
 }
 
 /// A patient of the `patients` projection, with its last published state.
@@ -141,17 +125,20 @@ fn raw_input(row: &Row<'_>) -> rusqlite::Result<RawInput> {
         source_id: row.get(3)?,
         input: StoredInput {
             seq: row.get(0)?,
-            topic: row.get(1)?,
-            // Replaced by the decoded source in `decode`.
-            source: Source::Patient(String::new()),
-            input_id: row.get(4)?,
-            kind: row.get(5)?,
-            patient_id: row.get(6)?,
-            device_id: row.get(7)?,
-            occurred_at_ms: row.get(8)?,
-            received_at_ms: row.get(9)?,
-            payload: row.get(10)?,
-            parsed_json: row.get(11)?,
+            record: InputRecord {
+                topic: row.get(1)?,
+                // Replaced by the decoded source in `decode`.
+                source: Source::Patient(String::new()),
+                input_id: row.get(4)?,
+                kind: row.get(5)?,
+                patient_id: row.get(6)?,
+                device_id: row.get(7)?,
+                occurred_at_ms: row.get(8)?,
+                received_at_ms: row.get(9)?,
+                payload: row.get(10)?,
+                parsed_json: row.get(11)?,
+                projection: (),
+            },
         },
     })
 }
@@ -166,7 +153,9 @@ fn decode(raw: Vec<RawInput>) -> Result<Vec<StoredInput>, StoreError> {
                     r.source_kind
                 ))
             })?;
-            Ok(StoredInput { source, ..r.input })
+            let mut input = r.input;
+            input.record.source = source;
+            Ok(input)
         })
         .collect()
 }

@@ -385,10 +385,10 @@ async fn insert_then_redelivery_is_duplicate_and_other_content_is_conflict() {
     let stored = reader.inputs(0).unwrap();
     let first = stored.iter().find(|i| i.seq == s1).unwrap();
     assert!(
-        first.payload.contains("5.0"),
+        first.record.payload.contains("5.0"),
         "the original payload is kept"
     );
-    assert_eq!(first.source, Source::Patient("P-1".to_owned()));
+    assert_eq!(first.record.source, Source::Patient("P-1".to_owned()));
     assert_eq!(
         reader
             .inputs(s1)
@@ -477,7 +477,7 @@ async fn group_commit_2000_concurrent_writes() {
     assert_eq!(all.len(), 2000);
     let ids: HashSet<(String, String)> = all
         .iter()
-        .map(|i| (i.source.id().to_owned(), i.input_id.clone()))
+        .map(|i| (i.record.source.id().to_owned(), i.record.input_id.clone()))
         .collect();
     assert_eq!(ids.len(), 2000, "every row exactly once");
     // Paged (the start-up replay): the same rows in the same order, no page
@@ -782,7 +782,7 @@ async fn inputs_for_patient_attributes_device_events_by_association_at_their_tim
             .inputs_for_patient(p)
             .unwrap()
             .into_iter()
-            .map(|i| (i.source.id().to_owned(), i.input_id))
+            .map(|i| (i.record.source.id().to_owned(), i.record.input_id))
             .collect()
     };
     let pair = |s: &str, i: &str| (s.to_owned(), i.to_owned());
@@ -1330,6 +1330,66 @@ async fn retention_deletes_only_old_history_and_the_checkpoint_truncates_the_wal
     let again = maintenance::run_once(&w, &cfg, now, &stop).await.unwrap();
     assert_eq!((again.history_rows_deleted, again.prune_steps), (0, 1));
 
+    drop(w);
+    tokio::task::spawn_blocking(move || thread.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The periodic task runs at once, then each time its clock has moved by
+/// the interval, with that clock's cutoff: on a manual clock the test
+/// moves time instead of waiting an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_run_follows_its_clock() {
+    let (_dir, path) = temp_db();
+    let (w, thread) = open(&path);
+    let hour_ms = 3_600_000;
+    let start = T0 + 10 * DAY_MS;
+    // Retention one day: the first run's cutoff is start - 1 day.
+    let old = point("P-1", start - DAY_MS - hour_ms, 1.0);
+    let kept_until_next_hour = point("P-1", start - DAY_MS + hour_ms / 2, 2.0);
+    let recent = point("P-1", start - hour_ms, 3.0);
+    w.write(WriteOp::History(vec![old, kept_until_next_hour, recent]))
+        .await
+        .unwrap();
+    let history = || -> Vec<i64> {
+        inspect(&path)
+            .prepare("SELECT t_ms FROM concentration_history ORDER BY t_ms")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(waited.await.is_ok(), "{what}");
+    }
+
+    let manual = crate::clock::ManualClock::new(start);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(maintenance::run_periodic(
+        w.clone(),
+        maintenance_cfg(Some(1), 10),
+        stop.clone(),
+        manual.clock(),
+    ));
+    until("the first run pruned", || history().len() == 2).await;
+    until("the task waits on the clock", || manual.waiting() == 1).await;
+    assert_eq!(history().len(), 2, "no second run before the clock moves");
+    // The next run comes when the clock has moved by the interval (1 h),
+    // and prunes with the cutoff of that time.
+    manual.advance(Duration::from_secs(3600));
+    until("the second run pruned", || history().len() == 1).await;
+    assert_eq!(history(), [start - hour_ms]);
+
+    stop.cancel();
+    task.await.unwrap();
     drop(w);
     tokio::task::spawn_blocking(move || thread.shutdown())
         .await

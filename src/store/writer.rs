@@ -17,7 +17,6 @@ use super::apply::{self, ApplyError};
 use super::maintenance::{self, CheckpointReport};
 use super::schema;
 use super::{StoreConfig, StoreError, WriteOp, WriteResult};
-use crate::metrics::CommitMetrics;
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,6 +75,14 @@ pub struct WriterThread {
     handle: JoinHandle<Result<(), StoreError>>,
 }
 
+/// Told of every committed transaction (the daemon's commit metrics),
+/// from the writer thread: must not block.
+pub trait CommitObserver: Send + Sync {
+    /// A transaction of `ops` ops committed after `seconds` (begin to
+    /// commit, fsync included).
+    fn committed(&self, ops: usize, seconds: f64);
+}
+
 #[derive(Default)]
 struct Stats {
     ops: AtomicU64,
@@ -84,7 +91,7 @@ struct Stats {
     failed_batches: AtomicU64,
     largest_batch: AtomicU64,
     /// The daemon's commit histograms, when it asked for them.
-    metrics: Option<CommitMetrics>,
+    metrics: Option<Arc<dyn CommitObserver>>,
 }
 
 /// Counters of the writer since it started.
@@ -126,11 +133,11 @@ impl Writer {
         Self::open_with_metrics(cfg, None)
     }
 
-    /// [`Writer::open`], recording every committed transaction's size and
-    /// duration in `metrics`.
+    /// [`Writer::open`], telling `metrics` every committed transaction's
+    /// size and duration.
     pub fn open_with_metrics(
         cfg: StoreConfig,
-        metrics: Option<CommitMetrics>,
+        metrics: Option<Arc<dyn CommitObserver>>,
     ) -> Result<(Writer, WriterThread), StoreError> {
         let conn = schema::open_writer(&cfg.path, cfg.busy_timeout)?;
         // Only to wait for more ops with a deadline inside the thread.
@@ -453,11 +460,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<(WriteOp, Reply)>, stats: &S
         Ok(results) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
             if let Some(m) = &stats.metrics {
-                m.committed(
-                    len,
-                    started.elapsed().as_secs_f64(),
-                    chrono::Utc::now().timestamp_millis(),
-                );
+                m.committed(len, started.elapsed().as_secs_f64());
             }
             tracing::debug!(
                 batch_len = len,

@@ -1,0 +1,67 @@
+//! The operator input: `alerts/{alert_id}/commands` (acknowledge, pause)
+//! and its validation.
+
+use super::fields::{excerpt, number, printable, required, required_id, required_time, string};
+use super::limits::{BY_MAX_CHARS, PAUSE_MINUTES};
+use super::names::ErrorCode;
+use super::rejection::Rejection;
+use crate::vocab::TimeMs;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// `alerts/{alert_id}/commands`: an operator command on an alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertCommand {
+    pub id: String,
+    pub time_ms: TimeMs,
+    #[serde(flatten)]
+    pub action: CommandAction,
+    /// Who gave the command (operator identity).
+    pub by: String,
+}
+
+/// The command's `action`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum CommandAction {
+    Acknowledge,
+    Pause { minutes: f64 },
+}
+
+/// Validate an alert command payload.
+pub fn parse_alert_command(obj: &Map<String, Value>) -> Result<AlertCommand, Rejection> {
+    let id = required_id(obj)?;
+    let time_ms = required_time(obj)?;
+    let action_name = required(obj, "action", |p, v| string(p, v).map(str::to_owned))?;
+    let action = match action_name.as_str() {
+        "acknowledge" => CommandAction::Acknowledge,
+        "pause" => CommandAction::Pause {
+            minutes: required(obj, "minutes", |p, v| number(p, v, PAUSE_MINUTES)).map_err(|e| {
+                match e.code {
+                    ErrorCode::MissingField => Rejection {
+                        message: format!("{} for action pause", e.message),
+                        ..e
+                    },
+                    _ => e,
+                }
+            })?,
+        },
+        other => {
+            return Err(Rejection::new(
+                ErrorCode::UnknownKind,
+                Some("action"),
+                format!(
+                    "unknown action '{}'; known actions: acknowledge, pause",
+                    excerpt(other)
+                ),
+            ))
+        }
+    };
+    let by = required(obj, "by", |p, v| printable(p, v, BY_MAX_CHARS))?;
+    Ok(AlertCommand {
+        id,
+        time_ms,
+        action,
+        by,
+    })
+}

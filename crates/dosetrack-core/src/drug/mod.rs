@@ -1,0 +1,634 @@
+//! The drug file: every clinical number the engine uses, each with its source.
+//!
+//! The shipped file is `config/drugs/ketamine.toml` (built into the binary, see
+//! [`DrugFile::builtin`]); `docs/drug-file.md` describes the schema, the
+//! validation rules and the shipped values. This module is pure: it parses
+//! text ([`DrugFile::from_toml_str`]); reading a file is the shell's
+//! (`dosetrack::drug_file::load`).
+//!
+//! Parsing has four steps, stopping at the first error:
+//!
+//! 1. TOML syntax ([`DrugFileError::Parse`], with toml's line/column report);
+//! 2. `schema_version` must be [`SCHEMA_VERSION`];
+//! 3. structure: `serde` into private raw structs (`raw`) that deny unknown keys, so a
+//!    typo such as `k10_per_mn` is reported as [`DrugFileError::Invalid`] with
+//!    its dotted key path (recovered from toml's error span) and line/column;
+//! 4. validation (`validate`): ranges, cross-references and consistency rules, each
+//!    failure a [`DrugFileError::Invalid`] naming the dotted key (e.g.
+//!    `models.domino.disposition.k10_per_min`).
+//!
+//! Every clinical number is a [`Sourced`] value: the number, a non-empty
+//! source, an `assumption` flag (true when the number is our assumption or our
+//! own derivation rather than a published value) and an optional note.
+//!
+//! A [`DrugFile`] exists only validated: its fields are private, and its
+//! route table and dose limits are complete by type (`tables`).
+//!
+//! **Decision support, not a medical device.**
+
+mod raw;
+mod tables;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use tables::{RouteTable, SettingLimits};
+
+use crate::vocab::{Route, Setting};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The schema version this loader reads (`schema_version` in the file).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Text of the shipped drug file, compiled into the binary.
+pub const BUILTIN_TOML: &str = include_str!("../../../../config/drugs/ketamine.toml");
+
+/// Name used for the built-in file in error messages.
+pub const BUILTIN_PATH: &str = "builtin:config/drugs/ketamine.toml";
+
+/// Source recorded for a route's lag when the file gives none.
+pub const NO_LAG_SOURCE: &str = "no lag reported";
+
+/// Why a drug file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DrugFileError {
+    /// The file could not be read (by the shell's loader; the core reads
+    /// no files).
+    #[error("cannot read drug file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML. `message` is toml's report, with line and
+    /// column.
+    #[error("drug file {} is not valid TOML: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    /// The file is valid TOML but breaks the schema or a validation rule.
+    /// `key` is the dotted path of the offending key, e.g.
+    /// `models.domino.disposition.k10_per_min` or `model_selection.by_age[1].model`.
+    #[error("drug file {}: `{key}`: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// A clinical number with its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sourced<T> {
+    pub value: T,
+    /// Paper and/or software the value comes from; never empty.
+    pub source: String,
+    /// True when the value is our assumption or our own derivation, not a
+    /// published value.
+    pub assumption: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A validated drug file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrugFile {
+    schema_version: u32,
+    drug: DrugInfo,
+    model_selection: ModelSelection,
+    models: BTreeMap<String, ModelSpec>,
+    /// All nine routes.
+    routes: RouteTable,
+    targets: Targets,
+    /// Both settings.
+    limits: SettingLimits,
+    /// Keyed by lower-case generic name (the contract's `comedications`).
+    interactions: BTreeMap<String, Interaction>,
+    pd_warnings: BTreeMap<String, PdWarning>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrugInfo {
+    pub name: String,
+    /// What amounts are amounts of (ketamine base, per the contract).
+    pub substance: String,
+    pub molar_mass_g_per_mol: Sourced<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSelection {
+    /// Ordered; the first rule whose `below_age_years` is greater than the
+    /// patient's age wins. The last rule has no bound (matches everyone).
+    pub by_age: Vec<AgeRule>,
+    pub when_age_unknown: String,
+    /// Model of the reference patient against which tmax-derived absorption
+    /// rates and tpeak-derived ke0 values are solved.
+    pub reference_model: String,
+    pub reference_weight_kg: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgeRule {
+    pub below_age_years: Option<f64>,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSpec {
+    pub key: String,
+    pub title: String,
+    pub population: String,
+    pub source: String,
+    /// 1, 2 or 3; consistent with the parameters of `disposition`.
+    pub compartments: u8,
+    pub disposition: Disposition,
+    pub effect_site: EffectSite,
+    pub validity: Validity,
+    /// Per-model route overrides; see [`DrugFile::route`].
+    pub route_overrides: BTreeMap<Route, RouteOverride>,
+}
+
+/// Disposition (distribution and elimination) parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Disposition {
+    /// V1 linear in total body weight; micro rate constants per minute, not
+    /// weight-scaled. Always 2 or 3 compartments.
+    Micro {
+        v1_l_per_kg: Sourced<f64>,
+        k10_per_min: Sourced<f64>,
+        k12_per_min: Sourced<f64>,
+        k21_per_min: Sourced<f64>,
+        k13_per_min: Option<Sourced<f64>>,
+        k31_per_min: Option<Sourced<f64>>,
+    },
+    /// Volumes and clearances at `reference_weight_kg`, scaled allometrically:
+    /// `V × (W/ref)^volume_exponent`, `CL, Q × (W/ref)^clearance_exponent`.
+    Clearance {
+        reference_weight_kg: f64,
+        v1_l: Sourced<f64>,
+        v2_l: Option<Sourced<f64>>,
+        v3_l: Option<Sourced<f64>>,
+        cl_l_per_h: Sourced<f64>,
+        q2_l_per_h: Option<Sourced<f64>>,
+        q3_l_per_h: Option<Sourced<f64>>,
+        volume_exponent: Sourced<f64>,
+        clearance_exponent: Sourced<f64>,
+    },
+}
+
+/// Micro constants for one body weight (no interaction multipliers applied).
+/// Absent compartments have zero rate constants and zero volume.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MicroConstants {
+    pub v1_l: f64,
+    pub k10_per_min: f64,
+    pub k12_per_min: f64,
+    pub k21_per_min: f64,
+    pub k13_per_min: f64,
+    pub k31_per_min: f64,
+}
+
+impl MicroConstants {
+    /// Peripheral volume V2 = V1·k12/k21 (0 when absent).
+    pub fn v2_l(&self) -> f64 {
+        ratio_volume(self.v1_l, self.k12_per_min, self.k21_per_min)
+    }
+
+    /// Peripheral volume V3 = V1·k13/k31 (0 when absent).
+    pub fn v3_l(&self) -> f64 {
+        ratio_volume(self.v1_l, self.k13_per_min, self.k31_per_min)
+    }
+}
+
+fn ratio_volume(v1: f64, k_out: f64, k_back: f64) -> f64 {
+    if k_back > 0.0 {
+        v1 * k_out / k_back
+    } else {
+        0.0
+    }
+}
+
+impl Disposition {
+    /// Micro constants for a patient of `weight_kg` (weight scaling only).
+    pub fn micro_at_weight(&self, weight_kg: f64) -> MicroConstants {
+        let val = |s: &Option<Sourced<f64>>| s.as_ref().map_or(0.0, |s| s.value);
+        match self {
+            Disposition::Micro {
+                v1_l_per_kg,
+                k10_per_min,
+                k12_per_min,
+                k21_per_min,
+                k13_per_min,
+                k31_per_min,
+            } => MicroConstants {
+                v1_l: v1_l_per_kg.value * weight_kg,
+                k10_per_min: k10_per_min.value,
+                k12_per_min: k12_per_min.value,
+                k21_per_min: k21_per_min.value,
+                k13_per_min: val(k13_per_min),
+                k31_per_min: val(k31_per_min),
+            },
+            Disposition::Clearance {
+                reference_weight_kg,
+                v1_l,
+                v2_l,
+                v3_l,
+                cl_l_per_h,
+                q2_l_per_h,
+                q3_l_per_h,
+                volume_exponent,
+                clearance_exponent,
+            } => {
+                let size = weight_kg / reference_weight_kg;
+                let fv = size.powf(volume_exponent.value);
+                let fc = size.powf(clearance_exponent.value) / 60.0;
+                let v1 = v1_l.value * fv;
+                let per_volume = |q: f64, v: f64| if v > 0.0 { q / v } else { 0.0 };
+                let (v2, v3) = (val(v2_l) * fv, val(v3_l) * fv);
+                let (q2, q3) = (val(q2_l_per_h) * fc, val(q3_l_per_h) * fc);
+                MicroConstants {
+                    v1_l: v1,
+                    k10_per_min: per_volume(cl_l_per_h.value * fc, v1),
+                    k12_per_min: per_volume(q2, v1),
+                    k21_per_min: per_volume(q2, v2),
+                    k13_per_min: per_volume(q3, v1),
+                    k31_per_min: per_volume(q3, v3),
+                }
+            }
+        }
+    }
+}
+
+/// How the effect site is linked to plasma.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EffectSite {
+    /// A given equilibration rate constant.
+    Ke0 { ke0_per_min: Sourced<f64> },
+    /// A time to peak effect after an IV bolus; the engine solves ke0 for it
+    /// against the reference patient.
+    Tpeak { tpeak_min: Sourced<f64> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Validity {
+    pub age_years: Option<Bounds>,
+    pub weight_kg: Option<Bounds>,
+}
+
+/// A covariate range; at least one of `min`/`max` is set, and `min < max`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bounds {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub source: String,
+    pub assumption: bool,
+}
+
+impl Bounds {
+    /// True when `x` lies within the bounds (inclusive).
+    pub fn contains(&self, x: f64) -> bool {
+        self.min.is_none_or(|m| x >= m) && self.max.is_none_or(|m| x <= m)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteSpec {
+    /// Bioavailability, 0 < f ≤ 1.
+    pub f: Sourced<f64>,
+    pub absorption: Absorption,
+    /// Absorption lag; value 0 with source [`NO_LAG_SOURCE`] (an assumption)
+    /// when the file gives none.
+    pub lag_min: Sourced<f64>,
+}
+
+/// How an extravascular dose reaches the central compartment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Absorption {
+    /// Intravenous: straight into the central compartment.
+    None,
+    /// First-order absorption with a given rate constant.
+    Ka { ka_per_min: Sourced<f64> },
+    /// First-order absorption whose rate the engine solves so that a single
+    /// dose peaks at `tmax_min` in the reference patient.
+    Tmax { tmax_min: Sourced<f64> },
+}
+
+/// A model's changes to the general route table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteOverride {
+    pub f: Option<Sourced<f64>>,
+    /// Never [`Absorption::None`].
+    pub absorption: Option<Absorption>,
+    pub lag_min: Option<Sourced<f64>>,
+}
+
+/// Concentration thresholds, ng/mL; floor < caution < ceiling.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Targets {
+    pub analgesic_floor_ng_per_ml: Sourced<f64>,
+    pub psychotomimetic_caution_ng_per_ml: Sourced<f64>,
+    pub ceiling_ng_per_ml: Sourced<f64>,
+}
+
+/// Dose limits for one care setting, per kg of total body weight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DoseLimits {
+    pub max_bolus_mg_per_kg: Sourced<f64>,
+    pub max_infusion_mg_per_kg_per_h: Sourced<f64>,
+    pub max_cumulative_mg_per_kg_per_24h: Sourced<f64>,
+}
+
+/// What a comedication does to ketamine.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Interaction {
+    pub key: String,
+    pub mechanism: String,
+    pub summary: String,
+    pub source: String,
+    /// Multiplies elimination clearance (k10, or CL in the clearance form).
+    pub clearance_multiplier: Option<Sourced<f64>>,
+    /// Multiplies a route's F (extravascular routes only). The caller caps
+    /// the product at 1.
+    pub route_f_multipliers: BTreeMap<Route, Sourced<f64>>,
+    /// Key into [`DrugFile::pd_warnings`].
+    pub pd_warning: Option<String>,
+}
+
+/// A pharmacodynamic warning: shown to people, never applied to
+/// concentrations.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PdWarning {
+    pub key: String,
+    pub text: String,
+    pub source: String,
+    pub assumption: bool,
+}
+
+impl DrugFile {
+    /// Parse and validate drug-file text; `path_for_errors` only labels errors.
+    pub fn from_toml_str(text: &str, path_for_errors: &Path) -> Result<Self, DrugFileError> {
+        let path = path_for_errors.to_path_buf();
+        let ctx = validate::Ctx { path: &path };
+
+        // 1. Syntax.
+        let table: toml::Table = toml::from_str(text).map_err(|e| DrugFileError::Parse {
+            path: path.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+
+        // 2. Schema version first, so a file of another version gets one clear
+        //    message instead of a cascade of structural ones.
+        match table.get("schema_version") {
+            None => {
+                return Err(ctx.invalid(
+                    "schema_version",
+                    format!("missing; this loader reads schema_version = {SCHEMA_VERSION}"),
+                ))
+            }
+            Some(toml::Value::Integer(v)) if *v == i64::from(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(ctx.invalid(
+                    "schema_version",
+                    format!(
+                        "unsupported schema version {other}; this loader reads {SCHEMA_VERSION}"
+                    ),
+                ))
+            }
+        }
+
+        // 3. Structure.
+        let raw: raw::RawFile =
+            toml::from_str(text).map_err(|e| raw::structural_error(&ctx, text, &e))?;
+
+        // 4. Values and cross-references.
+        raw.validate(&ctx)
+    }
+
+    /// The shipped drug file (compiled in). Fails only if the shipped file is
+    /// broken, which the tests rule out.
+    pub fn builtin() -> Result<Self, DrugFileError> {
+        Self::from_toml_str(BUILTIN_TOML, Path::new(BUILTIN_PATH))
+    }
+
+    pub fn model(&self, key: &str) -> Option<&ModelSpec> {
+        self.models.get(key)
+    }
+
+    /// The model key for a patient's age (years); `None` uses
+    /// `when_age_unknown`. A non-finite age matches only the unbounded last
+    /// rule.
+    pub fn select_model(&self, age_years: Option<f64>) -> &str {
+        let Some(age) = age_years else {
+            return &self.model_selection.when_age_unknown;
+        };
+        self.model_selection
+            .by_age
+            .iter()
+            .find(|rule| rule.below_age_years.is_none_or(|b| b > age))
+            .map_or(&self.model_selection.when_age_unknown, |rule| &rule.model)
+    }
+
+    /// The route table entry for `route` with `model_key`'s overrides applied
+    /// (an unknown model key gets the general entry).
+    pub fn route(&self, model_key: &str, route: Route) -> RouteSpec {
+        let mut spec = self.routes.get(route).clone();
+        if let Some(ov) = self
+            .models
+            .get(model_key)
+            .and_then(|m| m.route_overrides.get(&route))
+        {
+            if let Some(f) = &ov.f {
+                spec.f = f.clone();
+            }
+            if let Some(a) = &ov.absorption {
+                spec.absorption = a.clone();
+            }
+            if let Some(lag) = &ov.lag_min {
+                spec.lag_min = lag.clone();
+            }
+        }
+        spec
+    }
+
+    /// The schema version the file was written for ([`SCHEMA_VERSION`]).
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+
+    /// The drug: name, substance, molar mass.
+    pub fn drug(&self) -> &DrugInfo {
+        &self.drug
+    }
+
+    /// How a patient's model is chosen.
+    pub fn model_selection(&self) -> &ModelSelection {
+        &self.model_selection
+    }
+
+    /// Every model, by key.
+    pub fn models(&self) -> &BTreeMap<String, ModelSpec> {
+        &self.models
+    }
+
+    /// The general route table (every route; no model's overrides: see
+    /// [`route`](Self::route)).
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The concentration thresholds.
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    /// The dose limits of every care setting.
+    pub fn limits(&self) -> &SettingLimits {
+        &self.limits
+    }
+
+    /// Interactions, keyed by lower-case generic name.
+    pub fn interactions(&self) -> &BTreeMap<String, Interaction> {
+        &self.interactions
+    }
+
+    /// Pharmacodynamic warnings, by key.
+    pub fn pd_warnings(&self) -> &BTreeMap<String, PdWarning> {
+        &self.pd_warnings
+    }
+
+    /// Every sourced number in the file with its dotted key, in file-schema
+    /// order (for listings such as `model show` and the documentation).
+    pub fn sourced_values(&self) -> Vec<(String, &Sourced<f64>)> {
+        fn opt<'a>(
+            out: &mut Vec<(String, &'a Sourced<f64>)>,
+            key: String,
+            s: &'a Option<Sourced<f64>>,
+        ) {
+            if let Some(s) = s {
+                out.push((key, s));
+            }
+        }
+        let mut out: Vec<(String, &Sourced<f64>)> = Vec::new();
+        out.push((
+            "drug.molar_mass_g_per_mol".to_owned(),
+            &self.drug.molar_mass_g_per_mol,
+        ));
+        for (key, m) in &self.models {
+            let d = format!("models.{key}.disposition");
+            match &m.disposition {
+                Disposition::Micro {
+                    v1_l_per_kg,
+                    k10_per_min,
+                    k12_per_min,
+                    k21_per_min,
+                    k13_per_min,
+                    k31_per_min,
+                } => {
+                    out.push((format!("{d}.v1_l_per_kg"), v1_l_per_kg));
+                    out.push((format!("{d}.k10_per_min"), k10_per_min));
+                    out.push((format!("{d}.k12_per_min"), k12_per_min));
+                    out.push((format!("{d}.k21_per_min"), k21_per_min));
+                    opt(&mut out, format!("{d}.k13_per_min"), k13_per_min);
+                    opt(&mut out, format!("{d}.k31_per_min"), k31_per_min);
+                }
+                Disposition::Clearance {
+                    v1_l,
+                    v2_l,
+                    v3_l,
+                    cl_l_per_h,
+                    q2_l_per_h,
+                    q3_l_per_h,
+                    volume_exponent,
+                    clearance_exponent,
+                    ..
+                } => {
+                    out.push((format!("{d}.v1_l"), v1_l));
+                    opt(&mut out, format!("{d}.v2_l"), v2_l);
+                    opt(&mut out, format!("{d}.v3_l"), v3_l);
+                    out.push((format!("{d}.cl_l_per_h"), cl_l_per_h));
+                    opt(&mut out, format!("{d}.q2_l_per_h"), q2_l_per_h);
+                    opt(&mut out, format!("{d}.q3_l_per_h"), q3_l_per_h);
+                    out.push((format!("{d}.volume_exponent"), volume_exponent));
+                    out.push((format!("{d}.clearance_exponent"), clearance_exponent));
+                }
+            }
+            match &m.effect_site {
+                EffectSite::Ke0 { ke0_per_min } => {
+                    out.push((format!("models.{key}.effect_site.ke0_per_min"), ke0_per_min));
+                }
+                EffectSite::Tpeak { tpeak_min } => {
+                    out.push((format!("models.{key}.effect_site.tpeak_min"), tpeak_min));
+                }
+            }
+            for (route, ov) in &m.route_overrides {
+                let p = format!("models.{key}.routes.{route}");
+                opt(&mut out, format!("{p}.f"), &ov.f);
+                if let Some(a) = &ov.absorption {
+                    push_absorption(&mut out, &p, a);
+                }
+                opt(&mut out, format!("{p}.lag_min"), &ov.lag_min);
+            }
+        }
+        for (route, spec) in self.routes.iter() {
+            let p = format!("routes.{route}");
+            out.push((format!("{p}.f"), &spec.f));
+            push_absorption(&mut out, &p, &spec.absorption);
+            out.push((format!("{p}.lag_min"), &spec.lag_min));
+        }
+        let t = &self.targets;
+        out.push((
+            "targets.analgesic_floor_ng_per_ml".to_owned(),
+            &t.analgesic_floor_ng_per_ml,
+        ));
+        out.push((
+            "targets.psychotomimetic_caution_ng_per_ml".to_owned(),
+            &t.psychotomimetic_caution_ng_per_ml,
+        ));
+        out.push(("targets.ceiling_ng_per_ml".to_owned(), &t.ceiling_ng_per_ml));
+        for (setting, l) in self.limits.iter() {
+            let p = format!("limits.{}", setting.as_str());
+            out.push((format!("{p}.max_bolus_mg_per_kg"), &l.max_bolus_mg_per_kg));
+            out.push((
+                format!("{p}.max_infusion_mg_per_kg_per_h"),
+                &l.max_infusion_mg_per_kg_per_h,
+            ));
+            out.push((
+                format!("{p}.max_cumulative_mg_per_kg_per_24h"),
+                &l.max_cumulative_mg_per_kg_per_24h,
+            ));
+        }
+        for (key, i) in &self.interactions {
+            let p = format!("interactions.{key}");
+            opt(
+                &mut out,
+                format!("{p}.clearance_multiplier"),
+                &i.clearance_multiplier,
+            );
+            for (route, m) in &i.route_f_multipliers {
+                out.push((format!("{p}.route_f_multipliers.{route}"), m));
+            }
+        }
+        out
+    }
+}
+
+fn push_absorption<'a>(out: &mut Vec<(String, &'a Sourced<f64>)>, prefix: &str, a: &'a Absorption) {
+    match a {
+        Absorption::None => {}
+        Absorption::Ka { ka_per_min } => out.push((format!("{prefix}.ka_per_min"), ka_per_min)),
+        Absorption::Tmax { tmax_min } => out.push((format!("{prefix}.tmax_min"), tmax_min)),
+    }
+}
+
+impl fmt::Display for Sourced<f64> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}", self.value, self.source)?;
+        if self.assumption {
+            f.write_str("; assumption")?;
+        }
+        f.write_str(")")
+    }
+}

@@ -1,0 +1,745 @@
+//! Live patient state, derived from stored inputs in occurrence time.
+//!
+//! The tracker owns who is tracked and what each patient has received:
+//! admissions (covariates that change "from their time on"), discharges,
+//! manual doses, and device events attributed to a patient. It is pure: the
+//! daemon feeds it inputs that are already durably stored, asks it for
+//! state messages at a "now" it chooses, and publishes what it returns.
+//!
+//! # Attribution
+//!
+//! A device event belongs to the patient in its payload (which also records
+//! the device's association with that patient from the event's time on), or
+//! else to the patient the device was associated with at the event's
+//! occurrence time. An input that cannot be applied — a dose for a patient
+//! never admitted, a device event from a device with no patient at that
+//! time, or for a patient never admitted — is kept and listed by
+//! [`Tracker::unassigned`]; it is applied as soon as the missing admission
+//! or association arrives, because attribution is recomputed, not stored.
+//!
+//! # Recompute, don't patch
+//!
+//! Every input marks the patients it can affect as dirty. A dirty patient's
+//! ledger, schedule and solution are rebuilt from all of their inputs in
+//! occurrence order, so a late or out-of-order input gives exactly the state
+//! a clean replay gives.
+
+use crate::contract::{Admit, DeviceEvent, Dose, Input, InputTopic, Rejection};
+use crate::ledger::{Ledger, LedgerInput};
+use crate::patient::{Formulary, PatientError, PatientSpec, PatientWarning, ResolvedPatient};
+use crate::pk::params::InvalidParams;
+use crate::pk::{Crossing, Direction, Output, Schedule, ScheduleError, Solution, System};
+use crate::vocab::{format_rfc3339, Route, TimeMs};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Tracker settings (from the daemon's config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackerConfig {
+    /// How far ahead the state message's forecast looks.
+    pub forecast_horizon_ms: TimeMs,
+    /// A delivering device not heard from for this long makes the state
+    /// `stale`.
+    pub device_stale_after_ms: TimeMs,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            forecast_horizon_ms: 12 * 3_600_000,
+            device_stale_after_ms: 10 * 60_000,
+        }
+    }
+}
+
+/// A stored input, as the tracker receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackedInput {
+    /// Store sequence number (arrival order).
+    pub seq: i64,
+    pub topic: InputTopic,
+    pub input: Input,
+}
+
+/// Why an input is not applied (yet).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unassigned {
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// One running delivery in a state message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActiveInput {
+    pub source: String,
+    pub route: Route,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_mg_per_h: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_rate_mg_per_h: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+}
+
+/// The state message's forecast.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateForecast {
+    /// When Ce falls below the analgesic floor (now, if already below;
+    /// `null` if not within the horizon).
+    pub below_floor_at: Option<String>,
+    /// When Ce rises above the ceiling (now, if already above).
+    pub above_ceiling_at: Option<String>,
+    /// How far ahead it looked, in hours.
+    pub horizon_h: f64,
+}
+
+/// The retained `patients/{id}/state` message (contract fields first; the
+/// rest are additions the contract allows).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateMessage {
+    pub patient_id: String,
+    pub time: String,
+    pub cp_ng_per_ml: f64,
+    pub ce_ng_per_ml: f64,
+    /// `rising`, `falling` or `steady` (Ce).
+    pub trend: &'static str,
+    pub active_inputs: Vec<ActiveInput>,
+    pub forecast: StateForecast,
+    pub model: String,
+    pub stale: bool,
+    /// Devices delivering to the patient that have gone quiet.
+    pub stale_devices: Vec<String>,
+    pub targets: crate::patient::PatientTargets,
+    /// What the forecast assumes about future inputs.
+    pub assumes: &'static str,
+    pub warnings: Vec<PatientWarning>,
+    /// Drug-file keys of the assumed values this state rests on.
+    pub assumptions: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Association {
+    from_ms: TimeMs,
+    seq: i64,
+    patient_id: String,
+}
+
+#[derive(Debug, Clone)]
+struct DeviceTrack {
+    /// Associations by (from_ms, seq).
+    associations: Vec<Association>,
+    /// Every event of the device, by arrival.
+    events: Vec<(i64, DeviceEvent)>,
+    /// Latest occurrence time heard.
+    last_heard_ms: TimeMs,
+}
+
+impl DeviceTrack {
+    fn patient_at(&self, t_ms: TimeMs) -> Option<&str> {
+        self.associations
+            .iter()
+            .rev()
+            .find(|a| a.from_ms <= t_ms)
+            .map(|a| a.patient_id.as_str())
+    }
+
+    /// The patient an event belongs to.
+    fn owner<'a>(&'a self, event: &'a DeviceEvent) -> Option<&'a str> {
+        event
+            .patient_id
+            .as_deref()
+            .or_else(|| self.patient_at(event.time_ms))
+    }
+}
+
+/// A patient's derived model, rebuilt when their inputs change.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    /// The patient as resolved from the latest admission (resolved once,
+    /// when the admission was applied).
+    pub patient: Arc<ResolvedPatient>,
+    pub ledger: Ledger,
+    pub solution: Solution,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PatientTrack {
+    /// Admissions by (time, seq), each resolved once when applied, and
+    /// again when the drug file is reloaded ([`Tracker::reconfigure`]);
+    /// an admission that does not resolve keeps its error, reported at
+    /// rebuild. The admission itself is kept for that.
+    admits: Vec<(TimeMs, i64, Resolved, Box<Admit>)>,
+    discharged_at: Option<TimeMs>,
+    doses: Vec<(i64, Dose)>,
+    derived: Option<Arc<Derived>>,
+    /// Why the last rebuild failed, if it did.
+    error: Option<ModelError>,
+    dirty: bool,
+}
+
+/// An admission resolved against the drug file, with the system its
+/// parameters give, or why it does not resolve.
+type Resolved = Result<(Arc<ResolvedPatient>, Arc<System>), ModelError>;
+
+/// Why a patient's inputs give no model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// The admission does not resolve against the drug file.
+    #[error(transparent)]
+    Patient(#[from] PatientError),
+    /// The resolved parameters give no system.
+    #[error(transparent)]
+    Params(#[from] InvalidParams),
+    /// The engine cannot take the dosing.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// No admission to take parameters from.
+    #[error("no admission")]
+    NoAdmission,
+}
+
+/// Every patient's live state.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    formulary: Arc<Formulary>,
+    config: TrackerConfig,
+    patients: BTreeMap<String, PatientTrack>,
+    devices: BTreeMap<String, DeviceTrack>,
+    /// Doses for patients never admitted: patient id → doses.
+    orphan_doses: BTreeMap<String, Vec<(i64, Dose)>>,
+    /// Devices ever associated with each patient: the only devices whose
+    /// events can be the patient's (a rebuild scans just these).
+    patient_devices: BTreeMap<String, BTreeSet<String>>,
+    /// Dynamics already built, by the exact bits of their rate constants:
+    /// every patient with the same rate constants (all adults on a
+    /// weight-linear model, whatever their weight) shares one.
+    dynamics: BTreeMap<Vec<u64>, Arc<crate::pk::system::Dynamics>>,
+}
+
+impl Tracker {
+    pub fn new(formulary: Arc<Formulary>, config: TrackerConfig) -> Self {
+        Tracker {
+            formulary,
+            config,
+            patients: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            orphan_doses: BTreeMap::new(),
+            patient_devices: BTreeMap::new(),
+            dynamics: BTreeMap::new(),
+        }
+    }
+
+    /// See [`check_input`].
+    pub fn check(&self, input: &Input) -> Result<(), Rejection> {
+        check_input(&self.formulary, input)
+    }
+
+    /// The drug file the tracker resolves patients with.
+    pub fn formulary(&self) -> &Arc<Formulary> {
+        &self.formulary
+    }
+
+    /// A reloaded drug file and settings: every admission is resolved again
+    /// against `formulary` and every patient's model is rebuilt from their
+    /// inputs (at the next read), exactly as a replay with the new drug
+    /// file would give. The inputs themselves are kept as they are.
+    pub fn reconfigure(&mut self, formulary: Arc<Formulary>, config: TrackerConfig) {
+        self.formulary = formulary;
+        self.config = config;
+        self.dynamics.clear();
+        let ids: Vec<String> = self.patients.keys().cloned().collect();
+        for pid in ids {
+            let admits = match self.patients.get_mut(&pid) {
+                Some(track) => std::mem::take(&mut track.admits),
+                None => continue,
+            };
+            let admits = admits
+                .into_iter()
+                .map(|(t, seq, _, admit)| (t, seq, self.resolve_admit(&admit), admit))
+                .collect();
+            if let Some(track) = self.patients.get_mut(&pid) {
+                track.admits = admits;
+                track.dirty = true;
+            }
+        }
+    }
+
+    /// Apply a stored input. Returns the patients whose state may have
+    /// changed (their state should be republished).
+    pub fn apply(&mut self, input: TrackedInput) -> BTreeSet<String> {
+        let mut touched = BTreeSet::new();
+        match (input.topic, input.input) {
+            (InputTopic::Admit { patient_id }, Input::Admit(admit)) => {
+                let resolved = self.resolve_admit(&admit);
+                let track = self.patients.entry(patient_id.clone()).or_default();
+                let pos = track
+                    .admits
+                    .partition_point(|(t, s, _, _)| (*t, *s) <= (admit.time_ms, input.seq));
+                track
+                    .admits
+                    .insert(pos, (admit.time_ms, input.seq, resolved, Box::new(admit)));
+                if let Some(doses) = self.orphan_doses.remove(&patient_id) {
+                    track.doses.extend(doses);
+                }
+                track.dirty = true;
+                touched.insert(patient_id);
+            }
+            (InputTopic::Discharge { patient_id }, Input::Discharge(d)) => {
+                let track = self.patients.entry(patient_id.clone()).or_default();
+                track.discharged_at =
+                    Some(track.discharged_at.map_or(d.time_ms, |t| t.max(d.time_ms)));
+                track.dirty = true;
+                touched.insert(patient_id);
+            }
+            (InputTopic::Dose { patient_id }, Input::Dose(dose)) => {
+                match self.patients.get_mut(&patient_id) {
+                    Some(track) if !track.admits.is_empty() => {
+                        track.doses.push((input.seq, dose));
+                        track.dirty = true;
+                        touched.insert(patient_id);
+                    }
+                    _ => self
+                        .orphan_doses
+                        .entry(patient_id)
+                        .or_default()
+                        .push((input.seq, dose)),
+                }
+            }
+            (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(event)) => {
+                let mut quiet = BTreeSet::new();
+                let device = self
+                    .devices
+                    .entry(device_id.clone())
+                    .or_insert_with(|| DeviceTrack {
+                        associations: Vec::new(),
+                        events: Vec::new(),
+                        last_heard_ms: i64::MIN,
+                    });
+                device.last_heard_ms = device.last_heard_ms.max(event.time_ms);
+                // Everyone the device ever delivered to may be affected by a
+                // change of association; the event's owner certainly is.
+                let before: BTreeSet<String> = device
+                    .associations
+                    .iter()
+                    .map(|a| a.patient_id.clone())
+                    .collect();
+                if let Some(pid) = &event.patient_id {
+                    if device.patient_at(event.time_ms) != Some(pid.as_str()) {
+                        let pos = device
+                            .associations
+                            .partition_point(|a| (a.from_ms, a.seq) <= (event.time_ms, input.seq));
+                        device.associations.insert(
+                            pos,
+                            Association {
+                                from_ms: event.time_ms,
+                                seq: input.seq,
+                                patient_id: pid.clone(),
+                            },
+                        );
+                        self.patient_devices
+                            .entry(pid.clone())
+                            .or_default()
+                            .insert(device_id.clone());
+                        touched.extend(before);
+                    }
+                }
+                let owner = device.owner(&event).map(str::to_owned);
+                // A heartbeat carries no dosing: it only says the device is
+                // alive (read by `stale`). It is kept only while it cannot be
+                // attributed, so that it is listed as unassigned; it never
+                // makes a patient's model rebuild.
+                let heartbeat = matches!(
+                    event.kind,
+                    crate::contract::DeviceEventKind::Heartbeat { .. }
+                );
+                if !heartbeat || owner.is_none() {
+                    device.events.push((input.seq, event));
+                }
+                if let Some(owner) = owner {
+                    if !heartbeat {
+                        touched.insert(owner.clone());
+                    } else {
+                        // Republish (staleness may change), no rebuild.
+                        quiet.insert(owner);
+                    }
+                }
+                for pid in &touched {
+                    if let Some(track) = self.patients.get_mut(pid) {
+                        track.dirty = true;
+                    }
+                }
+                touched.extend(quiet);
+                touched.retain(|pid| self.patients.get(pid).is_some_and(|t| !t.admits.is_empty()));
+            }
+            // Operator commands belong to the alert lifecycle, not the model.
+            (_, Input::AlertCommand(_)) => {}
+            // The daemon pairs topics and payloads; a mismatch is a bug there.
+            _ => {}
+        }
+        touched
+    }
+
+    /// Inputs stored but not applied, with the reason.
+    pub fn unassigned(&self) -> Vec<Unassigned> {
+        let mut out = Vec::new();
+        for (pid, doses) in &self.orphan_doses {
+            for (seq, _) in doses {
+                out.push(Unassigned {
+                    seq: *seq,
+                    reason: format!("dose for patient {pid}, who has not been admitted"),
+                });
+            }
+        }
+        for (device_id, device) in &self.devices {
+            for (seq, event) in &device.events {
+                match device.owner(event) {
+                    None => out.push(Unassigned {
+                        seq: *seq,
+                        reason: format!("event from device {device_id}, which has no patient at {}", format_rfc3339(event.time_ms)),
+                    }),
+                    Some(pid) if self.patients.get(pid).is_none_or(|t| t.admits.is_empty()) => {
+                        out.push(Unassigned {
+                            seq: *seq,
+                            reason: format!("event from device {device_id} for patient {pid}, who has not been admitted"),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        out.sort_by_key(|u| u.seq);
+        out
+    }
+
+    /// The tracker's settings.
+    pub fn config(&self) -> &TrackerConfig {
+        &self.config
+    }
+
+    /// Latest occurrence time heard from a device (any event).
+    pub fn last_heard(&self, device_id: &str) -> Option<TimeMs> {
+        self.devices
+            .get(device_id)
+            .map(|d| d.last_heard_ms)
+            .filter(|&t| t != i64::MIN)
+    }
+
+    /// Stored doses for a patient who has not been admitted (their `seq`).
+    pub fn orphan_seqs(&self, patient_id: &str) -> Vec<i64> {
+        self.orphan_doses
+            .get(patient_id)
+            .map(|d| d.iter().map(|(s, _)| *s).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stored events of a device that belong to no admitted patient.
+    pub fn unowned_seqs(&self, device_id: &str) -> Vec<i64> {
+        let Some(device) = self.devices.get(device_id) else {
+            return Vec::new();
+        };
+        device
+            .events
+            .iter()
+            .filter(|(_, e)| {
+                device
+                    .owner(e)
+                    .is_none_or(|pid| self.patients.get(pid).is_none_or(|t| t.admits.is_empty()))
+            })
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// Every device with stored events.
+    pub fn device_ids(&self) -> impl Iterator<Item = &str> {
+        self.devices.keys().map(String::as_str)
+    }
+
+    /// Patients with stored doses but no admission.
+    pub fn orphan_patients(&self) -> impl Iterator<Item = &str> {
+        self.orphan_doses.keys().map(String::as_str)
+    }
+
+    /// Admitted patients not discharged at `now_ms`.
+    pub fn tracked(&self, now_ms: TimeMs) -> Vec<String> {
+        self.tracked_ids(now_ms).map(str::to_owned).collect()
+    }
+
+    /// The ids of [`Tracker::tracked`], borrowed: for a periodic pass over
+    /// every patient that needs only some of them (no copy of every id).
+    pub fn tracked_ids(&self, now_ms: TimeMs) -> impl Iterator<Item = &str> + '_ {
+        self.patients
+            .iter()
+            .filter(move |(_, t)| {
+                !t.admits.is_empty() && t.discharged_at.is_none_or(|d| d > now_ms)
+            })
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// When the patient was discharged, if they were.
+    pub fn discharged_at(&self, patient_id: &str) -> Option<TimeMs> {
+        self.patients.get(patient_id).and_then(|t| t.discharged_at)
+    }
+
+    /// The patient's derived model, rebuilt if their inputs changed. `None`
+    /// for a patient never admitted, or whose inputs cannot be solved (see
+    /// [`Tracker::error`]).
+    pub fn derived(&mut self, patient_id: &str) -> Option<Arc<Derived>> {
+        let dirty = self.patients.get(patient_id).is_some_and(|t| t.dirty);
+        if dirty {
+            let rebuilt = self.rebuild(patient_id);
+            if let Some(track) = self.patients.get_mut(patient_id) {
+                track.dirty = false;
+                match rebuilt {
+                    Ok(d) => {
+                        track.derived = d.map(Arc::new);
+                        track.error = None;
+                    }
+                    Err(e) => {
+                        track.derived = None;
+                        track.error = Some(e);
+                    }
+                }
+            }
+        }
+        self.patients
+            .get(patient_id)
+            .and_then(|t| t.derived.clone())
+    }
+
+    /// Why a patient's inputs could not be solved, if they could not.
+    pub fn error(&self, patient_id: &str) -> Option<&ModelError> {
+        self.patients.get(patient_id).and_then(|t| t.error.as_ref())
+    }
+
+    fn system_for(&mut self, params: &crate::pk::PkParams) -> Result<Arc<System>, ModelError> {
+        use crate::pk::system::Dynamics;
+        let key = Dynamics::key(params);
+        let dynamics = match self.dynamics.get(&key) {
+            Some(d) => d.clone(),
+            None => {
+                let d = Arc::new(Dynamics::new(params)?);
+                self.dynamics.insert(key.clone(), d.clone());
+                d
+            }
+        };
+        Ok(Arc::new(System::with_dynamics(
+            params.clone(),
+            dynamics,
+            &key,
+        )?))
+    }
+
+    /// How many stored inputs the tracker holds in memory to rebuild models:
+    /// admissions, doses (of admitted patients and not), device events kept
+    /// (delivery events; heartbeats only while unattributed) and device
+    /// associations. For memory accounting (`/metrics`, the soak harness):
+    /// it grows with clinical activity only, never with attributed
+    /// heartbeats or with time.
+    pub fn retained_inputs(&self) -> usize {
+        let patients: usize = self
+            .patients
+            .values()
+            .map(|t| t.admits.len() + t.doses.len())
+            .sum();
+        let orphans: usize = self.orphan_doses.values().map(Vec::len).sum();
+        let devices: usize = self
+            .devices
+            .values()
+            .map(|d| d.events.len() + d.associations.len())
+            .sum();
+        patients + orphans + devices
+    }
+
+    /// How many distinct dynamics are held (for memory accounting).
+    pub fn dynamics_count(&self) -> usize {
+        self.dynamics.len()
+    }
+
+    /// Resolve an admission once, when it is applied: its patient (model,
+    /// scaling, interactions, targets, assumptions) and its system.
+    fn resolve_admit(&mut self, admit: &Admit) -> Resolved {
+        let patient = self.formulary.resolve(&spec_of(admit))?;
+        let system = self.system_for(&patient.params)?;
+        Ok((Arc::new(patient), system))
+    }
+
+    fn rebuild(&self, patient_id: &str) -> Result<Option<Derived>, ModelError> {
+        let Some(track) = self.patients.get(patient_id) else {
+            return Ok(None);
+        };
+        if track.admits.is_empty() {
+            return Ok(None);
+        }
+        // Parameters from each admission on.
+        let mut resolved: Vec<(TimeMs, &Arc<ResolvedPatient>, &Arc<System>)> =
+            Vec::with_capacity(track.admits.len());
+        for (t, _, r, _) in &track.admits {
+            let (p, system) = r.as_ref().map_err(Clone::clone)?;
+            resolved.push((*t, p, system));
+        }
+        // Inputs: doses, and device events this patient owns.
+        let mut inputs: Vec<(i64, LedgerInput)> = track
+            .doses
+            .iter()
+            .map(|(s, d)| (*s, LedgerInput::Dose(d.clone())))
+            .collect();
+        // Only devices ever associated with the patient can own its events.
+        let devices = self.patient_devices.get(patient_id).into_iter().flatten();
+        for (device_id, device) in devices.filter_map(|id| self.devices.get_key_value(id)) {
+            for (seq, event) in &device.events {
+                if device.owner(event) == Some(patient_id) {
+                    inputs.push((
+                        *seq,
+                        LedgerInput::Device {
+                            device_id: device_id.clone(),
+                            event: event.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        // Arrival order for ties in occurrence time.
+        inputs.sort_by_key(|(seq, _)| *seq);
+        let inputs: Vec<LedgerInput> = inputs.into_iter().map(|(_, i)| i).collect();
+        let ledger = Ledger::build(&inputs);
+        let param_segments: Vec<(TimeMs, &crate::pk::PkParams)> =
+            resolved.iter().map(|(t, p, _)| (*t, &p.params)).collect();
+        let schedule = Schedule::build_piecewise(&param_segments, &ledger.dosing())?;
+        let systems = resolved
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _, system))| (if i == 0 { TimeMs::MIN } else { *t }, Arc::clone(system)))
+            .collect();
+        let solution = Solution::piecewise(systems, &schedule);
+        let patient = resolved
+            .last()
+            .map(|(_, p, _)| Arc::clone(p))
+            .ok_or(ModelError::NoAdmission)?;
+        Ok(Some(Derived {
+            patient,
+            ledger,
+            solution,
+        }))
+    }
+
+    /// The state message for a tracked patient at `now_ms`.
+    pub fn state(&mut self, patient_id: &str, now_ms: TimeMs) -> Option<StateMessage> {
+        let d = self.derived(patient_id)?;
+        let p = &d.patient;
+        let s = &d.solution;
+        let now = s.at(now_ms);
+        let (x, sys) = s.state_and_system_at(now_ms);
+        let ce_slope_per_min = sys.ce_slope_ng_per_ml_per_min(&x);
+        let trend = if ce_slope_per_min.abs() <= (0.005 * now.ce_ng_per_ml).max(0.05) {
+            "steady"
+        } else if ce_slope_per_min > 0.0 {
+            "rising"
+        } else {
+            "falling"
+        };
+        let horizon = self.config.forecast_horizon_ms;
+        let when = |level: f64, falling: bool| -> Option<String> {
+            let below = now.ce_ng_per_ml < level;
+            if below == falling {
+                return Some(format_rfc3339(now_ms));
+            }
+            s.next_crossing(Output::Ce, level, now_ms, horizon)
+                .filter(|Crossing { direction, .. }| (*direction == Direction::Falling) == falling)
+                .map(|c| format_rfc3339(c.at_ms))
+        };
+        let forecast = StateForecast {
+            below_floor_at: when(p.targets.analgesic_floor_ng_per_ml, true),
+            above_ceiling_at: when(p.targets.ceiling_ng_per_ml, false),
+            horizon_h: horizon as f64 / 3_600_000.0,
+        };
+        let active_inputs: Vec<ActiveInput> = d
+            .ledger
+            .running_at(now_ms)
+            .map(|del| {
+                let patch = del.route == Route::Transdermal;
+                ActiveInput {
+                    source: del.source.clone(),
+                    route: del.route,
+                    rate_mg_per_h: if patch { None } else { del.rate_mg_per_h },
+                    release_rate_mg_per_h: if patch { del.rate_mg_per_h } else { None },
+                    ends_at: del.end_ms.map(format_rfc3339),
+                }
+            })
+            .collect();
+        let stale_after = self.config.device_stale_after_ms;
+        let stale_devices: Vec<String> = active_inputs
+            .iter()
+            .filter_map(|a| a.source.strip_prefix("devices/"))
+            .filter(|id| {
+                // Heard-from times are live (heartbeats do not rebuild).
+                self.devices
+                    .get(*id)
+                    .map(|dev| dev.last_heard_ms)
+                    .is_none_or(|heard| now_ms.saturating_sub(heard) > stale_after)
+            })
+            .map(str::to_owned)
+            .collect();
+        Some(StateMessage {
+            patient_id: patient_id.to_owned(),
+            time: format_rfc3339(now_ms),
+            cp_ng_per_ml: round3(now.cp_ng_per_ml),
+            ce_ng_per_ml: round3(now.ce_ng_per_ml),
+            trend,
+            active_inputs,
+            forecast,
+            model: p.model_label.clone(),
+            stale: !stale_devices.is_empty(),
+            stale_devices,
+            targets: p.targets,
+            assumes: crate::pk::FORECAST_ASSUMPTIONS,
+            warnings: p.warnings.clone(),
+            assumptions: p.assumptions.iter().map(|a| a.key.clone()).collect(),
+        })
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Checks that need the drug file (the contract parser cannot make them):
+/// an admission's model must exist and its covariates and targets must
+/// resolve. A failure is an `invalid_value` rejection naming the field.
+pub fn check_input(formulary: &Formulary, input: &Input) -> Result<(), Rejection> {
+    if let Input::Admit(admit) = input {
+        if let Err(e) = formulary.resolve(&spec_of(admit)) {
+            let field = match &e {
+                crate::patient::PatientError::UnknownModel { .. } => "model",
+                crate::patient::PatientError::InvalidTargets { .. } => "targets",
+                crate::patient::PatientError::InvalidCovariate { field, .. } => field,
+                crate::patient::PatientError::InvalidParams(_) => "model",
+            };
+            return Err(Rejection {
+                code: crate::contract::ErrorCode::InvalidValue,
+                field: Some(field.to_owned()),
+                message: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The patient described by an admission.
+pub fn spec_of(admit: &Admit) -> PatientSpec {
+    PatientSpec {
+        covariates: crate::patient::Covariates {
+            weight_kg: admit.weight_kg,
+            age_years: admit.age_years,
+            sex: admit.sex,
+            height_cm: admit.height_cm,
+        },
+        model: admit.model.clone(),
+        setting: admit.setting,
+        comedications: admit.comedications.clone(),
+        targets: admit.targets.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

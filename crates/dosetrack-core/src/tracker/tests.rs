@@ -1,0 +1,367 @@
+//! The tracker's unit tests: states against the offline engine, replays
+//! in any arrival order, admissions and their models, devices and
+//! heartbeats, discharge.
+
+use super::*;
+use crate::contract::{self, InputTopic};
+use crate::drug::DrugFile;
+use crate::vocab::parse_rfc3339_ms;
+
+fn tracker() -> Tracker {
+    let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+    Tracker::new(Arc::new(f), TrackerConfig::default())
+}
+
+fn input(seq: i64, topic: &str, payload: &str) -> TrackedInput {
+    let topic = contract::parse_topic("dosetrack", topic).unwrap();
+    let input = contract::parse_payload(&topic, payload.as_bytes()).unwrap();
+    TrackedInput { seq, topic, input }
+}
+
+fn t(s: &str) -> TimeMs {
+    parse_rfc3339_ms(s).unwrap()
+}
+
+const ADMIT: &str = r#"{"id":"adm-1","time":"2026-11-27T08:00:00Z","weight_kg":72,"age_years":41}"#;
+const BOLUS: &str =
+    r#"{"id":"mar-1","time":"2026-11-27T08:00:00Z","route":"iv_bolus","amount_mg":20}"#;
+const PUMP_ON: &str = r#"{"id":"p-1","time":"2026-11-27T08:05:00Z","kind":"infusion_started","patient_id":"P-1","rate_mg_per_h":18}"#;
+const BEAT: &str = r#"{"id":"p-2","time":"2026-11-27T09:00:00Z","kind":"heartbeat"}"#;
+const PUMP_OFF: &str = r#"{"id":"p-3","time":"2026-11-27T10:00:00Z","kind":"infusion_stopped"}"#;
+
+fn all() -> Vec<TrackedInput> {
+    vec![
+        input(1, "dosetrack/v1/patients/P-1/admit", ADMIT),
+        input(2, "dosetrack/v1/patients/P-1/doses", BOLUS),
+        input(3, "dosetrack/v1/devices/pump-7/events", PUMP_ON),
+        input(4, "dosetrack/v1/devices/pump-7/events", BEAT),
+        input(5, "dosetrack/v1/devices/pump-7/events", PUMP_OFF),
+    ]
+}
+
+#[test]
+fn state_matches_the_offline_engine() {
+    let mut tr = tracker();
+    for i in all() {
+        tr.apply(i);
+    }
+    let now = t("2026-11-27T09:30:00Z");
+    let s = tr.state("P-1", now).unwrap();
+    assert_eq!(s.model, "ketamine/domino");
+    assert_eq!(s.active_inputs.len(), 1);
+    assert_eq!(s.active_inputs[0].source, "devices/pump-7");
+    assert!(!s.stale);
+    // The same inputs through the offline path.
+    let events = "{\"id\":\"mar-1\",\"time\":\"2026-11-27T08:00:00Z\",\"route\":\"iv_bolus\",\"amount_mg\":20}\n\
+        {\"device_id\":\"pump-7\",\"id\":\"p-1\",\"time\":\"2026-11-27T08:05:00Z\",\"kind\":\"infusion_started\",\"patient_id\":\"P-1\",\"rate_mg_per_h\":18}\n\
+        {\"device_id\":\"pump-7\",\"id\":\"p-3\",\"time\":\"2026-11-27T10:00:00Z\",\"kind\":\"infusion_stopped\"}\n";
+    let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+    let mut spec = PatientSpec::weight_only(72.0);
+    spec.covariates.age_years = Some(41.0);
+    let solved = crate::simulate::solve(
+        &f,
+        &spec,
+        &crate::simulate::parse_events(events).unwrap(),
+        None,
+    )
+    .unwrap();
+    let c = solved.solution.at(now);
+    assert!((s.cp_ng_per_ml - c.cp_ng_per_ml).abs() < 1e-3);
+    assert!((s.ce_ng_per_ml - c.ce_ng_per_ml).abs() < 1e-3);
+    // The pump stop is known: Ce falls below the floor after 10:00.
+    let below = s.forecast.below_floor_at.unwrap();
+    assert!(below.as_str() > "2026-11-27T10:00:00Z", "{below}");
+}
+
+#[test]
+fn reconfigure_with_a_new_drug_file_equals_a_replay_with_it() {
+    let lowered = crate::drug::BUILTIN_TOML.replacen(
+        "[targets.ceiling_ng_per_ml]\nvalue = 500.0",
+        "[targets.ceiling_ng_per_ml]\nvalue = 400.0",
+        1,
+    );
+    assert_ne!(lowered, crate::drug::BUILTIN_TOML);
+    let new = Arc::new(
+        Formulary::new(DrugFile::from_toml_str(&lowered, std::path::Path::new("x.toml")).unwrap())
+            .unwrap(),
+    );
+    let cfg = TrackerConfig {
+        forecast_horizon_ms: 3_600_000,
+        device_stale_after_ms: 60_000,
+    };
+    let now = t("2026-11-27T08:30:00Z");
+    let mut live = tracker();
+    for i in all() {
+        live.apply(i);
+    }
+    let before = live.state("P-1", now).unwrap();
+    assert_eq!(before.targets.ceiling_ng_per_ml, 500.0);
+    live.reconfigure(new.clone(), cfg.clone());
+    let mut replay = Tracker::new(new, cfg);
+    for i in all() {
+        replay.apply(i);
+    }
+    let after = live.state("P-1", now).unwrap();
+    assert_eq!(after.targets.ceiling_ng_per_ml, 400.0);
+    assert_eq!(after, replay.state("P-1", now).unwrap());
+    assert_eq!(after.ce_ng_per_ml, before.ce_ng_per_ml, "inputs unchanged");
+}
+
+#[test]
+fn a_stop_without_patient_id_ends_the_pump_segment() {
+    let mut tr = tracker();
+    for i in all() {
+        tr.apply(i);
+    }
+    let s = tr.state("P-1", t("2026-11-27T11:00:00Z")).unwrap();
+    assert!(s.active_inputs.is_empty(), "{:?}", s.active_inputs);
+}
+
+#[test]
+fn out_of_order_arrival_gives_the_clean_replay_state() {
+    let now = t("2026-11-27T11:00:00Z");
+    let mut clean = tracker();
+    for i in all() {
+        clean.apply(i);
+    }
+    let mut shuffled = tracker();
+    let mut inputs = all();
+    inputs.reverse();
+    for i in inputs {
+        shuffled.apply(i);
+    }
+    assert_eq!(clean.state("P-1", now), shuffled.state("P-1", now));
+    assert!(shuffled.unassigned().is_empty());
+}
+
+#[test]
+fn inputs_wait_for_admission_and_association() {
+    let mut tr = tracker();
+    let inputs = all();
+    // Dose before admission, heartbeat from a device with no patient yet.
+    tr.apply(inputs[1].clone());
+    tr.apply(inputs[3].clone());
+    let u = tr.unassigned();
+    assert_eq!(u.len(), 2);
+    assert!(u[0].reason.contains("not been admitted"));
+    assert!(u[1].reason.contains("no patient"));
+    assert!(tr.state("P-1", t("2026-11-27T09:00:00Z")).is_none());
+    tr.apply(inputs[0].clone());
+    tr.apply(inputs[2].clone());
+    assert!(tr.unassigned().is_empty(), "{:?}", tr.unassigned());
+    assert!(tr.state("P-1", t("2026-11-27T09:00:00Z")).is_some());
+}
+
+#[test]
+fn a_later_admission_changes_the_model_from_its_time_on() {
+    let mut tr = tracker();
+    for i in all() {
+        tr.apply(i);
+    }
+    let before = tr.state("P-1", t("2026-11-27T09:30:00Z")).unwrap();
+    tr.apply(input(
+        6,
+        "dosetrack/v1/patients/P-1/admit",
+        r#"{"id":"adm-2","time":"2026-11-27T09:00:00Z","weight_kg":144,"age_years":41}"#,
+    ));
+    let early = tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap();
+    let after = tr.state("P-1", t("2026-11-27T09:30:00Z")).unwrap();
+    assert!(
+        after.cp_ng_per_ml < before.cp_ng_per_ml,
+        "twice the volume after 09:00"
+    );
+    let mut fresh = tracker();
+    for i in all() {
+        fresh.apply(i);
+    }
+    assert_eq!(
+        early.cp_ng_per_ml,
+        fresh
+            .state("P-1", t("2026-11-27T08:30:00Z"))
+            .unwrap()
+            .cp_ng_per_ml
+    );
+}
+
+#[test]
+fn heartbeats_refresh_staleness_without_rebuilding_or_piling_up() {
+    let mut tr = tracker();
+    let inputs = all();
+    for i in &inputs[..3] {
+        tr.apply(i.clone());
+    }
+    assert!(tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap().stale);
+    let before = tr.derived("P-1").unwrap();
+    let retained = tr.retained_inputs();
+    let touched = tr.apply(input(
+        9,
+        "dosetrack/v1/devices/pump-7/events",
+        r#"{"id":"hb-9","time":"2026-11-27T08:29:00Z","kind":"heartbeat"}"#,
+    ));
+    assert_eq!(
+        touched.into_iter().collect::<Vec<_>>(),
+        vec!["P-1".to_owned()]
+    );
+    let after = tr.derived("P-1").unwrap();
+    assert!(
+        Arc::ptr_eq(&before, &after),
+        "a heartbeat must not rebuild the model"
+    );
+    assert!(!tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap().stale);
+    assert_eq!(
+        tr.devices["pump-7"].events.len(),
+        1,
+        "attributed heartbeats are not kept"
+    );
+    // A thousand more: nothing retained grows.
+    for n in 0..1_000 {
+        tr.apply(input(
+            100 + n,
+            "dosetrack/v1/devices/pump-7/events",
+            &format!(r#"{{"id":"hb-x{n}","time":"2026-11-27T08:29:30Z","kind":"heartbeat"}}"#),
+        ));
+    }
+    assert_eq!(tr.retained_inputs(), retained, "heartbeats do not pile up");
+    // An unattributable heartbeat is kept, and listed.
+    tr.apply(input(
+        10,
+        "dosetrack/v1/devices/pump-99/events",
+        r#"{"id":"hb-1","time":"2026-11-27T08:29:00Z","kind":"heartbeat"}"#,
+    ));
+    assert_eq!(tr.unassigned().len(), 1);
+    assert_eq!(tr.retained_inputs(), retained + 1);
+}
+
+#[test]
+fn a_quiet_delivering_device_makes_the_state_stale() {
+    let mut tr = tracker();
+    let inputs = all();
+    for i in &inputs[..3] {
+        tr.apply(i.clone());
+    }
+    assert!(!tr.state("P-1", t("2026-11-27T08:10:00Z")).unwrap().stale);
+    let s = tr.state("P-1", t("2026-11-27T08:30:00Z")).unwrap();
+    assert!(s.stale);
+    assert_eq!(s.stale_devices, vec!["pump-7".to_owned()]);
+}
+
+#[test]
+fn adults_of_any_weight_share_one_dynamics() {
+    let mut tr = tracker();
+    for (i, w) in [55.5, 72.0, 93.25].iter().enumerate() {
+        let pid = format!("P-{i}");
+        tr.apply(input(
+            i as i64 * 10 + 1,
+            &format!("dosetrack/v1/patients/{pid}/admit"),
+            &format!(
+                r#"{{"id":"a","time":"2026-11-27T08:00:00Z","weight_kg":{w},"age_years":40}}"#
+            ),
+        ));
+        tr.apply(input(
+            i as i64 * 10 + 2,
+            &format!("dosetrack/v1/patients/{pid}/doses"),
+            BOLUS,
+        ));
+    }
+    let states: Vec<f64> = (0..3)
+        .map(|i| {
+            tr.state(&format!("P-{i}"), t("2026-11-27T08:30:00Z"))
+                .unwrap()
+                .cp_ng_per_ml
+        })
+        .collect();
+    assert_eq!(tr.dynamics_count(), 1);
+    // Same dose, larger volume, lower concentration (V1 linear in weight).
+    assert!(states[0] > states[1] && states[1] > states[2], "{states:?}");
+    assert!((states[0] * 55.5 - states[2] * 93.25).abs() < 1e-2 * states[0] * 55.5);
+}
+
+#[test]
+fn admissions_are_resolved_once_and_match_a_fresh_resolve() {
+    let mut tr = tracker();
+    for i in all() {
+        tr.apply(i);
+    }
+    let admit = r#"{"id":"a2","time":"2026-11-27T08:00:00Z","weight_kg":60,"age_years":30,"targets":{"ceiling_ng_per_ml":900}}"#;
+    tr.apply(input(6, "dosetrack/v1/patients/P-2/admit", admit));
+    tr.apply(input(7, "dosetrack/v1/patients/P-2/doses", BOLUS));
+    let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+    for (pid, payload) in [("P-1", ADMIT), ("P-2", admit)] {
+        let i = input(0, &format!("dosetrack/v1/patients/{pid}/admit"), payload);
+        let Input::Admit(a) = i.input else {
+            panic!("not an admit")
+        };
+        let fresh = f.resolve(&spec_of(&a)).unwrap();
+        let d = tr.derived(pid).unwrap();
+        assert_eq!(*d.patient, fresh, "{pid}");
+    }
+    // Another input rebuilds from the same resolution.
+    let before = tr.derived("P-1").unwrap();
+    tr.apply(input(
+        8,
+        "dosetrack/v1/patients/P-1/doses",
+        r#"{"id":"mar-2","time":"2026-11-27T08:30:00Z","route":"iv_bolus","amount_mg":5}"#,
+    ));
+    let after = tr.derived("P-1").unwrap();
+    assert!(!Arc::ptr_eq(&before, &after), "rebuilt");
+    assert!(
+        Arc::ptr_eq(&before.patient, &after.patient),
+        "not resolved again"
+    );
+    // The state lists the same assumption keys as a fresh resolve.
+    let ceiling = |pid: &str, tr: &mut Tracker| {
+        let s = tr.state(pid, t("2026-11-27T09:00:00Z")).unwrap();
+        s.assumptions
+            .iter()
+            .any(|k| k == "targets.ceiling_ng_per_ml")
+    };
+    assert!(ceiling("P-1", &mut tr) && !ceiling("P-2", &mut tr));
+}
+
+#[test]
+fn an_admission_that_does_not_resolve_is_reported_at_rebuild() {
+    let mut tr = tracker();
+    tr.apply(input(
+        1,
+        "dosetrack/v1/patients/P-1/admit",
+        r#"{"id":"a","time":"2026-11-27T08:00:00Z","weight_kg":72,"model":"nope"}"#,
+    ));
+    assert!(tr.state("P-1", t("2026-11-27T09:00:00Z")).is_none());
+    assert!(
+        tr.error("P-1")
+            .is_some_and(|e| e.to_string().contains("nope")),
+        "{:?}",
+        tr.error("P-1")
+    );
+}
+
+#[test]
+fn discharge_ends_tracking() {
+    let mut tr = tracker();
+    for i in all() {
+        tr.apply(i);
+    }
+    tr.apply(input(
+        7,
+        "dosetrack/v1/patients/P-1/discharge",
+        r#"{"id":"dis-1","time":"2026-11-27T12:00:00Z"}"#,
+    ));
+    assert_eq!(
+        tr.tracked(t("2026-11-27T11:00:00Z")),
+        vec!["P-1".to_owned()]
+    );
+    assert!(tr.tracked(t("2026-11-27T12:00:00Z")).is_empty());
+}
+
+#[test]
+fn admissions_with_unknown_models_are_refused() {
+    let tr = tracker();
+    let i = input(
+        1,
+        "dosetrack/v1/patients/P-1/admit",
+        r#"{"id":"a","time":"2026-11-27T08:00:00Z","weight_kg":72,"model":"nope"}"#,
+    );
+    let r = tr.check(&i.input).unwrap_err();
+    assert_eq!(r.field.as_deref(), Some("model"));
+    assert!(matches!(i.topic, InputTopic::Admit { .. }));
+}

@@ -1,0 +1,23 @@
+//! The pure core's tests, in one test binary that links the core alone:
+//!
+//! * `engine_vs_rk45` — property test: the exact engine against an
+//!   independent RK45 integration;
+//! * `forecast_vs_brute_force` — property test: crossing forecasts against
+//!   a brute-force scan;
+//! * `invariants` — mass balance, non-negativity and other invariants for any
+//!   valid parameters and regimen;
+//! * `reference_vectors` — other engines' published vectors and the Domino
+//!   cross-check table;
+//! * `alerts_lifecycle` — the alarm lifecycle on synthetic conditions.
+//!
+//! Shared helpers: `common` (the RK45 integrator, proptest strategies).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod alerts_lifecycle;
+mod engine_vs_rk45;
+mod forecast_vs_brute_force;
+mod invariants;
+mod reference_vectors;

@@ -1,0 +1,322 @@
+//! The optional health and metrics listener of `dosetrack run` (`[http]`
+//! `listen`; axum on hyper, HTTP/1.1, GET only, no authentication — loopback
+//! by default):
+//!
+//! * `GET /healthz`: JSON — both broker connections, whether the store's
+//!   writer makes progress ([`writer_alive`], the watchdog's own
+//!   judgement), the lag (inputs not yet acknowledged, the oldest one's age),
+//!   the technical problems of the retained status ([`crate::service::health`]:
+//!   database locked, full or failing) and the age of the last commit;
+//!   **200** when healthy, **503** with the reasons otherwise ([`judge`],
+//!   pure).
+//! * `GET /metrics`: every metric of [`Metrics`] in the Prometheus text
+//!   format 0.0.4.
+//!
+//! It owns binding the listener (a failure names `http.listen`), serving
+//! until stopped, and what each endpoint reads from the daemon's edges.
+
+use crate::clock::Clock;
+use crate::mqtt::{IngestHandle, Publisher};
+use crate::service::health::{self, Problem};
+use crate::service::metrics::{LagSnapshot, Metrics, Scraped, CONTENT_TYPE};
+use crate::service::progress::writer_alive;
+use crate::store::{Reader, Writer};
+use crate::vocab::TimeMs;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long `/healthz` waits for the writer thread to answer a ping.
+const WRITER_PROBE: Duration = Duration::from_secs(1);
+
+/// The listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("http.listen {addr}: cannot listen: {source}")]
+pub struct HttpError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Bind `addr` (at start, so that a port in use stops the start with a
+/// clear error). A non-loopback address is logged as a warning.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "http.listen is not a loopback address: /healthz and /metrics are reachable from the network without authentication; firewall the port");
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError { addr, source })
+}
+
+/// What the endpoints read.
+pub struct Endpoints {
+    pub metrics: Arc<Metrics>,
+    pub writer: Writer,
+    pub publisher: Publisher,
+    pub ingest: IngestHandle,
+    /// A read-only connection, for the outbox rows not yet published.
+    pub reader: Reader,
+    /// The technical problems (the retained status's `problems`).
+    pub health: health::Health,
+    /// `/healthz` is unhealthy past this age of the oldest unacknowledged
+    /// input (s).
+    pub max_unacked_age_s: u64,
+    /// "Now", for the ages.
+    pub clock: Clock,
+}
+
+/// [`Endpoints`] shareable between requests.
+struct Shared {
+    metrics: Arc<Metrics>,
+    writer: Writer,
+    publisher: Publisher,
+    ingest: IngestHandle,
+    /// A SQLite connection is not `Sync`: one scrape at a time reads it.
+    reader: Mutex<Reader>,
+    health: health::Health,
+    max_unacked_age_s: u64,
+    clock: Clock,
+}
+
+/// Serve `listener` until `stop`.
+pub fn spawn(
+    listener: TcpListener,
+    endpoints: Endpoints,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let addr = listener.local_addr().ok();
+    let shared = Arc::new(Shared {
+        metrics: endpoints.metrics,
+        writer: endpoints.writer,
+        publisher: endpoints.publisher,
+        ingest: endpoints.ingest,
+        reader: Mutex::new(endpoints.reader),
+        health: endpoints.health,
+        max_unacked_age_s: endpoints.max_unacked_age_s,
+        clock: endpoints.clock,
+    });
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(shared);
+    info!(addr = ?addr, "health and metrics listener started (/healthz, /metrics)");
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "health and metrics listener failed");
+        }
+    })
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let outbox_pending = match s.reader.lock() {
+        Ok(reader) => match reader.outbox_pending() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                warn!(error = %e, "outbox not readable for /metrics");
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    let scraped = Scraped {
+        ingest: s.ingest.stats(),
+        publisher: s.publisher.stats(),
+        outbox_pending,
+        memory: crate::service::memstats::read(),
+        now_ms: s.clock.now_ms(),
+    };
+    match s.metrics.encode(&scraped) {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics not encoded\n").into_response(),
+    }
+}
+
+async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+    let mut commits = s.writer.stats().commits;
+    let writer_alive = writer_alive(&s.writer, WRITER_PROBE, &mut commits).await;
+    let now = s.clock.now_ms();
+    let health = judge(
+        Observed {
+            broker_ingest_connected: s.ingest.stats().connected,
+            broker_publisher_connected: s.publisher.is_connected(),
+            writer_alive,
+            lag: s.metrics.lag(now),
+            last_commit_ms: s.metrics.commit().last_commit_ms(),
+            now_ms: now,
+        },
+        s.health.problems(),
+        s.max_unacked_age_s,
+    );
+    let code = if health.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    match serde_json::to_string(&health) {
+        Ok(body) => (code, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "health not encoded\n").into_response(),
+    }
+}
+
+/// What `/healthz` looked at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observed {
+    pub broker_ingest_connected: bool,
+    pub broker_publisher_connected: bool,
+    pub writer_alive: bool,
+    pub lag: LagSnapshot,
+    pub last_commit_ms: Option<TimeMs>,
+    pub now_ms: TimeMs,
+}
+
+/// `/healthz`'s body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    /// `ok` or `unhealthy`.
+    pub status: &'static str,
+    #[serde(skip)]
+    pub healthy: bool,
+    /// Why it is unhealthy (empty when healthy).
+    pub reasons: Vec<String>,
+    pub broker_ingest_connected: bool,
+    pub broker_publisher_connected: bool,
+    pub writer_alive: bool,
+    pub unacked_inputs: u64,
+    pub oldest_unacked_age_s: f64,
+    /// Seconds since the last committed transaction; `null` before the
+    /// first (an idle daemon commits nothing: informative, not judged).
+    pub last_commit_age_s: Option<f64>,
+    /// The technical problems now, as in the retained status (empty when
+    /// all is well); each makes the daemon unhealthy.
+    pub problems: Vec<Problem>,
+    pub version: &'static str,
+}
+
+/// Healthy when both broker connections are up, the writer makes progress,
+/// no technical problem is raised and no input has waited longer than
+/// `max_unacked_age_s`.
+pub fn judge(o: Observed, problems: Vec<Problem>, max_unacked_age_s: u64) -> Health {
+    let mut reasons = Vec::new();
+    if !o.broker_ingest_connected {
+        reasons.push("broker: the ingest connection is down (reconnecting)".to_owned());
+    }
+    if !o.broker_publisher_connected {
+        reasons.push("broker: the publisher connection is down (reconnecting)".to_owned());
+    }
+    if !o.writer_alive {
+        reasons.push("store: the writer thread has not answered".to_owned());
+    }
+    if o.lag.oldest_unacked_age_s > max_unacked_age_s as f64 {
+        reasons.push(format!(
+            "lag: {} input(s) not acknowledged, the oldest for {:.0} s (limit {max_unacked_age_s} s)",
+            o.lag.unacked_inputs, o.lag.oldest_unacked_age_s
+        ));
+    }
+    for p in &problems {
+        reasons.push(format!(
+            "{}: since {}: {}",
+            p.code.as_str(),
+            p.since,
+            p.message
+        ));
+    }
+    Health {
+        status: if reasons.is_empty() {
+            "ok"
+        } else {
+            "unhealthy"
+        },
+        healthy: reasons.is_empty(),
+        reasons,
+        broker_ingest_connected: o.broker_ingest_connected,
+        broker_publisher_connected: o.broker_publisher_connected,
+        writer_alive: o.writer_alive,
+        unacked_inputs: o.lag.unacked_inputs,
+        oldest_unacked_age_s: o.lag.oldest_unacked_age_s,
+        last_commit_age_s: o
+            .last_commit_ms
+            .map(|t| ((o.now_ms - t).max(0) as f64) / 1000.0),
+        problems,
+        version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn good() -> Observed {
+        Observed {
+            broker_ingest_connected: true,
+            broker_publisher_connected: true,
+            writer_alive: true,
+            lag: LagSnapshot {
+                unacked_inputs: 2,
+                oldest_unacked_age_s: 0.5,
+            },
+            last_commit_ms: Some(9_000),
+            now_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn healthy_when_everything_is_good() {
+        let h = judge(good(), Vec::new(), 60);
+        assert!(h.healthy);
+        assert_eq!(h.status, "ok");
+        assert!(h.reasons.is_empty());
+        assert_eq!(h.last_commit_age_s, Some(1.0));
+    }
+
+    #[test]
+    fn each_fault_is_a_reason() {
+        let mut o = good();
+        o.broker_publisher_connected = false;
+        o.writer_alive = false;
+        o.lag.oldest_unacked_age_s = 61.0;
+        let h = judge(o, Vec::new(), 60);
+        assert!(!h.healthy);
+        assert_eq!(h.status, "unhealthy");
+        assert_eq!(h.reasons.len(), 3, "{:?}", h.reasons);
+        assert!(h.reasons[0].contains("publisher"));
+        assert!(h.reasons[1].contains("writer"));
+        assert!(h.reasons[2].contains("not acknowledged"));
+        let mut o = good();
+        o.broker_ingest_connected = false;
+        assert!(judge(o, Vec::new(), 60).reasons[0].contains("ingest"));
+    }
+
+    /// A technical problem of the retained status (here: the database is
+    /// locked by another process) makes /healthz 503 with its code, and is
+    /// listed in the body.
+    #[test]
+    fn a_technical_problem_is_unhealthy() {
+        let locked = Problem {
+            code: crate::service::health::ProblemCode::DatabaseLocked,
+            since: "2026-12-02T06:00:00Z".into(),
+            message: "database write failing (locked)".into(),
+        };
+        let h = judge(good(), vec![locked.clone()], 60);
+        assert!(!h.healthy);
+        assert_eq!(h.reasons.len(), 1, "{:?}", h.reasons);
+        assert!(h.reasons[0].starts_with("database_locked: since 2026-12-02T06:00:00Z"));
+        let body: serde_json::Value = serde_json::to_value(&h).unwrap();
+        assert_eq!(body["problems"][0]["code"], "database_locked");
+        assert_eq!(body["status"], "unhealthy");
+    }
+}

@@ -1,0 +1,733 @@
+//! Stage B (apply): inputs in arrival order, a batch at a time. It owns the
+//! [`Tracker`] and the [`AlertEngine`].
+//!
+//! For each batch — the next input and every input already queued behind
+//! it (up to [`BATCH_MAX`]) — in arrival order: wait for each input's write
+//! to commit, apply it to the tracker if it was new, publish the rejection
+//! notice for a refused message; then publish ONE state per patient the
+//! batch touched and record those states and their history points in one
+//! write; and only then acknowledge the batch's inputs, in arrival order. A
+//! write that fails is retried (with back-off) and never acknowledged until
+//! it succeeds ([`committed`]): the input is not lost, and inputs behind it
+//! wait. Then the alert scopes the batch touched are evaluated; the alert
+//! write (records, lifecycle messages, outbox rows with their topics named,
+//! [`AlertCommit`]) is committed and the outbox woken.
+//!
+//! Between batches it also runs the timers: alert wake-ups (on the
+//! daemon's [`Clock`]); each tracked patient's state republished once per
+//! `state.interval_s`, spread over the interval ([`crate::republish`]); a
+//! history point per tracked patient every `state.history_interval_s` (on a
+//! fixed grid, so a recompute after a late input overwrites the same
+//! points); and a reload ([`ReloadRequest`], ordered with the batches).
+//!
+//! At start, [`rebuild`] replays every stored input into the tracker.
+
+use crate::alerts::{AlertEngine, Scope};
+use crate::clock::Clock;
+use crate::contract::{AlertCommand, ErrorCode, Input, InputTopic, Topics};
+use crate::intake::{self, Intake, RejectedNotice};
+use crate::mqtt::{IngestHandle, Publisher};
+use crate::republish::Spread;
+use crate::service::failpoint::{Failpoint, Failpoints};
+use crate::service::health::Health;
+use crate::service::metrics::Metrics;
+use crate::service::outbox::OutboxHandle;
+use crate::service::progress::{Progress, RunSummary};
+use crate::service::reload::ReloadRequest;
+use crate::service::settings::tracker_config;
+use crate::service::stage_a::{InFlight, Pending, Write};
+use crate::service::systemd;
+use crate::store::{
+    AlertCommit, HistoryRow, Reader, RejectedRecord, StateRow, StoreError, StoreOutcome, WriteOp,
+    WriteResult, Writer,
+};
+use crate::tracker::{TrackedInput, Tracker};
+use crate::vocab::TimeMs;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+/// A stored operator command to apply: (input seq, alert id, command).
+pub type PendingCommand = (i64, String, AlertCommand);
+
+/// Most in-flight inputs stage B handles as one batch.
+pub const BATCH_MAX: usize = 512;
+
+/// Stored inputs read per page by [`rebuild`]: the replay holds one page
+/// (a few MB) at a time, never the whole store (at 1,000,000 stored inputs
+/// reading them all at once took ~750 MB at peak, and ~500 MB stayed with
+/// the process after start).
+pub const REBUILD_PAGE: usize = 5_000;
+
+/// Rebuild the tracker from every stored input, a page at a time. Returns
+/// how many were replayed, and the stored operator commands whose outcome
+/// was never recorded (`unapplied`: their sequence numbers), to apply again.
+pub fn rebuild(
+    reader: &Reader,
+    tracker: &mut Tracker,
+    unapplied: &BTreeSet<i64>,
+) -> Result<(usize, Vec<PendingCommand>), StoreError> {
+    let mut replayed = 0;
+    let mut commands = Vec::new();
+    let mut after_seq = 0;
+    loop {
+        let page = reader.inputs_page(after_seq, REBUILD_PAGE)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after_seq = last.seq;
+        for s in page {
+            match intake::replay(&s) {
+                Ok(t) => {
+                    if unapplied.contains(&t.seq) {
+                        let mut scopes = BTreeSet::new();
+                        alert_scopes_of(&t, &mut scopes, &mut commands);
+                    }
+                    tracker.apply(t);
+                    replayed += 1;
+                }
+                Err(r) => {
+                    warn!(seq = s.seq, topic = %s.record.topic, error = %r, "stored input no longer parses; not applied")
+                }
+            }
+        }
+    }
+    Ok((replayed, commands))
+}
+
+/// Stage B's state and edges.
+pub(super) struct StageB {
+    pub(super) rx: mpsc::Receiver<InFlight>,
+    /// Reloads, ordered with the input batches.
+    pub(super) reload_rx: mpsc::Receiver<ReloadRequest>,
+    pub(super) tracker: Tracker,
+    pub(super) writer: Writer,
+    /// Technical problems (a failing database write), for the status.
+    pub(super) health: Health,
+    pub(super) publisher: Publisher,
+    pub(super) ingest: IngestHandle,
+    /// Names the topics of states, rejections and alert outbox rows.
+    pub(super) topics: Topics,
+    pub(super) state_interval: Duration,
+    pub(super) history_interval_ms: TimeMs,
+    pub(super) alerts: AlertEngine,
+    pub(super) outbox: OutboxHandle,
+    pub(super) failpoints: Failpoints,
+    /// "Now" for states, history, alert timers and technical problems.
+    pub(super) clock: Clock,
+    /// Stored commands never applied (a crash came in between): applied at
+    /// start.
+    pub(super) pending_commands: Vec<PendingCommand>,
+    pub(super) summary: RunSummary,
+    /// Heartbeat and counters for the service watchdog and status.
+    pub(super) progress: Arc<Progress>,
+    /// Prometheus metrics (`/metrics`).
+    pub(super) metrics: Arc<Metrics>,
+}
+
+/// Wait for a write. A failure a retry can mend (the batch could not be
+/// committed: database locked, disk full, I/O) is retried with back-off
+/// until it succeeds, the input staying unacknowledged meanwhile and a
+/// technical problem raised in `health` until it does. Any other
+/// failure is returned at once: the writer has stopped (the input is not
+/// acknowledged and the broker redelivers it to the next run), or the
+/// store refused the op itself (`InvalidRecord`: retrying fails the same
+/// way, and retrying forever would stall every input behind it).
+async fn committed(
+    writer: &Writer,
+    health: &Health,
+    clock: &Clock,
+    first: Write,
+    op: &WriteOp,
+) -> Result<WriteResult, StoreError> {
+    let mut result = match first {
+        Ok(queued) => queued.outcome().await,
+        Err(e) => Err(e),
+    };
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match result {
+            Ok(r) => {
+                health.database_ok();
+                return Ok(r);
+            }
+            Err(e @ (StoreError::WriterClosed | StoreError::WriterPanicked)) => {
+                error!("the store writer has stopped; input not acknowledged");
+                return Err(e);
+            }
+            Err(e) if e.is_retryable() => {
+                health.database_failing(&e, clock.now_ms());
+                error!(error = %e, retry_in_ms = delay.as_millis() as u64, "write failed; the input is not acknowledged and will be retried");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                result = writer.write(op.clone()).await;
+            }
+            Err(e) => {
+                error!(error = %e, "the store refused this write; retrying cannot help");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Run stage B until stage A's channel closes (after it has drained).
+pub(super) async fn run(mut b: StageB) -> RunSummary {
+    // Publish the rebuilt state once at start.
+    let now = b.clock.now_ms();
+    let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
+    b.metrics.set_tracked_patients(tracked.len());
+    publish_states(&mut b, &tracked, &BTreeMap::new(), now).await;
+    // And evaluate every alert scope once: restored alerts continue, what
+    // changed while the daemon was down is raised or cleared now.
+    let scopes = b.alerts.all_scopes(&b.tracker, now);
+    let commands = std::mem::take(&mut b.pending_commands);
+    evaluate_alerts(&mut b, &scopes, commands, now).await;
+    // The periodic republish, spread over the interval (one slot a tick).
+    let mut spread = Spread::new(b.state_interval);
+    let mut state_tick = tokio::time::interval(spread.period());
+    state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut history_tick =
+        tokio::time::interval(Duration::from_millis(b.history_interval_ms as u64));
+    history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Comes round even when idle, so the watchdog sees a live loop.
+    let mut heartbeat = tokio::time::interval(systemd::heartbeat_period());
+    let mut reload_open = true;
+    loop {
+        b.progress.beat(&b.summary);
+        let wake_at = b.alerts.next_wake();
+        let clock = b.clock.clone();
+        let alert_timer = async move {
+            match wake_at {
+                Some(t) => clock.sleep_until_ms(t).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = alert_timer => {
+                let now = b.clock.now_ms();
+                let due = b.alerts.due(now);
+                evaluate_alerts(&mut b, &due, Vec::new(), now).await;
+            }
+            item = b.rx.recv() => match item {
+                Some(first) => {
+                    // Whatever else is already in hand joins this batch.
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH_MAX {
+                        match b.rx.try_recv() {
+                            Ok(item) => batch.push(item),
+                            Err(_) => break,
+                        }
+                    }
+                    handle_batch(&mut b, batch).await;
+                }
+                None => break,
+            },
+            _ = state_tick.tick() => {
+                let now = b.clock.now_ms();
+                let slot = spread.advance();
+                // Every tick walks the patients without copying their ids
+                // (at 10,000 patients, copying every id at each tick was most
+                // of the idle CPU); only the slot's ids are copied.
+                let mut tracked = 0usize;
+                let due: BTreeSet<String> = b
+                    .tracker
+                    .tracked_ids(now)
+                    .inspect(|_| tracked += 1)
+                    .filter(|pid| spread.slot_of(pid) == slot)
+                    .map(str::to_owned)
+                    .collect();
+                b.metrics.set_tracked_patients(tracked);
+                b.metrics.set_core_sizes(b.tracker.retained_inputs(), b.alerts.book().entries());
+                if !due.is_empty() {
+                    publish_states(&mut b, &due, &BTreeMap::new(), now).await;
+                }
+            }
+            _ = history_tick.tick() => {
+                let now = b.clock.now_ms();
+                let grid = now - now.rem_euclid(b.history_interval_ms);
+                let rows: Vec<HistoryRow> = b
+                    .tracker
+                    .tracked(now)
+                    .into_iter()
+                    .filter_map(|pid| {
+                        let d = b.tracker.derived(&pid)?;
+                        let c = d.solution.at(grid);
+                        Some(HistoryRow { patient_id: pid, t_ms: grid, cp_ng_per_ml: c.cp_ng_per_ml, ce_ng_per_ml: c.ce_ng_per_ml })
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    if let Err(e) = b.writer.write(WriteOp::History(rows)).await {
+                        b.health.database_failing(&e, b.clock.now_ms());
+                        warn!(error = %e, "history points not recorded");
+                    }
+                }
+            }
+            req = b.reload_rx.recv(), if reload_open => match req {
+                Some(req) => {
+                    let before = (b.state_interval, b.history_interval_ms);
+                    apply_reload(&mut b, req).await;
+                    if b.state_interval != before.0 {
+                        spread = Spread::new(b.state_interval);
+                        state_tick = tokio::time::interval(spread.period());
+                        state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    if b.history_interval_ms != before.1 {
+                        history_tick = tokio::time::interval(Duration::from_millis(b.history_interval_ms as u64));
+                        history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                }
+                None => reload_open = false,
+            },
+            _ = heartbeat.tick() => {}
+        }
+    }
+    b.progress.beat(&b.summary);
+    b.summary
+}
+
+/// Apply a reload inside stage B (between two batches): the tracker
+/// resolves every patient again (new drug file, new state settings), the
+/// alert book takes its new settings (its records are kept), then every
+/// alert scope is evaluated and every state republished.
+async fn apply_reload(b: &mut StageB, req: ReloadRequest) {
+    let formulary = req
+        .formulary
+        .unwrap_or_else(|| b.tracker.formulary().clone());
+    b.tracker.reconfigure(formulary, tracker_config(&req.cfg));
+    b.alerts.book_mut().set_config(req.cfg.alerts.clone());
+    b.state_interval = Duration::from_secs(req.cfg.state.interval_s);
+    b.history_interval_ms = (req.cfg.state.history_interval_s * 1000) as TimeMs;
+    let now = b.clock.now_ms();
+    let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
+    publish_states(b, &tracked, &BTreeMap::new(), now).await;
+    let scopes = b.alerts.all_scopes(&b.tracker, now);
+    evaluate_alerts(b, &scopes, Vec::new(), now).await;
+    let _ = req.done.send(());
+}
+
+/// What the inputs of one batch changed, gathered while they are applied.
+#[derive(Debug, Default)]
+struct BatchEffects {
+    /// Patients whose state may have changed: each gets one state for the
+    /// whole batch. (The place for per-batch work on touched patients.)
+    touched: BTreeSet<String>,
+    /// Per touched patient, the earliest occurrence time among the batch's
+    /// inputs: the history is recomputed once from there (if it is older
+    /// than the history step).
+    earliest_ms: BTreeMap<String, TimeMs>,
+    /// Alert scopes to evaluate after the batch: touched patients, the
+    /// patient or device an input names.
+    scopes: BTreeSet<Scope>,
+    /// Operator commands stored in this batch: (seq, alert id, command).
+    commands: Vec<PendingCommand>,
+}
+
+/// One batch, in arrival order: wait for each input's commit and apply the
+/// new ones to the tracker (rejections are published as they come); then
+/// publish and record one state per touched patient; then acknowledge every
+/// stored input, in arrival order. An input that could not be stored is not
+/// acknowledged (the broker redelivers it).
+async fn handle_batch(b: &mut StageB, batch: Vec<InFlight>) {
+    let mut effects = BatchEffects::default();
+    let batch_len = batch.len();
+    let mut acks = Vec::with_capacity(batch.len());
+    for item in batch {
+        if store_and_apply(b, item.kind, &mut effects).await {
+            acks.push(item.ack);
+        } else {
+            // Not durably stored: no acknowledgement, the broker redelivers.
+            drop(item.ack);
+        }
+    }
+    let now = b.clock.now_ms();
+    if !effects.touched.is_empty() {
+        b.metrics
+            .set_tracked_patients(b.tracker.tracked_ids(now).count());
+        publish_states(b, &effects.touched, &effects.earliest_ms, now).await;
+    }
+
+    for ack in acks {
+        if let Err(e) = b.ingest.ack(ack).await {
+            warn!(error = %e, "could not acknowledge (the ingest connection is gone); the broker will redeliver");
+        }
+    }
+    b.metrics.inputs_finished(batch_len);
+    // Alerts after the acknowledgements: their causes are committed, and
+    // a crash before the alert write only means they are derived again.
+    if !effects.scopes.is_empty() || !effects.commands.is_empty() || !effects.touched.is_empty() {
+        let mut scopes = effects.scopes;
+        scopes.extend(effects.touched.iter().cloned().map(Scope::Patient));
+        evaluate_alerts(b, &scopes, effects.commands, now).await;
+    }
+}
+
+/// Wait for one input's commit; apply it if new. True when it is durably
+/// stored (and so may be acknowledged).
+async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffects) -> bool {
+    match kind {
+        Pending::Accept {
+            op,
+            write,
+            mut tracked,
+            topic,
+            payload,
+            received_at_ms,
+        } => match committed(&b.writer, &b.health, &b.clock, write, &op).await {
+            Err(StoreError::InvalidRecord(why)) => {
+                // Valid by the contract, yet the store cannot keep it as an
+                // input: keep it as a rejection (stored, published, acked)
+                // rather than lose it or stall the inputs behind it.
+                let r = intake::reject(
+                    &topic,
+                    &payload,
+                    received_at_ms,
+                    crate::contract::Rejection {
+                        code: ErrorCode::InvalidValue,
+                        field: None,
+                        message: format!("the input could not be stored: {why}"),
+                    },
+                );
+                match r {
+                    Intake::Reject { record, notice } => store_rejection(b, record, notice).await,
+                    Intake::Accept { .. } => false,
+                }
+            }
+            Err(_) => false,
+            Ok(WriteResult::Input(StoreOutcome::Inserted { seq })) => {
+                b.summary.accepted += 1;
+                b.metrics.input(&tracked.input);
+                tracked.seq = seq;
+                let occurred = intake::occurred_at(&tracked.input);
+                alert_scopes_of(&tracked, &mut effects.scopes, &mut effects.commands);
+                for pid in b.tracker.apply(*tracked) {
+                    effects
+                        .earliest_ms
+                        .entry(pid.clone())
+                        .and_modify(|t| *t = (*t).min(occurred))
+                        .or_insert(occurred);
+                    effects.touched.insert(pid);
+                }
+                true
+            }
+            Ok(WriteResult::Input(StoreOutcome::Duplicate { seq })) => {
+                b.summary.duplicates += 1;
+                b.metrics.duplicate();
+                debug!(
+                    seq,
+                    "redelivery of a stored input; acknowledged, not applied again"
+                );
+                true
+            }
+            Ok(WriteResult::Input(StoreOutcome::Conflict { seq })) => {
+                let r = intake::reject(
+                    &topic,
+                    &payload,
+                    received_at_ms,
+                    crate::contract::Rejection {
+                        code: ErrorCode::DuplicateConflict,
+                        field: Some("id".to_owned()),
+                        message: format!(
+                            "this id was already stored (input #{seq}) with different content"
+                        ),
+                    },
+                );
+                match r {
+                    Intake::Reject { record, notice } => store_rejection(b, record, notice).await,
+                    Intake::Accept { .. } => false,
+                }
+            }
+            Ok(WriteResult::Written | WriteResult::Pruned { .. }) => true,
+        },
+        Pending::Reject { op, write, notice } => {
+            let done = committed(&b.writer, &b.health, &b.clock, write, &op)
+                .await
+                .is_ok();
+            if done {
+                b.summary.rejected += 1;
+                if let WriteOp::Rejected(r) = &op {
+                    b.metrics.rejected(r.code);
+                }
+                publish_rejected(b, &notice).await;
+            }
+            done
+        }
+    }
+}
+
+async fn store_rejection(b: &mut StageB, record: RejectedRecord, notice: RejectedNotice) -> bool {
+    let code = record.code;
+    let op = WriteOp::Rejected(record);
+    let write = b.writer.enqueue(op.clone()).await;
+    if committed(&b.writer, &b.health, &b.clock, write, &op)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    b.summary.rejected += 1;
+    b.metrics.rejected(code);
+    publish_rejected(b, &notice).await;
+    true
+}
+
+async fn publish_rejected(b: &StageB, notice: &RejectedNotice) {
+    match serde_json::to_vec(notice) {
+        Ok(payload) => {
+            if let Err(e) = b
+                .publisher
+                .publish(b.topics.rejected(), payload, false)
+                .await
+            {
+                warn!(error = %e, "rejection notice not published");
+            }
+        }
+        Err(e) => warn!(error = %e, "rejection notice not serialised"),
+    }
+}
+
+/// Publish (retained) the state of `patients` at `now`, and record those
+/// states with their history points — the point at `now`, and for a patient
+/// in `backfill_from` whose input is older than the history step, the grid
+/// recomputed from that time — in ONE write (derived data: a failure is
+/// logged, the inputs are safe).
+async fn publish_states(
+    b: &mut StageB,
+    patients: &BTreeSet<String>,
+    backfill_from: &BTreeMap<String, TimeMs>,
+    now: TimeMs,
+) {
+    let mut states = Vec::with_capacity(patients.len());
+    let mut history = Vec::with_capacity(patients.len());
+    for pid in patients {
+        let Some(state) = b.tracker.state(pid, now) else {
+            if let Some(e) = b.tracker.error(pid) {
+                warn!(patient_id = %pid, error = %e, "no state: the patient's inputs cannot be solved");
+            }
+            continue;
+        };
+        let payload = match serde_json::to_string(&state) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(patient_id = %pid, error = %e, "state not serialised");
+                continue;
+            }
+        };
+        if let Err(e) = b
+            .publisher
+            .publish(b.topics.state(pid), payload.clone().into_bytes(), true)
+            .await
+        {
+            warn!(patient_id = %pid, error = %e, "state not published");
+        }
+        history.push(HistoryRow {
+            patient_id: pid.clone(),
+            t_ms: now,
+            cp_ng_per_ml: state.cp_ng_per_ml,
+            ce_ng_per_ml: state.ce_ng_per_ml,
+        });
+        if let Some(occurred) = backfill_from.get(pid) {
+            backfill_history(b, pid, *occurred, now, &mut history);
+        }
+        states.push(StateRow {
+            patient_id: pid.clone(),
+            time_ms: now,
+            payload,
+        });
+    }
+    // One bad point would refuse the whole op: leave it out, loudly.
+    history.retain(|r| {
+        let finite = r.cp_ng_per_ml.is_finite() && r.ce_ng_per_ml.is_finite();
+        if !finite {
+            warn!(patient_id = %r.patient_id, t_ms = r.t_ms, "history point not finite; not recorded");
+        }
+        finite
+    });
+    if states.is_empty() && history.is_empty() {
+        return;
+    }
+    let (n_states, n_history) = (states.len(), history.len());
+    match b.writer.enqueue(WriteOp::Derived { states, history }).await {
+        Ok(queued) => {
+            // Any failing write is a technical problem (the first failing
+            // batch of a lock may hold no input); the next input write that
+            // succeeds clears it.
+            let health = b.health.clone();
+            let clock = b.clock.clone();
+            tokio::spawn(async move {
+                if let Err(e) = queued.outcome().await {
+                    health.database_failing(&e, clock.now_ms());
+                    warn!(error = %e, states = n_states, history_points = n_history, "derived state not recorded");
+                }
+            });
+        }
+        Err(e) => {
+            warn!(error = %e, states = n_states, history_points = n_history, "derived state not recorded")
+        }
+    }
+}
+
+/// Most history recomputed after one late input: 7 days.
+const BACKFILL_MAX_MS: TimeMs = 7 * 24 * 3_600_000;
+
+/// A late input changes the past: the history grid points of `patient_id`
+/// from `occurred_ms` (the batch's earliest input for the patient) to `now`
+/// are recomputed, into `rows`.
+fn backfill_history(
+    b: &mut StageB,
+    patient_id: &str,
+    occurred_ms: TimeMs,
+    now: TimeMs,
+    rows: &mut Vec<HistoryRow>,
+) {
+    let step = b.history_interval_ms;
+    if now - occurred_ms <= step {
+        return;
+    }
+    let from = occurred_ms.max(now - BACKFILL_MAX_MS);
+    let from = from - from.rem_euclid(step) + step;
+    let Some(d) = b.tracker.derived(patient_id) else {
+        return;
+    };
+    rows.extend(
+        d.solution
+            .sample(from, now, step)
+            .into_iter()
+            .map(|s| HistoryRow {
+                patient_id: patient_id.to_owned(),
+                t_ms: s.t_ms,
+                cp_ng_per_ml: s.cp_ng_per_ml,
+                ce_ng_per_ml: s.ce_ng_per_ml,
+            }),
+    );
+}
+
+/// The alert scopes an input names, and the operator command it carries.
+pub(super) fn alert_scopes_of(
+    input: &TrackedInput,
+    scopes: &mut BTreeSet<Scope>,
+    commands: &mut Vec<PendingCommand>,
+) {
+    match (&input.topic, &input.input) {
+        (InputTopic::AlertCommand { alert_id }, Input::AlertCommand(c)) => {
+            commands.push((input.seq, alert_id.clone(), c.clone()))
+        }
+        (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e)) => {
+            scopes.insert(Scope::Device(device_id.clone()));
+            if let Some(pid) = &e.patient_id {
+                scopes.insert(Scope::Patient(pid.clone()));
+            }
+        }
+        (
+            InputTopic::Admit { patient_id }
+            | InputTopic::Discharge { patient_id }
+            | InputTopic::Dose { patient_id },
+            _,
+        ) => {
+            scopes.insert(Scope::Patient(patient_id.clone()));
+        }
+        _ => {}
+    }
+}
+
+/// Evaluate alert `scopes` and apply operator `commands` at `now`; commit
+/// the resulting alert records, lifecycle messages and outbox rows in one
+/// write, then wake the outbox publisher. The causes (inputs) are already
+/// committed: if this write is lost in a crash, the next start derives the
+/// same alerts again from them.
+async fn evaluate_alerts(
+    b: &mut StageB,
+    scopes: &BTreeSet<Scope>,
+    commands: Vec<PendingCommand>,
+    now: TimeMs,
+) {
+    let mut w = b.alerts.evaluate(&mut b.tracker, scopes, now);
+    for (seq, alert_id, cmd) in commands {
+        let c = b.alerts.command(seq, &alert_id, &cmd, now);
+        for o in &c.commands {
+            if o.applied {
+                info!(alert_id = %o.alert_id, action = %o.action, by = %o.by, outcome = %o.outcome, "alert command applied");
+            } else {
+                warn!(alert_id = %o.alert_id, action = %o.action, by = %o.by, reason = %o.outcome, "alert command not applied");
+            }
+        }
+        w.extend(c);
+    }
+    // The core does not log: what it could not serialise is logged here.
+    for problem in std::mem::take(&mut w.unserialisable) {
+        error!(error = %problem, "alert message not serialised");
+    }
+    if w.is_empty() {
+        return;
+    }
+    for m in &w.messages {
+        info!(alert_id = %m.alert_id, patient_id = ?m.patient_id, rule = %m.rule, phase = m.phase.as_str(), priority = m.priority.as_str(), "alert");
+    }
+    if !w.outbox.is_empty() {
+        b.failpoints.hit(Failpoint::AlertsBeforeCommit);
+    }
+    let counted: Vec<(&'static str, &'static str)> = w
+        .messages
+        .iter()
+        .map(|m| (m.rule.as_str(), m.phase.as_str()))
+        .collect();
+    // The outbox rows' topics are named here, with the one builder.
+    let op = WriteOp::Alerts(Box::new(AlertCommit::new(w, &b.topics)));
+    // Retried like an input: alert state must not silently go missing.
+    let first = b.writer.enqueue(op.clone()).await;
+    if committed(&b.writer, &b.health, &b.clock, first, &op)
+        .await
+        .is_ok()
+    {
+        for (rule, phase) in counted {
+            b.metrics.alert_message(rule, phase);
+        }
+        b.outbox.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::store::StoreConfig;
+
+    /// A write the store refuses as a record comes back at once: retrying it
+    /// would fail the same way forever and stall every input behind it.
+    #[tokio::test]
+    async fn a_refused_record_is_not_retried_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = Writer::open(StoreConfig::new(dir.path().join("t.db"))).unwrap();
+        let health = Health::new();
+        let op = WriteOp::History(vec![HistoryRow {
+            patient_id: "P-1".to_owned(),
+            t_ms: 0,
+            cp_ng_per_ml: f64::NAN,
+            ce_ng_per_ml: 1.0,
+        }]);
+        let first = writer.enqueue(op.clone()).await;
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            committed(&writer, &health, &Clock::system(), first, &op),
+        )
+        .await
+        .expect("committed() kept retrying a write that cannot succeed");
+        assert!(matches!(r, Err(StoreError::InvalidRecord(_))), "{r:?}");
+        assert!(health.problems().is_empty(), "not a database problem");
+
+        // A good write still goes through after it.
+        let ok = WriteOp::History(vec![HistoryRow {
+            patient_id: "P-1".to_owned(),
+            t_ms: 0,
+            cp_ng_per_ml: 1.0,
+            ce_ng_per_ml: 1.0,
+        }]);
+        let first = writer.enqueue(ok.clone()).await;
+        assert!(committed(&writer, &health, &Clock::system(), first, &ok)
+            .await
+            .is_ok());
+        drop(writer);
+        thread.shutdown().unwrap();
+    }
+}

@@ -1,0 +1,45 @@
+//! dosetrack's integration tests, in one test binary (one link of the
+//! shell instead of one per file): the real `dosetrack` binary as a process
+//! (`CARGO_BIN_EXE_dosetrack`), a real Mosquitto (the shared one on
+//! 127.0.0.1:1883, or a private one per test for restarts, TLS and ACLs) and
+//! real SQLite files. The pure core's own tests are in
+//! `crates/dosetrack-core/tests/it/`.
+//!
+//! * `alerts_rules`, `alerts_ward_day` — the alert rules on real patient
+//!   models through intake and the tracker; the simulated ward day;
+//! * `broker_security` — TLS, the password file and the ACL;
+//! * `cli` — every command of the binary: exit codes, output, files;
+//! * `daemon`, `daemon_alerts` — `dosetrack run` end to end, inputs and alerts;
+//! * `demo` — `dosetrack demo`;
+//! * `hostile` — the hostile corpus through the daemon and the intake;
+//! * `mqtt_ingest`, `mqtt_publisher` — the MQTT layer against Mosquitto;
+//! * `observability` — `/healthz` and `/metrics`;
+//! * `operations`, `reload`, `systemd_service` — check-config, backup,
+//!   reload, stop, logs, sd_notify and the watchdog;
+//! * `schemas` — the AsyncAPI document and JSON Schemas against the code;
+//! * `reliability`, `soak` — the fault and scale harnesses at their small
+//!   size (`scripts/reliability.sh`, `scripts/soak.sh` run them full).
+//!
+//! Shared helpers: `mqtt_common` (brokers, clients, the daemon process).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod mqtt_common;
+
+mod alerts_rules;
+mod alerts_ward_day;
+mod broker_security;
+mod cli;
+mod daemon;
+mod daemon_alerts;
+mod demo;
+mod hostile;
+mod mqtt_ingest;
+mod mqtt_publisher;
+mod observability;
+mod operations;
+mod reliability;
+mod reload;
+mod schemas;
+mod soak;
+mod systemd_service;
