@@ -21,10 +21,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 /// The receive time of every case: 2026-11-27T10:00:00Z.
-pub const NOW_MS: TimeMs = 1_795_773_600_000;
-pub const PREFIX: &str = "dosetrack";
+pub(super) const NOW_MS: TimeMs = 1_795_773_600_000;
+pub(super) const PREFIX: &str = "dosetrack";
 /// The devices on the allow-list of the second run.
-pub const ALLOWED: [&str; 2] = ["pump-1", "patch-1"];
+pub(super) const ALLOWED: [&str; 2] = ["pump-1", "patch-1"];
 
 struct Fixture {
     formulary: Arc<Formulary>,
@@ -81,7 +81,7 @@ fn fixture() -> &'static Fixture {
 }
 
 /// Split a case into (topic, payload).
-pub fn split(data: &[u8]) -> (String, &[u8]) {
+pub(super) fn split(data: &[u8]) -> (String, &[u8]) {
     match data.iter().position(|&b| b == b'\n') {
         Some(i) => (
             String::from_utf8_lossy(&data[..i]).into_owned(),
@@ -93,20 +93,20 @@ pub fn split(data: &[u8]) -> (String, &[u8]) {
 
 /// What one case gave, for tests that want more than "no panic".
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     Accepted,
     Rejected(ErrorCode, Option<String>),
 }
 
 /// Check one case; panics on any inconsistency. Returns the outcome
 /// without the allow-list.
-pub fn check_case(data: &[u8]) -> Outcome {
+pub(super) fn check_case(data: &[u8]) -> Outcome {
     let (topic, payload) = split(data);
     check(&topic, payload)
 }
 
 /// Check one (topic, payload); panics on any inconsistency.
-pub fn check(topic: &str, payload: &[u8]) -> Outcome {
+pub(super) fn check(topic: &str, payload: &[u8]) -> Outcome {
     let f = fixture();
     let open = decide(f, topic, payload, &f.open);
     let listed = decide(f, topic, payload, &f.listed);

@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 log="${TMPDIR:-/tmp}/dosetrack-reliability-$size.log"
 {
 	rc=0
-	DOSETRACK_RELIABILITY="$size" cargo test --test it -- --nocapture --test-threads=1 reliability:: 2>&1 || rc=$?
+	DOSETRACK_RELIABILITY="$size" cargo test --release --test it -- --nocapture --test-threads=1 reliability:: 2>&1 || rc=$?
 	echo "$rc" >"$log.rc"
 } | tee "$log"
 status=$(cat "$log.rc")

@@ -37,7 +37,7 @@ echo "soak ($size): log in $log"
 rc_file="$log.rc"
 {
 	rc=0
-	DOSETRACK_SOAK="$size" cargo test --test it -- --nocapture --test-threads 1 "soak::$filter" 2>&1 || rc=$?
+	DOSETRACK_SOAK="$size" cargo test --release --test it -- --nocapture --test-threads 1 "soak::$filter" 2>&1 || rc=$?
 	echo "$rc" >"$rc_file"
 } | tee -a "$log"
 rc=$(cat "$rc_file")

@@ -1,34 +1,34 @@
-//! dosetrack: live pharmacokinetic tracking of ketamine from device and
-//! medication events, with concentration forecasts and alerts.
+//! dosetrack's shell: everything that waits on the outside world (the
+//! clock, MQTT, SQLite, HTTP, signals, files), around the pure
+//! [`dosetrack_core`] that decides. The `dosetrack` binary (`src/main.rs`,
+//! `src/cli/`) is a thin layer of commands over this library.
 //!
 //! **Decision support and research software, not a certified medical device.**
 //!
 //! # Layout
 //!
-//! The crate is a functional core with a thin shell (see `ARCHITECTURE.md`):
+//! * [`clock`]: the one source of "now" ([`clock::Clock`]: the system clock,
+//!   or a manual one in tests), passed to everything that reads time.
+//! * [`drug_file`]: reads a drug file from disk (the parsing is the core's).
+//! * [`mqtt`]: broker connections: the ingest (persistent session, manual
+//!   acknowledgement), the publisher, a plain subscriber; back-off and TLS.
+//! * [`store`]: SQLite: the inputs (the truth), projections, alerts and
+//!   their outbox, history; the single writer, readers, backup, maintenance.
+//! * [`service`]: the daemon: stage A (intake), stage B (store, track,
+//!   alert), reload, settings, the outbox publisher, status and health,
+//!   `/healthz` and `/metrics`, logging, systemd.
+//! * [`sim`]: the simulated ward (a pure generator and its publisher), the
+//!   ward day and the live demo.
+//! * [`plot`]: concentration charts (SVG, PNG) drawn from the core's
+//!   [`chart`] data.
 //!
-//! * [`vocab`]: routes, settings, and the millisecond time type shared by all.
-//! * [`pk`]: the pharmacokinetic engine. Pure: parameters and an input
-//!   schedule in, exact Cp/Ce trajectories and crossing forecasts out.
-//! * [`drug`]: the drug file (`config/drugs/ketamine.toml`): published models,
-//!   route table, targets, dose limits and interactions, each value sourced.
-//! * [`patient`]: resolves a patient's covariates, model choice and
-//!   comedications into engine parameters, with validity-domain warnings.
-//! * [`contract`]: the MQTT contract's input payloads, parsed and validated
-//!   with the contract's error codes.
-//! * [`ledger`]: turns contract inputs (manual doses, pump and patch events)
-//!   into the engine's piecewise-constant input schedule.
-//! * [`plot`]: Cp/Ce charts (SVG or PNG) for people.
-//! * [`simulate`]: the `dosetrack simulate` / `model show` / `forecast`
-//!   commands as pure functions over text input.
-//! * [`health`]: the daemon's technical problems (database writes failing),
-//!   published in the retained status.
-//! * [`republish`]: which tracked patients' periodic states each tick
-//!   republishes (spread over the interval, each patient once per interval).
-//! * [`memstats`]: the heap in use, the heap held free and SQLite's share,
-//!   for `/metrics` and the soak harness (the crate's only `unsafe`).
-//! * [`demo`]: the live `dosetrack demo`: the daemon, an embedded broker
-//!   (feature `embedded-broker`) and a simulated ward, in one process.
+//! The core's modules are re-exported under their own names
+//! ([`vocab`], [`contract`], [`drug`], [`tracker`], [`alerts`], …), so
+//! `dosetrack::tracker::Tracker` and `dosetrack_core::tracker::Tracker` are
+//! the same type. Items are `pub` only where this root exports them
+//! (`unreachable_pub` is on); the rest is `pub(crate)`. Module docs link
+//! their private parts: read them with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod clock;
 pub mod drug_file;

@@ -30,11 +30,11 @@
 //! rumqttc `EventLoop`: an acknowledgement or publish requested on a
 //! connection that has since died can never leak onto the next one.
 
-pub mod backoff;
+mod backoff;
 mod driver;
-pub mod ingest;
-pub mod publisher;
-pub mod subscriber;
+mod ingest;
+mod publisher;
+mod subscriber;
 pub mod tls;
 
 pub use backoff::Backoff;

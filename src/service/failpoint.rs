@@ -10,7 +10,7 @@
 
 /// Where a crash can be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failpoint {
+pub(super) enum Failpoint {
     /// After an alert write is built from committed inputs, before it is
     /// committed (`alerts_before_commit`).
     AlertsBeforeCommit,
@@ -21,7 +21,7 @@ pub enum Failpoint {
 
 /// The armed failpoint, if any (none without the `failpoints` feature).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Failpoints {
+pub(super) struct Failpoints {
     #[cfg(feature = "failpoints")]
     armed: Option<Failpoint>,
 }
@@ -29,7 +29,7 @@ pub struct Failpoints {
 #[cfg(feature = "failpoints")]
 impl Failpoints {
     /// From the `DOSETRACK_FAILPOINT` environment variable.
-    pub fn from_env() -> Failpoints {
+    pub(super) fn from_env() -> Failpoints {
         let armed = match std::env::var("DOSETRACK_FAILPOINT").ok().as_deref() {
             None => None,
             Some("alerts_before_commit") => Some(Failpoint::AlertsBeforeCommit),
@@ -43,7 +43,7 @@ impl Failpoints {
     }
 
     /// Abort the process if `here` is armed.
-    pub fn hit(self, here: Failpoint) {
+    pub(super) fn hit(self, here: Failpoint) {
         if self.armed == Some(here) {
             tracing::error!(failpoint = ?here, "failpoint reached: aborting (test only)");
             std::process::abort();
@@ -54,11 +54,11 @@ impl Failpoints {
 #[cfg(not(feature = "failpoints"))]
 impl Failpoints {
     /// None armed: this build has no failpoints.
-    pub fn from_env() -> Failpoints {
+    pub(super) fn from_env() -> Failpoints {
         Failpoints {}
     }
 
     /// Nothing (this build has no failpoints).
     #[inline(always)]
-    pub fn hit(self, _here: Failpoint) {}
+    pub(super) fn hit(self, _here: Failpoint) {}
 }

@@ -26,6 +26,8 @@ use tracing::{error, info, warn};
 /// What kind of technical problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+// The variants spell the status's wire codes (`database_locked`, …).
+#[allow(clippy::enum_variant_names)]
 pub enum ProblemCode {
     /// The database is locked by another process beyond the busy timeout
     /// (SQLITE_BUSY / SQLITE_LOCKED): inputs are not stored, so not
@@ -146,7 +148,7 @@ impl Health {
 }
 
 /// The retained online status with the current problems.
-pub fn online_status(started_at: &str, problems: &[Problem]) -> String {
+pub(super) fn online_status(started_at: &str, problems: &[Problem]) -> String {
     serde_json::json!({
         "state": "online",
         "version": env!("CARGO_PKG_VERSION"),
@@ -158,7 +160,7 @@ pub fn online_status(started_at: &str, problems: &[Problem]) -> String {
 
 /// Republish the retained online status whenever the set of technical
 /// problems changes, until `stop`.
-pub async fn publish_problems(
+pub(super) async fn publish_problems(
     health: Health,
     publisher: Publisher,
     started_at: String,

@@ -50,7 +50,7 @@ pub struct HttpError {
 
 /// Bind `addr` (at start, so that a port in use stops the start with a
 /// clear error). A non-loopback address is logged as a warning.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
+pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
     if !addr.ip().is_loopback() {
         warn!(%addr, "http.listen is not a loopback address: /healthz and /metrics are reachable from the network without authentication; firewall the port");
     }
@@ -60,7 +60,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
 }
 
 /// What the endpoints read.
-pub struct Endpoints {
+pub(super) struct Endpoints {
     pub metrics: Arc<Metrics>,
     pub writer: Writer,
     pub publisher: Publisher,
@@ -90,7 +90,7 @@ struct Shared {
 }
 
 /// Serve `listener` until `stop`.
-pub fn spawn(
+pub(super) fn spawn(
     listener: TcpListener,
     endpoints: Endpoints,
     stop: CancellationToken,
@@ -174,7 +174,7 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
 
 /// What `/healthz` looked at.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Observed {
+pub(super) struct Observed {
     pub broker_ingest_connected: bool,
     pub broker_publisher_connected: bool,
     pub writer_alive: bool,
@@ -185,7 +185,7 @@ pub struct Observed {
 
 /// `/healthz`'s body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Health {
+pub(super) struct Health {
     /// `ok` or `unhealthy`.
     pub status: &'static str,
     #[serde(skip)]
@@ -209,7 +209,7 @@ pub struct Health {
 /// Healthy when both broker connections are up, the writer makes progress,
 /// no technical problem is raised and no input has waited longer than
 /// `max_unacked_age_s`.
-pub fn judge(o: Observed, problems: Vec<Problem>, max_unacked_age_s: u64) -> Health {
+pub(super) fn judge(o: Observed, problems: Vec<Problem>, max_unacked_age_s: u64) -> Health {
     let mut reasons = Vec::new();
     if !o.broker_ingest_connected {
         reasons.push("broker: the ingest connection is down (reconnecting)".to_owned());

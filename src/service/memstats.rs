@@ -15,7 +15,7 @@
 /// One reading. `None` for the heap figures where the C library is not glibc
 /// (`mallinfo2` is glibc's; the crate's target is Debian).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MemStats {
+pub(super) struct MemStats {
     /// Bytes allocated and not yet freed (`uordblks + hblkhd`: the arenas'
     /// chunks in use plus the blocks served directly by `mmap`).
     pub heap_in_use_bytes: Option<u64>,
@@ -29,7 +29,7 @@ pub struct MemStats {
 
 /// Read the figures now. Cheap (the allocator walks its arenas: a few µs),
 /// meant for a scrape or a sample, not a hot path.
-pub fn read() -> MemStats {
+pub(super) fn read() -> MemStats {
     let (heap_in_use_bytes, heap_free_bytes) = heap();
     // SAFETY: `sqlite3_memory_used` takes no arguments, touches no caller
     // memory and is safe to call from any thread at any time (it reads

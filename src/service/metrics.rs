@@ -32,10 +32,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+pub(super) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Input kinds, the values of `dosetrack_inputs_total{kind}`.
-pub const INPUT_KINDS: [&str; 5] = [
+pub(super) const INPUT_KINDS: [&str; 5] = [
     "admit",
     "discharge",
     "dose",
@@ -44,7 +44,7 @@ pub const INPUT_KINDS: [&str; 5] = [
 ];
 
 /// The two broker connections, the values of `{connection}`.
-pub const CONNECTIONS: [&str; 2] = ["ingest", "publisher"];
+pub(super) const CONNECTIONS: [&str; 2] = ["ingest", "publisher"];
 
 type Labels = Vec<(&'static str, &'static str)>;
 type OwnedLabels = Vec<(&'static str, String)>;
@@ -52,7 +52,7 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// The commit metrics the store's writer thread records (cloneable handles).
 #[derive(Debug, Clone)]
-pub struct CommitMetrics {
+pub(super) struct CommitMetrics {
     batch_ops: Histogram,
     duration_s: Histogram,
     last_commit_ms: Arc<AtomicI64>,
@@ -71,14 +71,14 @@ impl CommitMetrics {
 
     /// A transaction of `ops` ops committed after `seconds` (begin to
     /// commit, fsync included), at `now_ms`.
-    pub fn committed(&self, ops: usize, seconds: f64, now_ms: TimeMs) {
+    pub(super) fn committed(&self, ops: usize, seconds: f64, now_ms: TimeMs) {
         self.batch_ops.observe(ops as f64);
         self.duration_s.observe(seconds);
         self.last_commit_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// When the last transaction committed (ms since the epoch), if one has.
-    pub fn last_commit_ms(&self) -> Option<TimeMs> {
+    pub(super) fn last_commit_ms(&self) -> Option<TimeMs> {
         Some(self.last_commit_ms.load(Ordering::Relaxed)).filter(|t| *t > 0)
     }
 }
@@ -106,14 +106,14 @@ struct Lag {
 
 /// How far behind the daemon is: inputs received and not yet acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LagSnapshot {
+pub(super) struct LagSnapshot {
     pub unacked_inputs: u64,
     /// Age of the oldest of them (s); 0 when there are none.
     pub oldest_unacked_age_s: f64,
 }
 
 /// Every metric of the daemon.
-pub struct Metrics {
+pub(super) struct Metrics {
     registry: Registry,
     inputs: [Counter; INPUT_KINDS.len()],
     device_events: Vec<Counter>,
@@ -163,7 +163,7 @@ fn labelled<M: Clone + Default>(family: &Family<Labels, M>, labels: Labels) -> M
 impl Metrics {
     /// A registry with every metric at zero (every known label value
     /// present, so a rate is defined from the first scrape on).
-    pub fn new() -> Metrics {
+    pub(super) fn new() -> Metrics {
         let mut registry = Registry::default();
 
         let inputs = Family::<Labels, Counter>::default();
@@ -330,13 +330,13 @@ impl Metrics {
     }
 
     /// The commit metrics.
-    pub fn commit(&self) -> CommitMetrics {
+    pub(super) fn commit(&self) -> CommitMetrics {
         self.commit.clone()
     }
 
     /// What the store's writer thread records its commits in
     /// ([`crate::store::Writer::open_with_metrics`]), stamped by `clock`.
-    pub fn commit_observer(&self, clock: Clock) -> Arc<dyn CommitObserver> {
+    pub(super) fn commit_observer(&self, clock: Clock) -> Arc<dyn CommitObserver> {
         Arc::new(StampedCommits {
             metrics: self.commit.clone(),
             clock,
@@ -344,7 +344,7 @@ impl Metrics {
     }
 
     /// A new input was stored.
-    pub fn input(&self, input: &Input) {
+    pub(super) fn input(&self, input: &Input) {
         let kind = match input {
             Input::Admit(_) => 0,
             Input::Discharge(_) => 1,
@@ -364,12 +364,12 @@ impl Metrics {
     }
 
     /// A redelivery of a stored input.
-    pub fn duplicate(&self) {
+    pub(super) fn duplicate(&self) {
         self.duplicates.inc();
     }
 
     /// An input was rejected with `code` (and the rejection stored).
-    pub fn rejected(&self, code: ErrorCode) {
+    pub(super) fn rejected(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
             if let Some(c) = self.rejected.get(i) {
                 c.inc();
@@ -378,7 +378,7 @@ impl Metrics {
     }
 
     /// An alert lifecycle message was committed.
-    pub fn alert_message(&self, rule: &str, phase: &str) {
+    pub(super) fn alert_message(&self, rule: &str, phase: &str) {
         self.alert_messages
             .get_or_create(&vec![
                 ("rule", rule.to_owned()),
@@ -392,18 +392,18 @@ impl Metrics {
     /// over the patients and devices without allocation):
     /// the tracker's retained inputs and the alert book's entries. Both grow
     /// only with clinical activity, never with heartbeats or time.
-    pub fn set_core_sizes(&self, retained_inputs: usize, alert_book_entries: usize) {
+    pub(super) fn set_core_sizes(&self, retained_inputs: usize, alert_book_entries: usize) {
         set_count(&self.retained_inputs, retained_inputs);
         set_count(&self.alert_records, alert_book_entries);
     }
 
     /// How many patients are tracked now.
-    pub fn set_tracked_patients(&self, n: usize) {
+    pub(super) fn set_tracked_patients(&self, n: usize) {
         set_count(&self.tracked_patients, n);
     }
 
     /// Stage A took an input received at `received_ms`.
-    pub fn input_received(&self, received_ms: TimeMs) {
+    pub(super) fn input_received(&self, received_ms: TimeMs) {
         if let Ok(mut q) = self.lag.received_ms.lock() {
             q.push_back(received_ms);
         }
@@ -411,7 +411,7 @@ impl Metrics {
 
     /// Stage B is done with the `n` oldest inputs (acknowledged, or given
     /// up on: not stored, redelivered later).
-    pub fn inputs_finished(&self, n: usize) {
+    pub(super) fn inputs_finished(&self, n: usize) {
         if let Ok(mut q) = self.lag.received_ms.lock() {
             let n = n.min(q.len());
             q.drain(..n);
@@ -419,7 +419,7 @@ impl Metrics {
     }
 
     /// Inputs not yet acknowledged, and the oldest one's age at `now_ms`.
-    pub fn lag(&self, now_ms: TimeMs) -> LagSnapshot {
+    pub(super) fn lag(&self, now_ms: TimeMs) -> LagSnapshot {
         let (n, oldest) = match self.lag.received_ms.lock() {
             Ok(q) => (q.len(), q.front().copied()),
             Err(_) => (0, None),
@@ -432,7 +432,7 @@ impl Metrics {
 
     /// Refresh the values read at scrape time and encode every metric in
     /// the Prometheus text format.
-    pub fn encode(&self, scraped: &Scraped) -> Result<String, std::fmt::Error> {
+    pub(super) fn encode(&self, scraped: &Scraped) -> Result<String, std::fmt::Error> {
         let _one_at_a_time = self.scrape.lock().map_err(|_| std::fmt::Error)?;
         for (i, stats) in [scraped.ingest, scraped.publisher].iter().enumerate() {
             let reconnects = stats.connections.saturating_sub(1);
@@ -464,7 +464,7 @@ impl Metrics {
 
 /// What the scrape reads from the daemon's edges.
 #[derive(Debug, Clone, Copy)]
-pub struct Scraped {
+pub(super) struct Scraped {
     pub ingest: ConnectionStats,
     pub publisher: ConnectionStats,
     /// `None` when the database could not be read (the gauge keeps its

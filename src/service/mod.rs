@@ -43,14 +43,14 @@
 //! settings it replaces); `systemd` and `http` use `progress`; nothing
 //! uses this module.
 
-pub mod failpoint;
-pub mod health;
-pub mod http;
+mod failpoint;
+mod health;
+mod http;
 pub mod logging;
-pub mod memstats;
-pub mod metrics;
-pub mod outbox;
-pub mod progress;
+mod memstats;
+mod metrics;
+mod outbox;
+mod progress;
 mod reload;
 pub mod settings;
 mod stage_a;

@@ -32,20 +32,20 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Wakes the outbox task after a commit.
 #[derive(Debug, Clone)]
-pub struct OutboxHandle {
+pub(super) struct OutboxHandle {
     notify: Arc<Notify>,
 }
 
 impl OutboxHandle {
     /// New rows were committed.
-    pub fn wake(&self) {
+    pub(super) fn wake(&self) {
         self.notify.notify_one();
     }
 }
 
 /// Start the outbox task; it runs until `stop`, then makes one bounded last
 /// attempt to publish what is left.
-pub fn spawn_outbox(
+pub(super) fn spawn_outbox(
     database: PathBuf,
     writer: Writer,
     publisher: Publisher,

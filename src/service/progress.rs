@@ -63,7 +63,7 @@ impl Progress {
 /// Whether the store's writer thread makes progress: it answered a
 /// [`Writer::ping`] within `probe`, or committed something since
 /// `last_commits` (updated). Used by the watchdog and by `/healthz`.
-pub async fn writer_alive(writer: &Writer, probe: Duration, last_commits: &mut u64) -> bool {
+pub(super) async fn writer_alive(writer: &Writer, probe: Duration, last_commits: &mut u64) -> bool {
     let answered = matches!(tokio::time::timeout(probe, writer.ping()).await, Ok(Ok(())));
     let commits = writer.stats().commits;
     let alive = answered || commits != *last_commits;

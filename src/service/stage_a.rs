@@ -1,5 +1,5 @@
 //! Stage A (receive): take each message from the ingest connection in
-//! arrival order, decide on it with [`intake`](crate::intake) (pure), and
+//! arrival order, decide on it with [`intake`] (pure), and
 //! submit its write to the store at once — so that concurrent inputs share
 //! a commit — then hand it to stage B ([`InFlight`]) with its
 //! acknowledgement token, which stage B alone spends.

@@ -50,7 +50,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 /// A stored operator command to apply: (input seq, alert id, command).
-pub type PendingCommand = (i64, String, AlertCommand);
+pub(super) type PendingCommand = (i64, String, AlertCommand);
 
 /// Most in-flight inputs stage B handles as one batch.
 pub const BATCH_MAX: usize = 512;

@@ -13,9 +13,8 @@
 //!
 //! [`WriteOp::OutboxPublished`]: super::WriteOp::OutboxPublished
 
-use super::apply::ApplyError;
 use super::read::Reader;
-use super::StoreError;
+use super::{ApplyError, StoreError};
 use crate::alerts::report::AlertEvent;
 use crate::alerts::{AlertMessage, AlertRecord, Phase, Rule, Scope};
 use crate::contract::Topics;
@@ -79,7 +78,7 @@ pub struct PendingPublish {
 }
 
 /// The number in an alert id (`al-{number}-{since}`).
-pub fn alert_number(alert_id: &str) -> Option<u64> {
+pub(super) fn alert_number(alert_id: &str) -> Option<u64> {
     alert_id
         .strip_prefix("al-")?
         .split('-')

@@ -10,10 +10,10 @@
 //! the whole batch is abandoned.
 
 use super::{
-    HistoryRow, InputRecord, Projection, RejectedRecord, Source, StoreError, StoreOutcome, WriteOp,
-    WriteResult, REJECTED_PAYLOAD_KEEP_BYTES,
+    ApplyError, HistoryRow, InputRecord, Projection, RejectedRecord, Source, StoreError,
+    StoreOutcome, WriteOp, WriteResult, REJECTED_PAYLOAD_KEEP_BYTES,
 };
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 /// The stored input with the same identity, if any.
@@ -29,32 +29,6 @@ pub(super) const SQL_ASSOCIATION_AT: &str = "SELECT patient_id FROM device_assoc
 /// partial index `inputs_patient_lifecycle` word for word).
 pub(super) const SQL_PATIENT_LIFECYCLE: &str = "SELECT seq, kind, occurred_at_ms FROM inputs
      WHERE patient_id = ?1 AND kind IN ('admit', 'discharge') AND source_kind = 'patient'";
-
-/// Why an op could not be applied.
-#[derive(Debug)]
-pub(super) enum ApplyError {
-    /// The op is unusable; nothing of it is stored, the batch goes on.
-    Op(StoreError),
-    /// The database failed; the batch must be abandoned.
-    Fatal(rusqlite::Error),
-}
-
-impl From<rusqlite::Error> for ApplyError {
-    fn from(e: rusqlite::Error) -> ApplyError {
-        match e.sqlite_error_code() {
-            // The statement (and so the op) is at fault, not the database.
-            Some(
-                ErrorCode::ConstraintViolation
-                | ErrorCode::TypeMismatch
-                | ErrorCode::TooBig
-                | ErrorCode::ParameterOutOfRange,
-            ) => ApplyError::Op(StoreError::InvalidRecord(format!("sqlite: {e}"))),
-            Some(_) => ApplyError::Fatal(e),
-            // rusqlite-side conversion errors: about this op's values.
-            None => ApplyError::Op(StoreError::InvalidRecord(format!("sqlite binding: {e}"))),
-        }
-    }
-}
 
 fn invalid(message: impl Into<String>) -> ApplyError {
     ApplyError::Op(StoreError::InvalidRecord(message.into()))

@@ -32,11 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Most history rows deleted by one [`WriteOp::PruneHistory`] (about a
 /// millisecond of work: the writer's queue moves on in between).
-pub const PRUNE_BATCH_ROWS: usize = 2000;
+pub(crate) const PRUNE_BATCH_ROWS: usize = 2000;
 
 /// How long the `TRUNCATE` checkpoint may wait for readers to leave an old
 /// snapshot before it gives up (the writer waits meanwhile).
-pub const TRUNCATE_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
+pub(crate) const TRUNCATE_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// What the maintenance does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +179,7 @@ pub(super) fn checkpoint(
 /// One maintenance run: delete the history older than the retention (in
 /// steps, stopping early when `stop` is cancelled), checkpoint, optimize.
 /// Logs what it did.
-pub async fn run_once(
+pub(crate) async fn run_once(
     writer: &Writer,
     cfg: &MaintenanceConfig,
     now_ms: i64,
@@ -245,7 +245,7 @@ pub async fn run_once(
 /// history cutoff is taken from `clock`. A failed run is logged and tried
 /// again at the next interval (the data is not at risk: nothing was
 /// deleted that its transaction did not commit).
-pub async fn run_periodic(
+pub(crate) async fn run_periodic(
     writer: Writer,
     cfg: MaintenanceConfig,
     stop: CancellationToken,

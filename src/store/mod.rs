@@ -36,10 +36,10 @@
 //! conflict ([`StoreOutcome::Conflict`], nothing is stored; the caller
 //! stores the message as rejected with `duplicate_conflict`).
 
-pub mod alerts;
+mod alerts;
 mod apply;
-pub mod backup;
-pub mod maintenance;
+mod backup;
+pub(crate) mod maintenance;
 mod read;
 mod schema;
 mod writer;
@@ -60,6 +60,33 @@ pub use maintenance::{CheckpointReport, MaintenanceConfig, MaintenanceReport};
 pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow};
 pub use schema::migrations;
 pub use writer::{CommitObserver, Queued, Writer, WriterPragmas, WriterStats, WriterThread};
+
+/// Why an op could not be applied.
+#[derive(Debug)]
+// Shared by `apply` and `alerts` (both run inside the writer's transaction).
+enum ApplyError {
+    /// The op is unusable; nothing of it is stored, the batch goes on.
+    Op(StoreError),
+    /// The database failed; the batch must be abandoned.
+    Fatal(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for ApplyError {
+    fn from(e: rusqlite::Error) -> ApplyError {
+        match e.sqlite_error_code() {
+            // The statement (and so the op) is at fault, not the database.
+            Some(
+                rusqlite::ErrorCode::ConstraintViolation
+                | rusqlite::ErrorCode::TypeMismatch
+                | rusqlite::ErrorCode::TooBig
+                | rusqlite::ErrorCode::ParameterOutOfRange,
+            ) => ApplyError::Op(StoreError::InvalidRecord(format!("sqlite: {e}"))),
+            Some(_) => ApplyError::Fatal(e),
+            // rusqlite-side conversion errors: about this op's values.
+            None => ApplyError::Op(StoreError::InvalidRecord(format!("sqlite binding: {e}"))),
+        }
+    }
+}
 
 /// What became of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

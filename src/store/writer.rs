@@ -13,9 +13,10 @@
 //! Opened with [`Writer::open_with_metrics`], it records each committed
 //! transaction's op count and duration in the daemon's metrics.
 
-use super::apply::{self, ApplyError};
+use super::apply;
 use super::maintenance::{self, CheckpointReport};
 use super::schema;
+use super::ApplyError;
 use super::{StoreConfig, StoreError, WriteOp, WriteResult};
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,7 +12,7 @@
 //!   enum, bad id) are rejected by both the schema and the parser, with the
 //!   rejection code the documentation gives;
 //! * the schemas' ranges, lengths and enums are the constants of
-//!   `src/contract.rs`;
+//!   `crates/dosetrack-core/src/contract/`;
 //! * state messages the tracker actually produces validate against
 //!   `state.schema.json`;
 //! * the AsyncAPI document references every schema, and its channel
@@ -730,7 +730,7 @@ fn time_format_agrees_with_the_parser() {
 }
 
 // ---------------------------------------------------------------------------
-// The schemas' numbers and names are the constants of src/contract.rs.
+// The schemas' numbers and names are the constants of crates/dosetrack-core/src/contract/.
 // ---------------------------------------------------------------------------
 
 /// Every `properties.{key}` schema anywhere in `v`, outside `examples` and

@@ -8,14 +8,14 @@
 //! Sized by `DOSETRACK_SOAK=small|full` (small by default: the CI size).
 //! `scripts/soak.sh full` runs the full size and keeps the output.
 //!
-//! * [`sustained_rate_then_idle`]: admit a ward from `src/devsim.rs`
+//! * [`sustained_rate_then_idle`]: admit a ward from `src/sim/ward/`
 //!   (deterministic regimens: pumps, patches, nasal, injections, oral;
 //!   heartbeats every 5 min), published from 50 simulated minutes back so
 //!   every regimen has started (the catch-up, rate-limited), then the same
 //!   ward live at its own realistic rate for the sustained phase, then no
 //!   inputs at all (idle). The daemon's RSS and CPU are sampled from
 //!   `/proc`, and its heap in use, heap held free, SQLite memory and the
-//!   core's retained inputs from its own `/metrics` (`src/memstats.rs`).
+//!   core's retained inputs from its own `/metrics` (`src/service/memstats.rs`).
 //!   Fails when an input is lost (stored ≠ published), when the heap in use
 //!   or RSS grows over the second half of the sustained phase by more than
 //!   the stated bounds, or when idle CPU is above the stated bound.
@@ -231,7 +231,7 @@ struct Sample {
     mem: Option<MemFigures>,
 }
 
-/// The daemon's own memory figures (`src/memstats.rs`, `/metrics`).
+/// The daemon's own memory figures (`src/service/memstats.rs`, `/metrics`).
 #[derive(Debug, Clone, Copy)]
 struct MemFigures {
     heap_in_use: u64,

@@ -45,7 +45,7 @@ pub(super) async fn wait_for(mut ready: impl FnMut() -> bool, within: Duration) 
     }
 }
 
-/// "cannot connect: <why the last attempt failed>".
+/// "cannot connect: \<why the last attempt failed\>".
 pub(super) fn cannot_connect(last_error: Option<String>) -> String {
     let why = last_error.unwrap_or_else(|| format!("no CONNACK within {CONNECT_WAIT:?}"));
     format!("cannot connect: {why}")

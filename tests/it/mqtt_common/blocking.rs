@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// One message delivered to the client.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(crate) struct Received {
     pub topic: String,
     pub payload: Vec<u8>,
     /// The payload as JSON (`Null` when it is not).
@@ -19,7 +19,7 @@ pub struct Received {
     pub retain: bool,
 }
 
-pub struct BlockingClient {
+pub(crate) struct BlockingClient {
     rt: tokio::runtime::Runtime,
     client: AsyncClient,
     received: Arc<Mutex<Vec<Received>>>,
@@ -27,7 +27,7 @@ pub struct BlockingClient {
 }
 
 /// Options for `id` at `host:port`: keep-alive 30 s, packets up to 4 MiB.
-pub fn options(host: &str, port: u16, id: &str) -> MqttOptions {
+pub(crate) fn options(host: &str, port: u16, id: &str) -> MqttOptions {
     let mut opts = MqttOptions::new(id, host, port);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
@@ -36,7 +36,7 @@ pub fn options(host: &str, port: u16, id: &str) -> MqttOptions {
 
 /// The daemon's outputs under `prefix` a test watches: every patient's
 /// state, the rejections and the status.
-pub fn output_filters(prefix: &str) -> Vec<String> {
+pub(crate) fn output_filters(prefix: &str) -> Vec<String> {
     vec![
         format!("{prefix}/v1/patients/+/state"),
         format!("{prefix}/v1/rejected"),
@@ -46,13 +46,17 @@ pub fn output_filters(prefix: &str) -> Vec<String> {
 
 impl BlockingClient {
     /// Connect with [`options`] and subscribe to `filters` at QoS 1.
-    pub fn connect(host: &str, port: u16, id: &str, filters: &[String]) -> BlockingClient {
+    pub(crate) fn connect(host: &str, port: u16, id: &str, filters: &[String]) -> BlockingClient {
         BlockingClient::connect_with(options(host, port, id), 1000, filters)
     }
 
     /// Connect with `opts` (a request queue of `capacity`), subscribe to
     /// `filters` at QoS 1 and wait (10 s at most) for a SUBACK each.
-    pub fn connect_with(opts: MqttOptions, capacity: usize, filters: &[String]) -> BlockingClient {
+    pub(crate) fn connect_with(
+        opts: MqttOptions,
+        capacity: usize,
+        filters: &[String],
+    ) -> BlockingClient {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -112,7 +116,7 @@ impl BlockingClient {
     }
 
     /// Queue a QoS 1 publish (not retained).
-    pub fn publish(&self, topic: String, payload: impl Into<Vec<u8>>) {
+    pub(crate) fn publish(&self, topic: String, payload: impl Into<Vec<u8>>) {
         let c = self.client.clone();
         let payload = payload.into();
         self.rt
@@ -121,12 +125,12 @@ impl BlockingClient {
     }
 
     /// Everything delivered so far, in order.
-    pub fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 
     /// The JSON payloads delivered on `topic`, in order.
-    pub fn json_on(&self, topic: &str) -> Vec<Value> {
+    pub(crate) fn json_on(&self, topic: &str) -> Vec<Value> {
         self.received
             .lock()
             .unwrap()
@@ -137,14 +141,14 @@ impl BlockingClient {
     }
 
     /// PUBACKs received so far.
-    pub fn pubacks(&self) -> usize {
+    pub(crate) fn pubacks(&self) -> usize {
         self.pubacks.load(Ordering::SeqCst)
     }
 }
 
 /// A [`BlockingClient`] for one topic prefix: publishes to and reads
 /// `{prefix}/v1/{suffix}`.
-pub struct PrefixClient {
+pub(crate) struct PrefixClient {
     pub inner: BlockingClient,
     pub prefix: String,
 }
@@ -152,7 +156,7 @@ pub struct PrefixClient {
 impl PrefixClient {
     /// Connected as `id` and watching the daemon's outputs under `prefix`
     /// ([`output_filters`]).
-    pub fn watching_outputs(host: &str, port: u16, id: &str, prefix: &str) -> PrefixClient {
+    pub(crate) fn watching_outputs(host: &str, port: u16, id: &str, prefix: &str) -> PrefixClient {
         PrefixClient {
             inner: BlockingClient::connect(host, port, id, &output_filters(prefix)),
             prefix: prefix.to_owned(),
@@ -160,17 +164,17 @@ impl PrefixClient {
     }
 
     /// `{prefix}/v1/{suffix}`.
-    pub fn topic(&self, suffix: &str) -> String {
+    pub(crate) fn topic(&self, suffix: &str) -> String {
         format!("{}/v1/{suffix}", self.prefix)
     }
 
     /// Publish to `{prefix}/v1/{suffix}` at QoS 1.
-    pub fn publish(&self, suffix: &str, payload: impl Into<Vec<u8>>) {
+    pub(crate) fn publish(&self, suffix: &str, payload: impl Into<Vec<u8>>) {
         self.inner.publish(self.topic(suffix), payload);
     }
 
     /// The JSON payloads delivered on `{prefix}/v1/{suffix}`, in order.
-    pub fn on(&self, suffix: &str) -> Vec<Value> {
+    pub(crate) fn on(&self, suffix: &str) -> Vec<Value> {
         self.inner.json_on(&self.topic(suffix))
     }
 }

@@ -17,14 +17,14 @@ const LOG_TAIL: usize = 16_000;
 
 /// Write a config file at `path` with only an `[http]` listener on a free
 /// loopback port; that port.
-pub fn write_http_config(path: &Path) -> u16 {
+pub(crate) fn write_http_config(path: &Path) -> u16 {
     let port = super::free_port();
     std::fs::write(path, format!("[http]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
     port
 }
 
 /// The daemon binary, `args` on its command line (`run …`). Killed on drop.
-pub struct DaemonProcess {
+pub(crate) struct DaemonProcess {
     args: Vec<String>,
     /// Set (`Some`) or removed (`None`) in the daemon's environment.
     env: BTreeMap<String, Option<String>>,
@@ -37,7 +37,7 @@ impl DaemonProcess {
     /// Not started yet; `RUST_LOG=info` unless [`env`](Self::env) or
     /// [`env_remove`](Self::env_remove) says otherwise. Run N logs to
     /// `log_dir/daemon-N.log`.
-    pub fn new<S: Into<String>>(args: impl IntoIterator<Item = S>, log_dir: &Path) -> Self {
+    pub(crate) fn new<S: Into<String>>(args: impl IntoIterator<Item = S>, log_dir: &Path) -> Self {
         let mut env = BTreeMap::new();
         env.insert("RUST_LOG".to_owned(), Some("info".to_owned()));
         DaemonProcess {
@@ -51,7 +51,7 @@ impl DaemonProcess {
 
     /// `dosetrack run --broker mqtt://{host}:{port} --database {db}
     /// --topic-prefix {prefix} --client-id {client_id}`, plus `extra`.
-    pub fn run(
+    pub(crate) fn run(
         broker: (&str, u16),
         db: &Path,
         prefix: &str,
@@ -75,27 +75,27 @@ impl DaemonProcess {
     }
 
     /// Set `key` in the daemon's environment (every start).
-    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+    pub(crate) fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         let value = value.as_ref().to_str().unwrap().to_owned();
         self.env.insert(key.to_owned(), Some(value));
         self
     }
 
     /// Remove `key` from the daemon's environment (every start).
-    pub fn env_remove(mut self, key: &str) -> Self {
+    pub(crate) fn env_remove(mut self, key: &str) -> Self {
         self.env.insert(key.to_owned(), None);
         self
     }
 
     /// Start a new run (the previous one must have ended: killed, waited
     /// for, or exited by itself).
-    pub fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         self.spawn_with_env(&[]);
     }
 
     /// Start a new run with `extra` set in its environment, for this run
     /// only (a failpoint, say).
-    pub fn spawn_with_env(&mut self, extra: &[(&str, &str)]) {
+    pub(crate) fn spawn_with_env(&mut self, extra: &[(&str, &str)]) {
         assert!(!self.running(), "the daemon is already running");
         self.runs += 1;
         let log = std::fs::File::create(self.log_path()).unwrap();
@@ -117,23 +117,23 @@ impl DaemonProcess {
     }
 
     /// How many times it was started.
-    pub fn runs(&self) -> u32 {
+    pub(crate) fn runs(&self) -> u32 {
         self.runs
     }
 
     /// A run was started and not yet waited for (by [`kill9`](Self::kill9),
     /// [`wait_exit`](Self::wait_exit) or a terminate).
-    pub fn spawned(&self) -> bool {
+    pub(crate) fn spawned(&self) -> bool {
         self.child.is_some()
     }
 
     /// The running process's id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("the daemon runs").id()
     }
 
     /// SIGKILL and wait (nothing when it does not run).
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -141,7 +141,7 @@ impl DaemonProcess {
     }
 
     /// `kill -{sig}` (`"HUP"`, `"TERM"`); the signal must be delivered.
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let pid = self.pid().to_string();
         assert!(Command::new("kill")
             .args([&format!("-{sig}"), &pid])
@@ -151,7 +151,7 @@ impl DaemonProcess {
     }
 
     /// Started and not ended.
-    pub fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         self.child
             .as_mut()
             .is_some_and(|c| c.try_wait().unwrap().is_none())
@@ -159,7 +159,7 @@ impl DaemonProcess {
 
     /// Wait for the process to end by itself (a signal sent, a failpoint's
     /// abort); past `timeout`, kill it and panic with the log.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let mut c = self.child.take().expect("the daemon was started");
         let deadline = Instant::now() + timeout;
         loop {
@@ -179,13 +179,13 @@ impl DaemonProcess {
     }
 
     /// SIGTERM and wait up to 60 s for the exit.
-    pub fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         self.terminate_within(Duration::from_secs(60))
     }
 
     /// SIGTERM and wait up to `timeout` for the exit (else kill and panic
     /// with the log). A run that has already ended gives its status.
-    pub fn terminate_within(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn terminate_within(&mut self, timeout: Duration) -> ExitStatus {
         if self.running() {
             let pid = self.pid().to_string();
             let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -194,17 +194,17 @@ impl DaemonProcess {
     }
 
     /// The current (latest) run's log file.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.log_dir.join(format!("daemon-{}.log", self.runs))
     }
 
     /// The current run's log.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// The last `bytes` of the current run's log (whole characters).
-    pub fn log_tail(&self, bytes: usize) -> String {
+    pub(crate) fn log_tail(&self, bytes: usize) -> String {
         let text = self.log_text();
         let mut start = text.len().saturating_sub(bytes);
         while !text.is_char_boundary(start) {
@@ -216,7 +216,7 @@ impl DaemonProcess {
     /// Wait for a line of the current run's log containing `what`, and
     /// return it; panic (with the log) when the daemon exits first or
     /// `timeout` passes.
-    pub fn wait_log(&mut self, what: &str, timeout: Duration) -> String {
+    pub(crate) fn wait_log(&mut self, what: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let ended = !self.running();
@@ -246,13 +246,13 @@ impl Drop for DaemonProcess {
 
 /// A simulated systemd notify socket, `notify.sock` in a directory: every
 /// line received (`READY=1`, `STATUS=…`, `WATCHDOG=1`), with its time.
-pub struct NotifySocket {
+pub(crate) struct NotifySocket {
     pub path: PathBuf,
     got: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl NotifySocket {
-    pub fn bind(dir: &Path) -> NotifySocket {
+    pub(crate) fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -272,17 +272,17 @@ impl NotifySocket {
     }
 
     /// Every line so far, with the time it arrived.
-    pub fn lines(&self) -> Vec<(Instant, String)> {
+    pub(crate) fn lines(&self) -> Vec<(Instant, String)> {
         self.got.lock().unwrap().clone()
     }
 
     /// Every line so far.
-    pub fn texts(&self) -> Vec<String> {
+    pub(crate) fn texts(&self) -> Vec<String> {
         self.lines().into_iter().map(|(_, l)| l).collect()
     }
 
     /// When `line` first arrived.
-    pub fn first_at(&self, line: &str) -> Option<Instant> {
+    pub(crate) fn first_at(&self, line: &str) -> Option<Instant> {
         self.lines()
             .into_iter()
             .find(|(_, l)| l == line)
@@ -291,7 +291,12 @@ impl NotifySocket {
 
     /// Wait for a line matching `pred` and return it; panic (with every
     /// line) after `timeout`.
-    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some((_, l)) = self.lines().into_iter().find(|(_, l)| pred(l)) {
@@ -303,7 +308,7 @@ impl NotifySocket {
     }
 
     /// Times of the `WATCHDOG=1` pings after `since`.
-    pub fn pings_since(&self, since: Instant) -> Vec<Instant> {
+    pub(crate) fn pings_since(&self, since: Instant) -> Vec<Instant> {
         self.lines()
             .into_iter()
             .filter(|(t, l)| *t >= since && l == "WATCHDOG=1")

@@ -11,8 +11,8 @@
 //! 127.0.0.1:1883. Every test uses its own client ids and topic prefix.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
-pub mod blocking;
-pub mod daemon;
+pub(crate) mod blocking;
+pub(crate) mod daemon;
 
 use dosetrack::mqtt::{spawn_ingest, BrokerConfig, Incoming, IngestHandle, MqttError};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Log to the test output with `RUST_LOG=dosetrack=debug`.
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -35,7 +35,7 @@ pub fn init_tracing() {
 }
 
 /// The shared broker.
-pub fn shared_broker() -> (String, u16) {
+pub(crate) fn shared_broker() -> (String, u16) {
     let addr = std::env::var("DOSETRACK_TEST_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".into());
     let (host, port) = addr
         .rsplit_once(':')
@@ -44,7 +44,7 @@ pub fn shared_broker() -> (String, u16) {
 }
 
 /// A name no other test (or earlier run) uses.
-pub fn unique(tag: &str) -> String {
+pub(crate) fn unique(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -59,14 +59,14 @@ pub fn unique(tag: &str) -> String {
 
 /// A broker config for tests: short drain so shutdowns with unacked inputs
 /// stay quick.
-pub fn config(host: &str, port: u16, client_id: &str) -> BrokerConfig {
+pub(crate) fn config(host: &str, port: u16, client_id: &str) -> BrokerConfig {
     let mut c = BrokerConfig::new(host, port, client_id);
     c.drain_timeout = Duration::from_millis(500);
     c
 }
 
 /// A port nothing listens on (right now).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -76,7 +76,7 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP/1.1 GET to the daemon's `[http]` listener on loopback:
 /// (status, content type, body); `None` when nothing answers.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -103,7 +103,7 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String, String)> {
 }
 
 /// Poll `f` every 10 ms until it holds or `timeout` passes.
-pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
     loop {
         if f() {
@@ -118,7 +118,7 @@ pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
 
 /// Poll `pred` every 50 ms until it holds; panic naming `what` once
 /// `timeout` has passed (the blocking counterpart of [`wait_until`]).
-pub fn poll_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
+pub(crate) fn poll_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if pred() {
@@ -130,7 +130,7 @@ pub fn poll_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool)
 }
 
 /// A mosquitto process of the test's own, killed on drop.
-pub struct OwnBroker {
+pub(crate) struct OwnBroker {
     pub port: u16,
     pub dir: tempfile::TempDir,
     /// How many times [`restart`](Self::restart) started it again.
@@ -152,19 +152,19 @@ fn mosquitto_bin() -> PathBuf {
 
 impl OwnBroker {
     /// Start on a free port.
-    pub fn start(persistence: bool) -> OwnBroker {
+    pub(crate) fn start(persistence: bool) -> OwnBroker {
         OwnBroker::start_on(free_port(), persistence)
     }
 
     /// Start on `port`, logging everything to `mosquitto.log` in its dir.
-    pub fn start_on(port: u16, persistence: bool) -> OwnBroker {
+    pub(crate) fn start_on(port: u16, persistence: bool) -> OwnBroker {
         OwnBroker::start_with_on(port, &format!("persistence {persistence}\nlog_type all\n"))
     }
 
     /// Start on a free port with `extra` config lines (limits, log types,
     /// persistence) after the common ones: anonymous access on loopback,
     /// persistence and the log (`mosquitto.log`) in its dir.
-    pub fn start_with(extra: &str) -> OwnBroker {
+    pub(crate) fn start_with(extra: &str) -> OwnBroker {
         OwnBroker::start_with_on(free_port(), extra)
     }
 
@@ -180,7 +180,7 @@ impl OwnBroker {
 
     /// Start with the whole config `conf` (written to `mosquitto.conf` in
     /// `dir`), which listens on `port`; wait until it accepts connections.
-    pub fn start_config(port: u16, dir: tempfile::TempDir, conf: &str) -> OwnBroker {
+    pub(crate) fn start_config(port: u16, dir: tempfile::TempDir, conf: &str) -> OwnBroker {
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
         let mut b = OwnBroker {
             port,
@@ -214,7 +214,7 @@ impl OwnBroker {
     }
 
     /// SIGTERM (mosquitto saves its persistence file) and wait for the exit.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .arg("-TERM")
@@ -225,19 +225,19 @@ impl OwnBroker {
     }
 
     /// Start again on the same port with the same config and data.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.restart_after(Duration::ZERO);
     }
 
     /// Stop, stay down for `down`, start again (same port, config, data).
-    pub fn restart_after(&mut self, down: Duration) {
+    pub(crate) fn restart_after(&mut self, down: Duration) {
         self.stop();
         std::thread::sleep(down);
         self.launch();
         self.restarts += 1;
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 }
@@ -253,7 +253,7 @@ impl Drop for OwnBroker {
 
 /// A plain rumqttc client (clean session, automatic acks) that publishes and
 /// observes.
-pub struct TestClient {
+pub(crate) struct TestClient {
     pub client: AsyncClient,
     pub rx: mpsc::UnboundedReceiver<Publish>,
     pubacks: Arc<AtomicUsize>,
@@ -262,7 +262,7 @@ pub struct TestClient {
 }
 
 impl TestClient {
-    pub async fn connect(host: &str, port: u16, id: &str) -> TestClient {
+    pub(crate) async fn connect(host: &str, port: u16, id: &str) -> TestClient {
         let mut o = MqttOptions::new(id, host, port);
         o.set_max_packet_size(2 << 20, 2 << 20)
             .set_keep_alive(Duration::from_secs(30));
@@ -309,7 +309,7 @@ impl TestClient {
     }
 
     /// Subscribe at QoS 1 and wait for the SUBACK.
-    pub async fn subscribe(&self, filter: &str) {
+    pub(crate) async fn subscribe(&self, filter: &str) {
         let before = self.subacks.load(Ordering::SeqCst);
         self.client
             .subscribe(filter, QoS::AtLeastOnce)
@@ -323,7 +323,7 @@ impl TestClient {
     }
 
     /// Publish at QoS 1, in order, and wait for every PUBACK.
-    pub async fn publish_all(&self, msgs: &[(String, Vec<u8>)]) {
+    pub(crate) async fn publish_all(&self, msgs: &[(String, Vec<u8>)]) {
         let before = self.pubacks.load(Ordering::SeqCst);
         for (topic, payload) in msgs {
             self.client
@@ -341,7 +341,7 @@ impl TestClient {
     }
 
     /// The next message, if one comes within `timeout`.
-    pub async fn recv(&mut self, timeout: Duration) -> Option<Publish> {
+    pub(crate) async fn recv(&mut self, timeout: Duration) -> Option<Publish> {
         tokio::time::timeout(timeout, self.rx.recv())
             .await
             .ok()
@@ -356,7 +356,7 @@ impl Drop for TestClient {
 }
 
 /// A running ingest with its delivery channel.
-pub struct RunningIngest {
+pub(crate) struct RunningIngest {
     pub handle: IngestHandle,
     pub rx: mpsc::Receiver<Incoming>,
     pub task: JoinHandle<Result<(), MqttError>>,
@@ -364,7 +364,7 @@ pub struct RunningIngest {
 }
 
 impl RunningIngest {
-    pub fn start(cfg: BrokerConfig, prefix: &str, capacity: usize) -> RunningIngest {
+    pub(crate) fn start(cfg: BrokerConfig, prefix: &str, capacity: usize) -> RunningIngest {
         let (tx, rx) = mpsc::channel(capacity);
         let shutdown = CancellationToken::new();
         let (handle, task) = spawn_ingest(cfg, prefix.to_string(), tx, shutdown.clone());
@@ -377,7 +377,7 @@ impl RunningIngest {
     }
 
     /// Wait until `n` SUBACKs granted every input filter.
-    pub async fn wait_subscribed(&self, n: u64) {
+    pub(crate) async fn wait_subscribed(&self, n: u64) {
         let h = self.handle.clone();
         assert!(
             wait_until(Duration::from_secs(10), || h.stats().subscriptions >= n).await,
@@ -387,7 +387,7 @@ impl RunningIngest {
     }
 
     /// Wait until connected `n` times in all.
-    pub async fn wait_connections(&self, n: u64, timeout: Duration) {
+    pub(crate) async fn wait_connections(&self, n: u64, timeout: Duration) {
         let h = self.handle.clone();
         assert!(
             wait_until(timeout, || {
@@ -401,7 +401,7 @@ impl RunningIngest {
     }
 
     /// Exactly `n` inputs within `timeout` (fails on fewer).
-    pub async fn recv_n(&mut self, n: usize, timeout: Duration) -> Vec<Incoming> {
+    pub(crate) async fn recv_n(&mut self, n: usize, timeout: Duration) -> Vec<Incoming> {
         let end = tokio::time::Instant::now() + timeout;
         let mut got = Vec::with_capacity(n);
         while got.len() < n {
@@ -415,7 +415,7 @@ impl RunningIngest {
     }
 
     /// Fail if anything arrives within `wait`.
-    pub async fn expect_nothing(&mut self, wait: Duration) {
+    pub(crate) async fn expect_nothing(&mut self, wait: Duration) {
         if let Ok(Some(m)) = tokio::time::timeout(wait, self.rx.recv()).await {
             panic!(
                 "unexpected input on {}: {:?}",
@@ -426,7 +426,7 @@ impl RunningIngest {
     }
 
     /// Ack every input, in the order given.
-    pub async fn ack_all(&self, inputs: Vec<Incoming>) -> Vec<(String, Vec<u8>)> {
+    pub(crate) async fn ack_all(&self, inputs: Vec<Incoming>) -> Vec<(String, Vec<u8>)> {
         let mut seen = Vec::with_capacity(inputs.len());
         for m in inputs {
             seen.push((m.topic, m.payload.to_vec()));
@@ -436,7 +436,7 @@ impl RunningIngest {
     }
 
     /// Cancel and wait for the task's result.
-    pub async fn stop(self) -> Result<(), MqttError> {
+    pub(crate) async fn stop(self) -> Result<(), MqttError> {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
@@ -447,7 +447,7 @@ impl RunningIngest {
 
 /// `n` messages over the five input kinds (two sources each), interleaved;
 /// payload `{"id":"<topic-index>-<k>"}` where k counts per topic.
-pub fn input_messages(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn input_messages(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
     let topics = input_topics(prefix);
     let mut per_topic = vec![0usize; topics.len()];
     (0..n)
@@ -464,7 +464,7 @@ pub fn input_messages(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Two topics of each input kind.
-pub fn input_topics(prefix: &str) -> Vec<String> {
+pub(crate) fn input_topics(prefix: &str) -> Vec<String> {
     let mut v = Vec::new();
     for who in ["a", "b"] {
         v.push(format!("{prefix}/v1/patients/P-{who}/admit"));

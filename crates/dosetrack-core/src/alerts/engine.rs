@@ -11,8 +11,8 @@
 use super::lifecycle::Command;
 use super::rules::{self, DeviceFacts, PatientFacts};
 use super::{AlertBook, AlertMessage, Scope, TimerQueue};
+use super::{AlertWrite, CommandOutcome, OutboxKind, OutboxRow};
 use crate::contract::{AlertCommand, AlertScope, CommandAction};
-use crate::records::{AlertWrite, CommandOutcome, OutboxKind, OutboxRow};
 use crate::tracker::Tracker;
 use crate::vocab::TimeMs;
 use std::collections::BTreeSet;

@@ -14,6 +14,7 @@
 //!   daemon wakes for the earliest instead of scanning every patient.
 //! * [`engine`] composes the three over the tracker and turns the result
 //!   into one atomic store write (records, messages, outbox rows).
+//! * [`write`](AlertWrite) is the one atomic store write the engine returns.
 //! * [`details`] types each rule's numbers (the messages' `details`).
 //! * [`report`] computes the alarm-burden report from stored lifecycle
 //!   messages.
@@ -27,12 +28,14 @@ pub mod lifecycle;
 pub mod report;
 pub mod rules;
 pub mod timers;
+mod write;
 
 pub use details::{AlertDetails, LifecycleNotes, RuleDetails};
 pub use engine::AlertEngine;
 pub use lifecycle::{AlertBook, AlertMessage, AlertRecord, CommandError};
 pub use rules::{evaluate, DeviceFacts, Evaluation, PatientFacts};
 pub use timers::TimerQueue;
+pub use write::{AlertWrite, CommandOutcome, OutboxKind, OutboxRow};
 
 use crate::vocab::{Route, TimeMs};
 use serde::{Deserialize, Serialize};

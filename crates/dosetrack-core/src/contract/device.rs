@@ -2,13 +2,14 @@
 //! their fields, pump rates in either form, and their validation.
 
 use super::fields::{
-    boolean, closed_name, excerpt, join_names, name, number, optional, required, required_id,
-    required_time, string, text,
+    boolean, closed_name, excerpt, name, number, optional, required, required_id, required_time,
+    string, text,
 };
 use super::limits::{
     AMOUNT_MG, CONCENTRATION_MG_PER_ML, DELIVERED_TOTAL_MG, RATE_AGREEMENT_REL_TOL, RATE_MG_PER_H,
     RATE_ML_PER_H, RELEASE_RATE_MG_PER_H, SKIN_TEMP_C, TEXT_MAX_CHARS, WEAR_H,
 };
+use super::names::join_names;
 use super::names::{AlarmCode, BolusSource, ErrorCode, StopReason};
 use super::rejection::{invalid, missing, Rejection};
 use crate::vocab::TimeMs;

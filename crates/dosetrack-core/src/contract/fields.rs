@@ -169,10 +169,6 @@ pub(super) fn closed_name<T>(
     })
 }
 
-pub(super) fn join_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    names.collect::<Vec<_>>().join(", ")
-}
-
 /// Input text quoted in a message: at most 64 characters, control
 /// characters escaped.
 pub(super) fn excerpt(s: &str) -> String {

@@ -2,7 +2,6 @@
 //! reasons, bolus sources and device alarm codes (each an enum with its
 //! contract names, in contract order).
 
-use super::fields::join_names;
 use serde::Serialize;
 use std::fmt;
 
@@ -65,7 +64,7 @@ closed_set! {
         UnknownKind = "unknown_kind",
         /// The topic is not an input topic of this contract.
         BadTopic = "bad_topic",
-        /// Payload over [`MAX_PAYLOAD_BYTES`].
+        /// Payload over [`MAX_PAYLOAD_BYTES`](super::MAX_PAYLOAD_BYTES).
         TooLarge = "too_large",
         /// `time` too far ahead of the daemon's clock.
         ClockSkew = "clock_skew",
@@ -109,4 +108,8 @@ closed_set! {
         InfusionComplete = "infusion_complete",
         Other = "other",
     }
+}
+
+pub(super) fn join_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
 }

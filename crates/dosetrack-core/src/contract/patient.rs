@@ -2,13 +2,14 @@
 //! `…/doses` — their typed values and field-by-field validation.
 
 use super::fields::{
-    excerpt, join_names, name, number, optional, required, required_id, required_time, string,
+    excerpt, name, number, optional, required, required_id, required_time, string,
 };
 use super::json::type_name;
 use super::limits::{
     AGE_YEARS, AMOUNT_MG, COMEDICATIONS_MAX_ENTRIES, COMEDICATION_MAX_CHARS, DURATION_MIN,
     HEIGHT_CM, RATE_MG_PER_H, RELEASE_RATE_MG_PER_H, TARGET_NG_PER_ML, WEAR_H, WEIGHT_KG,
 };
+use super::names::join_names;
 use super::names::ErrorCode;
 use super::rejection::{invalid, Rejection};
 use crate::vocab::{Route, Setting, Sex, TimeMs};

@@ -371,7 +371,7 @@ impl DrugFile {
     /// Parse and validate drug-file text; `path_for_errors` only labels errors.
     pub fn from_toml_str(text: &str, path_for_errors: &Path) -> Result<Self, DrugFileError> {
         let path = path_for_errors.to_path_buf();
-        let ctx = validate::Ctx { path: &path };
+        let ctx = raw::Ctx { path: &path };
 
         // 1. Syntax.
         let table: toml::Table = toml::from_str(text).map_err(|e| DrugFileError::Parse {

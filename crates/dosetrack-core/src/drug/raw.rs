@@ -5,10 +5,16 @@
 //! error (an unknown or missing key, a wrong type) is reported with the
 //! dotted key path recovered from toml's error span, and its line/column.
 
-use super::validate::Ctx;
 use super::DrugFileError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Where the file being read came from (for error messages); the
+/// validation's context ([`super::validate`] adds its checks to it).
+pub(super) struct Ctx<'a> {
+    pub(super) path: &'a Path,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,14 +3,10 @@
 //! the dotted key (e.g. `models.domino.disposition.k10_per_min`).
 
 use super::raw::{
-    RawBounds, RawDisposition, RawEffectSite, RawFile, RawInteraction, RawModel, RawModelSelection,
-    RawRoute, RawSourced, RawTargets,
+    Ctx, RawBounds, RawDisposition, RawEffectSite, RawFile, RawInteraction, RawModel,
+    RawModelSelection, RawRoute, RawSourced, RawTargets,
 };
 use super::*;
-
-pub(super) struct Ctx<'a> {
-    pub(super) path: &'a Path,
-}
 
 /// Range rule for a sourced number.
 #[derive(Clone, Copy)]

@@ -178,7 +178,7 @@ pub(crate) mod test_support {
 
     /// Domino 1984 at 70 kg (stanpumpR / opentiva constants), with simple
     /// absorption for every extravascular route. For engine tests only.
-    pub fn domino_70kg() -> PkParams {
+    pub(crate) fn domino_70kg() -> PkParams {
         let ev = |f: f64, ka: f64, lag: f64| RouteParams {
             f,
             ka_per_min: Some(ka),

@@ -10,16 +10,16 @@ use dosetrack_core::pk::{Dosing, PkParams, RouteParams, Schedule, Solution, Syst
 use dosetrack_core::vocab::{Route, TimeMs};
 use std::sync::Arc;
 
-pub mod rk45;
-pub mod strategies;
+pub(crate) mod rk45;
+pub(crate) mod strategies;
 
-pub const MS_PER_H: i64 = 3_600_000;
-pub const MS_PER_MIN: i64 = 60_000;
+pub(crate) const MS_PER_H: i64 = 3_600_000;
+pub(crate) const MS_PER_MIN: i64 = 60_000;
 
 /// Parameters from clearances and volumes in per-hour units (as PKPDsim,
 /// Torsten and mrgsolve print them), converted to the engine's per-minute
 /// micro constants. Every extravascular route gets `ka_per_h` and `f`.
-pub fn from_per_hour(
+pub(crate) fn from_per_hour(
     cl: f64,
     v1: f64,
     q2: f64,
@@ -52,7 +52,7 @@ pub fn from_per_hour(
     }
 }
 
-pub fn solve(params: PkParams, dosing: &[Dosing]) -> Solution {
+pub(crate) fn solve(params: PkParams, dosing: &[Dosing]) -> Solution {
     let schedule = Schedule::build(&params, dosing).expect("valid dosing");
     Solution::new(
         Arc::new(System::new(params).expect("valid params")),
@@ -60,7 +60,7 @@ pub fn solve(params: PkParams, dosing: &[Dosing]) -> Solution {
     )
 }
 
-pub fn bolus(at_ms: TimeMs, route: Route, amount_mg: f64) -> Dosing {
+pub(crate) fn bolus(at_ms: TimeMs, route: Route, amount_mg: f64) -> Dosing {
     Dosing::Bolus {
         at_ms,
         route,
@@ -72,7 +72,7 @@ pub fn bolus(at_ms: TimeMs, route: Route, amount_mg: f64) -> Dosing {
 /// rounding or truncating `actual` to the printed number of decimals gives
 /// the printed value (the sources do both: Torsten's fixtures truncate).
 #[track_caller]
-pub fn assert_printed(actual: f64, printed: &str, what: &str) {
+pub(crate) fn assert_printed(actual: f64, printed: &str, what: &str) {
     let expected: f64 = printed.parse().expect("number");
     let decimals = printed.split('.').nth(1).map_or(0, str::len) as i32;
     let scale = 10f64.powi(decimals);

@@ -5,7 +5,7 @@
 
 /// Integrate `y' = f(t, y)` from `t0` to `t1`, in place, with relative
 /// tolerance `rtol` and absolute tolerance `atol` per component.
-pub fn integrate<F>(f: F, t0: f64, t1: f64, y: &mut [f64], rtol: f64, atol: f64)
+pub(crate) fn integrate<F>(f: F, t0: f64, t1: f64, y: &mut [f64], rtol: f64, atol: f64)
 where
     F: Fn(f64, &[f64], &mut [f64]),
 {

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::ops::{Range, RangeInclusive};
 
 /// The routes a single amount can be given by.
-pub const BOLUS_ROUTES: [Route; 7] = [
+pub(crate) const BOLUS_ROUTES: [Route; 7] = [
     Route::IvBolus,
     Route::Im,
     Route::Sc,
@@ -18,7 +18,7 @@ pub const BOLUS_ROUTES: [Route; 7] = [
 ];
 
 /// Where each random parameter is drawn from (rate constants per min).
-pub struct ParamRanges {
+pub(crate) struct ParamRanges {
     pub v1_l: Range<f64>,
     pub k10: Range<f64>,
     pub k12: Range<f64>,
@@ -36,7 +36,7 @@ pub struct ParamRanges {
 
 /// Random 1-, 2- or 3-compartment parameters; every extravascular route gets
 /// its own F, ka and lag.
-pub fn params(r: ParamRanges) -> impl Strategy<Value = PkParams> {
+pub(crate) fn params(r: ParamRanges) -> impl Strategy<Value = PkParams> {
     (
         1usize..=3,
         r.v1_l,
