@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz the pure intake (topic + payload -> decision) with cargo-fuzz:
 #   scripts/fuzz.sh [SECONDS]        (default 60; CI runs 60)
+#   scripts/fuzz.sh --build-only     (build the target; CI does this early,
+#                                     in the background)
 # Target fuzz/fuzz_targets/intake.rs, checks in fuzz/check.rs, seeds in
 # fuzz/corpus/intake (new interesting inputs are added there: commit the
 # small ones). A crash is written to fuzz/artifacts/intake/: copy it to
@@ -11,6 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+build_only=false
+if [ "${1:-}" = "--build-only" ]; then
+  build_only=true
+  shift
+fi
 seconds="${1:-60}"
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "fuzz: skipped: no nightly toolchain (rustup toolchain install nightly)"
@@ -22,6 +29,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 echo "fuzz: building the intake target"
 cargo +nightly fuzz build intake
+if $build_only; then
+  exit 0
+fi
 echo "fuzz: running intake for ${seconds} s"
 # -rss_limit_mb: the target runs the PK engine on accepted inputs. Inputs up
 # to libFuzzer's default max_len (4096 B, or the largest seed); over-size

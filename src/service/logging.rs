@@ -36,12 +36,30 @@ impl std::fmt::Debug for LogHandle {
 
 impl LogHandle {
     /// Apply a new filter (`info`, `dosetrack=debug,rumqttc=warn`).
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
-        let filter = EnvFilter::builder()
-            .parse(level)
-            .map_err(|e| format!("'{level}' is not a log filter: {e}"))?;
-        self.filter.reload(filter).map_err(|e| e.to_string())
+    pub fn set_level(&self, level: &str) -> Result<(), LogLevelError> {
+        let filter =
+            EnvFilter::builder()
+                .parse(level)
+                .map_err(|source| LogLevelError::NotAFilter {
+                    level: level.to_string(),
+                    source,
+                })?;
+        self.filter.reload(filter).map_err(LogLevelError::Reload)
     }
+}
+
+/// Why a new log level could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LogLevelError {
+    #[error("'{level}' is not a log filter: {source}")]
+    NotAFilter {
+        level: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// The subscriber holding the filter is gone (never expected while the
+    /// daemon runs).
+    #[error("{0}")]
+    Reload(tracing_subscriber::reload::Error),
 }
 
 /// Whether stderr is the stream systemd connected to the journal.
