@@ -5,6 +5,12 @@
 //!
 //! * the session: fixed client id, `clean_session = false`, QoS 1
 //!   subscriptions to [`input_filters`], manual acks;
+//! * the daemon's own outputs: the input filters cover the whole input
+//!   space (`patients/+/+`, …), which also matches the daemon's
+//!   `patients/{id}/state` and `…/alerts`. Those ([`Topics::is_own_output`])
+//!   are acknowledged in their turn and never delivered, without a log line
+//!   or a rejection: they are ours, and every other unknown leaf is
+//!   delivered (and rejected `unknown_topic` by the service);
 //! * delivery: each received PUBLISH becomes an [`Incoming`] on the caller's
 //!   bounded channel, in arrival order, without ever blocking the event loop
 //!   (keep-alives go on while the consumer is slow);
@@ -27,6 +33,7 @@
 use super::driver::{disconnect_and_wait, Driver, DriverMsg};
 use super::{input_filters, mqtt_options, BrokerConfig, ConnectionStats, MqttError, SharedStats};
 use crate::clock::Clock;
+use crate::contract::Topics;
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode};
 use std::collections::VecDeque;
@@ -156,6 +163,7 @@ async fn run(
     let logic = Logic {
         client_id: cfg.client_id.clone(),
         filters: input_filters(&prefix),
+        topics: Topics::new(&prefix),
         drain_timeout: cfg.drain_timeout,
         stats,
         current: None,
@@ -182,6 +190,8 @@ struct Conn {
 struct Logic {
     client_id: String,
     filters: Vec<String>,
+    /// Recognises the daemon's own outputs among what the filters match.
+    topics: Topics,
     drain_timeout: Duration,
     stats: Arc<SharedStats>,
     current: Option<Conn>,
@@ -278,7 +288,11 @@ impl Logic {
                     return;
                 }
                 match event {
-                    Event::Incoming(Packet::Publish(p)) => self.on_publish(generation, p),
+                    Event::Incoming(Packet::Publish(p)) => {
+                        if self.on_publish(generation, p) == Received::OwnOutput {
+                            self.send_ready_acks().await;
+                        }
+                    }
                     Event::Incoming(Packet::SubAck(s)) => {
                         let refused = s
                             .return_codes
@@ -312,16 +326,24 @@ impl Logic {
         }
     }
 
-    fn on_publish(&mut self, generation: u64, p: Publish) {
+    fn on_publish(&mut self, generation: u64, p: Publish) -> Received {
         if self.stopping {
             debug!(client_id = %self.client_id, topic = %p.topic,
                 "input received during shutdown; not delivered (the broker will redeliver it)");
-            return;
+            return Received::Input;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        trace!(client_id = %self.client_id, pkid = p.pkid, seq, "input received");
         let needs_ack = p.qos != QoS::AtMostOnce;
+        if self.topics.is_own_output(&p.topic) {
+            // Ours: acknowledged in its turn, never delivered.
+            if needs_ack {
+                self.acks.push(seq, p.pkid, p.qos);
+                self.acks.mark_done(seq);
+            }
+            return Received::OwnOutput;
+        }
+        trace!(client_id = %self.client_id, pkid = p.pkid, seq, "input received");
         if needs_ack {
             self.acks.push(seq, p.pkid, p.qos);
         } else if !self.warned_qos0 {
@@ -343,6 +365,7 @@ impl Logic {
                 needs_ack,
             },
         });
+        Received::Input
     }
 
     async fn on_ack(&mut self, token: AckToken) {
@@ -367,6 +390,14 @@ impl Logic {
                 return;
             }
         }
+        self.send_ready_acks().await;
+    }
+
+    /// Send the PUBACKs of the done inputs at the front of the queue.
+    async fn send_ready_acks(&mut self) {
+        let Some(conn) = &self.current else {
+            return;
+        };
         for (pkid, qos) in self.acks.pop_ready() {
             trace!(client_id = %self.client_id, pkid, "PUBACK");
             let mut p = Publish::new("", qos, Vec::new());
@@ -439,6 +470,15 @@ impl Logic {
             Some(true) => info!(client_id = %self.client_id, "ingest disconnected cleanly"),
         }
     }
+}
+
+/// What [`Logic::on_publish`] made of a PUBLISH.
+#[derive(Debug, PartialEq, Eq)]
+enum Received {
+    /// Delivered (or left for the broker to redeliver).
+    Input,
+    /// The daemon's own output: done at once, not delivered.
+    OwnOutput,
 }
 
 /// Received QoS 1/2 inputs of one connection, in arrival order, each marked

@@ -43,3 +43,4 @@ mod reload;
 mod schemas;
 mod soak;
 mod systemd_service;
+mod traffic_trust;

@@ -62,7 +62,7 @@ pub use patient::{
 pub use payload::{check_clock_skew, check_past_age, parse_payload, Input};
 pub use rejection::Rejection;
 pub use simulation::{parse_simulation_line, SimulationInput};
-pub use topic::{parse_topic, prefix_of, AlertScope, InputTopic, Topics, VERSION};
+pub use topic::{parse_topic, prefix_of, topic_source, AlertScope, InputTopic, Topics, VERSION};
 
 #[cfg(test)]
 mod tests;

@@ -74,6 +74,11 @@ closed_set! {
         /// the configured allow-list (`[devices]`; an empty list accepts
         /// every device).
         UnknownDevice = "unknown_device",
+        /// dosetrack's addition: a topic under the input space
+        /// (`patients/{id}/…`, `devices/{id}/…`, `alerts/{id}/…`) whose leaf
+        /// is neither an input nor one of the daemon's outputs, e.g.
+        /// `patients/P-1/dose`.
+        UnknownTopic = "unknown_topic",
     }
 }
 

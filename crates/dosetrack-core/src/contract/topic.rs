@@ -16,6 +16,7 @@
 //! | `status` (retained) | out | [`Topics::status`] |
 
 use super::fields::{excerpt, is_name, name_requirement};
+use super::names::ErrorCode;
 use super::rejection::{bad_topic, Rejection};
 use serde::Serialize;
 
@@ -131,16 +132,41 @@ impl Topics {
         format!("{}/status", self.root)
     }
 
-    /// The subscriptions of the ingest connection: one filter per input
-    /// topic kind, in contract order.
+    /// The subscriptions of the ingest connection: the whole input space,
+    /// one filter per collection (`patients/+/+`, `devices/+/+`,
+    /// `alerts/+/+`), so that a message on an unknown leaf (a misspelt
+    /// `patients/P-1/dose`) reaches the daemon and is rejected
+    /// `unknown_topic` instead of being dropped by the broker unseen. They
+    /// also match two of the daemon's own outputs (`patients/{id}/state`,
+    /// `…/alerts`): the ingest ignores those ([`Topics::is_own_output`]).
     pub fn input_filters(&self) -> Vec<String> {
-        vec![
-            self.admit("+"),
-            self.discharge("+"),
-            self.doses("+"),
-            self.device_events("+"),
-            self.alert_commands("+"),
-        ]
+        ["patients", "devices", "alerts"]
+            .iter()
+            .map(|c| format!("{}/{c}/+/+", self.root))
+            .collect()
+    }
+
+    /// Whether `topic` is one of the daemon's own output topics under this
+    /// prefix (state, alerts, alerts/active, rejected, status): the ingest
+    /// acknowledges and ignores it without a trace, because the daemon
+    /// published it (its input filters match `patients/{id}/state` and
+    /// `…/alerts`).
+    pub fn is_own_output(&self, topic: &str) -> bool {
+        let Some(rest) = topic
+            .strip_prefix(self.root.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
+        matches!(
+            segments.as_slice(),
+            ["patients", _, "state" | "alerts"]
+                | ["patients" | "devices", _, "alerts", "active"]
+                | ["devices", _, "alerts"]
+                | ["rejected"]
+                | ["status"]
+        )
     }
 
     fn patient(&self, patient_id: &str, leaf: &str) -> String {
@@ -167,11 +193,33 @@ pub fn prefix_of(topic: &str) -> Option<&str> {
         .and_then(|i| topic.get(..i))
 }
 
+/// Who a topic speaks for, for logs and listings: `patients/{id}`,
+/// `devices/{id}` or `alerts/{id}` for a topic of the input space's shape
+/// (whatever its leaf), else the topic itself.
+pub fn topic_source(topic: &str) -> &str {
+    let marker = format!("/{VERSION}/");
+    let Some(start) = topic.find(&marker).map(|i| i + marker.len()) else {
+        return topic;
+    };
+    let rest = topic.get(start..).unwrap_or_default();
+    let mut parts = rest.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("patients" | "devices" | "alerts"), Some(id), Some(_)) if !id.is_empty() => {
+            let end = start + rest.find('/').unwrap_or(0) + 1 + id.len();
+            topic.get(start..end).unwrap_or(topic)
+        }
+        _ => topic,
+    }
+}
+
 /// Parse an input topic: `{prefix}/v1/patients/{patient_id}/admit|discharge|doses`,
 /// `{prefix}/v1/devices/{device_id}/events`, `{prefix}/v1/alerts/{alert_id}/commands`.
 ///
-/// Anything else is `bad_topic`; an identifier that breaks the name rule
-/// is `bad_topic` with the identifier's name as field.
+/// A topic `patients|devices|alerts/{id}/{leaf}` whose leaf is neither an
+/// input nor an output of the daemon is `unknown_topic` (dosetrack's
+/// addition; e.g. `patients/P-1/dose`). Anything else is `bad_topic`; an
+/// identifier that breaks the name rule is `bad_topic` with the
+/// identifier's name as field.
 pub fn parse_topic(prefix: &str, topic: &str) -> Result<InputTopic, Rejection> {
     let expected_start = format!("{prefix}/{VERSION}/");
     let Some(rest) = topic.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
@@ -220,13 +268,10 @@ pub fn parse_topic(prefix: &str, topic: &str) -> Result<InputTopic, Rejection> {
                 }),
                 "state" => output("patients/{patient_id}/state"),
                 "alerts" => output("patients/{patient_id}/alerts"),
-                other => Err(bad_topic(
-                    None,
-                    format!(
-                        "unknown patient topic '{}': a patient input topic ends in \
-                         admit, discharge or doses",
-                        excerpt(other)
-                    ),
+                other => Err(unknown_topic(
+                    topic,
+                    other,
+                    "a patient input topic ends in admit, discharge or doses",
                 )),
             }
         }
@@ -239,6 +284,16 @@ pub fn parse_topic(prefix: &str, topic: &str) -> Result<InputTopic, Rejection> {
         ["alerts", id, "commands"] => Ok(InputTopic::AlertCommand {
             alert_id: topic_name("alert_id", id)?,
         }),
+        ["devices", _, leaf] => Err(unknown_topic(
+            topic,
+            leaf,
+            "a device input topic ends in events",
+        )),
+        ["alerts", _, leaf] => Err(unknown_topic(
+            topic,
+            leaf,
+            "an alert input topic ends in commands",
+        )),
         ["rejected"] => output("rejected"),
         ["status"] => output("status"),
         [collection @ ("patients" | "devices" | "alerts"), ..] => {
@@ -265,6 +320,20 @@ pub fn parse_topic(prefix: &str, topic: &str) -> Result<InputTopic, Rejection> {
         )),
         [] => Err(bad_topic(None, "empty topic")),
     }
+}
+
+/// `unknown_topic`: a topic of the input space's shape
+/// (`{collection}/{id}/{leaf}`) whose leaf is not an input.
+fn unknown_topic(topic: &str, leaf: &str, expected: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::UnknownTopic,
+        None,
+        format!(
+            "unknown topic '{}': no input ends in '{}'; {expected}",
+            excerpt(topic),
+            excerpt(leaf)
+        ),
+    )
 }
 
 fn topic_name(field: &str, text: &str) -> Result<String, Rejection> {
