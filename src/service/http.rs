@@ -14,6 +14,20 @@
 //!
 //! It owns binding the listener (a failure names `http.listen`), serving
 //! until stopped, and what each endpoint reads from the daemon's edges.
+//!
+//! Slow or hostile clients cannot exhaust the daemon's descriptors (its own
+//! accept loop, hyper's HTTP/1 connection):
+//!
+//! * a request's headers must arrive within [`HEADER_READ_TIMEOUT`], and an
+//!   idle keep-alive connection is closed after the same time (hyper starts
+//!   that timer whenever it waits for a request head);
+//! * at most [`MAX_CONNECTIONS`] connections are open. A new connection
+//!   beyond that closes the oldest one that is not in the middle of a
+//!   request (half-sent headers or idle keep-alive), so a flood of
+//!   half-sent requests cannot keep `/healthz` out; when every open
+//!   connection is busy, the new one is closed at once;
+//! * an accept error (out of descriptors) is logged (at most once a minute)
+//!   and retried after a short pause instead of spinning.
 
 use crate::clock::Clock;
 use crate::mqtt::{IngestHandle, Publisher};
@@ -27,17 +41,31 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How long `/healthz` waits for the writer thread to answer a ping.
 const WRITER_PROBE: Duration = Duration::from_secs(1);
+
+/// A request's headers must arrive within this time; an idle keep-alive
+/// connection is closed after it too.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most connections open at once (each is a descriptor; the unit's
+/// `LimitNOFILE` leaves room for many more).
+pub(crate) const MAX_CONNECTIONS: usize = 128;
+
+/// How long to pause accepting after an accept error (out of descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The listener could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -110,15 +138,139 @@ pub(super) fn spawn(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(shared);
-    info!(addr = ?addr, "health and metrics listener started (/healthz, /metrics)");
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "health and metrics listener failed");
+    info!(
+        addr = addr.map(tracing::field::display),
+        max_connections = MAX_CONNECTIONS,
+        header_read_timeout_s = HEADER_READ_TIMEOUT.as_secs(),
+        "health and metrics listener started (/healthz, /metrics)"
+    );
+    tokio::spawn(serve(listener, app, stop))
+}
+
+/// The open connections, oldest first (by id).
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: BTreeMap<u64, Conn>,
+}
+
+struct Conn {
+    /// A request is being answered (its head was read, its response not
+    /// yet written).
+    busy: Arc<AtomicBool>,
+    /// Closes the connection.
+    close: CancellationToken,
+}
+
+impl Connections {
+    /// Make room for one more: close the oldest connection not answering a
+    /// request. False when every open connection is busy.
+    fn make_room(&mut self) -> bool {
+        if self.open.len() < MAX_CONNECTIONS {
+            return true;
         }
-    })
+        let oldest_idle = self
+            .open
+            .iter()
+            .find(|(_, c)| !c.busy.load(Ordering::Acquire))
+            .map(|(id, _)| *id);
+        match oldest_idle.and_then(|id| self.open.remove(&id)) {
+            Some(c) => {
+                c.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The accept loop: one task per connection, at most [`MAX_CONNECTIONS`].
+async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
+    let conns = Arc::new(Mutex::new(Connections::default()));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let mut last_error_log: Option<Instant> = None;
+    let mut suppressed_errors = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    warn!(error = %e, suppressed = suppressed_errors,
+                        "health and metrics listener cannot accept a connection (out of descriptors?); retrying");
+                    last_error_log = Some(Instant::now());
+                    suppressed_errors = 0;
+                } else {
+                    suppressed_errors += 1;
+                }
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let busy = Arc::new(AtomicBool::new(false));
+        let close = stop.child_token();
+        let id = {
+            let Ok(mut c) = conns.lock() else { break };
+            if !c.make_room() {
+                debug!(%peer, "http connection refused: every connection is busy");
+                continue;
+            }
+            let id = c.next_id;
+            c.next_id += 1;
+            c.open.insert(
+                id,
+                Conn {
+                    busy: Arc::clone(&busy),
+                    close: close.clone(),
+                },
+            );
+            id
+        };
+        let router = app.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let mut router = router.clone();
+            let busy = Arc::clone(&busy);
+            busy.store(true, Ordering::Release);
+            async move {
+                let response = tower_service::Service::call(&mut router, req).await;
+                busy.store(false, Ordering::Release);
+                response
+            }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let conns = Arc::clone(&conns);
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                r = connection.as_mut() => {
+                    if let Err(e) = r {
+                        debug!(%peer, error = %e, "http connection ended");
+                    }
+                }
+                _ = close.cancelled() => {
+                    debug!(%peer, "http connection closed (connection cap or shutdown)");
+                }
+            }
+            if let Ok(mut c) = conns.lock() {
+                c.open.remove(&id);
+            }
+        });
+    }
+    // Close every open connection.
+    let open = match conns.lock() {
+        Ok(mut c) => std::mem::take(&mut c.open),
+        Err(_) => BTreeMap::new(),
+    };
+    for conn in open.values() {
+        conn.close.cancel();
+    }
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
