@@ -9,7 +9,7 @@ mod cli;
 
 use clap::Parser as _;
 use cli::args::{AlertsCommand, Cli, Command, DbCommand, ModelCommand};
-use cli::{alerts, offline, read, service, sim};
+use cli::{alerts, offline, read, rejected, service, sim};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -44,6 +44,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Command::Patients(a) => read::patients(&a, out),
         Command::History(a) => read::history(&f, &a, out),
         Command::Events(a) => read::events(&a, out),
+        Command::Rejected(a) => rejected::rejected(&a, out),
         Command::SimulateDevices(a) => sim::simulate_devices(&a),
         Command::Alerts(AlertsCommand::Report(a)) => alerts::report(&a, out),
         Command::Alerts(AlertsCommand::List(a)) => alerts::list(&a, out),

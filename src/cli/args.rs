@@ -57,6 +57,9 @@ pub(crate) enum Command {
     History(HistoryArgs),
     /// Every stored input of a patient, one per line.
     Events(EventsArgs),
+    /// Rejected inputs from the database, oldest first: time, source,
+    /// topic, code, field, message (safe while the service runs).
+    Rejected(RejectedArgs),
     /// Publish a simulated ward's pump, patch and medication-record traffic
     /// to a broker (for demos and load tests).
     SimulateDevices(SimulateDevicesArgs),
@@ -307,6 +310,20 @@ pub(crate) struct HistoryArgs {
 #[derive(Args, Debug)]
 pub(crate) struct EventsArgs {
     pub(crate) patient_id: String,
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub(crate) format: TableFormat,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RejectedArgs {
+    /// Only rejections received at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) since: Option<String>,
+    /// At most this many (the newest).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
     #[command(flatten)]
     pub(crate) db: DbArgs,
     #[arg(long, value_enum, default_value = "csv")]

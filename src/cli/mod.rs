@@ -4,6 +4,7 @@
 //! - [`args`]: the clap definition of every subcommand;
 //! - [`offline`]: `simulate`, `forecast`, `model show|list`, `demo --offline`;
 //! - [`read`]: `patients`, `history`, `events` (read-only database commands);
+//! - [`rejected`]: `rejected`, the stored rejections (read-only);
 //! - [`alerts`]: `alerts report|list|ward-day`;
 //! - [`service`]: `run`, `check-config`, `db backup`, `generate`;
 //! - [`sim`]: `simulate-devices` and the live `demo`;
@@ -17,6 +18,7 @@ pub(crate) mod alerts;
 pub(crate) mod args;
 pub(crate) mod offline;
 pub(crate) mod read;
+pub(crate) mod rejected;
 pub(crate) mod runtime;
 pub(crate) mod service;
 pub(crate) mod sim;

@@ -12,8 +12,12 @@
 //! `journalctl -u dosetrack F_PATIENT_ID=P-1` works.
 //!
 //! `RUST_LOG`, when set, wins over `[log] level` at start.
+//!
+//! Text output is coloured only when stderr is a terminal: redirected to a
+//! file or a pipe it carries no ANSI escape codes.
 
 use crate::service::settings::LogFormat;
+use std::io::IsTerminal;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
@@ -117,8 +121,13 @@ pub fn init(format: LogFormat, level: &str) -> Option<LogHandle> {
     } else {
         None
     };
-    let text = (format == LogFormat::Text)
-        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Colour only on a terminal: a file, a pipe or a log collector gets
+    // plain text, never ANSI escape codes.
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+    });
     let json = (format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()

@@ -6,18 +6,84 @@
 //!
 //! Stage A checks with the drug file and limits in force
 //! ([`IntakeSettings`]; a reload replaces them).
+//!
+//! Every rejection is logged at warn ([`RejectionLog`]): source, topic,
+//! code, field, message — at most [`REJECTIONS_LOGGED_PER_MINUTE`] lines per
+//! source (`patients/{id}`, `devices/{id}`, …) per minute; the rest are
+//! counted and the count is logged when the minute is over. Every rejection
+//! is stored all the same (`dosetrack rejected` lists them).
 
+use crate::contract::topic_source;
 use crate::intake::{self, Intake, IntakeRules, RejectedNotice};
 use crate::mqtt::{AckToken, Incoming};
 use crate::patient::Formulary;
+use crate::records::RejectedRecord;
 use crate::service::metrics::Metrics;
 use crate::store::{Queued, StoreError, WriteOp, Writer};
 use crate::tracker::TrackedInput;
 use crate::vocab::TimeMs;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error};
+use tracing::{error, warn};
+
+/// Most rejection lines logged per source in one minute.
+pub(super) const REJECTIONS_LOGGED_PER_MINUTE: u32 = 10;
+
+/// Most sources tracked in one minute; beyond it, every further source
+/// shares one budget (a flood of made-up ids cannot grow the map).
+const MAX_SOURCES: usize = 1000;
+
+/// The rate limit of the rejection log lines.
+#[derive(Default)]
+pub(super) struct RejectionLog {
+    /// Per source this minute: lines logged, rejections not logged.
+    sources: HashMap<String, (u32, u64)>,
+}
+
+impl RejectionLog {
+    /// Log `r` at warn, unless its source has used up this minute's lines.
+    pub(super) fn rejected(&mut self, r: &RejectedRecord) {
+        let source = topic_source(&r.topic);
+        let key = if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(source) {
+            "(other sources)"
+        } else {
+            source
+        };
+        let entry = self.sources.entry(key.to_owned()).or_insert((0, 0));
+        if entry.0 >= REJECTIONS_LOGGED_PER_MINUTE {
+            entry.1 += 1;
+            return;
+        }
+        entry.0 += 1;
+        let last = entry.0 == REJECTIONS_LOGGED_PER_MINUTE;
+        warn!(
+            source = %source,
+            topic = %r.topic,
+            code = %r.code,
+            field = r.field.as_deref().map(tracing::field::display),
+            message = %r.message,
+            "input rejected{}",
+            if last {
+                "; further rejections from this source are counted, not logged, until the minute is over"
+            } else {
+                ""
+            }
+        );
+    }
+
+    /// The minute is over: log what was not logged, start a new minute.
+    pub(super) fn minute_over(&mut self) {
+        for (source, (_, suppressed)) in self.sources.drain() {
+            if suppressed > 0 {
+                warn!(source = %source, suppressed,
+                    "rejections not logged in the last minute (all stored: dosetrack rejected)");
+            }
+        }
+    }
+}
 
 /// What stage A checks new inputs with (replaced by a reload).
 #[derive(Clone)]
@@ -69,9 +135,17 @@ pub(super) struct StageA {
 /// Receive until `shutdown` is cancelled, the deliveries end, or stage B
 /// has stopped.
 pub(super) async fn run(a: &mut StageA, shutdown: &CancellationToken) {
+    let mut rejection_log = RejectionLog::default();
+    let mut minute = tokio::time::interval(Duration::from_secs(60));
+    minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    minute.tick().await;
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = minute.tick() => {
+                rejection_log.minute_over();
+                continue;
+            }
             m = a.deliveries.recv() => match m {
                 Some(m) => m,
                 None => break,
@@ -111,7 +185,7 @@ pub(super) async fn run(a: &mut StageA, shutdown: &CancellationToken) {
                 }
             }
             Intake::Reject { record, notice } => {
-                debug!(topic = %incoming.topic, code = record.code.as_str(), "rejected");
+                rejection_log.rejected(&record);
                 let op = WriteOp::Rejected(record);
                 let write = a.writer.enqueue(op.clone()).await;
                 Pending::Reject { op, write, notice }

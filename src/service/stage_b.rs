@@ -662,7 +662,7 @@ async fn evaluate_alerts(
         return;
     }
     for m in &w.messages {
-        info!(alert_id = %m.alert_id, patient_id = ?m.patient_id, rule = %m.rule, phase = m.phase.as_str(), priority = m.priority.as_str(), "alert");
+        info!(alert_id = %m.alert_id, patient_id = m.patient_id.as_deref(), rule = %m.rule, phase = m.phase.as_str(), priority = m.priority.as_str(), "alert");
     }
     if !w.outbox.is_empty() {
         b.failpoints.hit(Failpoint::AlertsBeforeCommit);

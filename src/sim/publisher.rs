@@ -209,7 +209,7 @@ pub async fn publish_ward(
         speedup = spec.speedup,
         duration_ms = spec.duration_ms,
         sim_start = %format_rfc3339(sim_start),
-        rate_limit_per_s = ?spec.rate_limit_per_s,
+        rate_limit_per_s = spec.rate_limit_per_s,
         "devsim: connecting"
     );
     let close = CancellationToken::new();

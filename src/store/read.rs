@@ -292,6 +292,41 @@ impl Reader {
         Ok(rows)
     }
 
+    /// The newest `limit` rejections received at or after `since_ms` (all
+    /// of them when `None`), oldest first.
+    pub fn rejected_since(
+        &self,
+        since_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RejectedRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, topic, received_at_ms, code, field, message, payload, payload_len
+             FROM rejected WHERE received_at_ms >= ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let mut rows = stmt
+            .query_map(
+                params![
+                    since_ms.unwrap_or(i64::MIN),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    Ok(RejectedRow {
+                        seq: row.get(0)?,
+                        topic: row.get(1)?,
+                        received_at_ms: row.get(2)?,
+                        code: row.get(3)?,
+                        field: row.get(4)?,
+                        message: row.get(5)?,
+                        payload: row.get(6)?,
+                        payload_len: row.get(7)?,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
     /// Row counts, read in one snapshot.
     pub fn counts(&self) -> Result<Counts, StoreError> {
         let counts = self.conn.query_row(

@@ -479,7 +479,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<(WriteOp, Reply)>, stats: &S
             tracing::error!(
                 batch_len = len,
                 stage,
-                sqlite_code = ?code,
+                sqlite_code = code.map(tracing::field::debug),
                 error = %error,
                 "batch not stored; every op of it answered with an error"
             );
