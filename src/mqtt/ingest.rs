@@ -289,7 +289,8 @@ impl Logic {
                 }
                 match event {
                     Event::Incoming(Packet::Publish(p)) => {
-                        if self.on_publish(generation, p) == Received::OwnOutput {
+                        let received = self.on_publish(generation, p);
+                        if received == Received::OwnOutput {
                             self.send_ready_acks().await;
                         }
                     }
