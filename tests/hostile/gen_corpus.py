@@ -17,7 +17,9 @@ One case per line:
   field        the rejection's field (null when it has none)
   broker       false when Mosquitto cannot carry it to the daemon (a topic
                with a wildcard, a control character, or outside the
-               daemon's subscriptions): checked by the pure test only
+               daemon's subscriptions: patients/+/+, devices/+/+,
+               alerts/+/+, less its own outputs): checked by the pure test
+               only
   note         what the case is
 Times: {{now}}, {{now-90m}}, {{now+1h}}, {{now-31d}} (s, m, h, d) are
 rendered against the clock of the run (the pure test: 2026-11-27T10:00:00Z).
@@ -276,7 +278,12 @@ for topic, field, note in [
     ("patients/P+1/doses", "patient_id", "plus inside a segment"), ("patients/P#1/doses", "patient_id", "hash inside a segment"),
     ("Patients/P-H1/doses", None, "collection in upper case"),
 ]:
-    bad(topic, good_dose(), T, field, note, broker=False)
+    if note == "action without s":
+        # Kept in place (the ids after it do not move): an unknown leaf of the
+        # input space, which the daemon subscribes to (issue #13 item 11).
+        bad(topic, good_dose(), "unknown_topic", field, note)
+    else:
+        bad(topic, good_dose(), T, field, note, broker=False)
 
 # --- too_large ----------------------------------------------------------------------------
 L = "too_large"
@@ -336,6 +343,12 @@ case(PUMP2, {"id": "p2-2", "time": "{{now-5m}}", "kind": "heartbeat", "delivered
 case("patients/P-H3/admit", {"id": "adm-h3", "time": "{{now-20d}}", "weight_kg": 80}, note="admitted 20 days ago: late, within max_past_age_h")
 case("patients/P-H3/doses", {"id": "mar-h3-1", "time": "{{now-20d}}", "route": "oral", "amount_mg": 50}, note="a dose 20 days ago")
 case("patients/P-H3/discharge", {"id": "dis-h3", "time": "{{now-19d}}"}, note="discharged 19 days ago")
+
+# --- unknown_topic (issue #13 item 11; appended so earlier ids stay) -----------------------------
+K = "unknown_topic"
+bad("devices/pump-h1/event", {"id": "uk-1", "time": "{{now-10m}}", "kind": "heartbeat"}, K, None, "device events without s")
+bad("alerts/al-h1/ack", {"id": "uk-2", "time": "{{now-1m}}", "action": "acknowledge", "by": "rn-1"}, K, None, "an alert leaf that is not commands")
+bad("patients/P-H1/vitals", {"id": "uk-3", "time": "{{now-10m}}"}, K, None, "a patient leaf that is not an input")
 
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "corpus.jsonl"), "w") as f:
