@@ -89,7 +89,7 @@ impl From<rusqlite::Error> for ApplyError {
 }
 
 /// What became of an input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOutcome {
     /// New: stored with this `seq`, projections applied.
     Inserted { seq: i64 },
@@ -99,6 +99,12 @@ pub enum StoreOutcome {
     /// stored. The caller stores the message as rejected
     /// (`duplicate_conflict`), then acknowledges.
     Conflict { seq: i64 },
+    /// A device event naming another patient than the one its device is
+    /// associated with at the event's time, that cannot move the device
+    /// (`dosetrack_core::tracker::association_decision`): nothing stored.
+    /// The caller stores the message as rejected (`association_conflict`),
+    /// then acknowledges.
+    AssociationConflict { associated: String },
 }
 
 /// One unit of work for the writer; each is applied atomically (all of it
@@ -143,7 +149,7 @@ pub enum WriteOp {
 }
 
 /// The answer to a [`WriteOp`], given after its batch committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteResult {
     /// For [`WriteOp::Input`].
     Input(StoreOutcome),

@@ -74,6 +74,12 @@ closed_set! {
         /// the configured allow-list (`[devices]`; an empty list accepts
         /// every device).
         UnknownDevice = "unknown_device",
+        /// dosetrack's addition: a device event whose `patient_id` names
+        /// another patient than the one the device is associated with at the
+        /// event's time, where the event cannot change the association (a
+        /// heartbeat, an alarm, or a delivery event other than
+        /// `infusion_started` / `patch_applied`).
+        AssociationConflict = "association_conflict",
     }
 }
 
