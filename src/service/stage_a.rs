@@ -112,7 +112,13 @@ pub(super) async fn run(a: &mut StageA, shutdown: &CancellationToken) {
             }
             Intake::Reject { record, notice } => {
                 debug!(topic = %incoming.topic, code = record.code.as_str(), "rejected");
-                let op = WriteOp::Rejected(record);
+                // The retained copy of a message is delivered again at
+                // every (re)subscription: stored once.
+                let op = if incoming.retain {
+                    WriteOp::RejectedRetained(record)
+                } else {
+                    WriteOp::Rejected(record)
+                };
                 let write = a.writer.enqueue(op.clone()).await;
                 Pending::Reject { op, write, notice }
             }

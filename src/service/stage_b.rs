@@ -478,20 +478,32 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                 }
                 stored
             }
-            Ok(WriteResult::Written | WriteResult::Pruned { .. }) => true,
+            Ok(WriteResult::Written | WriteResult::Pruned { .. } | WriteResult::AlreadyStored) => {
+                true
+            }
         },
         Pending::Reject { op, write, notice } => {
-            let done = committed(&b.writer, &b.health, &b.clock, write, &op)
-                .await
-                .is_ok();
-            if done {
-                b.summary.rejected += 1;
-                if let WriteOp::Rejected(r) = &op {
-                    b.metrics.rejected(r.code);
+            match committed(&b.writer, &b.health, &b.clock, write, &op).await {
+                Ok(WriteResult::AlreadyStored) => {
+                    // The broker's retained copy, delivered again at a
+                    // subscription: stored and announced the first time.
+                    b.summary.duplicates += 1;
+                    b.metrics.duplicate();
+                    debug!(
+                        "retained redelivery of a stored rejection; acknowledged, not stored again"
+                    );
+                    true
                 }
-                publish_rejected(b, &notice).await;
+                Ok(_) => {
+                    b.summary.rejected += 1;
+                    if let WriteOp::Rejected(r) | WriteOp::RejectedRetained(r) = &op {
+                        b.metrics.rejected(r.code);
+                    }
+                    publish_rejected(b, &notice).await;
+                    true
+                }
+                Err(_) => false,
             }
-            done
         }
     }
 }

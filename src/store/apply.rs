@@ -43,6 +43,13 @@ pub(super) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, Appl
             insert_rejected(conn, rec)?;
             Ok(WriteResult::Written)
         }
+        WriteOp::RejectedRetained(rec) => {
+            if rejection_stored(conn, rec)? {
+                return Ok(WriteResult::AlreadyStored);
+            }
+            insert_rejected(conn, rec)?;
+            Ok(WriteResult::Written)
+        }
         WriteOp::History(rows) => {
             upsert_history(conn, rows)?;
             Ok(WriteResult::Written)
@@ -381,6 +388,27 @@ fn refresh_patient(conn: &Connection, patient_id: &str) -> Result<(), ApplyError
         discharged_at
     ])?;
     Ok(())
+}
+
+/// Whether the same message (topic, code and kept bytes, full length) is
+/// already stored as rejected: the retained copy of a message is delivered
+/// again at every subscription. (A scan of `rejected`, made only for
+/// retained deliveries.)
+fn rejection_stored(conn: &Connection, rec: &RejectedRecord) -> Result<bool, ApplyError> {
+    let kept = &rec.payload[..rec.payload.len().min(REJECTED_PAYLOAD_KEEP_BYTES)];
+    let full_len = i64::try_from(rec.payload.len())
+        .map_err(|_| invalid("rejected payload length does not fit i64"))?;
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM rejected
+             WHERE topic = ?1 AND code = ?2 AND payload_len = ?3 AND payload = ?4 LIMIT 1",
+        )?
+        .query_row(
+            params![rec.topic, rec.code.as_str(), full_len, kept],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 fn insert_rejected(conn: &Connection, rec: &RejectedRecord) -> Result<(), ApplyError> {

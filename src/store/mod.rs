@@ -116,6 +116,11 @@ pub enum StoreOutcome {
 pub enum WriteOp {
     Input(InputRecord),
     Rejected(RejectedRecord),
+    /// A rejected message delivered with the retain flag (the broker's
+    /// retained copy, sent again at every subscription): stored unless the
+    /// same message (topic, code, bytes) is already stored, which answers
+    /// [`WriteResult::AlreadyStored`].
+    RejectedRetained(RejectedRecord),
     /// Upsert of concentration points (a recompute overwrites).
     History(Vec<HistoryRow>),
     /// Upsert of the last state message published for a patient.
@@ -155,6 +160,9 @@ pub enum WriteResult {
     Input(StoreOutcome),
     /// For every other op.
     Written,
+    /// For [`WriteOp::RejectedRetained`]: the same message was already
+    /// stored; nothing written.
+    AlreadyStored,
     /// For [`WriteOp::PruneHistory`]: the history rows deleted.
     Pruned { rows: u64 },
 }

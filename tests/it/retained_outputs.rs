@@ -27,10 +27,7 @@ fn sql_count(db: &Path, sql: &str) -> i64 {
 }
 
 fn watch(port: u16, prefix: &str, filters: &[&str]) -> BlockingClient {
-    let filters: Vec<String> = filters
-        .iter()
-        .map(|f| format!("{prefix}/v1/{f}"))
-        .collect();
+    let filters: Vec<String> = filters.iter().map(|f| format!("{prefix}/v1/{f}")).collect();
     BlockingClient::connect("127.0.0.1", port, &unique("watch"), &filters)
 }
 
@@ -58,7 +55,9 @@ fn the_retained_state_after_a_discharge_says_discharged() {
         dir.path(),
     );
     d.spawn();
-    poll_until("online", Duration::from_secs(20), || online_count(&c, &prefix) >= 1);
+    poll_until("online", Duration::from_secs(20), || {
+        online_count(&c, &prefix) >= 1
+    });
 
     let pub_ = |suffix: &str, v: Value| c.publish(format!("{prefix}/v1/{suffix}"), v.to_string());
     pub_(
@@ -80,9 +79,11 @@ fn the_retained_state_after_a_discharge_says_discharged() {
         json!({"id": "dis-1", "time": ago(60_000)}),
     );
     let n = c.json_on(&state).len();
-    poll_until("the state after the discharge", Duration::from_secs(20), || {
-        c.json_on(&state).len() > n
-    });
+    poll_until(
+        "the state after the discharge",
+        Duration::from_secs(20),
+        || c.json_on(&state).len() > n,
+    );
     std::thread::sleep(Duration::from_secs(1));
 
     // A dashboard connecting later.
@@ -90,7 +91,11 @@ fn the_retained_state_after_a_discharge_says_discharged() {
     poll_until("the retained state", Duration::from_secs(10), || {
         !late.json_on(&state).is_empty()
     });
-    let retained = late.received().into_iter().find(|m| m.topic == state).unwrap();
+    let retained = late
+        .received()
+        .into_iter()
+        .find(|m| m.topic == state)
+        .unwrap();
     assert!(retained.retain);
     assert_eq!(
         retained.json["discharged"],
@@ -119,7 +124,9 @@ fn a_retained_input_is_stored_once_across_restarts() {
         dir.path(),
     );
     d.spawn();
-    poll_until("online", Duration::from_secs(20), || online_count(&c, &prefix) >= 1);
+    poll_until("online", Duration::from_secs(20), || {
+        online_count(&c, &prefix) >= 1
+    });
     c.publish_retained(
         format!("{prefix}/v1/patients/P-R/admit"),
         json!({"id": "adm-r", "time": ago(H), "weight_kg": 70, "age_years": 40}).to_string(),

@@ -120,6 +120,11 @@ pub struct StateMessage {
     pub warnings: Vec<PatientWarning>,
     /// Drug-file keys of the assumed values this state rests on.
     pub assumptions: Vec<String>,
+    /// dosetrack's addition: `true` in a state published at or after the
+    /// patient's discharge (the last retained state says the patient is
+    /// no longer tracked); absent while the patient is in care.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub discharged: bool,
 }
 
 /// What a device event's `patient_id` does to the device's association
@@ -837,6 +842,7 @@ impl Tracker {
             assumes: crate::pk::FORECAST_ASSUMPTIONS,
             warnings: p.warnings.clone(),
             assumptions: p.assumptions.iter().map(|a| a.key.clone()).collect(),
+            discharged: self.discharged_at(patient_id).is_some_and(|t| t <= now_ms),
         })
     }
 }
