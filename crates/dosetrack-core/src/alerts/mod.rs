@@ -349,7 +349,9 @@ pub fn default_rule(rule: Rule) -> RuleSettings {
         Rule::DeviceSilent | Rule::DeviceFault => s(0, 30, false, Some(10.0)),
         Rule::Interaction | Rule::ModelDomain => s(0, 0, false, None),
         Rule::UnassignedInput => s(60, 0, false, Some(30.0)),
-        Rule::AssociationConflict => s(0, 0, false, Some(30.0)),
+        // Latched: an event, not a state; it stays until acknowledged (also
+        // across a restart, where the refusal is not replayed).
+        Rule::AssociationConflict => s(0, 0, true, Some(30.0)),
     }
 }
 
