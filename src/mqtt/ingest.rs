@@ -51,6 +51,9 @@ pub struct Incoming {
     pub payload: Bytes,
     /// System clock at receipt, ms since the Unix epoch.
     pub received_at_ms: i64,
+    /// The broker's retain flag: set when this is the retained copy sent
+    /// on (re)subscription, a redelivery of a message published earlier.
+    pub retain: bool,
     /// Give back through [`IngestHandle::ack`] once the input is stored.
     pub ack: AckToken,
 }
@@ -360,6 +363,7 @@ impl Logic {
             topic: p.topic,
             payload: p.payload,
             received_at_ms: self.clock.now_ms(),
+            retain: p.retain,
             ack: AckToken {
                 generation,
                 seq,

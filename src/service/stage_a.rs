@@ -186,7 +186,13 @@ pub(super) async fn run(a: &mut StageA, shutdown: &CancellationToken) {
             }
             Intake::Reject { record, notice } => {
                 rejection_log.rejected(&record);
-                let op = WriteOp::Rejected(record);
+                // The retained copy of a message is delivered again at
+                // every (re)subscription: stored once.
+                let op = if incoming.retain {
+                    WriteOp::RejectedRetained(record)
+                } else {
+                    WriteOp::Rejected(record)
+                };
                 let write = a.writer.enqueue(op.clone()).await;
                 Pending::Reject { op, write, notice }
             }

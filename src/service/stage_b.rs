@@ -438,21 +438,81 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                     Intake::Accept { .. } => false,
                 }
             }
-            Ok(WriteResult::Written | WriteResult::Pruned { .. }) => true,
+            Ok(WriteResult::Input(StoreOutcome::AssociationConflict { associated })) => {
+                let (device_id, named) = match (&tracked.topic, &tracked.input) {
+                    (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e)) => {
+                        (device_id.clone(), e.patient_id.clone().unwrap_or_default())
+                    }
+                    _ => (String::new(), String::new()),
+                };
+                warn!(
+                    device_id = %device_id,
+                    patient_id = %named,
+                    associated = %associated,
+                    "device event refused: it names another patient than the device's (association_conflict)"
+                );
+                let r = intake::reject(
+                    &topic,
+                    &payload,
+                    received_at_ms,
+                    crate::contract::Rejection {
+                        code: ErrorCode::AssociationConflict,
+                        field: Some("patient_id".to_owned()),
+                        message: format!(
+                            "device {device_id} is associated with another patient at this time; \
+                             a {} cannot change its association (only infusion_started or \
+                             patch_applied can)",
+                            intake_kind(&tracked.input)
+                        ),
+                    },
+                );
+                let stored = match r {
+                    Intake::Reject { record, notice } => store_rejection(b, record, notice).await,
+                    Intake::Accept { .. } => false,
+                };
+                if stored {
+                    if let Input::DeviceEvent(e) = &tracked.input {
+                        b.tracker.refused_event(&device_id, &associated, e);
+                        effects.scopes.insert(Scope::Patient(associated));
+                    }
+                }
+                stored
+            }
+            Ok(WriteResult::Written | WriteResult::Pruned { .. } | WriteResult::AlreadyStored) => {
+                true
+            }
         },
         Pending::Reject { op, write, notice } => {
-            let done = committed(&b.writer, &b.health, &b.clock, write, &op)
-                .await
-                .is_ok();
-            if done {
-                b.summary.rejected += 1;
-                if let WriteOp::Rejected(r) = &op {
-                    b.metrics.rejected(r.code);
+            match committed(&b.writer, &b.health, &b.clock, write, &op).await {
+                Ok(WriteResult::AlreadyStored) => {
+                    // The broker's retained copy, delivered again at a
+                    // subscription: stored and announced the first time.
+                    b.summary.duplicates += 1;
+                    b.metrics.duplicate();
+                    debug!(
+                        "retained redelivery of a stored rejection; acknowledged, not stored again"
+                    );
+                    true
                 }
-                publish_rejected(b, &notice).await;
+                Ok(_) => {
+                    b.summary.rejected += 1;
+                    if let WriteOp::Rejected(r) | WriteOp::RejectedRetained(r) = &op {
+                        b.metrics.rejected(r.code);
+                    }
+                    publish_rejected(b, &notice).await;
+                    true
+                }
+                Err(_) => false,
             }
-            done
         }
+    }
+}
+
+/// The kind of a device event, for messages.
+fn intake_kind(input: &Input) -> &'static str {
+    match input {
+        Input::DeviceEvent(e) => e.kind.kind_name(),
+        _ => "message",
     }
 }
 

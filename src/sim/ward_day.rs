@@ -669,6 +669,10 @@ impl Checker<'_> {
                 "no model_domain warning for the resolved patient",
             ),
             Rule::UnassignedInput => Ok(()),
+            Rule::AssociationConflict => require(
+                !self.tracker.refused_events(&pid, t).is_empty(),
+                "no refused event from a device associated with the patient",
+            ),
         }
     }
 

@@ -13,6 +13,7 @@ use super::{
     ApplyError, HistoryRow, InputRecord, Projection, RejectedRecord, Source, StoreError,
     StoreOutcome, WriteOp, WriteResult, REJECTED_PAYLOAD_KEEP_BYTES,
 };
+use dosetrack_core::tracker::{association_decision, AssociationDecision};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
@@ -39,6 +40,13 @@ pub(super) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, Appl
     match op {
         WriteOp::Input(rec) => apply_input(conn, rec).map(WriteResult::Input),
         WriteOp::Rejected(rec) => {
+            insert_rejected(conn, rec)?;
+            Ok(WriteResult::Written)
+        }
+        WriteOp::RejectedRetained(rec) => {
+            if rejection_stored(conn, rec)? {
+                return Ok(WriteResult::AlreadyStored);
+            }
             insert_rejected(conn, rec)?;
             Ok(WriteResult::Written)
         }
@@ -195,6 +203,10 @@ fn apply_input(conn: &Connection, rec: &InputRecord) -> Result<StoreOutcome, App
             StoreOutcome::Conflict { seq }
         });
     }
+    let association = association_of(conn, rec)?;
+    if let AssociationDecision::Conflict { associated } = association {
+        return Ok(StoreOutcome::AssociationConflict { associated });
+    }
 
     conn.prepare_cached(
         "INSERT INTO inputs (topic, source_kind, source_id, input_id, kind, patient_id,
@@ -216,11 +228,40 @@ fn apply_input(conn: &Connection, rec: &InputRecord) -> Result<StoreOutcome, App
         rec.parsed_json,
     ])?;
     let seq = conn.last_insert_rowid();
-    apply_projection(conn, rec, seq)?;
+    apply_projection(conn, rec, seq, &association)?;
     Ok(StoreOutcome::Inserted { seq })
 }
 
-fn apply_projection(conn: &Connection, rec: &InputRecord, seq: i64) -> Result<(), ApplyError> {
+/// What a device event does to its device's association (the core's rule
+/// over the stored association at the event's time); `Keep` for any other
+/// input.
+fn association_of(conn: &Connection, rec: &InputRecord) -> Result<AssociationDecision, ApplyError> {
+    let (
+        Projection::DeviceEvent {
+            patient_id: Some(patient_id),
+        },
+        Some(device_id),
+    ) = (&rec.projection, rec.device_id.as_deref())
+    else {
+        return Ok(AssociationDecision::Keep);
+    };
+    let current: Option<String> = conn
+        .prepare_cached(SQL_ASSOCIATION_AT)?
+        .query_row(params![device_id, rec.occurred_at_ms], |row| row.get(0))
+        .optional()?;
+    Ok(association_decision(
+        &rec.kind,
+        Some(patient_id),
+        current.as_deref(),
+    ))
+}
+
+fn apply_projection(
+    conn: &Connection,
+    rec: &InputRecord,
+    seq: i64,
+    association: &AssociationDecision,
+) -> Result<(), ApplyError> {
     match &rec.projection {
         Projection::None => Ok(()),
         Projection::Admit(admit) => {
@@ -269,25 +310,34 @@ fn apply_projection(conn: &Connection, rec: &InputRecord, seq: i64) -> Result<()
                      last_input_seq = excluded.last_input_seq",
             )?
             .execute(params![device_id, rec.occurred_at_ms, seq])?;
-            if let Some(patient_id) = patient_id {
-                let current: Option<String> = conn
-                    .prepare_cached(SQL_ASSOCIATION_AT)?
-                    .query_row(params![device_id, rec.occurred_at_ms], |row| row.get(0))
-                    .optional()?;
-                if current.as_deref() != Some(patient_id.as_str()) {
-                    conn.prepare_cached(
-                        "INSERT INTO device_associations (device_id, patient_id, from_ms, input_seq)
+            if let (Some(patient_id), AssociationDecision::Associate { previous }) =
+                (patient_id, association)
+            {
+                conn.prepare_cached(
+                    "INSERT INTO device_associations (device_id, patient_id, from_ms, input_seq)
                          VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![device_id, patient_id, rec.occurred_at_ms, seq])?;
-                    tracing::debug!(
-                        device_id,
-                        patient_id = patient_id.as_str(),
-                        previous = current.as_deref(),
-                        from_ms = rec.occurred_at_ms,
-                        "device association changed"
-                    );
-                }
+                )?
+                .execute(params![
+                    device_id,
+                    patient_id,
+                    rec.occurred_at_ms,
+                    seq
+                ])?;
+                match previous {
+                        Some(previous) => tracing::info!(
+                            device_id,
+                            patient_id = patient_id.as_str(),
+                            previous = previous.as_str(),
+                            from_ms = rec.occurred_at_ms,
+                            "device moved to another patient: what it was delivering to the previous patient ends here"
+                        ),
+                        None => tracing::debug!(
+                            device_id,
+                            patient_id = patient_id.as_str(),
+                            from_ms = rec.occurred_at_ms,
+                            "device associated with a patient"
+                        ),
+                    }
             }
             Ok(())
         }
@@ -338,6 +388,27 @@ fn refresh_patient(conn: &Connection, patient_id: &str) -> Result<(), ApplyError
         discharged_at
     ])?;
     Ok(())
+}
+
+/// Whether the same message (topic, code and kept bytes, full length) is
+/// already stored as rejected: the retained copy of a message is delivered
+/// again at every subscription. (A scan of `rejected`, made only for
+/// retained deliveries.)
+fn rejection_stored(conn: &Connection, rec: &RejectedRecord) -> Result<bool, ApplyError> {
+    let kept = &rec.payload[..rec.payload.len().min(REJECTED_PAYLOAD_KEEP_BYTES)];
+    let full_len = i64::try_from(rec.payload.len())
+        .map_err(|_| invalid("rejected payload length does not fit i64"))?;
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM rejected
+             WHERE topic = ?1 AND code = ?2 AND payload_len = ?3 AND payload = ?4 LIMIT 1",
+        )?
+        .query_row(
+            params![rec.topic, rec.code.as_str(), full_len, kept],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 fn insert_rejected(conn: &Connection, rec: &RejectedRecord) -> Result<(), ApplyError> {

@@ -89,7 +89,7 @@ impl From<rusqlite::Error> for ApplyError {
 }
 
 /// What became of an input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOutcome {
     /// New: stored with this `seq`, projections applied.
     Inserted { seq: i64 },
@@ -99,6 +99,12 @@ pub enum StoreOutcome {
     /// stored. The caller stores the message as rejected
     /// (`duplicate_conflict`), then acknowledges.
     Conflict { seq: i64 },
+    /// A device event naming another patient than the one its device is
+    /// associated with at the event's time, that cannot move the device
+    /// (`dosetrack_core::tracker::association_decision`): nothing stored.
+    /// The caller stores the message as rejected (`association_conflict`),
+    /// then acknowledges.
+    AssociationConflict { associated: String },
 }
 
 /// One unit of work for the writer; each is applied atomically (all of it
@@ -110,6 +116,11 @@ pub enum StoreOutcome {
 pub enum WriteOp {
     Input(InputRecord),
     Rejected(RejectedRecord),
+    /// A rejected message delivered with the retain flag (the broker's
+    /// retained copy, sent again at every subscription): stored unless the
+    /// same message (topic, code, bytes) is already stored, which answers
+    /// [`WriteResult::AlreadyStored`].
+    RejectedRetained(RejectedRecord),
     /// Upsert of concentration points (a recompute overwrites).
     History(Vec<HistoryRow>),
     /// Upsert of the last state message published for a patient.
@@ -143,12 +154,15 @@ pub enum WriteOp {
 }
 
 /// The answer to a [`WriteOp`], given after its batch committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteResult {
     /// For [`WriteOp::Input`].
     Input(StoreOutcome),
     /// For every other op.
     Written,
+    /// For [`WriteOp::RejectedRetained`]: the same message was already
+    /// stored; nothing written.
+    AlreadyStored,
     /// For [`WriteOp::PruneHistory`]: the history rows deleted.
     Pruned { rows: u64 },
 }

@@ -343,6 +343,8 @@ case(PUMP2, {"id": "p2-2", "time": "{{now-5m}}", "kind": "heartbeat", "delivered
 case("patients/P-H3/admit", {"id": "adm-h3", "time": "{{now-20d}}", "weight_kg": 80}, note="admitted 20 days ago: late, within max_past_age_h")
 case("patients/P-H3/doses", {"id": "mar-h3-1", "time": "{{now-20d}}", "route": "oral", "amount_mg": 50}, note="a dose 20 days ago")
 case("patients/P-H3/discharge", {"id": "dis-h3", "time": "{{now-19d}}"}, note="discharged 19 days ago")
+# association_conflict needs the store (the device's association): pump-h1 is P-H1's since now-160m.
+bad(PUMP, {"id": "ph-9", "time": "{{now-4m}}", "kind": "heartbeat", "patient_id": "P-H2"}, "association_conflict", "patient_id", "a heartbeat from P-H1's pump naming P-H2: never re-associates")
 
 # --- unknown_topic (issue #13 item 11; appended so earlier ids stay) -----------------------------
 K = "unknown_topic"

@@ -112,6 +112,7 @@ fn facts<'a>(pid: &'a str, d: &'a Derived, devices: &'a [DeviceFacts]) -> Patien
         discharged: false,
         devices,
         orphan_inputs: &[],
+        refused: &[],
         device_stale_after_ms: STALE,
         horizon_ms: HORIZON,
     }
@@ -792,6 +793,7 @@ fn unassigned_input_for_orphan_doses_and_unowned_device_events() {
         discharged: false,
         devices: &[],
         orphan_inputs: &orphans,
+        refused: &[],
         device_stale_after_ms: STALE,
         horizon_ms: HORIZON,
     };

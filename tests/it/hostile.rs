@@ -223,11 +223,12 @@ fn every_corpus_case_gets_its_code_from_the_pure_intake() {
             Intake::Accept { .. } => None,
             Intake::Reject { record, .. } => Some((record.code, record.field)),
         };
-        // duplicate_conflict needs the store: the pure intake accepts.
+        // duplicate_conflict and association_conflict need the store: the
+        // pure intake accepts.
         let want = match &c.expect {
-            Expect::Reject(ErrorCode::DuplicateConflict, _) | Expect::Ok | Expect::Redelivery => {
-                None
-            }
+            Expect::Reject(ErrorCode::DuplicateConflict | ErrorCode::AssociationConflict, _)
+            | Expect::Ok
+            | Expect::Redelivery => None,
             Expect::Reject(code, field) => Some((*code, field.clone())),
         };
         if got != want {

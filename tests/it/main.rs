@@ -11,11 +11,14 @@
 //! * `cli` — every command of the binary: exit codes, output, files;
 //! * `daemon`, `daemon_alerts` — `dosetrack run` end to end, inputs and alerts;
 //! * `demo` — `dosetrack demo`;
+//! * `device_association` — device/patient associations (issue #13 item 2);
 //! * `hostile` — the hostile corpus through the daemon and the intake;
 //! * `mqtt_ingest`, `mqtt_publisher` — the MQTT layer against Mosquitto;
 //! * `observability` — `/healthz` and `/metrics`;
 //! * `operations`, `reload`, `systemd_service` — check-config, backup,
 //!   reload, stop, logs, sd_notify and the watchdog;
+//! * `retained_outputs` — retained state after a discharge, retained inputs
+//!   at restart (issue #13 item 6);
 //! * `schemas` — the AsyncAPI document and JSON Schemas against the code;
 //! * `reliability`, `soak` — the fault and scale harnesses at their small
 //!   size (`scripts/reliability.sh`, `scripts/soak.sh` run them full).
@@ -33,6 +36,7 @@ mod cli;
 mod daemon;
 mod daemon_alerts;
 mod demo;
+mod device_association;
 mod hostile;
 mod mqtt_ingest;
 mod mqtt_publisher;
@@ -40,6 +44,7 @@ mod observability;
 mod operations;
 mod reliability;
 mod reload;
+mod retained_outputs;
 mod schemas;
 mod soak;
 mod systemd_service;

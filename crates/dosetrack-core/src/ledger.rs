@@ -41,6 +41,14 @@ pub enum LedgerInput {
         device_id: String,
         event: DeviceEvent,
     },
+    /// The device was associated with another patient from `time_ms` on
+    /// (an `infusion_started` or `patch_applied` naming them): whatever it
+    /// was still delivering to this patient ends there, with a note.
+    DeviceMoved {
+        device_id: String,
+        time_ms: TimeMs,
+        to_patient_id: String,
+    },
 }
 
 impl LedgerInput {
@@ -49,6 +57,7 @@ impl LedgerInput {
         match self {
             LedgerInput::Dose(d) => d.time_ms,
             LedgerInput::Device { event, .. } => event.time_ms,
+            LedgerInput::DeviceMoved { time_ms, .. } => *time_ms,
         }
     }
 
@@ -56,7 +65,9 @@ impl LedgerInput {
     pub fn source(&self) -> String {
         match self {
             LedgerInput::Dose(_) => "manual".to_owned(),
-            LedgerInput::Device { device_id, .. } => format!("devices/{device_id}"),
+            LedgerInput::Device { device_id, .. } | LedgerInput::DeviceMoved { device_id, .. } => {
+                format!("devices/{device_id}")
+            }
         }
     }
 
@@ -65,6 +76,8 @@ impl LedgerInput {
         match self {
             LedgerInput::Dose(d) => &d.id,
             LedgerInput::Device { event, .. } => &event.id,
+            // Not an input of this patient's: the move is the other's.
+            LedgerInput::DeviceMoved { .. } => "",
         }
     }
 }
@@ -209,6 +222,14 @@ impl Ledger {
                     let state = devices.entry(device_id.as_str()).or_default();
                     ledger.device(input, state, event);
                     ledger.device_alarm(device_id, &input.source(), event);
+                }
+                LedgerInput::DeviceMoved {
+                    device_id,
+                    time_ms,
+                    to_patient_id,
+                } => {
+                    let state = devices.entry(device_id.as_str()).or_default();
+                    ledger.moved(&input.source(), state, *time_ms, to_patient_id);
                 }
             }
         }
@@ -448,6 +469,33 @@ impl Ledger {
             DeviceEventKind::Heartbeat { .. }
             | DeviceEventKind::Alarm { .. }
             | DeviceEventKind::AlarmCleared { .. } => {}
+        }
+    }
+
+    /// The device now delivers to another patient: its open segment and its
+    /// patch (if still on) end at `t`, each with a note.
+    fn moved(&mut self, source: &str, state: &mut DeviceState, t: TimeMs, to: &str) {
+        let open = [state.open_infusion.take(), state.open_patch.take()];
+        for i in open.into_iter().flatten() {
+            let Some(d) = self.deliveries.get(i) else {
+                continue;
+            };
+            if d.end_ms.is_some_and(|end| end <= t) {
+                continue;
+            }
+            let message = format!(
+                "the device was associated with patient {to} from here: its {} since {} ends here",
+                d.label(),
+                format_rfc3339(d.start_ms)
+            );
+            let input_id = d.input_id.clone();
+            self.close(i, t);
+            self.notes.push(LedgerNote {
+                time_ms: t,
+                source: source.to_owned(),
+                input_id,
+                message,
+            });
         }
     }
 

@@ -105,6 +105,7 @@ fn input_content(input: &LedgerInput) -> serde_json::Value {
     match input {
         LedgerInput::Dose(d) => serde_json::to_value(d),
         LedgerInput::Device { event, .. } => serde_json::to_value(event),
+        LedgerInput::DeviceMoved { .. } => Ok(serde_json::Value::Null),
     }
     .unwrap_or(serde_json::Value::Null)
 }

@@ -8,10 +8,14 @@
 //!
 //! # Attribution
 //!
-//! A device event belongs to the patient in its payload (which also records
-//! the device's association with that patient from the event's time on), or
-//! else to the patient the device was associated with at the event's
-//! occurrence time. An input that cannot be applied — a dose for a patient
+//! A device event belongs to the patient in its payload, or else to the
+//! patient the device was associated with at the event's occurrence time.
+//! Which events may change that association is [`association_decision`]'s
+//! rule: a heartbeat or an alarm never does; `infusion_started` and
+//! `patch_applied` naming another patient move the device (what it was
+//! delivering to the first patient ends there, with a ledger note); any
+//! other event naming another patient than the device's is refused
+//! (`association_conflict`, decided by the store). An input that cannot be applied — a dose for a patient
 //! never admitted, a device event from a device with no patient at that
 //! time, or for a patient never admitted — is kept and listed by
 //! [`Tracker::unassigned`]; it is applied as soon as the missing admission
@@ -116,7 +120,77 @@ pub struct StateMessage {
     pub warnings: Vec<PatientWarning>,
     /// Drug-file keys of the assumed values this state rests on.
     pub assumptions: Vec<String>,
+    /// dosetrack's addition: `true` in a state published at or after the
+    /// patient's discharge (the last retained state says the patient is
+    /// no longer tracked); absent while the patient is in care.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub discharged: bool,
 }
+
+/// What a device event's `patient_id` does to the device's association
+/// ([`association_decision`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssociationDecision {
+    /// Nothing changes: no `patient_id`, the device's own patient, or an
+    /// event that never changes an association naming a patient while the
+    /// device has none (it belongs to that patient, alone).
+    Keep,
+    /// The device is associated with the payload's patient from the
+    /// event's time on (`previous`: the patient it leaves, if any).
+    Associate { previous: Option<String> },
+    /// The payload names another patient than the device's (`associated`)
+    /// and the event cannot move the device: refused.
+    Conflict { associated: String },
+}
+
+/// The association rule, for an event of kind `kind` (the contract's
+/// name) naming `payload_patient`, from a device associated with
+/// `associated` at the event's time. Heartbeats and alarms never change an
+/// association; `infusion_started` and `patch_applied` are the explicit
+/// moves; the other delivery events may start an association (a device
+/// with no patient) but not change one.
+pub fn association_decision(
+    kind: &str,
+    payload_patient: Option<&str>,
+    associated: Option<&str>,
+) -> AssociationDecision {
+    let Some(named) = payload_patient else {
+        return AssociationDecision::Keep;
+    };
+    if associated == Some(named) {
+        return AssociationDecision::Keep;
+    }
+    let never_associates = matches!(kind, "heartbeat" | "alarm" | "alarm_cleared");
+    let moves = matches!(kind, "infusion_started" | "patch_applied");
+    match associated {
+        None if never_associates => AssociationDecision::Keep,
+        None => AssociationDecision::Associate { previous: None },
+        Some(p) if moves => AssociationDecision::Associate {
+            previous: Some(p.to_owned()),
+        },
+        Some(p) => AssociationDecision::Conflict {
+            associated: p.to_owned(),
+        },
+    }
+}
+
+/// Device events refused (`association_conflict`) while a device was
+/// associated with a patient: what the `association_conflict` alert says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedEvents {
+    pub device_id: String,
+    /// The patient the latest refused event named.
+    pub named_patient_id: String,
+    /// How many were refused.
+    pub count: u64,
+    /// Ids of the latest (at most [`REFUSED_IDS_KEPT`]).
+    pub input_ids: Vec<String>,
+    /// Occurrence time of the latest.
+    pub latest_ms: TimeMs,
+}
+
+/// How many refused event ids an `association_conflict` alert lists.
+pub const REFUSED_IDS_KEPT: usize = 10;
 
 #[derive(Debug, Clone)]
 struct Association {
@@ -211,6 +285,10 @@ pub struct Tracker {
     /// Devices ever associated with each patient: the only devices whose
     /// events can be the patient's (a rebuild scans just these).
     patient_devices: BTreeMap<String, BTreeSet<String>>,
+    /// Device events refused as association conflicts, by the patient the
+    /// device was associated with, then by device (kept while the device
+    /// stays with that patient; bounded by [`REFUSED_IDS_KEPT`] ids each).
+    refused: BTreeMap<String, BTreeMap<String, RefusedEvents>>,
     /// Dynamics already built, by the exact bits of their rate constants:
     /// every patient with the same rate constants (all adults on a
     /// weight-linear model, whatever their weight) shares one.
@@ -226,6 +304,7 @@ impl Tracker {
             devices: BTreeMap::new(),
             orphan_doses: BTreeMap::new(),
             patient_devices: BTreeMap::new(),
+            refused: BTreeMap::new(),
             dynamics: BTreeMap::new(),
         }
     }
@@ -325,7 +404,15 @@ impl Tracker {
                     .map(|a| a.patient_id.clone())
                     .collect();
                 if let Some(pid) = &event.patient_id {
-                    if device.patient_at(event.time_ms) != Some(pid.as_str()) {
+                    // The store refused conflicts; one read back from an
+                    // older store stays attributed to its payload's
+                    // patient without moving the device.
+                    let decision = association_decision(
+                        event.kind.kind_name(),
+                        Some(pid),
+                        device.patient_at(event.time_ms),
+                    );
+                    if matches!(decision, AssociationDecision::Associate { .. }) {
                         let pos = device
                             .associations
                             .partition_point(|a| (a.from_ms, a.seq) <= (event.time_ms, input.seq));
@@ -378,6 +465,50 @@ impl Tracker {
             _ => {}
         }
         touched
+    }
+
+    /// A device event the store refused (`association_conflict`): the device
+    /// is associated with `associated` at the event's time. Remembered for
+    /// the `association_conflict` alert on that patient (never applied).
+    pub fn refused_event(&mut self, device_id: &str, associated: &str, event: &DeviceEvent) {
+        let entry = self
+            .refused
+            .entry(associated.to_owned())
+            .or_default()
+            .entry(device_id.to_owned())
+            .or_insert_with(|| RefusedEvents {
+                device_id: device_id.to_owned(),
+                named_patient_id: String::new(),
+                count: 0,
+                input_ids: Vec::new(),
+                latest_ms: event.time_ms,
+            });
+        entry.count += 1;
+        entry.named_patient_id = event.patient_id.clone().unwrap_or_default();
+        entry.latest_ms = entry.latest_ms.max(event.time_ms);
+        entry.input_ids.push(event.id.clone());
+        if entry.input_ids.len() > REFUSED_IDS_KEPT {
+            entry.input_ids.remove(0);
+        }
+    }
+
+    /// The refused events of devices still associated with `patient_id` at
+    /// `now_ms` (those of a device that has moved on are forgotten).
+    pub fn refused_events(&mut self, patient_id: &str, now_ms: TimeMs) -> Vec<RefusedEvents> {
+        let Some(by_device) = self.refused.get_mut(patient_id) else {
+            return Vec::new();
+        };
+        let devices = &self.devices;
+        by_device.retain(|device_id, _| {
+            devices
+                .get(device_id)
+                .is_some_and(|d| d.patient_at(now_ms) == Some(patient_id))
+        });
+        let out = by_device.values().cloned().collect();
+        if by_device.is_empty() {
+            self.refused.remove(patient_id);
+        }
+        out
     }
 
     /// Inputs stored but not applied, with the reason.
@@ -598,6 +729,22 @@ impl Tracker {
                     ));
                 }
             }
+            // The device moved on to another patient: what it was
+            // delivering to this one ends there.
+            for pair in device.associations.windows(2) {
+                if let [from, to] = pair {
+                    if from.patient_id == patient_id && to.patient_id != patient_id {
+                        inputs.push((
+                            to.seq,
+                            LedgerInput::DeviceMoved {
+                                device_id: device_id.clone(),
+                                time_ms: to.from_ms,
+                                to_patient_id: to.patient_id.clone(),
+                            },
+                        ));
+                    }
+                }
+            }
         }
         // Arrival order for ties in occurrence time.
         inputs.sort_by_key(|(seq, _)| *seq);
@@ -695,6 +842,7 @@ impl Tracker {
             assumes: crate::pk::FORECAST_ASSUMPTIONS,
             warnings: p.warnings.clone(),
             assumptions: p.assumptions.iter().map(|a| a.key.clone()).collect(),
+            discharged: self.discharged_at(patient_id).is_some_and(|t| t <= now_ms),
         })
     }
 }

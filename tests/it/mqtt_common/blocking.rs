@@ -124,6 +124,15 @@ impl BlockingClient {
             .unwrap();
     }
 
+    /// Queue a QoS 1 publish with the retain flag set.
+    pub(crate) fn publish_retained(&self, topic: String, payload: impl Into<Vec<u8>>) {
+        let c = self.client.clone();
+        let payload = payload.into();
+        self.rt
+            .block_on(async move { c.publish(topic, QoS::AtLeastOnce, true, payload).await })
+            .unwrap();
+    }
+
     /// Everything delivered so far, in order.
     pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()

@@ -286,6 +286,27 @@ pub struct ModelDomain {
     pub warnings: Vec<String>,
 }
 
+/// `association_conflict`: device events refused because they named
+/// another patient than the device's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssociationConflict {
+    /// The patient the device is associated with (this alert's patient).
+    pub associated_patient_id: String,
+    /// How this patient's model treats the device meanwhile.
+    pub assumes: String,
+    pub device_id: String,
+    /// Occurrence time of the latest refused event (RFC 3339).
+    pub latest_time: String,
+    pub model: String,
+    /// The patient the latest refused event named.
+    pub named_patient_id: String,
+    /// Events refused so far (while the device stays with this patient).
+    pub refused_count: u64,
+    /// Ids of the latest refused events (at most ten).
+    pub refused_input_ids: Vec<String>,
+}
+
 /// A condition's numbers: one variant per rule and kind of condition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleDetails {
@@ -302,6 +323,7 @@ pub enum RuleDetails {
     DeviceFault(DeviceFault),
     Interaction(Interaction),
     ModelDomain(ModelDomain),
+    AssociationConflict(AssociationConflict),
     /// A stored object no struct above writes back byte for byte (a shape
     /// this version does not write), kept verbatim.
     Other(Map<String, Value>),
@@ -339,6 +361,7 @@ impl RuleDetails {
             RuleDetails::DeviceFault(d) => object(d),
             RuleDetails::Interaction(d) => object(d),
             RuleDetails::ModelDomain(d) => object(d),
+            RuleDetails::AssociationConflict(d) => object(d),
             RuleDetails::Other(m) => Some(m.clone()),
         };
         m.unwrap_or_default()
@@ -360,7 +383,8 @@ impl RuleDetails {
             .or_else(|| exactly(&map).map(RuleDetails::DeviceSilent))
             .or_else(|| exactly(&map).map(RuleDetails::DeviceFault))
             .or_else(|| exactly(&map).map(RuleDetails::Interaction))
-            .or_else(|| exactly(&map).map(RuleDetails::ModelDomain));
+            .or_else(|| exactly(&map).map(RuleDetails::ModelDomain))
+            .or_else(|| exactly(&map).map(RuleDetails::AssociationConflict));
         typed.unwrap_or(RuleDetails::Other(map))
     }
 }
@@ -538,6 +562,7 @@ mod tests {
                 RuleDetails::DeviceFault(x) => serde_json::to_string(x),
                 RuleDetails::Interaction(x) => serde_json::to_string(x),
                 RuleDetails::ModelDomain(x) => serde_json::to_string(x),
+                RuleDetails::AssociationConflict(x) => serde_json::to_string(x),
                 RuleDetails::UnassignedDevice(x) => serde_json::to_string(x),
                 RuleDetails::UnassignedPatient(x) => serde_json::to_string(x),
                 // Internally tagged: `kind` comes first; the map sorts it.

@@ -126,6 +126,7 @@ impl AlertEngine {
                     })
                     .unwrap_or_default();
                 let orphans = tracker.orphan_seqs(pid);
+                let refused = tracker.refused_events(pid, now_ms);
                 let tc = tracker.config();
                 let facts = PatientFacts {
                     patient_id: pid,
@@ -133,6 +134,7 @@ impl AlertEngine {
                     discharged: false,
                     devices: &devices,
                     orphan_inputs: &orphans,
+                    refused: &refused,
                     device_stale_after_ms: tc.device_stale_after_ms,
                     horizon_ms: tc.forecast_horizon_ms,
                 };

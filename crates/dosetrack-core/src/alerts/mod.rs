@@ -56,10 +56,11 @@ pub enum Rule {
     Interaction,
     ModelDomain,
     UnassignedInput,
+    AssociationConflict,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::RedoseDue,
         Rule::Subtherapeutic,
         Rule::ConcentrationHigh,
@@ -70,6 +71,7 @@ impl Rule {
         Rule::Interaction,
         Rule::ModelDomain,
         Rule::UnassignedInput,
+        Rule::AssociationConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +86,7 @@ impl Rule {
             Rule::Interaction => "interaction",
             Rule::ModelDomain => "model_domain",
             Rule::UnassignedInput => "unassigned_input",
+            Rule::AssociationConflict => "association_conflict",
         }
     }
 
@@ -96,7 +99,10 @@ impl Rule {
     pub fn is_technical(self) -> bool {
         matches!(
             self,
-            Rule::DeviceSilent | Rule::DeviceFault | Rule::UnassignedInput
+            Rule::DeviceSilent
+                | Rule::DeviceFault
+                | Rule::UnassignedInput
+                | Rule::AssociationConflict
         )
     }
 }
@@ -343,6 +349,9 @@ pub fn default_rule(rule: Rule) -> RuleSettings {
         Rule::DeviceSilent | Rule::DeviceFault => s(0, 30, false, Some(10.0)),
         Rule::Interaction | Rule::ModelDomain => s(0, 0, false, None),
         Rule::UnassignedInput => s(60, 0, false, Some(30.0)),
+        // Latched: an event, not a state; it stays until acknowledged (also
+        // across a restart, where the refusal is not replayed).
+        Rule::AssociationConflict => s(0, 0, true, Some(30.0)),
     }
 }
 

@@ -79,6 +79,12 @@ closed_set! {
         /// is neither an input nor one of the daemon's outputs, e.g.
         /// `patients/P-1/dose`.
         UnknownTopic = "unknown_topic",
+        /// dosetrack's addition: a device event whose `patient_id` names
+        /// another patient than the one the device is associated with at the
+        /// event's time, where the event cannot change the association (a
+        /// heartbeat, an alarm, or a delivery event other than
+        /// `infusion_started` / `patch_applied`).
+        AssociationConflict = "association_conflict",
     }
 }
 

@@ -365,3 +365,95 @@ fn admissions_with_unknown_models_are_refused() {
     assert_eq!(r.field.as_deref(), Some("model"));
     assert!(matches!(i.topic, InputTopic::Admit { .. }));
 }
+
+#[test]
+fn the_association_rule() {
+    use AssociationDecision::*;
+    let d = association_decision;
+    // No patient named, or the device's own: nothing changes.
+    assert_eq!(d("infusion_stopped", None, Some("A")), Keep);
+    assert_eq!(d("heartbeat", Some("A"), Some("A")), Keep);
+    // A heartbeat or an alarm never associates, never moves.
+    for kind in ["heartbeat", "alarm", "alarm_cleared"] {
+        assert_eq!(d(kind, Some("B"), None), Keep, "{kind}");
+        assert_eq!(
+            d(kind, Some("B"), Some("A")),
+            Conflict {
+                associated: "A".into()
+            },
+            "{kind}"
+        );
+    }
+    // Starts move the device; other delivery events only start one.
+    for kind in ["infusion_started", "patch_applied"] {
+        assert_eq!(
+            d(kind, Some("B"), Some("A")),
+            Associate {
+                previous: Some("A".into())
+            }
+        );
+    }
+    for kind in [
+        "infusion_rate_changed",
+        "infusion_stopped",
+        "bolus_delivered",
+        "patch_removed",
+        "patch_detached",
+    ] {
+        assert_eq!(d(kind, Some("B"), None), Associate { previous: None });
+        assert_eq!(
+            d(kind, Some("B"), Some("A")),
+            Conflict {
+                associated: "A".into()
+            },
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn a_heartbeat_naming_another_patient_does_not_take_the_pump() {
+    let mut tr = tracker();
+    tr.apply(input(1, "dosetrack/v1/patients/P-1/admit", ADMIT));
+    tr.apply(input(
+        2,
+        "dosetrack/v1/patients/P-2/admit",
+        r#"{"id":"adm-2","time":"2026-11-27T08:00:00Z","weight_kg":60}"#,
+    ));
+    tr.apply(input(3, "dosetrack/v1/devices/pump-7/events", PUMP_ON));
+    // (The store refuses it; an older store may hold one.)
+    tr.apply(input(
+        4,
+        "dosetrack/v1/devices/pump-7/events",
+        r#"{"id":"hb-b","time":"2026-11-27T09:00:00Z","kind":"heartbeat","patient_id":"P-2"}"#,
+    ));
+    tr.apply(input(5, "dosetrack/v1/devices/pump-7/events", PUMP_OFF));
+    let now = t("2026-11-27T10:30:00Z");
+    assert!(tr.state("P-1", now).unwrap().active_inputs.is_empty());
+    assert_eq!(tr.state("P-2", now).unwrap().ce_ng_per_ml, 0.0);
+}
+
+#[test]
+fn a_pump_moved_to_another_patient_ends_the_first_patients_segment_with_a_note() {
+    let mut tr = tracker();
+    tr.apply(input(1, "dosetrack/v1/patients/P-1/admit", ADMIT));
+    tr.apply(input(
+        2,
+        "dosetrack/v1/patients/P-2/admit",
+        r#"{"id":"adm-2","time":"2026-11-27T08:00:00Z","weight_kg":60}"#,
+    ));
+    tr.apply(input(3, "dosetrack/v1/devices/pump-7/events", PUMP_ON));
+    tr.apply(input(
+        4,
+        "dosetrack/v1/devices/pump-7/events",
+        r#"{"id":"p-b","time":"2026-11-27T09:00:00Z","kind":"infusion_started","patient_id":"P-2","rate_mg_per_h":10}"#,
+    ));
+    let now = t("2026-11-27T09:30:00Z");
+    assert!(tr.state("P-1", now).unwrap().active_inputs.is_empty());
+    assert_eq!(tr.state("P-2", now).unwrap().active_inputs.len(), 1);
+    let d = tr.derived("P-1").unwrap();
+    let seg = &d.ledger.deliveries[0];
+    assert_eq!(seg.end_ms, Some(t("2026-11-27T09:00:00Z")));
+    assert_eq!(d.ledger.notes.len(), 1, "{:?}", d.ledger.notes);
+    assert!(d.ledger.notes[0].message.contains("P-2"));
+}

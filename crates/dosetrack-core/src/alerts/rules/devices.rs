@@ -1,9 +1,12 @@
-//! The device rules: `device_silent` (a delivering device not heard from)
-//! and `device_fault` (a device alarm, with the model's consequence: when
-//! Ce falls below the floor if delivery does not resume).
+//! The device rules: `device_silent` (a delivering device not heard from),
+//! `device_fault` (a device alarm, with the model's consequence: when Ce
+//! falls below the floor if delivery does not resume) and
+//! `association_conflict` (events refused because they named another
+//! patient than the device's: the gateway and the model disagree on whom
+//! the device serves).
 
 use super::{alarm_cause, clock, in_min, round1, Ctx, Evaluation, PatientFacts, MIN_MS};
-use crate::alerts::details::{DeviceFault, DeviceSilent, RuleDetails};
+use crate::alerts::details::{AssociationConflict, DeviceFault, DeviceSilent, RuleDetails};
 use crate::alerts::{Priority, Rule};
 use crate::pk::{Direction, Output, Schedule, Solution};
 use crate::vocab::{format_rfc3339, TimeMs};
@@ -52,6 +55,37 @@ impl Ctx<'_> {
             } else {
                 ev.wake(deadline + 1);
             }
+        }
+    }
+
+    pub(super) fn association_conflict(&self, facts: &PatientFacts<'_>, ev: &mut Evaluation) {
+        for r in facts.refused {
+            let id = &r.device_id;
+            let details = RuleDetails::AssociationConflict(AssociationConflict {
+                associated_patient_id: facts.patient_id.to_owned(),
+                assumes: format!(
+                    "the model attributes device {id}'s events without patient_id to patient {} (its association); the refused events are not in any model",
+                    facts.patient_id
+                ),
+                device_id: id.clone(),
+                latest_time: format_rfc3339(r.latest_ms),
+                model: self.model(),
+                named_patient_id: r.named_patient_id.clone(),
+                refused_count: r.count,
+                refused_input_ids: r.input_ids.clone(),
+            });
+            let mut c = self.condition(
+                Rule::AssociationConflict,
+                id.clone(),
+                Priority::Medium,
+                format!(
+                    "Device {id} sent {} event(s) naming patient {} while associated with this patient: refused; check the device's assignment",
+                    r.count, r.named_patient_id
+                ),
+                details,
+            );
+            c.fingerprint = r.count.to_string();
+            ev.conditions.push(c);
         }
     }
 

@@ -48,6 +48,9 @@ pub struct PatientFacts<'a> {
     /// Stored inputs for this patient that cannot be applied (sequence
     /// numbers): doses before any admission.
     pub orphan_inputs: &'a [i64],
+    /// Device events refused (`association_conflict`) from devices still
+    /// associated with this patient.
+    pub refused: &'a [crate::tracker::RefusedEvents],
     /// A delivering device not heard from for this long is silent.
     pub device_stale_after_ms: TimeMs,
     /// How far ahead forecasts look.
@@ -177,6 +180,9 @@ pub fn evaluate(
     }
     if on(Rule::ModelDomain) {
         ctx.model_domain(&mut ev);
+    }
+    if on(Rule::AssociationConflict) {
+        ctx.association_conflict(facts, &mut ev);
     }
     // Nothing is predicted beyond the horizon: look again before it ends.
     if therapy {
