@@ -14,6 +14,8 @@
 //! * `hostile` — the hostile corpus through the daemon and the intake;
 //! * `mqtt_ingest`, `mqtt_publisher` — the MQTT layer against Mosquitto;
 //! * `observability` — `/healthz` and `/metrics`;
+//! * `one_database` — one daemon per database, a vanished database, the
+//!   topic prefix, a new user's frictions at start;
 //! * `operations`, `reload`, `systemd_service` — check-config, backup,
 //!   reload, stop, logs, sd_notify and the watchdog;
 //! * `schemas` — the AsyncAPI document and JSON Schemas against the code;
@@ -37,6 +39,7 @@ mod hostile;
 mod mqtt_ingest;
 mod mqtt_publisher;
 mod observability;
+mod one_database;
 mod operations;
 mod reliability;
 mod reload;
