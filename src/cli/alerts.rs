@@ -98,10 +98,15 @@ pub(crate) fn report(a: &AlertsReportArgs, out: &mut impl Write) -> anyhow::Resu
 fn withheld_rate(window_ms: i64, patient_days: f64) -> Option<String> {
     const DAY_MS: i64 = 86_400_000;
     if window_ms < DAY_MS {
-        Some(format!(
-            "the window is shorter than a day ({:.1} h)",
-            window_ms as f64 / 3_600_000.0
-        ))
+        let s = window_ms as f64 / 1000.0;
+        let span = if s < 120.0 {
+            format!("{s:.0} s")
+        } else if s < 7200.0 {
+            format!("{:.0} min", s / 60.0)
+        } else {
+            format!("{:.1} h", s / 3600.0)
+        };
+        Some(format!("the window is shorter than a day ({span})"))
     } else if patient_days < 1.0 {
         Some(format!(
             "fewer than one patient-day observed ({patient_days:.2})"
