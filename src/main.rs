@@ -2,7 +2,8 @@
 //! dispatches to the command's module in [`cli`] and maps errors to exit
 //! codes. The commands live in `cli/`; everything else in the library.
 //!
-//! Exit codes: 0 success; 2 bad input (arguments, events file, drug file,
+//! Exit codes: 0 success (also when stdout's reader went away: `| head`
+//! ends the command quietly); 2 bad input (arguments, events file, drug file,
 //! patient); 1 anything else (for example a plot that could not be written).
 
 mod cli;
@@ -16,8 +17,11 @@ fn main() -> ExitCode {
     let args = Cli::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`dosetrack … | head`): end quietly, as
+        // the command's output was wanted no further.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dosetrack: {e:#}");
+            eprintln!("dosetrack: {}", describe(&e));
             ExitCode::from(cli::exit_code(&e))
         }
     }
@@ -51,4 +55,35 @@ fn run(args: Cli) -> anyhow::Result<()> {
         Command::Alerts(AlertsCommand::WardDay(a)) => alerts::ward_day(&a, drug_file, out),
         Command::Generate(g) => service::generate(&g, out),
     }
+}
+
+/// Whether `e` comes from writing to a closed pipe (stdout's reader ended).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes, `: `-separated, each said once: a cause whose
+/// text its wrapper already shows (`database: {0}` over the store error over
+/// SQLite's) is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }

@@ -29,9 +29,23 @@ pub(crate) fn report(a: &AlertsReportArgs, out: &mut impl Write) -> anyhow::Resu
     let first = events.iter().map(|e| e.time_ms).min().unwrap_or(to);
     let from = from.max(first.min(to));
     let days = reader.patient_days(from, to)?;
-    let report = dosetrack::alerts::report::build(&events, days, from, to);
+    let mut report = dosetrack::alerts::report::build(&events, days, from, to);
+    // Less than a day (of window, or of patients observed) is not
+    // extrapolated to a daily rate: 1 alert in 2 min is not 720 a day.
+    let withheld = withheld_rate(to - from, days);
+    if withheld.is_some() {
+        for r in &mut report.rules {
+            r.per_patient_day = None;
+        }
+    }
     match a.format {
-        ReportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        ReportFormat::Json => {
+            let mut v = serde_json::to_value(&report)?;
+            if let (Some(why), Some(map)) = (&withheld, v.as_object_mut()) {
+                map.insert("per_patient_day_withheld".to_owned(), why.clone().into());
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
         ReportFormat::Text => {
             writeln!(
                 out,
@@ -68,9 +82,38 @@ pub(crate) fn report(a: &AlertsReportArgs, out: &mut impl Write) -> anyhow::Resu
                     r.escalations
                 )?;
             }
+            if let Some(why) = &withheld {
+                writeln!(
+                    out,
+                    "per pt-d not extrapolated: {why}; the raised column is the raw count"
+                )?;
+            }
         }
     }
     Ok(())
+}
+
+/// Why the alerts per patient-day are not shown for a window of
+/// `window_ms` with `patient_days` observed, if they are not.
+fn withheld_rate(window_ms: i64, patient_days: f64) -> Option<String> {
+    const DAY_MS: i64 = 86_400_000;
+    if window_ms < DAY_MS {
+        let s = window_ms as f64 / 1000.0;
+        let span = if s < 120.0 {
+            format!("{s:.0} s")
+        } else if s < 7200.0 {
+            format!("{:.0} min", s / 60.0)
+        } else {
+            format!("{:.1} h", s / 3600.0)
+        };
+        Some(format!("the window is shorter than a day ({span})"))
+    } else if patient_days < 1.0 {
+        Some(format!(
+            "fewer than one patient-day observed ({patient_days:.2})"
+        ))
+    } else {
+        None
+    }
 }
 
 /// `dosetrack alerts ward-day`: a simulated ward day replayed through the

@@ -88,7 +88,10 @@ pub(crate) fn check_config(a: &CheckConfigArgs, out: &mut impl Write) -> anyhow:
         None => "off (plain TCP)".to_owned(),
     };
     let db = &cfg.database.path;
-    let db_state = if db.is_file() {
+    let missing_dir = dosetrack::store::check_directory(db).err();
+    let db_state = if missing_dir.is_some() {
+        "its directory does not exist"
+    } else if db.is_file() {
         "exists"
     } else {
         "not created yet"
@@ -166,6 +169,14 @@ pub(crate) fn check_config(a: &CheckConfigArgs, out: &mut impl Write) -> anyhow:
         dosetrack::service::logging::resolve(dosetrack::service::settings::LogFormat::Auto)
             .as_str()
     )?;
+    // Reported, not an error: the config is valid, and the package
+    // creates the directory at install; but `run` here would stop at once.
+    if missing_dir.is_some() {
+        writeln!(
+            out,
+            "\nnote: the database directory does not exist here: `run` would stop; create it, or choose another path with --database"
+        )?;
+    }
     Ok(())
 }
 
@@ -176,7 +187,11 @@ pub(crate) fn generate(g: &GenerateCommand, out: &mut impl Write) -> anyhow::Res
     let mut cmd = Cli::command();
     match g {
         GenerateCommand::Completions { shell } => {
-            clap_complete::generate(*shell, &mut cmd, "dosetrack", out);
+            // Into memory first: clap_complete panics when a write fails
+            // (a closed pipe); ours returns the error.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "dosetrack", &mut script);
+            out.write_all(&script)?;
         }
         GenerateCommand::Man { dir } => {
             std::fs::create_dir_all(dir)

@@ -6,7 +6,10 @@
 //! ([`online_status`]) and the task that republishes it as they change
 //! ([`publish_problems`]). A database problem is raised by any failing write
 //! the daemon sees (inputs, alerts, derived state, history) and cleared by
-//! the next input write that succeeds (the daemon's write retry loop). Every
+//! the next input write that succeeds (the daemon's write retry loop);
+//! `database_replaced` (the file deleted or replaced under the daemon: no
+//! write succeeds again) and `stored_inputs_unreadable` (raised once at
+//! start, [`Health::raise`]) last until a restart. Every
 //! change is logged once (`error!` when raised, `info!` when cleared),
 //! shown on the systemd `STATUS=` line ([`crate::service::systemd`]) and published
 //! as the retained `{prefix}/v1/status` message, `"state": "online"` with a
@@ -37,6 +40,12 @@ pub enum ProblemCode {
     DatabaseFull,
     /// Another database write failure (I/O error, …).
     DatabaseWriteFailing,
+    /// The database file was deleted or replaced while the daemon ran:
+    /// nothing more is stored or acknowledged until a restart.
+    DatabaseReplaced,
+    /// Stored inputs no longer parse at start (not applied: the patients
+    /// they concern are not tracked as recorded). Until a restart.
+    StoredInputsUnreadable,
 }
 
 impl ProblemCode {
@@ -45,12 +54,17 @@ impl ProblemCode {
             ProblemCode::DatabaseLocked => "database_locked",
             ProblemCode::DatabaseFull => "database_full",
             ProblemCode::DatabaseWriteFailing => "database_write_failing",
+            ProblemCode::DatabaseReplaced => "database_replaced",
+            ProblemCode::StoredInputsUnreadable => "stored_inputs_unreadable",
         }
     }
 
     /// The database problem a failed write shows.
     pub fn of_store_error(e: &StoreError) -> ProblemCode {
         use rusqlite::ErrorCode as C;
+        if matches!(e, StoreError::Replaced { .. }) {
+            return ProblemCode::DatabaseReplaced;
+        }
         match e.sqlite_code() {
             Some(C::DatabaseBusy | C::DatabaseLocked) => ProblemCode::DatabaseLocked,
             Some(C::DiskFull) => ProblemCode::DatabaseFull,
@@ -64,6 +78,7 @@ impl ProblemCode {
             ProblemCode::DatabaseLocked
                 | ProblemCode::DatabaseFull
                 | ProblemCode::DatabaseWriteFailing
+                | ProblemCode::DatabaseReplaced
         )
     }
 }
@@ -102,15 +117,40 @@ impl Health {
     /// it is new; a repeat of the same code keeps its `since`.
     pub fn database_failing(&self, e: &StoreError, now_ms: TimeMs) {
         let code = ProblemCode::of_store_error(e);
-        let message = format!(
-            "database write failing ({e}); inputs are not acknowledged and the write is retried"
-        );
+        let message = match code {
+            ProblemCode::DatabaseReplaced => {
+                format!("{e}; inputs are not acknowledged (the broker keeps them for the next run)")
+            }
+            _ => format!(
+                "database write failing ({e}); inputs are not acknowledged and the write is retried"
+            ),
+        };
         self.tx.send_if_modified(|p| {
             if p.contains_key(&code) {
                 return false;
             }
             p.retain(|c, _| !c.is_database());
             error!(problem = code.as_str(), error = %e, "technical problem raised: database writes failing; inputs are not acknowledged until they can be stored");
+            p.insert(
+                code,
+                Problem {
+                    code,
+                    since: format_rfc3339(now_ms),
+                    message,
+                },
+            );
+            true
+        });
+    }
+
+    /// Raise a problem that stays until the daemon restarts (not a
+    /// database write problem): logged at error once.
+    pub fn raise(&self, code: ProblemCode, message: String, now_ms: TimeMs) {
+        self.tx.send_if_modified(|p| {
+            if p.contains_key(&code) {
+                return false;
+            }
+            error!(problem = code.as_str(), message = %message, "technical problem raised");
             p.insert(
                 code,
                 Problem {

@@ -32,6 +32,11 @@
 //! The configuration and what derives from it are [`settings`]; the test
 //! crash points, [`failpoint`].
 //!
+//! Before anything else touches the database, the daemon takes its lock
+//! ([`DatabaseLock`]: one daemon per database) and holds it until it
+//! returns; a task checks every 2 s that the database path still names the
+//! file the writer writes to ([`watch_database_file`]).
+//!
 //! At start, the tracker is rebuilt from every stored input before the
 //! subscription resumes ([`rebuild`]); the broker then redelivers what was
 //! not acknowledged, and the store's duplicate detection makes that
@@ -60,7 +65,7 @@ pub mod systemd;
 pub use progress::RunSummary;
 pub use reload::Reloads;
 pub use settings::{formulary, DrugLoadError};
-pub use stage_b::{rebuild, BATCH_MAX, REBUILD_PAGE};
+pub use stage_b::{rebuild, Rebuilt, BATCH_MAX, REBUILD_PAGE};
 
 use crate::alerts::{AlertBook, AlertEngine};
 use crate::clock::Clock;
@@ -78,7 +83,7 @@ use crate::service::settings::{
 use crate::service::stage_a::{InFlight, IntakeSettings, StageA};
 use crate::service::stage_b::StageB;
 use crate::service::systemd::Supervisor;
-use crate::store::{Reader, StoreConfig, StoreError, Writer};
+use crate::store::{DatabaseLock, Reader, StoreConfig, StoreError, Writer};
 use crate::tracker::Tracker;
 use crate::vocab::{format_rfc3339, TimeMs};
 use std::collections::BTreeSet;
@@ -132,6 +137,10 @@ pub async fn run_with_clock(
 ) -> Result<RunSummary, DaemonError> {
     let (formulary, drug_table) = formulary_and_table(&cfg)?;
     let formulary = Arc::new(formulary);
+    // One daemon per database: held until this function returns (and by
+    // the kernel until the process ends).
+    let db_lock = DatabaseLock::acquire(&cfg.database.path)?;
+    debug!(lock = %db_lock.lock_path().display(), "database lock taken");
     // The health and metrics port before the database: a port in use stops
     // the start.
     let http_listener = match cfg.http.listen_addr()? {
@@ -155,7 +164,11 @@ pub async fn run_with_clock(
 
     let mut tracker = Tracker::new(formulary.clone(), tracker_config(&cfg));
     let unapplied: BTreeSet<i64> = reader.unapplied_commands()?.into_iter().collect();
-    let (replayed, pending_commands) = rebuild(&reader, &mut tracker, &unapplied)?;
+    let Rebuilt {
+        replayed,
+        pending_commands,
+        unreadable,
+    } = rebuild(&reader, &mut tracker, &unapplied)?;
     let open_alerts = reader.open_alerts()?;
     let book = AlertBook::restore(
         cfg.alerts.clone(),
@@ -185,6 +198,25 @@ pub async fn run_with_clock(
 
     // Technical problems: republished in the retained status as they change.
     let health = Health::new();
+    if let (Some(first), Some(last)) = (unreadable.first(), unreadable.last()) {
+        health.raise(
+            health::ProblemCode::StoredInputsUnreadable,
+            format!(
+                "{} stored input(s) no longer parse (seq {first} to {last}) and were not applied: the patients they concern are not tracked as recorded; was topics.prefix or the drug file changed?",
+                unreadable.len()
+            ),
+            clock.now_ms(),
+        );
+    }
+    // A database file deleted or replaced under the daemon: noticed at the
+    // next write, and here within DATABASE_CHECK even with no writes.
+    let file_check_stop = CancellationToken::new();
+    let file_check_task = tokio::spawn(watch_database_file(
+        writer.clone(),
+        health.clone(),
+        clock.clone(),
+        file_check_stop.clone(),
+    ));
     let status_task = tokio::spawn(health::publish_problems(
         health.clone(),
         publisher.clone(),
@@ -367,12 +399,17 @@ pub async fn run_with_clock(
         Ok(Err(e)) => warn!(error = %e, "publisher ended with an error"),
         Err(e) => warn!(error = %e, "publisher task failed"),
     }
+    file_check_stop.cancel();
+    if let Err(e) = file_check_task.await {
+        warn!(error = %e, "database file check task failed");
+    }
     maintenance_stop.cancel();
     if let Err(e) = maintenance_task.await {
         warn!(error = %e, "maintenance task failed");
     }
     drop(writer);
     writer_thread.shutdown()?;
+    drop(db_lock);
     info!(
         accepted = summary.accepted,
         duplicates = summary.duplicates,
@@ -380,4 +417,32 @@ pub async fn run_with_clock(
         "stopped cleanly"
     );
     Ok(summary)
+}
+
+/// How often the daemon checks that the database path still names the file
+/// it writes to, besides the check before every write batch.
+const DATABASE_CHECK: Duration = Duration::from_secs(2);
+
+/// Every [`DATABASE_CHECK`] until `stop`: a database file deleted or
+/// replaced raises the `database_replaced` technical problem (and every
+/// write fails from then on, so no input is acknowledged).
+async fn watch_database_file(
+    writer: Writer,
+    health: Health,
+    clock: Clock,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(DATABASE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match writer.check_file().await {
+            Ok(()) => {}
+            Err(StoreError::WriterClosed) => return,
+            Err(e) => health.database_failing(&e, clock.now_ms()),
+        }
+    }
 }

@@ -602,6 +602,9 @@ impl Config {
                 "must be 1 to 64 characters, without MQTT wildcards (+ #) or leading/trailing '/'",
             );
         }
+        if let Err(why) = prefix_round_trips(p) {
+            return invalid("topics.prefix", &why);
+        }
         if self.database.path.as_os_str().is_empty() {
             return invalid("database.path", "must not be empty");
         }
@@ -891,6 +894,38 @@ pub fn broker_config(cfg: &Config, client_id: String) -> BrokerConfig {
     b.keep_alive = cfg.keep_alive();
     b.max_packet_bytes = cfg.broker.max_packet_bytes;
     b
+}
+
+/// Whether every input topic built with `prefix` parses back to the same
+/// topic under the same prefix, as the daemon does with the stored inputs
+/// at each start (the prefix is found again from the stored topic, before
+/// its first `/v1/`). A prefix with a `v1` segment of its own (`site/v1`)
+/// does not: the daemon would take every stored input for another prefix's
+/// and lose every patient at restart.
+fn prefix_round_trips(prefix: &str) -> Result<(), String> {
+    use crate::contract::{parse_topic, prefix_of, Topics};
+    let topics = Topics::new(prefix);
+    for topic in [
+        topics.admit("P-1"),
+        topics.discharge("P-1"),
+        topics.doses("P-1"),
+        topics.device_events("pump-1"),
+        topics.alert_commands("al-1"),
+    ] {
+        if prefix_of(&topic) != Some(prefix) {
+            return Err(format!(
+                "'{prefix}' cannot be told apart from the contract version in a topic such as '{topic}' (a stored input would be read under the prefix '{}' at the next start); choose a prefix without a 'v1' segment",
+                prefix_of(&topic).unwrap_or("")
+            ));
+        }
+        if let Err(r) = parse_topic(prefix, &topic) {
+            return Err(format!(
+                "'{prefix}' does not round-trip through the topic grammar ({topic}: {})",
+                r.message
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -68,8 +68,9 @@ pub fn rebuild(
     reader: &Reader,
     tracker: &mut Tracker,
     unapplied: &BTreeSet<i64>,
-) -> Result<(usize, Vec<PendingCommand>), StoreError> {
+) -> Result<Rebuilt, StoreError> {
     let mut replayed = 0;
+    let mut unreadable = Vec::new();
     let mut commands = Vec::new();
     let mut after_seq = 0;
     loop {
@@ -89,12 +90,29 @@ pub fn rebuild(
                     replayed += 1;
                 }
                 Err(r) => {
-                    warn!(seq = s.seq, topic = %s.record.topic, error = %r, "stored input no longer parses; not applied")
+                    error!(seq = s.seq, topic = %s.record.topic, error = %r, "stored input no longer parses; not applied");
+                    unreadable.push(s.seq);
                 }
             }
         }
     }
-    Ok((replayed, commands))
+    Ok(Rebuilt {
+        replayed,
+        pending_commands: commands,
+        unreadable,
+    })
+}
+
+/// What [`rebuild`] did.
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// Stored inputs applied to the tracker.
+    pub replayed: usize,
+    /// Stored operator commands whose outcome was never recorded.
+    pub pending_commands: Vec<PendingCommand>,
+    /// The sequence numbers of stored inputs that no longer parse (not
+    /// applied; a technical problem for the daemon).
+    pub unreadable: Vec<i64>,
 }
 
 /// Stage B's state and edges.

@@ -14,6 +14,7 @@
 //!   messages, history and published-state upserts;
 //! * `writer`: [`Writer`], the single writer thread with group commit;
 //! * `read`: [`Reader`], read-only queries that never block the writer;
+//! * `lock`: [`DatabaseLock`], one daemon per database (`<db>.lock`);
 //! * `maintenance`: database care (history retention, WAL checkpoints,
 //!   `PRAGMA optimize`), run by the daemon at start and periodically.
 //!
@@ -39,6 +40,7 @@
 mod alerts;
 mod apply;
 mod backup;
+mod lock;
 pub(crate) mod maintenance;
 mod read;
 mod schema;
@@ -56,6 +58,7 @@ pub use dosetrack_core::records::{
     AdmitProjection, AlertWrite, CommandOutcome, HistoryRow, InputRecord, Projection,
     RejectedRecord, Source, StateRow, StoredInput, REJECTED_PAYLOAD_KEEP_BYTES,
 };
+pub use lock::{check_directory, DatabaseLock};
 pub use maintenance::{CheckpointReport, MaintenanceConfig, MaintenanceReport};
 pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow};
 pub use schema::migrations;
@@ -250,6 +253,32 @@ pub enum StoreError {
     /// acknowledged).
     #[error("the writer thread panicked")]
     WriterPanicked,
+    /// Another process holds the database's lock: a second daemon on the
+    /// same database.
+    #[error("another dosetrack is running on this database ({} is locked by another process); stop it first, or give this one its own --database", lock.display())]
+    InUse { lock: PathBuf },
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database's directory does not exist (the store creates the
+    /// file, never its directory).
+    #[error("cannot create the database {}: its directory does not exist; create the directory, or choose another path with --database", db.display())]
+    NoDirectory { db: PathBuf, dir: PathBuf },
+    /// The file at the database's path exists but is empty: not a dosetrack
+    /// database (a truncated copy, a placeholder). Never taken as an empty
+    /// record.
+    #[error("{} is empty (0 bytes): not a dosetrack database; restore the database, or remove the file to start a new empty one", .0.display())]
+    EmptyFile(PathBuf),
+    /// The database file was deleted or replaced while the daemon ran: the
+    /// writer's connection no longer writes to the file at the path, so
+    /// nothing more is stored (and no input is acknowledged) until a
+    /// restart.
+    #[error("the database file {} was {what} while the daemon ran; nothing more is stored: restore it and restart the daemon", path.display())]
+    Replaced { path: PathBuf, what: &'static str },
     /// A stored row does not decode (unknown `source_kind`, …).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -259,7 +288,12 @@ impl StoreError {
     /// True when retrying the same op later may succeed (the batch failed
     /// for a reason outside the op: lock held, disk full, I/O error).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::BatchFailed { .. })
+        // Replaced: never mended by a retry, but the inputs must stay
+        // unacknowledged (the broker keeps them) rather than be dropped.
+        matches!(
+            self,
+            StoreError::BatchFailed { .. } | StoreError::Replaced { .. }
+        )
     }
 
     /// The SQLite primary result code behind the error, if any.

@@ -10,6 +10,10 @@
 //! commit failed, `SQLITE_BUSY` past the busy timeout, disk full, I/O
 //! error), every op of the batch gets [`StoreError::BatchFailed`] and nothing
 //! of it is stored; the thread logs it and goes on with the next batch.
+//! Before each batch the writer checks that the database path still names
+//! the file it opened (device and inode): a file deleted or replaced under
+//! it fails every batch with [`StoreError::Replaced`]. An existing empty
+//! file is refused at open ([`StoreError::EmptyFile`]).
 //! Opened with [`Writer::open_with_metrics`], it records each committed
 //! transaction's op count and duration in the daemon's metrics.
 
@@ -39,6 +43,8 @@ enum Msg {
     /// Liveness probe: answered as soon as the thread takes it from the
     /// queue (after the ops ahead of it), with no SQLite work.
     Ping(oneshot::Sender<()>),
+    /// Does the path still name the database file the writer writes to?
+    CheckFile(oneshot::Sender<Result<(), StoreError>>),
     /// `wal_checkpoint` PASSIVE then TRUNCATE (database maintenance).
     Checkpoint(oneshot::Sender<Result<CheckpointReport, StoreError>>),
     /// `PRAGMA optimize` (database maintenance).
@@ -121,6 +127,45 @@ pub struct WriterPragmas {
     pub busy_timeout_ms: i64,
 }
 
+/// The database file as it was opened, to tell whether the path still
+/// names it.
+struct FileWatch {
+    path: std::path::PathBuf,
+    /// (device, inode) at open; `None` where the platform has none.
+    identity: Option<(u64, u64)>,
+}
+
+impl FileWatch {
+    /// `Err` ([`StoreError::Replaced`]) when the path no longer names the
+    /// file the connection writes to.
+    fn check(&self) -> Result<(), StoreError> {
+        let Some(at_open) = self.identity else {
+            return Ok(());
+        };
+        let what = match file_identity(&self.path) {
+            Some(now) if now == at_open => return Ok(()),
+            Some(_) => "replaced",
+            None => "deleted",
+        };
+        Err(StoreError::Replaced {
+            path: self.path.clone(),
+            what,
+        })
+    }
+}
+
+/// (device, inode) of the file at `path`; `None` when there is none.
+#[cfg(unix)]
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_path: &std::path::Path) -> Option<(u64, u64)> {
+    None
+}
+
 struct LoopConfig {
     batch_max: usize,
     batch_window: Duration,
@@ -140,7 +185,18 @@ impl Writer {
         cfg: StoreConfig,
         metrics: Option<Arc<dyn CommitObserver>>,
     ) -> Result<(Writer, WriterThread), StoreError> {
+        // Create a database only where none exists: an existing empty file
+        // is not one (SQLite would take it as an empty database).
+        if std::fs::metadata(&cfg.path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(StoreError::EmptyFile(cfg.path.clone()));
+        }
         let conn = schema::open_writer(&cfg.path, cfg.busy_timeout)?;
+        // The file the connection writes to, to notice it deleted or
+        // replaced under the daemon (checked before each batch).
+        let file = FileWatch {
+            path: cfg.path.clone(),
+            identity: file_identity(&cfg.path),
+        };
         // Only to wait for more ops with a deadline inside the thread.
         let timer = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -159,7 +215,7 @@ impl Writer {
         let thread_stats = Arc::clone(&stats);
         let handle = std::thread::Builder::new()
             .name("dosetrack-store".to_owned())
-            .spawn(move || run(conn, rx, &loop_cfg, &thread_stats, &timer))
+            .spawn(move || run(conn, rx, &loop_cfg, &thread_stats, &timer, &file))
             .map_err(StoreError::Spawn)?;
         tracing::info!(
             path = %cfg.path.display(),
@@ -252,6 +308,18 @@ impl Writer {
         answer.await.map_err(|_| StoreError::WriterClosed)?
     }
 
+    /// Whether the database path still names the file the writer writes
+    /// to: `Err(`[`StoreError::Replaced`]`)` once it was deleted or
+    /// replaced (every write fails the same way from then on).
+    pub async fn check_file(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::CheckFile(reply))
+            .await
+            .map_err(|_| StoreError::WriterClosed)?;
+        answer.await.map_err(|_| StoreError::WriterClosed)?
+    }
+
     /// `PRAGMA optimize` on the writer's connection, between two batches.
     pub async fn optimize(&self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -305,6 +373,7 @@ fn take(
     msg: Msg,
     conn: &Connection,
     cfg: &LoopConfig,
+    file: &FileWatch,
     batch: &mut Vec<(WriteOp, Reply)>,
 ) -> Collected {
     match msg {
@@ -321,6 +390,10 @@ fn take(
         }
         Msg::Ping(reply) => {
             let _ = reply.send(());
+            Collected::More
+        }
+        Msg::CheckFile(reply) => {
+            let _ = reply.send(file.check());
             Collected::More
         }
         Msg::Checkpoint(reply) => {
@@ -356,6 +429,7 @@ fn run(
     cfg: &LoopConfig,
     stats: &Stats,
     timer: &tokio::runtime::Runtime,
+    file: &FileWatch,
 ) -> Result<(), StoreError> {
     let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(cfg.batch_max);
     'serve: loop {
@@ -363,7 +437,7 @@ fn run(
         let Some(first) = rx.blocking_recv() else {
             break 'serve; // every sender is gone
         };
-        let mut stop = matches!(take(first, &conn, cfg, &mut batch), Collected::Stop);
+        let mut stop = matches!(take(first, &conn, cfg, file, &mut batch), Collected::Stop);
         if batch.is_empty() && !stop {
             continue; // a pragmas or ping request
         }
@@ -388,23 +462,23 @@ fn run(
                     }
                 }
             };
-            stop = matches!(take(msg, &conn, cfg, &mut batch), Collected::Stop);
+            stop = matches!(take(msg, &conn, cfg, file, &mut batch), Collected::Stop);
         }
         if !batch.is_empty() {
-            run_batch(&mut conn, &mut batch, stats);
+            run_batch(&mut conn, &mut batch, stats, file);
         }
         if stop {
             // Refuse new ops; apply what was queued before the shutdown.
             rx.close();
             while let Ok(msg) = rx.try_recv() {
                 // A second shutdown request changes nothing.
-                let _ = take(msg, &conn, cfg, &mut batch);
+                let _ = take(msg, &conn, cfg, file, &mut batch);
                 if batch.len() >= cfg.batch_max {
-                    run_batch(&mut conn, &mut batch, stats);
+                    run_batch(&mut conn, &mut batch, stats, file);
                 }
             }
             if !batch.is_empty() {
-                run_batch(&mut conn, &mut batch, stats);
+                run_batch(&mut conn, &mut batch, stats, file);
             }
             break 'serve;
         }
@@ -449,8 +523,29 @@ fn stage(stage: &'static str) -> impl Fn(rusqlite::Error) -> BatchError {
 }
 
 /// Apply and commit one batch, then answer every op in submission order.
-fn run_batch(conn: &mut Connection, batch: &mut Vec<(WriteOp, Reply)>, stats: &Stats) {
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<(WriteOp, Reply)>,
+    stats: &Stats,
+    file: &FileWatch,
+) {
     let len = batch.len();
+    // A deleted or replaced file: nothing is stored (a commit would go to
+    // a file nobody will open again), every op answered with the reason.
+    if let Err(e) = file.check() {
+        stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(batch_len = len, error = %e, "batch not stored: the database file is gone");
+        for (_, reply) in batch.drain(..) {
+            let _ = reply.send(Err(match &e {
+                StoreError::Replaced { path, what } => StoreError::Replaced {
+                    path: path.clone(),
+                    what,
+                },
+                _ => StoreError::WriterClosed,
+            }));
+        }
+        return;
+    }
     let len_u64 = u64::try_from(len).unwrap_or(u64::MAX);
     stats.ops.fetch_add(len_u64, Ordering::Relaxed);
     stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -15,6 +15,8 @@
 //! * `hostile` — the hostile corpus through the daemon and the intake;
 //! * `mqtt_ingest`, `mqtt_publisher` — the MQTT layer against Mosquitto;
 //! * `observability` — `/healthz` and `/metrics`;
+//! * `one_database` — one daemon per database, a vanished database, the
+//!   topic prefix, a new user's frictions at start;
 //! * `operations`, `reload`, `systemd_service` — check-config, backup,
 //!   reload, stop, logs, sd_notify and the watchdog;
 //! * `retained_outputs` — retained state after a discharge, retained inputs
@@ -41,6 +43,7 @@ mod hostile;
 mod mqtt_ingest;
 mod mqtt_publisher;
 mod observability;
+mod one_database;
 mod operations;
 mod reliability;
 mod reload;
