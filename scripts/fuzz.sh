@@ -3,6 +3,10 @@
 #   scripts/fuzz.sh [SECONDS]        (default 60; CI runs 60)
 #   scripts/fuzz.sh --build-only     (build the target; CI does this early,
 #                                     in the background)
+#   scripts/fuzz.sh --scratch [SECONDS]
+#                                    (new inputs go to a temporary directory,
+#                                     the committed corpus is only read: CI
+#                                     fuzzes while the tests read that corpus)
 # Target fuzz/fuzz_targets/intake.rs, checks in fuzz/check.rs, seeds in
 # fuzz/corpus/intake (new interesting inputs are added there: commit the
 # small ones). A crash is written to fuzz/artifacts/intake/: copy it to
@@ -14,8 +18,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_only=false
+scratch=""
 if [ "${1:-}" = "--build-only" ]; then
   build_only=true
+  shift
+elif [ "${1:-}" = "--scratch" ]; then
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
   shift
 fi
 seconds="${1:-60}"
@@ -36,4 +45,10 @@ echo "fuzz: running intake for ${seconds} s"
 # -rss_limit_mb: the target runs the PK engine on accepted inputs. Inputs up
 # to libFuzzer's default max_len (4096 B, or the largest seed); over-size
 # payloads are covered by tests/it/hostile.rs.
-cargo +nightly fuzz run intake -- -max_total_time="${seconds}" -rss_limit_mb=2048
+if [ -n "$scratch" ]; then
+  # libFuzzer writes new inputs to the first directory and reads the others.
+  cargo +nightly fuzz run intake "$scratch" fuzz/corpus/intake -- \
+    -max_total_time="${seconds}" -rss_limit_mb=2048
+else
+  cargo +nightly fuzz run intake -- -max_total_time="${seconds}" -rss_limit_mb=2048
+fi
