@@ -286,15 +286,11 @@ fn record_for(
 /// reported, never silently dropped.
 pub fn replay(stored: &StoredInput) -> Result<TrackedInput, Rejection> {
     let record = &stored.record;
-    let prefix = record
-        .topic
-        .find("/v1/")
-        .map(|i| &record.topic[..i])
-        .ok_or_else(|| Rejection {
-            code: ErrorCode::BadTopic,
-            field: None,
-            message: format!("stored topic '{}' has no /v1/ segment", record.topic),
-        })?;
+    let prefix = contract::prefix_of(&record.topic).ok_or_else(|| Rejection {
+        code: ErrorCode::BadTopic,
+        field: None,
+        message: format!("stored topic '{}' has no /v1/ segment", record.topic),
+    })?;
     let topic = contract::parse_topic(prefix, &record.topic)?;
     let input = contract::parse_payload(&topic, record.payload.as_bytes())?;
     Ok(TrackedInput {
