@@ -192,6 +192,8 @@ struct Seen {
     statuses: Vec<(Instant, Value)>,
     /// (alert_id, phase) of every lifecycle message.
     alerts: BTreeSet<(String, String)>,
+    /// Every lifecycle message, as received.
+    messages: Vec<Value>,
     subacks: u64,
 }
 
@@ -234,6 +236,7 @@ impl Observer {
                             (v["alert_id"].as_str(), v["phase"].as_str())
                         {
                             s.alerts.insert((id.to_owned(), phase.to_owned()));
+                            s.messages.push(v.clone());
                         }
                     }
                     Ok(_) => {}
@@ -939,4 +942,553 @@ fn disk_full_under_load() {
         ));
     });
     drop(mount);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Realistic ward traffic (issue #13).
+// ---------------------------------------------------------------------------
+
+/// A scripted ward in two parts. The *backlog* is published while the
+/// daemon is down (its persistent session keeps it): 24 h of past stays —
+/// admitted, dosed by hand and by pump, discharged, some readmitted — and
+/// the earlier inputs of the patients still in care. The *live* part comes
+/// while it runs: doses documented 1–4 h late, a readmitted patient's
+/// over-limit bolus and infusion, the late discharge of an earlier stay
+/// arriving after the readmission, a discharge followed by a late dose from
+/// inside the stay and one from after it, and a pump moved to another
+/// patient. Times are relative to `t0`, the scenario's start.
+struct WardTraffic {
+    backlog: Vec<(String, String)>,
+    live: Vec<(String, String)>,
+}
+
+const H_MS: i64 = 3_600_000;
+const MIN_MS: i64 = 60_000;
+
+impl WardTraffic {
+    fn new(prefix: &str, backlog_stays: usize) -> WardTraffic {
+        let t0 = chrono::Utc::now().timestamp_millis();
+        let mut w = WardTraffic {
+            backlog: Vec::new(),
+            live: Vec::new(),
+        };
+        let mut n = 0usize;
+        let mut id = |p: &str| {
+            n += 1;
+            format!("{p}-{n}")
+        };
+        let at = |ms_before: i64| dosetrack::vocab::format_rfc3339(t0 - ms_before);
+        let admit = |id: String, t: i64, kg: u32| {
+            serde_json::json!({"id": id, "time": at(t), "weight_kg": kg, "age_years": 45}).to_string()
+        };
+        let dose = |id: String, t: i64, route: &str, mg: f64| {
+            serde_json::json!({"id": id, "time": at(t), "route": route, "amount_mg": mg}).to_string()
+        };
+        let event = |id: String, t: i64, kind: &str, extra: Value| {
+            let mut v = serde_json::json!({"id": id, "time": at(t), "kind": kind});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v.to_string()
+        };
+        let discharge =
+            |id: String, t: i64| serde_json::json!({"id": id, "time": at(t)}).to_string();
+        let mut b: Vec<(String, String)> = Vec::new();
+
+        // 24 h of past stays of 50 min, every 55 min, four pumps in turn;
+        // every sixth patient comes back three hours later for a short stay.
+        // Stays are spread over the 23 h before t0 - 1 h.
+        let span = 22 * H_MS;
+        let step = span / backlog_stays.max(1) as i64;
+        for i in 0..backlog_stays {
+            let pid = format!("P-B{i:04}");
+            let dev = format!("D-B{}", i % 4);
+            let s = 24 * H_MS - i as i64 * step; // ms before t0
+            let p = |x: &str| format!("patients/{pid}/{x}");
+            let d = format!("devices/{dev}/events");
+            b.push((p("admit"), admit(id("a"), s, 60 + (i % 30) as u32)));
+            b.push((p("doses"), dose(id("d"), s - 5 * MIN_MS, "iv_bolus", 15.0)));
+            b.push((
+                d.clone(),
+                event(id("e"), s - 10 * MIN_MS, "infusion_started",
+                    serde_json::json!({"patient_id": pid, "rate_mg_per_h": 10})),
+            ));
+            b.push((d.clone(), event(id("e"), s - 20 * MIN_MS, "heartbeat", serde_json::json!({}))));
+            b.push((p("doses"), dose(id("d"), s - 25 * MIN_MS, "oral", 50.0)));
+            b.push((d.clone(), event(id("e"), s - 30 * MIN_MS, "heartbeat", serde_json::json!({}))));
+            b.push((d.clone(), event(id("e"), s - 40 * MIN_MS, "infusion_stopped", serde_json::json!({}))));
+            b.push((p("discharge"), discharge(id("x"), s - 50 * MIN_MS)));
+            if i % 6 == 0 && s - 3 * H_MS - 40 * MIN_MS > 2 * H_MS {
+                let r = s - 3 * H_MS;
+                b.push((p("admit"), admit(id("a"), r, 60 + (i % 30) as u32)));
+                b.push((p("doses"), dose(id("d"), r - 10 * MIN_MS, "intranasal", 25.0)));
+                b.push((p("discharge"), discharge(id("x"), r - 40 * MIN_MS)));
+            }
+        }
+        // Patients in care at the end. P-RA: a first stay 20 h ago, back 2 h ago.
+        b.push(("patients/P-RA/admit".into(), admit(id("a"), 20 * H_MS, 70)));
+        b.push(("patients/P-RA/doses".into(), dose(id("d"), 19 * H_MS + 30 * MIN_MS, "iv_bolus", 20.0)));
+        b.push(("patients/P-RA/discharge".into(), discharge(id("x"), 18 * H_MS)));
+        b.push(("patients/P-RA/admit".into(), admit(id("a"), 2 * H_MS, 70)));
+        // P-RL: admitted 10 h ago and again 3 h ago; the discharge that
+        // ended the first stay (8 h ago) is documented live, late.
+        b.push(("patients/P-RL/admit".into(), admit(id("a"), 10 * H_MS, 70)));
+        b.push(("patients/P-RL/doses".into(), dose(id("d"), 9 * H_MS, "im", 30.0)));
+        b.push(("patients/P-RL/admit".into(), admit(id("a"), 3 * H_MS, 70)));
+        // P-LATE: on a pump for 5 h; three hand doses are documented late.
+        b.push(("patients/P-LATE/admit".into(), admit(id("a"), 6 * H_MS, 80)));
+        b.push((
+            "devices/D-L/events".into(),
+            event(id("e"), 5 * H_MS, "infusion_started",
+                serde_json::json!({"patient_id": "P-LATE", "rate_mg_per_h": 10})),
+        ));
+        // P-DIS: a bolus 7 h ago; discharged live, then late doses arrive.
+        b.push(("patients/P-DIS/admit".into(), admit(id("a"), 8 * H_MS, 75)));
+        b.push(("patients/P-DIS/doses".into(), dose(id("d"), 7 * H_MS, "iv_bolus", 30.0)));
+        // D-MOVE: on P-A1 from 3 h ago to 1 h ago, then moved to P-A2.
+        b.push(("patients/P-A1/admit".into(), admit(id("a"), 4 * H_MS, 65)));
+        b.push(("patients/P-A2/admit".into(), admit(id("a"), 2 * H_MS, 90)));
+        b.push((
+            "devices/D-MOVE/events".into(),
+            event(id("e"), 3 * H_MS, "infusion_started",
+                serde_json::json!({"patient_id": "P-A1", "rate_mg_per_h": 15})),
+        ));
+        b.push(("devices/D-MOVE/events".into(), event(id("e"), 2 * H_MS, "heartbeat", serde_json::json!({}))));
+        b.push(("devices/D-MOVE/events".into(), event(id("e"), H_MS, "infusion_stopped", serde_json::json!({}))));
+
+        let l = vec![
+            // Documented 1-4 h late.
+            ("patients/P-LATE/doses".into(), dose(id("d"), 4 * H_MS, "im", 20.0)),
+            ("patients/P-LATE/doses".into(), dose(id("d"), 3 * H_MS, "oral", 50.0)),
+            ("patients/P-LATE/doses".into(), dose(id("d"), 90 * MIN_MS, "intranasal", 25.0)),
+            ("patients/P-LATE/doses".into(), dose(id("d"), H_MS, "iv_bolus", 10.0)),
+            // The readmitted patient: 1.43 mg/kg IV bolus, then 200 mg/h.
+            ("patients/P-RA/doses".into(), dose(id("d"), MIN_MS, "iv_bolus", 100.0)),
+            (
+                "devices/D-RA/events".into(),
+                event(id("e"), MIN_MS, "infusion_started",
+                    serde_json::json!({"patient_id": "P-RA", "rate_mg_per_h": 200})),
+            ),
+            // The first stay's discharge, documented after the readmission,
+            // then an over-limit bolus in the second stay.
+            ("patients/P-RL/discharge".into(), discharge(id("x"), 8 * H_MS)),
+            ("patients/P-RL/doses".into(), dose(id("d"), MIN_MS, "iv_bolus", 100.0)),
+            // Discharged 10 min ago; then a dose from inside the stay and one
+            // from after it.
+            ("patients/P-DIS/discharge".into(), discharge(id("x"), 10 * MIN_MS)),
+            ("patients/P-DIS/doses".into(), dose(id("d"), 5 * H_MS, "oral", 40.0)),
+            ("patients/P-DIS/doses".into(), dose(id("d"), 5 * MIN_MS, "intranasal", 25.0)),
+            // The pump moved: now on P-A2.
+            (
+                "devices/D-MOVE/events".into(),
+                event(id("e"), 30 * MIN_MS, "infusion_started",
+                    serde_json::json!({"patient_id": "P-A2", "rate_mg_per_h": 12})),
+            ),
+        ];
+        let full = |(t, p): (String, String)| (format!("{prefix}/v1/{t}"), p);
+        w.backlog = b.into_iter().map(full).collect();
+        w.live = l.into_iter().map(full).collect();
+        w
+    }
+
+    fn all(&self) -> impl Iterator<Item = &(String, String)> {
+        self.backlog.iter().chain(self.live.iter())
+    }
+}
+
+/// Publish `msgs` in order, each confirmed by the broker before the next.
+async fn publish_in_order(publisher: &Publisher, msgs: &[(String, String)], gap: Duration) {
+    for (topic, payload) in msgs {
+        publisher
+            .publish_confirmed(topic.clone(), payload.clone().into_bytes(), false)
+            .await
+            .unwrap();
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+    }
+}
+
+/// Stays as the inputs define them, derived here without the tracker: an
+/// admit opens a stay unless one is open; a discharge closes the open one.
+fn stays_of(stored: &[dosetrack::records::StoredInput]) -> BTreeMap<String, Vec<(i64, i64)>> {
+    let mut events: BTreeMap<String, Vec<(i64, i64, bool)>> = BTreeMap::new();
+    for s in stored {
+        let r = &s.record;
+        let admit = match r.kind.as_str() {
+            "admit" => true,
+            "discharge" => false,
+            _ => continue,
+        };
+        if let Some(p) = &r.patient_id {
+            events
+                .entry(p.clone())
+                .or_default()
+                .push((r.occurred_at_ms, s.seq, admit));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (p, mut ev) in events {
+        ev.sort();
+        let mut stays = Vec::new();
+        let mut open: Option<i64> = None;
+        for (t, _, admit) in ev {
+            match (admit, open) {
+                (true, None) => open = Some(t),
+                (false, Some(a)) => {
+                    stays.push((a, t));
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(a) = open {
+            stays.push((a, i64::MAX));
+        }
+        out.insert(p, stays);
+    }
+    out
+}
+
+/// Alert raises of a replay of the stored inputs through the core, in
+/// arrival order, each evaluated at its receive time, the engine's timers
+/// at their own times, up to `end_ms`: (subject scope id, rule).
+fn replay_raises(
+    stored: &[dosetrack::records::StoredInput],
+    end_ms: i64,
+) -> BTreeSet<(String, String)> {
+    use dosetrack::alerts::{AlertBook, AlertConfig, AlertEngine, Phase, Scope};
+    use dosetrack::contract::{Input, InputTopic};
+    let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+    let mut tracker = Tracker::new(Arc::new(f), TrackerConfig::default());
+    let mut engine = AlertEngine::new(AlertBook::new(AlertConfig::default()));
+    let mut raised = BTreeSet::new();
+    let mut note = |msgs: Vec<dosetrack::alerts::AlertMessage>| {
+        for m in msgs {
+            if m.phase == Phase::Raised {
+                let who = m
+                    .patient_id
+                    .clone()
+                    .or(m.device_id.clone())
+                    .unwrap_or_default();
+                raised.insert((who, m.rule.as_str().to_owned()));
+            }
+        }
+    };
+    let timers_until = |tracker: &mut Tracker, engine: &mut AlertEngine, t: i64| {
+        let mut out = Vec::new();
+        while let Some(w) = engine.next_wake().filter(|&w| w <= t) {
+            let due = engine.due(w);
+            out.extend(engine.evaluate(tracker, &due, w).messages);
+        }
+        out
+    };
+    for s in stored {
+        let now = s.record.received_at_ms;
+        note(timers_until(&mut tracker, &mut engine, now));
+        let input = intake::replay(s).unwrap();
+        let mut scopes: BTreeSet<Scope> = BTreeSet::new();
+        match (&input.topic, &input.input) {
+            (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e)) => {
+                scopes.insert(Scope::Device(device_id.clone()));
+                if let Some(p) = &e.patient_id {
+                    scopes.insert(Scope::Patient(p.clone()));
+                }
+            }
+            (
+                InputTopic::Admit { patient_id }
+                | InputTopic::Discharge { patient_id }
+                | InputTopic::Dose { patient_id },
+                _,
+            ) => {
+                scopes.insert(Scope::Patient(patient_id.clone()));
+            }
+            _ => {}
+        }
+        let touched = tracker.apply(input);
+        scopes.extend(touched.into_iter().map(Scope::Patient));
+        note(engine.evaluate(&mut tracker, &scopes, now).messages);
+    }
+    note(timers_until(&mut tracker, &mut engine, end_ms));
+    raised
+}
+
+/// The patient rules whose conditions follow from the inputs alone (not
+/// from how long a device has been quiet): these must match the replay.
+const INPUT_RULES: [&str; 5] = [
+    "dose_limit",
+    "concentration_high",
+    "dose_stacking",
+    "interaction",
+    "model_domain",
+];
+
+#[test]
+fn realistic_ward_traffic() {
+    let backlog_stays = match size() {
+        Size::Small => 24,
+        Size::Full => 300,
+    };
+    runtime().block_on(async move {
+        let broker = start_broker();
+        let prefix = unique("wt");
+        let logs = tempfile::tempdir().unwrap();
+        let dbdir = tempfile::tempdir().unwrap();
+        let db = dbdir.path().join("dosetrack.db");
+        let observer = Observer::connect(broker.port, &prefix).await;
+        let traffic = WardTraffic::new(&prefix, backlog_stays);
+
+        // The daemon's first run makes its session; then it is down.
+        let started = Instant::now();
+        let mut daemon = Daemon::start(db.clone(), logs.path(), broker.port, &prefix);
+        wait_for("daemon online", Duration::from_secs(30), || {
+            observer.status_since(started, |_| true)
+        })
+        .await;
+        daemon.terminate();
+
+        let pub_stop = CancellationToken::new();
+        let (publisher, pub_task) = spawn_publisher(
+            BrokerConfig::new("127.0.0.1", broker.port, unique("wtp")),
+            format!("{prefix}-sim/status"),
+            "{\"state\":\"online\"}".into(),
+            "{\"state\":\"offline\"}".into(),
+            pub_stop.clone(),
+        );
+        // The downtime's backlog, queued in the daemon's session.
+        publish_in_order(&publisher, &traffic.backlog, Duration::ZERO).await;
+        let backlog = traffic.backlog.len() as u64;
+
+        // Back up: the backlog is caught up.
+        let catch_up = Instant::now();
+        daemon.spawn();
+        let end = Instant::now() + Duration::from_secs(120);
+        while daemon.stored() < backlog {
+            assert!(
+                Instant::now() < end,
+                "backlog: {} of {backlog} stored after 120 s: {}",
+                daemon.stored(),
+                daemon.log_tail(4000)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let catch_up_s = catch_up.elapsed().as_secs_f64();
+
+        // Live traffic, a little apart.
+        publish_in_order(&publisher, &traffic.live, Duration::from_millis(150)).await;
+        let total = (traffic.backlog.len() + traffic.live.len()) as u64;
+        wait_for("every input stored", Duration::from_secs(60), || {
+            daemon.stored() >= total
+        })
+        .await;
+        pub_stop.cancel();
+        let _ = pub_task.await;
+
+        // The readmitted patient's infusion must raise concentration_high
+        // (30-s condition delay); wait for it, then for the outbox.
+        let raised = |who: &str, rule: &str| {
+            observer.seen.lock().unwrap().messages.iter().any(|m| {
+                m["patient_id"] == who && m["rule"] == rule && m["phase"] == "raised"
+            })
+        };
+        wait_for(
+            "P-RA concentration_high delivered",
+            Duration::from_secs(90),
+            || raised("P-RA", "concentration_high"),
+        )
+        .await;
+        let end_ms = chrono::Utc::now().timestamp_millis();
+        let conn = rusqlite::Connection::open_with_flags(
+            &db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let unpublished = || -> i64 {
+            conn.query_row(
+                "SELECT count(*) FROM outbox WHERE published_at_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        wait_for("outbox drained", Duration::from_secs(30), || unpublished() == 0).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(conn);
+        let delivered: Vec<Value> = observer.seen.lock().unwrap().messages.clone();
+        daemon.terminate();
+
+        // Nothing lost, nothing twice, nothing refused.
+        let reader = Reader::open(&db).unwrap();
+        let stored = reader.inputs(0).unwrap();
+        assert_eq!(reader.counts().unwrap().rejected, 0, "every input is valid");
+        let mut keys: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for s in &stored {
+            *keys
+                .entry((s.record.topic.clone(), s.record.input_id.clone()))
+                .or_default() += 1;
+        }
+        let published: BTreeSet<(String, String)> = traffic
+            .all()
+            .map(|(t, p)| {
+                let v: Value = serde_json::from_str(p).unwrap();
+                (t.clone(), v["id"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        assert_eq!(published.len() as u64, total, "distinct ids");
+        let lost = published.iter().filter(|k| !keys.contains_key(*k)).count();
+        let twice = keys.values().filter(|&&c| c > 1).count();
+        assert_eq!((lost, twice, keys.len() as u64), (0, 0, total), "lost, twice, stored");
+
+        // Every history point = a replay of the stored inputs at its time,
+        // and inside one of the patient's stays.
+        let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+        let mut tracker = Tracker::new(Arc::new(f), TrackerConfig::default());
+        for s in &stored {
+            tracker.apply(intake::replay(s).unwrap());
+        }
+        let stays = stays_of(&stored);
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let history: Vec<(String, i64, f64, f64)> = conn
+            .prepare(
+                "SELECT patient_id, t_ms, cp_ng_per_ml, ce_ng_per_ml FROM concentration_history \
+                 ORDER BY patient_id, t_ms",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * (1.0 + a.abs().max(b.abs()));
+        let mut per_stay: BTreeMap<(String, i64), usize> = BTreeMap::new();
+        let mut differ = Vec::new();
+        let mut outside = Vec::new();
+        for (pid, t, cp, ce) in &history {
+            match stays
+                .get(pid)
+                .and_then(|s| s.iter().find(|(a, d)| a <= t && t <= d))
+            {
+                Some((a, _)) => *per_stay.entry((pid.clone(), *a)).or_default() += 1,
+                None => outside.push((pid.clone(), *t)),
+            }
+            match tracker.state(pid, *t) {
+                Some(s) if close(s.cp_ng_per_ml, *cp) && close(s.ce_ng_per_ml, *ce) => {}
+                other => differ.push(format!(
+                    "{pid} at {t}: stored cp {cp} ce {ce}, replay {:?}",
+                    other.map(|s| (s.cp_ng_per_ml, s.ce_ng_per_ml))
+                )),
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{} of {} history points differ from the replay, e.g. {:?}",
+            differ.len(),
+            history.len(),
+            &differ[..differ.len().min(5)]
+        );
+        assert!(
+            outside.is_empty(),
+            "{} history points outside every stay, e.g. {:?}",
+            outside.len(),
+            &outside[..outside.len().min(5)]
+        );
+        // A past stay has about one point per history step (60 s), not one
+        // per step up to now.
+        for ((pid, a), n) in &per_stay {
+            if let Some((_, d)) = stays[pid].iter().find(|(s, _)| s == a) {
+                if *d != i64::MAX {
+                    let want = (d - a) / MIN_MS;
+                    assert!(
+                        (*n as i64 - want).abs() <= 2,
+                        "{pid}'s stay from {a}: {n} history points, ~{want} expected"
+                    );
+                }
+            }
+        }
+        let p_late = history.iter().filter(|h| h.0 == "P-LATE").count();
+        assert!(p_late >= 300, "P-LATE's 6-h stay has {p_late} history points");
+
+        // Alerts: the input-driven raises = those of the replay (none
+        // missed, none extra); the named ones among them.
+        let replay = replay_raises(&stored, end_ms);
+        let replay: BTreeSet<_> = replay
+            .into_iter()
+            .filter(|(_, r)| INPUT_RULES.contains(&r.as_str()))
+            .collect();
+        let daemon_raised: BTreeSet<(String, String)> = delivered
+            .iter()
+            .filter(|m| m["phase"] == "raised")
+            .filter(|m| INPUT_RULES.iter().any(|r| m["rule"] == *r))
+            .filter(|m| {
+                m["time"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t.timestamp_millis() <= end_ms)
+            })
+            .map(|m| {
+                (
+                    m["patient_id"].as_str().unwrap_or("").to_owned(),
+                    m["rule"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let missed: Vec<_> = replay.difference(&daemon_raised).collect();
+        let extra: Vec<_> = daemon_raised.difference(&replay).collect();
+        assert!(
+            missed.is_empty() && extra.is_empty(),
+            "alerts missed {missed:?}, not in the replay {extra:?}"
+        );
+        for want in [
+            ("P-RA", "dose_limit"),
+            ("P-RA", "concentration_high"),
+            ("P-RL", "dose_limit"),
+        ] {
+            assert!(
+                daemon_raised.contains(&(want.0.to_owned(), want.1.to_owned())),
+                "{want:?} not delivered: {daemon_raised:?}"
+            );
+        }
+
+        // The last published states = the replay; the discharged patient
+        // says so; the moved pump delivers to P-A2 only.
+        let states: BTreeMap<String, (i64, Value)> = conn
+            .prepare("SELECT patient_id, time_ms, payload FROM published_state")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            })
+            .unwrap()
+            .map(|r| {
+                let (p, t, s) = r.unwrap();
+                (p, (t, serde_json::from_str(&s).unwrap()))
+            })
+            .collect();
+        for (pid, (t, published)) in &states {
+            let replayed = serde_json::to_value(tracker.state(pid, *t).unwrap()).unwrap();
+            assert!(
+                approx_eq(published, &replayed),
+                "{pid} at {t}: published {published}\n  replay {replayed}"
+            );
+        }
+        assert_eq!(states["P-DIS"].1["discharged"], true, "{}", states["P-DIS"].1);
+        assert_eq!(states["P-A1"].1["active_inputs"], serde_json::json!([]));
+        assert_eq!(
+            states["P-A2"].1["active_inputs"][0]["rate_mg_per_h"],
+            serde_json::json!(12.0),
+            "{}",
+            states["P-A2"].1
+        );
+        for p in ["P-RA", "P-RL", "P-LATE", "P-A2"] {
+            assert!(states[p].1.get("discharged").is_none(), "{p} is in care: {}", states[p].1);
+        }
+
+        report(format!(
+            "realistic-ward-traffic: {total} inputs ({backlog} in a 24-h backlog of {backlog_stays} \
+             stays, caught up in {catch_up_s:.1} s = {:.0} inputs/s; {} live), {} history points \
+             = replay, none outside a stay, input-driven raises {} = replay, nothing lost",
+            backlog as f64 / catch_up_s,
+            traffic.live.len(),
+            history.len(),
+            daemon_raised.len(),
+        ));
+    });
 }
