@@ -20,8 +20,8 @@
 //!
 //! The rows carry their topics, named by stage B when it committed them
 //! ([`crate::contract::Topics`]); a row is marked published at the daemon
-//! clock's time. The failpoint `outbox_before_publish`
-//! ([`crate::service::failpoint`]) is here.
+//! clock's time. The failpoints `outbox_before_publish` and
+//! `outbox_refuse_retained` ([`crate::service::failpoint`]) are here.
 
 use crate::clock::Clock;
 use crate::mqtt::{MqttError, Publisher};
@@ -72,7 +72,10 @@ pub(super) struct OutboxTask {
 
 /// A refusal that no retry can change: the row is moved aside.
 fn refused_for_good(e: &MqttError) -> bool {
-    matches!(e, MqttError::TooLarge { .. } | MqttError::InvalidTopic { .. })
+    matches!(
+        e,
+        MqttError::TooLarge { .. } | MqttError::InvalidTopic { .. }
+    )
 }
 
 /// Move `dead` to the dead-letter table: logged, counted, raised. `false`
@@ -90,7 +93,10 @@ async fn move_aside(t: &OutboxTask, dead: Vec<(PendingPublish, String)>) -> bool
     let now_ms = t.clock.now_ms();
     match t
         .writer
-        .write(WriteOp::OutboxDeadLetter { rows, at_ms: now_ms })
+        .write(WriteOp::OutboxDeadLetter {
+            rows,
+            at_ms: now_ms,
+        })
         .await
     {
         Ok(_) => {
@@ -166,9 +172,18 @@ pub(super) fn spawn_outbox(t: OutboxTask) -> (OutboxHandle, JoinHandle<Result<u6
                     row.payload.clone().into_bytes(),
                     row.retained,
                 );
+                // Test only (feature `failpoints`): refuse retained rows.
+                let refuse = retained && t.failpoints.armed(Failpoint::OutboxRefuseRetained);
                 pending.push((
                     row,
                     tokio::spawn(async move {
+                        if refuse {
+                            return Ok(Err(MqttError::TooLarge {
+                                size: payload.len(),
+                                topic,
+                                max: 0,
+                            }));
+                        }
                         tokio::time::timeout(
                             CONFIRM_TIMEOUT,
                             p.publish_confirmed(topic, payload, retained),

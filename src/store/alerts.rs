@@ -306,9 +306,9 @@ impl Reader {
 
     /// How many outbox rows were moved to `outbox_dead_letter` (ever).
     pub fn outbox_dead_letters(&self) -> Result<u64, StoreError> {
-        let n: i64 =
-            self.conn
-                .query_row("SELECT count(*) FROM outbox_dead_letter", [], |r| r.get(0))?;
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM outbox_dead_letter", [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 

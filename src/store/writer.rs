@@ -658,9 +658,9 @@ fn needs_savepoint(op: &WriteOp) -> bool {
         WriteOp::History(rows) => rows.len() > 1,
         WriteOp::Derived { states, history } => states.len() + history.len() > 1,
         WriteOp::Rejected(_) | WriteOp::RejectedRetained(_) | WriteOp::State { .. } => false,
-        WriteOp::Alerts(_)
-        | WriteOp::OutboxPublished { .. }
-        | WriteOp::OutboxDeadLetter { .. } => true,
+        WriteOp::Alerts(_) | WriteOp::OutboxPublished { .. } | WriteOp::OutboxDeadLetter { .. } => {
+            true
+        }
         WriteOp::PruneHistory { .. } => true,
     }
 }

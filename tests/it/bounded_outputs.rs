@@ -102,6 +102,11 @@ impl Ward {
 
 /// A daemon with `config` (TOML) as its config file.
 fn daemon(dir: &Path, prefix: &str, config: &str) -> DaemonProcess {
+    daemon_with(dir, prefix, config, &[])
+}
+
+/// [`daemon`] with `env` set for the run.
+fn daemon_with(dir: &Path, prefix: &str, config: &str, env: &[(&str, &str)]) -> DaemonProcess {
     let path = dir.join("dosetrack.toml");
     std::fs::write(&path, config).unwrap();
     let mut d = DaemonProcess::run(
@@ -112,7 +117,7 @@ fn daemon(dir: &Path, prefix: &str, config: &str) -> DaemonProcess {
         &["--config", path.to_str().unwrap()],
         dir,
     );
-    d.spawn();
+    d.spawn_with_env(env);
     d
 }
 
@@ -141,7 +146,7 @@ fn flood_a(ward: &Ward, db: &Path, n: usize) {
         sql_i64(
             db,
             "SELECT count(*) FROM alert_state WHERE scope_id = 'P-A' AND rule = 'dose_limit'",
-        ) > n as i64
+        ) >= n as i64
     });
 }
 
@@ -160,10 +165,10 @@ fn b_dose_limit_after(ward: &Ward) -> Option<Duration> {
     None
 }
 
-/// The issue's flood at a smaller size: with `max_packet_bytes` at 64 KiB,
-/// 80 over-limit boluses for A open 161 alerts; the uncapped active list
-/// (~1.6 KiB an alert) was refused, retried forever in order, and B's
-/// `dose_limit` never went out. Now A's list is capped (with its counts)
+/// The issue's flood at a smaller size: with `max_packet_bytes` at its
+/// least (65 KiB), 80 over-limit boluses for A open 161 alerts; the
+/// uncapped active list (~1.5 KiB an alert) was refused, retried forever in
+/// order, and B's `dose_limit` never went out. Now A's list is capped (with its counts)
 /// and fits, and B's alert is out within seconds.
 #[test]
 fn one_patients_alert_flood_never_delays_another_patients_alert() {
@@ -171,7 +176,7 @@ fn one_patients_alert_flood_never_delays_another_patients_alert() {
     let db = dir.path().join("dosetrack.db");
     let prefix = unique("flood");
     let ward = Ward::connect(&prefix);
-    let max_packet = 64 * 1024;
+    let max_packet = 65 * 1024;
     let mut d = daemon(
         dir.path(),
         &prefix,
@@ -195,12 +200,16 @@ fn one_patients_alert_flood_never_delays_another_patients_alert() {
     );
 
     // A's retained list: under the packet size, capped, with the counts.
-    poll_until("every outbox row published", Duration::from_secs(30), || {
-        sql_i64(
-            &db,
-            "SELECT count(*) FROM outbox WHERE published_at_ms IS NULL",
-        ) == 0
-    });
+    poll_until(
+        "every outbox row published",
+        Duration::from_secs(30),
+        || {
+            sql_i64(
+                &db,
+                "SELECT count(*) FROM outbox WHERE published_at_ms IS NULL",
+            ) == 0
+        },
+    );
     let open_a = sql_i64(
         &db,
         "SELECT count(*) FROM alert_state WHERE scope_id = 'P-A' AND open = 1",
@@ -209,7 +218,11 @@ fn one_patients_alert_flood_never_delays_another_patients_alert() {
     let (bytes, list) = ward.retained("patients/P-A/alerts/active");
     assert!(bytes.len() < max_packet, "{} bytes", bytes.len());
     let list = list.as_array().cloned().unwrap();
-    assert!(!list.is_empty() && list.len() < open_a as usize, "{}", list.len());
+    assert!(
+        !list.is_empty() && list.len() < open_a as usize,
+        "{}",
+        list.len()
+    );
     for e in &list {
         assert_eq!(e["active_total"].as_i64(), Some(open_a), "{e}");
         assert_eq!(
@@ -221,18 +234,17 @@ fn one_patients_alert_flood_never_delays_another_patients_alert() {
     }
     // Nothing was refused.
     assert_eq!(sql_i64(&db, "SELECT count(*) FROM outbox_dead_letter"), 0);
-    let largest = sql_i64(
-        &db,
-        "SELECT max(length(CAST(payload AS BLOB))) FROM outbox",
-    );
+    let largest = sql_i64(&db, "SELECT max(length(CAST(payload AS BLOB))) FROM outbox");
     assert!(largest < max_packet as i64, "{largest}");
     d.terminate();
 }
 
-/// A row the publisher refuses (here: A's active list over a 4 KiB
-/// `max_packet_bytes`) is moved to `outbox_dead_letter`, logged at error,
-/// counted in `/metrics`, raised as `alerts_undeliverable` on the status and
-/// `/healthz` (503), and B's alert still goes out at once.
+/// A row the publisher refuses (here every retained active list, by the
+/// failpoint `outbox_refuse_retained`: the capped lists no longer exceed
+/// any allowed `max_packet_bytes`) is moved to `outbox_dead_letter`,
+/// logged at error, counted in `/metrics`, raised as `alerts_undeliverable`
+/// on the status and `/healthz` (503), and B's alert still goes out at
+/// once. Before the fix the refused row was retried forever, in order.
 #[test]
 fn an_unpublishable_alert_row_is_moved_aside_counted_raised_and_delays_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -240,16 +252,15 @@ fn an_unpublishable_alert_row_is_moved_aside_counted_raised_and_delays_nothing()
     let prefix = unique("deadl");
     let ward = Ward::connect(&prefix);
     let port = free_port();
-    let mut d = daemon(
+    let mut d = daemon_with(
         dir.path(),
         &prefix,
-        &format!("[broker]\nmax_packet_bytes = 4096\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+        &[("DOSETRACK_FAILPOINT", "outbox_refuse_retained")],
     );
     ward.wait_online();
     ward.admit("P-A");
     ward.admit("P-B");
-    // Three boluses: seven alerts; A's list is over 4 KiB, each lifecycle
-    // message is not.
     flood_a(&ward, &db, 3);
     poll_until("A's list moved aside", Duration::from_secs(20), || {
         sql_i64(&db, "SELECT count(*) FROM outbox_dead_letter") > 0
@@ -275,7 +286,7 @@ fn an_unpublishable_alert_row_is_moved_aside_counted_raised_and_delays_nothing()
         sql_i64(
             &db,
             "SELECT count(*) FROM outbox_dead_letter
-             WHERE topic LIKE '%/patients/P-A/alerts/active' AND payload_bytes > 4000
+             WHERE topic LIKE '%/alerts/active' AND payload_bytes > 2
                AND reason LIKE '%max_packet_bytes%'"
         ),
         dead

@@ -484,7 +484,11 @@ mod tests {
         assert_eq!(v["input_seqs"].as_array().unwrap().len(), INPUT_SEQS_MAX);
         assert_eq!(v["input_seqs_total"], 165_000);
         assert_eq!(v["input_seqs_omitted"], 165_000 - INPUT_SEQS_MAX);
-        assert!(c.message.starts_with("165000 stored input(s)"), "{}", c.message);
+        assert!(
+            c.message.starts_with("165000 stored input(s)"),
+            "{}",
+            c.message
+        );
         // Stored and read back: typed, the same bytes.
         let back = RuleDetails::from_json(serde_json::from_str(&json).unwrap());
         assert!(matches!(back, RuleDetails::UnassignedDevice(_)));

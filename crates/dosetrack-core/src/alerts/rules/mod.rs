@@ -20,7 +20,7 @@ mod doses;
 mod levels;
 mod model;
 
-use super::details::{Cause, CappedSeqs, RuleDetails, UnassignedDevice, UnassignedPatient};
+use super::details::{CappedSeqs, Cause, RuleDetails, UnassignedDevice, UnassignedPatient};
 use super::{min_ms, AlertConfig, Condition, Priority, Rule};
 use crate::ledger::{Delivery, DeviceAlarm};
 use crate::pk::{Direction, Output};
