@@ -1,5 +1,8 @@
 //! Crashes injected by tests at two points of the alert path, to prove
-//! that nothing is lost or published twice when the process dies there.
+//! that nothing is lost or published twice when the process dies there;
+//! and one refusal: `outbox_refuse_retained` makes the outbox treat every
+//! retained row (an active list) as refused by the broker connection
+//! (too large), to prove a refused row is moved aside and delays nothing.
 //!
 //! Only with the cargo feature `failpoints` (which `cargo test` turns on
 //! through the package's dev-dependency on itself; release builds and the
@@ -17,6 +20,9 @@ pub(super) enum Failpoint {
     /// After alert rows are committed to the outbox, before publishing
     /// (`outbox_before_publish`).
     OutboxBeforePublish,
+    /// Not a crash: every retained outbox row is refused as too large
+    /// (`outbox_refuse_retained`).
+    OutboxRefuseRetained,
 }
 
 /// The armed failpoint, if any (none without the `failpoints` feature).
@@ -34,12 +40,18 @@ impl Failpoints {
             None => None,
             Some("alerts_before_commit") => Some(Failpoint::AlertsBeforeCommit),
             Some("outbox_before_publish") => Some(Failpoint::OutboxBeforePublish),
+            Some("outbox_refuse_retained") => Some(Failpoint::OutboxRefuseRetained),
             Some(other) => {
                 tracing::warn!(failpoint = other, "unknown DOSETRACK_FAILPOINT ignored");
                 None
             }
         };
         Failpoints { armed }
+    }
+
+    /// Whether `here` is armed (for a failpoint that does not abort).
+    pub(super) fn armed(self, here: Failpoint) -> bool {
+        self.armed == Some(here)
     }
 
     /// Abort the process if `here` is armed.
@@ -61,4 +73,10 @@ impl Failpoints {
     /// Nothing (this build has no failpoints).
     #[inline(always)]
     pub(super) fn hit(self, _here: Failpoint) {}
+
+    /// Never (this build has no failpoints).
+    #[inline(always)]
+    pub(super) fn armed(self, _here: Failpoint) -> bool {
+        false
+    }
 }

@@ -8,8 +8,10 @@
 //! the daemon sees (inputs, alerts, derived state, history) and cleared by
 //! the next input write that succeeds (the daemon's write retry loop);
 //! `database_replaced` (the file deleted or replaced under the daemon: no
-//! write succeeds again) and `stored_inputs_unreadable` (raised once at
-//! start, [`Health::raise`]) last until a restart. Every
+//! write succeeds again), `stored_inputs_unreadable` (raised once at
+//! start, [`Health::raise`]) and `alerts_undeliverable` (the outbox moved
+//! an alert message the broker connection refuses to the dead-letter
+//! table) last until a restart. Every
 //! change is logged once (`error!` when raised, `info!` when cleared),
 //! shown on the systemd `STATUS=` line ([`crate::service::systemd`]) and published
 //! as the retained `{prefix}/v1/status` message, `"state": "online"` with a
@@ -46,6 +48,11 @@ pub enum ProblemCode {
     /// Stored inputs no longer parse at start (not applied: the patients
     /// they concern are not tracked as recorded). Until a restart.
     StoredInputsUnreadable,
+    /// An alert message could not be published (larger than
+    /// `max_packet_bytes`, …): moved to the `outbox_dead_letter` table
+    /// instead of being retried ahead of every other alert. Until a
+    /// restart.
+    AlertsUndeliverable,
 }
 
 impl ProblemCode {
@@ -56,6 +63,7 @@ impl ProblemCode {
             ProblemCode::DatabaseWriteFailing => "database_write_failing",
             ProblemCode::DatabaseReplaced => "database_replaced",
             ProblemCode::StoredInputsUnreadable => "stored_inputs_unreadable",
+            ProblemCode::AlertsUndeliverable => "alerts_undeliverable",
         }
     }
 

@@ -274,20 +274,30 @@ async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let outbox_pending = match s.reader.lock() {
-        Ok(reader) => match reader.outbox_pending() {
-            Ok(n) => Some(n),
-            Err(e) => {
-                warn!(error = %e, "outbox not readable for /metrics");
-                None
-            }
-        },
-        Err(_) => None,
+    let (outbox_pending, outbox_dead_letter_rows) = match s.reader.lock() {
+        Ok(reader) => (
+            match reader.outbox_pending() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    warn!(error = %e, "outbox not readable for /metrics");
+                    None
+                }
+            },
+            match reader.outbox_dead_letters() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    warn!(error = %e, "outbox dead letters not readable for /metrics");
+                    None
+                }
+            },
+        ),
+        Err(_) => (None, None),
     };
     let scraped = Scraped {
         ingest: s.ingest.stats(),
         publisher: s.publisher.stats(),
         outbox_pending,
+        outbox_dead_letter_rows,
         memory: crate::service::memstats::read(),
         now_ms: s.clock.now_ms(),
     };

@@ -3,7 +3,7 @@
 //! duplicates, rejections, alert messages, tracked patients, unacknowledged
 //! inputs), the store's writer thread (commit batch sizes and durations) —
 //! plus the values read only when scraped (broker connections, outbox rows
-//! not yet published). Encoded in the Prometheus text format 0.0.4 by
+//! not yet published, rows in the outbox's dead-letter table). Encoded in the Prometheus text format 0.0.4 by
 //! [`Metrics::encode`]; served by [`crate::service::http`].
 //!
 //! The hot path takes no lock: counters for every input kind, device event
@@ -126,6 +126,8 @@ pub(super) struct Metrics {
     unacked_inputs: Gauge,
     oldest_unacked_age_s: FloatGauge,
     outbox_pending: Gauge,
+    outbox_dead_letter: Counter,
+    outbox_dead_letter_rows: Gauge,
     heap_in_use: Gauge,
     heap_free: Gauge,
     sqlite_memory: Gauge,
@@ -251,6 +253,18 @@ impl Metrics {
             "Alert messages committed and not yet confirmed by the broker",
             outbox_pending.clone(),
         );
+        let outbox_dead_letter = Counter::default();
+        registry.register(
+            "dosetrack_outbox_dead_letter",
+            "Alert messages the broker connection refused for good (over max_packet_bytes, …), moved to the outbox_dead_letter table since start",
+            outbox_dead_letter.clone(),
+        );
+        let outbox_dead_letter_rows = Gauge::default();
+        registry.register(
+            "dosetrack_outbox_dead_letter_rows",
+            "Rows in the outbox_dead_letter table (every run)",
+            outbox_dead_letter_rows.clone(),
+        );
 
         let heap_in_use = Gauge::default();
         registry.register_with_unit(
@@ -318,6 +332,8 @@ impl Metrics {
             unacked_inputs,
             oldest_unacked_age_s,
             outbox_pending,
+            outbox_dead_letter,
+            outbox_dead_letter_rows,
             heap_in_use,
             heap_free,
             sqlite_memory,
@@ -397,6 +413,11 @@ impl Metrics {
         set_count(&self.alert_records, alert_book_entries);
     }
 
+    /// The outbox moved `n` rows to the dead-letter table.
+    pub(super) fn outbox_dead_lettered(&self, n: u64) {
+        self.outbox_dead_letter.inc_by(n);
+    }
+
     /// How many patients are tracked now.
     pub(super) fn set_tracked_patients(&self, n: usize) {
         set_count(&self.tracked_patients, n);
@@ -448,6 +469,9 @@ impl Metrics {
         if let Some(n) = scraped.outbox_pending {
             set_count(&self.outbox_pending, n);
         }
+        if let Some(n) = scraped.outbox_dead_letter_rows {
+            set_count(&self.outbox_dead_letter_rows, n);
+        }
         let mem = scraped.memory;
         if let Some(b) = mem.heap_in_use_bytes {
             set_count(&self.heap_in_use, b);
@@ -470,6 +494,8 @@ pub(super) struct Scraped {
     /// `None` when the database could not be read (the gauge keeps its
     /// last value).
     pub outbox_pending: Option<u64>,
+    /// Rows in `outbox_dead_letter`; `None` when not readable.
+    pub outbox_dead_letter_rows: Option<u64>,
     /// The process's memory figures at the scrape.
     pub memory: MemStats,
     pub now_ms: TimeMs,
@@ -490,6 +516,7 @@ mod tests {
             ingest,
             publisher: ConnectionStats::default(),
             outbox_pending: Some(3),
+            outbox_dead_letter_rows: Some(1),
             memory: MemStats {
                 heap_in_use_bytes: Some(7_000_000),
                 heap_free_bytes: Some(2_500_000),
@@ -506,6 +533,7 @@ mod tests {
         m.duplicate();
         m.commit().committed(3, 0.002, 5_000);
         m.set_core_sizes(41, 5);
+        m.outbox_dead_lettered(2);
         let text = m.encode(&scraped(3)).unwrap();
         for line in [
             "dosetrack_inputs_total{kind=\"alert_command\"} 0",
@@ -516,6 +544,8 @@ mod tests {
             "dosetrack_broker_reconnects_total{connection=\"publisher\"} 0",
             "dosetrack_broker_connected{connection=\"ingest\"} 1",
             "dosetrack_outbox_pending 3",
+            "dosetrack_outbox_dead_letter_total 2",
+            "dosetrack_outbox_dead_letter_rows 1",
             "dosetrack_commit_batch_ops_count 1",
             "dosetrack_commit_duration_seconds_count 1",
             "dosetrack_memory_heap_in_use_bytes 7000000",

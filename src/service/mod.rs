@@ -226,14 +226,16 @@ pub async fn run_with_clock(
 
     // Alert messages go out from the outbox (committed with their cause).
     let outbox_stop = CancellationToken::new();
-    let (outbox, outbox_task) = spawn_outbox(
-        cfg.database.path.clone(),
-        writer.clone(),
-        publisher.clone(),
-        outbox_stop.clone(),
+    let (outbox, outbox_task) = spawn_outbox(outbox::OutboxTask {
+        database: cfg.database.path.clone(),
+        writer: writer.clone(),
+        publisher: publisher.clone(),
+        stop: outbox_stop.clone(),
         failpoints,
-        clock.clone(),
-    );
+        clock: clock.clone(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+    });
 
     let (deliver_tx, deliver_rx) = mpsc::channel::<mqtt::Incoming>(256);
     let ingest_stop = CancellationToken::new();

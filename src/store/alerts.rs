@@ -9,7 +9,14 @@
 //!
 //! The alert engine's [`AlertWrite`] names each outbox row's scope; the
 //! `outbox` table keeps its topic, named when the write becomes an
-//! [`AlertCommit`] (with the one topic builder, [`Topics`]).
+//! [`AlertCommit`] (with the one topic builder, [`Topics`]), and its scope
+//! key (the scope's lifecycle topic): rows are published in order within a
+//! scope, and [`Reader::unpublished`] serves every scope's oldest rows
+//! first, so one scope's backlog never holds back another's. A row the
+//! broker connection refuses for good is moved to `outbox_dead_letter`
+//! ([`WriteOp::OutboxDeadLetter`]).
+//!
+//! [`WriteOp::OutboxDeadLetter`]: super::WriteOp::OutboxDeadLetter
 //!
 //! [`WriteOp::OutboxPublished`]: super::WriteOp::OutboxPublished
 
@@ -36,6 +43,9 @@ pub struct AlertCommit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
     pub topic: String,
+    /// The scope the row belongs to (its lifecycle topic): the order of
+    /// publishing is kept within a scope.
+    pub scope_key: String,
     pub payload: String,
     pub retained: bool,
 }
@@ -54,6 +64,7 @@ impl AlertCommit {
                     OutboxKind::Message => topics.alerts(&row.scope),
                     OutboxKind::ActiveList => topics.alerts_active(&row.scope),
                 },
+                scope_key: topics.alerts(&row.scope),
                 payload: row.payload,
                 retained: row.retained,
             })
@@ -73,8 +84,18 @@ impl AlertCommit {
 pub struct PendingPublish {
     pub id: i64,
     pub topic: String,
+    /// Its scope (order is kept within a scope); rows stored before scope
+    /// keys were have their topic here.
+    pub scope_key: String,
     pub payload: String,
     pub retained: bool,
+}
+
+/// An outbox row to move to `outbox_dead_letter`, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub reason: String,
 }
 
 /// The number in an alert id (`al-{number}-{since}`).
@@ -141,10 +162,16 @@ pub(super) fn apply_alerts(conn: &Connection, w: &AlertCommit) -> Result<(), App
     }
     for o in &w.outbox {
         conn.prepare_cached(
-            "INSERT INTO outbox (topic, payload, retained, qos, created_at_ms)
-             VALUES (?1, ?2, ?3, 1, ?4)",
+            "INSERT INTO outbox (topic, payload, retained, qos, created_at_ms, scope_key)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5)",
         )?
-        .execute(params![o.topic, o.payload, o.retained, w.created_at_ms])?;
+        .execute(params![
+            o.topic,
+            o.payload,
+            o.retained,
+            w.created_at_ms,
+            o.scope_key
+        ])?;
     }
     for c in &w.commands {
         conn.prepare_cached(
@@ -170,6 +197,31 @@ pub(super) fn mark_published(conn: &Connection, ids: &[i64], at_ms: i64) -> Resu
     )?;
     for id in ids {
         stmt.execute(params![id, at_ms])?;
+    }
+    Ok(())
+}
+
+/// Move outbox rows to `outbox_dead_letter` (copied, then deleted from the
+/// outbox; a row already moved or published is left alone).
+pub(super) fn dead_letter(
+    conn: &Connection,
+    rows: &[DeadLetter],
+    at_ms: i64,
+) -> Result<(), ApplyError> {
+    for r in rows {
+        let moved = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outbox_dead_letter (outbox_id, topic, scope_key, payload,
+                     retained, created_at_ms, moved_at_ms, payload_bytes, reason)
+                 SELECT id, topic, scope_key, payload, retained, created_at_ms, ?2,
+                        length(CAST(payload AS BLOB)), ?3
+                 FROM outbox WHERE id = ?1 AND published_at_ms IS NULL",
+            )?
+            .execute(params![r.id, at_ms, r.reason])?;
+        if moved > 0 {
+            conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                .execute([r.id])?;
+        }
     }
     Ok(())
 }
@@ -224,21 +276,40 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Outbox rows not yet published, oldest first.
-    pub fn unpublished(&self, limit: usize) -> Result<Vec<PendingPublish>, StoreError> {
+    /// Outbox rows not yet published: at most `per_scope` of each scope
+    /// (its oldest) and `limit` in all, every scope's oldest row before any
+    /// scope's second, returned in id order (the order within each scope).
+    pub fn unpublished(
+        &self,
+        limit: usize,
+        per_scope: usize,
+    ) -> Result<Vec<PendingPublish>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, topic, payload, retained FROM outbox
-             WHERE published_at_ms IS NULL ORDER BY id LIMIT ?1",
+            "WITH ranked AS (
+                 SELECT id, row_number() OVER (PARTITION BY scope_key ORDER BY id) AS n
+                 FROM outbox WHERE published_at_ms IS NULL),
+             chosen AS (SELECT id FROM ranked WHERE n <= ?2 ORDER BY n, id LIMIT ?1)
+             SELECT o.id, o.topic, coalesce(o.scope_key, o.topic), o.payload, o.retained
+             FROM chosen c JOIN outbox o ON o.id = c.id ORDER BY o.id",
         )?;
-        let rows = stmt.query_map([limit as i64], |r| {
+        let rows = stmt.query_map([limit as i64, per_scope as i64], |r| {
             Ok(PendingPublish {
                 id: r.get(0)?,
                 topic: r.get(1)?,
-                payload: r.get(2)?,
-                retained: r.get(3)?,
+                scope_key: r.get(2)?,
+                payload: r.get(3)?,
+                retained: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many outbox rows were moved to `outbox_dead_letter` (ever).
+    pub fn outbox_dead_letters(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM outbox_dead_letter", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// How many outbox rows are not yet marked published.

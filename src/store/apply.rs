@@ -62,6 +62,10 @@ pub(super) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, Appl
             super::alerts::mark_published(conn, ids, *at_ms)?;
             Ok(WriteResult::Written)
         }
+        WriteOp::OutboxDeadLetter { rows, at_ms } => {
+            super::alerts::dead_letter(conn, rows, *at_ms)?;
+            Ok(WriteResult::Written)
+        }
         WriteOp::State {
             patient_id,
             time_ms,

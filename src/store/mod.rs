@@ -52,7 +52,7 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use alerts::{AlertCommit, OutboxMessage, PendingPublish};
+pub use alerts::{AlertCommit, DeadLetter, OutboxMessage, PendingPublish};
 pub use backup::{backup, BackupError, BackupReport};
 pub use dosetrack_core::records::{
     AdmitProjection, AlertWrite, CommandOutcome, HistoryRow, InputRecord, Projection,
@@ -137,6 +137,12 @@ pub enum WriteOp {
     /// Outbox rows confirmed published (PUBACK received).
     OutboxPublished {
         ids: Vec<i64>,
+        at_ms: i64,
+    },
+    /// Outbox rows the broker connection refused for good: moved to
+    /// `outbox_dead_letter`, never retried.
+    OutboxDeadLetter {
+        rows: Vec<DeadLetter>,
         at_ms: i64,
     },
     /// What one round of publishing derived, in one op: the published

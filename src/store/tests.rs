@@ -149,7 +149,7 @@ fn migrations_validate() {
     migrations().unwrap().validate().unwrap();
 }
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "inputs",
     "rejected",
     "patients",
@@ -162,6 +162,7 @@ const TABLES: [&str; 12] = [
     "alert_state",
     "alert_events",
     "alert_commands",
+    "outbox_dead_letter",
 ];
 
 fn schema_text(path: &Path) -> Vec<(String, String)> {
@@ -189,13 +190,13 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
     let before = schema_text(&path);
     let names: HashSet<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
     let wanted: HashSet<&str> = TABLES.into_iter().collect();
-    assert_eq!(wanted.len(), 12);
+    assert_eq!(wanted.len(), 13);
     for table in &wanted {
         assert!(names.contains(table), "missing table {table}");
     }
     assert!(names.contains("outbox_unpublished"));
-    // Two migrations: 01-init, 02-alerts.
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 2);
+    // Three migrations: 01-init, 02-alerts, 03-outbox-dead-letter.
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 3);
 
     // Reopen: nothing is migrated again, data and schema are unchanged.
     let (w, thread) = open(&path);
@@ -206,7 +207,7 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
     ));
     thread.shutdown().unwrap();
     assert_eq!(schema_text(&path), before);
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 2);
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 3);
     assert_eq!(count(&inspect(&path), "SELECT count(*) FROM inputs"), 1);
 }
 
@@ -236,7 +237,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_inputs() {
         thread.shutdown().unwrap();
     }
     let conn = inspect(&path);
-    assert_eq!(count(&conn, "PRAGMA user_version"), 2);
+    assert_eq!(count(&conn, "PRAGMA user_version"), 3);
     assert_eq!(count(&conn, "SELECT count(*) FROM alert_state"), 0);
     // The version-1 row and the new one.
     assert_eq!(count(&conn, "SELECT count(*) FROM inputs"), 2);
@@ -1648,4 +1649,79 @@ async fn throughput_20000_inputs() {
             stats.largest_batch
         );
     }
+}
+
+fn outbox_rows(rows: &[(&str, &str)]) -> WriteOp {
+    WriteOp::Alerts(Box::new(AlertCommit {
+        outbox: rows
+            .iter()
+            .map(|(scope, payload)| OutboxMessage {
+                topic: format!("{scope}/alerts"),
+                scope_key: format!("{scope}/alerts"),
+                payload: (*payload).to_owned(),
+                retained: false,
+            })
+            .collect(),
+        created_at_ms: T0,
+        ..AlertCommit::default()
+    }))
+}
+
+/// One scope's backlog never hides another scope's rows: every scope's
+/// oldest rows come first, at most `per_scope` each, in id order.
+#[test]
+fn unpublished_rows_serve_every_scope_before_any_scopes_backlog() {
+    let (_dir, path) = temp_db();
+    let (w, thread) = open(&path);
+    let a: Vec<(&str, &str)> = (0..100).map(|_| ("p/A", "{}")).collect();
+    w.write_blocking(outbox_rows(&a)).unwrap();
+    w.write_blocking(outbox_rows(&[("p/B", "{\"b\":1}"), ("p/B", "{\"b\":2}")]))
+        .unwrap();
+    let reader = Reader::open(&path).unwrap();
+    let rows = reader.unpublished(10, 4).unwrap();
+    let scopes: Vec<&str> = rows.iter().map(|r| r.scope_key.as_str()).collect();
+    assert_eq!(
+        scopes,
+        ["p/A/alerts"; 4]
+            .into_iter()
+            .chain(["p/B/alerts"; 2])
+            .collect::<Vec<_>>()
+    );
+    assert!(rows.windows(2).all(|p| p[0].id < p[1].id));
+    // A limit below the number of scopes still takes each scope's oldest.
+    let rows = reader.unpublished(2, 4).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].payload, "{\"b\":1}");
+
+    // A dead letter leaves the outbox, whole, and is never served again.
+    let first_a = rows[0].id;
+    w.write_blocking(WriteOp::OutboxDeadLetter {
+        rows: vec![DeadLetter {
+            id: first_a,
+            reason: "too large".to_owned(),
+        }],
+        at_ms: T0 + 1,
+    })
+    .unwrap();
+    assert!(reader
+        .unpublished(1_000, 1_000)
+        .unwrap()
+        .iter()
+        .all(|r| r.id != first_a));
+    assert_eq!(reader.outbox_pending().unwrap(), 101);
+    assert_eq!(reader.outbox_dead_letters().unwrap(), 1);
+    let conn = inspect(&path);
+    assert_eq!(
+        count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM outbox_dead_letter WHERE outbox_id = {first_a}
+                 AND topic = 'p/A/alerts' AND payload = '{{}}' AND payload_bytes = 2
+                 AND reason = 'too large' AND moved_at_ms = {}",
+                T0 + 1
+            )
+        ),
+        1
+    );
+    thread.shutdown().unwrap();
 }

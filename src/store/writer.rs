@@ -658,7 +658,9 @@ fn needs_savepoint(op: &WriteOp) -> bool {
         WriteOp::History(rows) => rows.len() > 1,
         WriteOp::Derived { states, history } => states.len() + history.len() > 1,
         WriteOp::Rejected(_) | WriteOp::RejectedRetained(_) | WriteOp::State { .. } => false,
-        WriteOp::Alerts(_) | WriteOp::OutboxPublished { .. } => true,
+        WriteOp::Alerts(_) | WriteOp::OutboxPublished { .. } | WriteOp::OutboxDeadLetter { .. } => {
+            true
+        }
         WriteOp::PruneHistory { .. } => true,
     }
 }
@@ -678,6 +680,7 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::State { .. } => "state",
         WriteOp::Alerts(_) => "alerts",
         WriteOp::OutboxPublished { .. } => "outbox_published",
+        WriteOp::OutboxDeadLetter { .. } => "outbox_dead_letter",
         WriteOp::Derived { .. } => "derived",
         WriteOp::PruneHistory { .. } => "prune_history",
     }

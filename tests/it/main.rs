@@ -7,6 +7,8 @@
 //!
 //! * `alerts_rules`, `alerts_ward_day` — the alert rules on real patient
 //!   models through intake and the tracker; the simulated ward day;
+//! * `bounded_outputs` — bounded alert messages, the outbox's dead letters
+//!   and per-scope order (issue #13 item 3);
 //! * `broker_security` — TLS, the password file and the ACL;
 //! * `cli` — every command of the binary: exit codes, output, files;
 //! * `daemon`, `daemon_alerts` — `dosetrack run` end to end, inputs and alerts;
@@ -33,6 +35,7 @@ mod mqtt_common;
 
 mod alerts_rules;
 mod alerts_ward_day;
+mod bounded_outputs;
 mod broker_security;
 mod cli;
 mod daemon;

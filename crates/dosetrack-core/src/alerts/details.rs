@@ -32,19 +32,69 @@ pub struct Cause {
     pub what: Option<String>,
 }
 
+/// At most this many sequence numbers in an `unassigned_input` alert's
+/// `input_seqs` (the newest; a device that is never associated would
+/// otherwise list every heartbeat it ever sent, without bound).
+pub const INPUT_SEQS_MAX: usize = 50;
+
 /// `unassigned_input` about a device's events with no admitted patient.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnassignedDevice {
     pub device_id: String,
+    /// The newest [`INPUT_SEQS_MAX`] at most, ascending.
     pub input_seqs: Vec<i64>,
+    /// Only when `input_seqs` is capped: how many are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_seqs_omitted: Option<usize>,
+    /// Only when `input_seqs` is capped: how many there are in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_seqs_total: Option<usize>,
 }
 
 /// `unassigned_input` about doses of a patient not admitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnassignedPatient {
+    /// The newest [`INPUT_SEQS_MAX`] at most, ascending.
     pub input_seqs: Vec<i64>,
+    /// Only when `input_seqs` is capped: how many are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_seqs_omitted: Option<usize>,
+    /// Only when `input_seqs` is capped: how many there are in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_seqs_total: Option<usize>,
+}
+
+/// A list of sequence numbers (ascending) capped to its newest
+/// [`INPUT_SEQS_MAX`]: the kept ones, and when capped the numbers left out
+/// and in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CappedSeqs {
+    pub seqs: Vec<i64>,
+    pub omitted: Option<usize>,
+    pub total: Option<usize>,
+}
+
+impl CappedSeqs {
+    pub fn of(seqs: &[i64]) -> CappedSeqs {
+        let total = seqs.len();
+        if total <= INPUT_SEQS_MAX {
+            return CappedSeqs {
+                seqs: seqs.to_vec(),
+                omitted: None,
+                total: None,
+            };
+        }
+        let mut newest = seqs.to_vec();
+        newest.sort_unstable();
+        let kept = newest.split_off(total - INPUT_SEQS_MAX);
+        CappedSeqs {
+            seqs: kept,
+            omitted: Some(total - INPUT_SEQS_MAX),
+            total: Some(total),
+        }
+    }
 }
 
 /// `redose_due` (subject `floor`): Ce falls below the analgesic floor.

@@ -20,7 +20,7 @@ mod doses;
 mod levels;
 mod model;
 
-use super::details::{Cause, RuleDetails, UnassignedDevice, UnassignedPatient};
+use super::details::{CappedSeqs, Cause, RuleDetails, UnassignedDevice, UnassignedPatient};
 use super::{min_ms, AlertConfig, Condition, Priority, Rule};
 use crate::ledger::{Delivery, DeviceAlarm};
 use crate::pk::{Direction, Output};
@@ -198,9 +198,12 @@ pub fn evaluate_device(device_id: &str, unowned: &[i64], cfg: &AlertConfig) -> E
     if unowned.is_empty() || !cfg.rule(Rule::UnassignedInput).enabled {
         return ev;
     }
+    let capped = CappedSeqs::of(unowned);
     let details = RuleDetails::UnassignedDevice(UnassignedDevice {
         device_id: device_id.to_owned(),
-        input_seqs: unowned.to_vec(),
+        input_seqs: capped.seqs,
+        input_seqs_omitted: capped.omitted,
+        input_seqs_total: capped.total,
     });
     ev.conditions.push(Condition {
         rule: Rule::UnassignedInput,
@@ -221,8 +224,11 @@ pub fn evaluate_device(device_id: &str, unowned: &[i64], cfg: &AlertConfig) -> E
 }
 
 fn unassigned_patient(facts: &PatientFacts<'_>) -> Condition {
+    let capped = CappedSeqs::of(facts.orphan_inputs);
     let details = RuleDetails::UnassignedPatient(UnassignedPatient {
-        input_seqs: facts.orphan_inputs.to_vec(),
+        input_seqs: capped.seqs,
+        input_seqs_omitted: capped.omitted,
+        input_seqs_total: capped.total,
     });
     Condition {
         rule: Rule::UnassignedInput,
