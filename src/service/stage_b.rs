@@ -143,8 +143,9 @@ pub(super) struct StageB {
     /// How long after the end of their last stay a patient is released
     /// from memory.
     pub(super) release_after_ms: TimeMs,
-    /// Reads a released patient's stored inputs back.
-    pub(super) reader: Reader,
+    /// Reads a released patient's stored inputs back (in a mutex only to
+    /// make stage B `Sync`: it alone uses it).
+    pub(super) reader: std::sync::Mutex<Reader>,
     pub(super) alerts: AlertEngine,
     pub(super) outbox: OutboxHandle,
     pub(super) failpoints: Failpoints,
@@ -753,7 +754,11 @@ fn release_ended_stays(b: &mut StageB, now: TimeMs) {
 /// stored; only the inputs stored before it are read.
 fn reload_released(b: &mut StageB, input: &TrackedInput) {
     for pid in b.tracker.needs_reload(input) {
-        let stored = match b.reader.inputs_for_patient(&pid) {
+        let read = match b.reader.lock() {
+            Ok(r) => r.inputs_for_patient(&pid),
+            Err(poisoned) => poisoned.into_inner().inputs_for_patient(&pid),
+        };
+        let stored = match read {
             Ok(s) => s,
             Err(e) => {
                 error!(patient_id = %pid, error = %e, "a released patient's inputs could not be read back; their model misses the inputs before this one");
