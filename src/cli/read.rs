@@ -226,7 +226,10 @@ fn dose_marks(
     patient_id: &str,
     t0: i64,
     t1: i64,
-) -> anyhow::Result<(Vec<dosetrack::plot::DoseMark>, Vec<dosetrack::plot::SpanMark>)> {
+) -> anyhow::Result<(
+    Vec<dosetrack::plot::DoseMark>,
+    Vec<dosetrack::plot::SpanMark>,
+)> {
     use dosetrack::tracker::{Tracker, TrackerConfig};
     let mut tracker = Tracker::new(std::sync::Arc::new(f.clone()), TrackerConfig::default());
     for s in reader.inputs_for_patient(patient_id)? {

@@ -986,7 +986,10 @@ async fn derived_records_states_and_history_in_one_op_all_or_nothing() {
         .iter()
         .map(|r| (r.t_ms, r.ce_ng_per_ml))
         .collect();
-    assert_eq!(p2.iter().map(|p| p.0).collect::<Vec<_>>(), vec![T0, T0 + 3000]);
+    assert_eq!(
+        p2.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![T0, T0 + 3000]
+    );
     assert_eq!(reader.history("P-1", None, None).unwrap().len(), 1);
 
     drop(w);

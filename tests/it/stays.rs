@@ -131,8 +131,7 @@ fn daemon_on(port: u16, dir: &Path, prefix: &str, state: &str) -> DaemonProcess 
         &unique("d"),
         &["--config", cfg.to_str().unwrap()],
         dir,
-    )
-    ;
+    );
     d.spawn();
     d
 }
@@ -247,13 +246,18 @@ fn a_late_discharge_of_an_earlier_stay_does_not_close_the_current_one() {
         stored_inputs(dir.path()) == 5
     });
     let states_before = ward.states("P-L").len();
-    poll_until("a state after the late discharge", Duration::from_secs(20), || {
-        ward.states("P-L").len() > states_before
-    });
+    poll_until(
+        "a state after the late discharge",
+        Duration::from_secs(20),
+        || ward.states("P-L").len() > states_before,
+    );
     // Give a wrongly closed scope time to show.
     std::thread::sleep(Duration::from_secs(2));
     let s = ward.states("P-L").last().cloned().unwrap();
-    assert!(s.get("discharged").is_none(), "the current stay is open: {s}");
+    assert!(
+        s.get("discharged").is_none(),
+        "the current stay is open: {s}"
+    );
     let cleared: Vec<Value> = ward
         .alerts("P-L")
         .into_iter()
@@ -325,10 +329,20 @@ fn a_late_input_rewrites_the_stored_history_from_its_time() {
         .arg(&svg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(!text.contains("no doses in this period"), "the dose lane is empty");
-    assert!(text.contains("IN 50 mg") || text.contains("50 mg"), "the intranasal dose is marked");
+    assert!(
+        !text.contains("no doses in this period"),
+        "the dose lane is empty"
+    );
+    assert!(
+        text.contains("IN 50 mg") || text.contains("50 mg"),
+        "the intranasal dose is marked"
+    );
 }
 
 /// Item 4b: history exists only inside stays. A past stay of 55 minutes,
@@ -403,7 +417,10 @@ fn an_ended_stay_is_released_and_a_late_input_reloads_it() {
     poll_until("5 inputs stored", Duration::from_secs(20), || {
         stored_inputs(dir.path()) == 5
     });
-    d.wait_log("released patient reloaded from the store", Duration::from_secs(20));
+    d.wait_log(
+        "released patient reloaded from the store",
+        Duration::from_secs(20),
+    );
     let r = reader(dir.path());
     poll_until(
         "the stay's history equals the replay (the late bolus included)",
@@ -413,7 +430,10 @@ fn an_ended_stay_is_released_and_a_late_input_reloads_it() {
     let rows = r.history("P-X", None, None).unwrap();
     // One point a second would be 7,200 for the 2 h stay; the late bolus
     // recomputed the stay from its time on (60 min of it).
-    assert!(rows.iter().all(|p| p.t_ms >= start && p.t_ms < end), "history only inside the stay");
+    assert!(
+        rows.iter().all(|p| p.t_ms >= start && p.t_ms < end),
+        "history only inside the stay"
+    );
     let after_bolus = rows.iter().filter(|p| p.t_ms >= start + 60 * MIN).count();
     assert!(
         (3_500..=3_700).contains(&after_bolus),
@@ -431,7 +451,10 @@ fn an_ended_stay_is_released_and_a_late_input_reloads_it() {
         .into_iter()
         .filter(|a| a["phase"] == "raised")
         .collect();
-    assert!(silent.is_empty(), "no alert for a discharged patient: {silent:?}");
+    assert!(
+        silent.is_empty(),
+        "no alert for a discharged patient: {silent:?}"
+    );
 }
 
 /// How big the scale test is.
@@ -514,7 +537,9 @@ fn past_stay(prefix: &str, i: usize, base: TimeMs) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn a_backlog_of_past_stays_is_caught_up_and_memory_returns() {
     let size = size();
-    let broker = OwnBroker::start_with("persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n");
+    let broker = OwnBroker::start_with(
+        "persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n",
+    );
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("backlog");
     let ward = Ward::connect(broker.port, &prefix);
@@ -578,13 +603,17 @@ fn a_backlog_of_past_stays_is_caught_up_and_memory_returns() {
     let mem_rate = (3 * size.memory_stays) as f64 / t_mem.elapsed().as_secs_f64();
     // Released at the next history tick (60 s), then trimmed.
     let released = size.backlog_stays + size.memory_stays;
-    poll_until("every ended stay released", Duration::from_secs(120), || {
-        peak = peak.max(rss(d.pid()));
-        d.log_text()
-            .lines()
-            .filter(|l| l.contains("released from memory"))
-            .any(|l| l.contains(&format!("released_total={released}")))
-    });
+    poll_until(
+        "every ended stay released",
+        Duration::from_secs(120),
+        || {
+            peak = peak.max(rss(d.pid()));
+            d.log_text()
+                .lines()
+                .filter(|l| l.contains("released from memory"))
+                .any(|l| l.contains(&format!("released_total={released}")))
+        },
+    );
     std::thread::sleep(Duration::from_secs(1));
     let after = rss(d.pid());
     const MIB: f64 = 1024.0 * 1024.0;

@@ -854,14 +854,14 @@ impl Tracker {
                     if matches!(e.kind, crate::contract::DeviceEventKind::Heartbeat { .. }) {
                         continue;
                     }
-                    let device = self
-                        .devices
-                        .entry(device_id.clone())
-                        .or_insert_with(|| DeviceTrack {
-                            associations: Vec::new(),
-                            events: Vec::new(),
-                            last_heard_ms: i64::MIN,
-                        });
+                    let device =
+                        self.devices
+                            .entry(device_id.clone())
+                            .or_insert_with(|| DeviceTrack {
+                                associations: Vec::new(),
+                                events: Vec::new(),
+                                last_heard_ms: i64::MIN,
+                            });
                     if let Err(pos) = device.events.binary_search_by_key(&i.seq, |(s, _)| *s) {
                         device.events.insert(pos, (i.seq, e.clone()));
                     }

@@ -492,13 +492,25 @@ fn stays_follow_admissions_and_discharges_in_occurrence_order() {
     assert_eq!(
         stays,
         vec![
-            Stay { start_ms: 0, end_ms: Some(10) },
-            Stay { start_ms: 30, end_ms: None },
+            Stay {
+                start_ms: 0,
+                end_ms: Some(10)
+            },
+            Stay {
+                start_ms: 30,
+                end_ms: None
+            },
         ]
     );
     assert!(stays[0].contains(0) && stays[0].contains(9) && !stays[0].contains(10));
     // A discharge before any admission closes nothing.
-    assert_eq!(stays_of(&[a(5)], &[a(1)]), vec![Stay { start_ms: 5, end_ms: None }]);
+    assert_eq!(
+        stays_of(&[a(5)], &[a(1)]),
+        vec![Stay {
+            start_ms: 5,
+            end_ms: None
+        }]
+    );
 }
 
 #[test]
@@ -543,8 +555,14 @@ fn a_late_discharge_closes_only_the_stay_it_falls_in() {
         assert_eq!(
             tr.stays("P-1"),
             &[
-                Stay { start_ms: t("2026-11-27T08:00:00Z"), end_ms: Some(t("2026-11-27T09:00:00Z")) },
-                Stay { start_ms: t("2026-11-27T10:00:00Z"), end_ms: None },
+                Stay {
+                    start_ms: t("2026-11-27T08:00:00Z"),
+                    end_ms: Some(t("2026-11-27T09:00:00Z"))
+                },
+                Stay {
+                    start_ms: t("2026-11-27T10:00:00Z"),
+                    end_ms: None
+                },
             ],
             "{order:?}"
         );
@@ -577,7 +595,10 @@ fn a_released_patient_leaves_memory_and_a_reload_equals_a_replay() {
     }
     let held = tr.retained_inputs();
     assert!(tr.releasable(t("2026-11-27T10:59:00Z")).is_empty());
-    assert_eq!(tr.releasable(t("2026-11-27T11:00:00Z")), vec!["P-1".to_owned()]);
+    assert_eq!(
+        tr.releasable(t("2026-11-27T11:00:00Z")),
+        vec!["P-1".to_owned()]
+    );
     assert!(tr.release("P-1"));
     assert!(!tr.release("P-1"));
     assert!(tr.is_released("P-1"));
@@ -593,10 +614,18 @@ fn a_released_patient_leaves_memory_and_a_reload_equals_a_replay() {
     let late = bolus_at(7, "late", "2026-11-27T09:30:00Z", 30.0);
     assert_eq!(tr.needs_reload(&late), vec!["P-1".to_owned()]);
     // A heartbeat never reloads.
-    let beat = input(8, "dosetrack/v1/devices/pump-7/events", r#"{"id":"p-9","time":"2026-11-27T11:30:00Z","kind":"heartbeat"}"#);
+    let beat = input(
+        8,
+        "dosetrack/v1/devices/pump-7/events",
+        r#"{"id":"p-9","time":"2026-11-27T11:30:00Z","kind":"heartbeat"}"#,
+    );
     assert!(tr.needs_reload(&beat).is_empty());
     // A pump event without patient_id, attributed through the kept association.
-    let alarm = input(9, "dosetrack/v1/devices/pump-7/events", r#"{"id":"p-10","time":"2026-11-27T09:40:00Z","kind":"alarm","code":"occlusion"}"#);
+    let alarm = input(
+        9,
+        "dosetrack/v1/devices/pump-7/events",
+        r#"{"id":"p-10","time":"2026-11-27T09:40:00Z","kind":"alarm","code":"occlusion"}"#,
+    );
     assert_eq!(tr.needs_reload(&alarm), vec!["P-1".to_owned()]);
 
     tr.reload("P-1", stay_with_pump());
@@ -607,7 +636,11 @@ fn a_released_patient_leaves_memory_and_a_reload_equals_a_replay() {
         fresh.apply(i);
     }
     fresh.apply(late);
-    for at in ["2026-11-27T09:00:00Z", "2026-11-27T09:45:00Z", "2026-11-27T10:30:00Z"] {
+    for at in [
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T09:45:00Z",
+        "2026-11-27T10:30:00Z",
+    ] {
         let a = tr.state("P-1", t(at)).unwrap();
         let b = fresh.state("P-1", t(at)).unwrap();
         assert_eq!(a, b, "{at}");
