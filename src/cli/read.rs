@@ -188,7 +188,7 @@ pub(crate) fn history(f: &Formulary, a: &HistoryArgs, out: &mut impl Write) -> a
             .and_then(|s| s.model.as_deref())
             .unwrap_or("unknown")
             .to_owned();
-        let spec = dosetrack::plot::PlotSpec {
+        let mut spec = dosetrack::plot::PlotSpec {
             title: format!("Ketamine — patient {} (recorded history)", a.patient_id),
             subtitle: format!("model {model} · {}", simulate::NOTICE),
             times_ms: rows.iter().map(|r| r.t_ms).collect(),
@@ -208,11 +208,57 @@ pub(crate) fn history(f: &Formulary, a: &HistoryArgs, out: &mut impl Write) -> a
             doses: Vec::new(),
             spans: Vec::new(),
         };
+        let (t0, t1) = (start, rows.last().map_or(start, |r| r.t_ms));
+        (spec.doses, spec.spans) = dose_marks(f, &reader, &a.patient_id, t0, t1)?;
         dosetrack::plot::write_plot(path, &spec)
             .with_context(|| format!("writing the chart to {}", path.display()))?;
         eprintln!("chart written to {}", path.display());
     }
     Ok(())
+}
+
+/// The doses and infusions of a patient's recorded history between `t0`
+/// and `t1`, for the chart's dose lane: the patient's stored inputs
+/// replayed through the tracker (as the daemon derived them).
+fn dose_marks(
+    f: &Formulary,
+    reader: &dosetrack::store::Reader,
+    patient_id: &str,
+    t0: i64,
+    t1: i64,
+) -> anyhow::Result<(
+    Vec<dosetrack::plot::DoseMark>,
+    Vec<dosetrack::plot::SpanMark>,
+)> {
+    use dosetrack::tracker::{Tracker, TrackerConfig};
+    let mut tracker = Tracker::new(std::sync::Arc::new(f.clone()), TrackerConfig::default());
+    for s in reader.inputs_for_patient(patient_id)? {
+        if let Ok(t) = dosetrack::intake::replay(&s) {
+            tracker.apply(t);
+        }
+    }
+    let (mut doses, mut spans) = (Vec::new(), Vec::new());
+    let Some(d) = tracker.derived(patient_id) else {
+        return Ok((doses, spans));
+    };
+    for del in &d.ledger.deliveries {
+        let end = del.end_ms.unwrap_or(i64::MAX);
+        if del.rate_mg_per_h.is_some() {
+            if del.start_ms <= t1 && end >= t0 {
+                spans.push(dosetrack::plot::SpanMark {
+                    start_ms: del.start_ms,
+                    end_ms: end,
+                    label: del.label(),
+                });
+            }
+        } else if (t0..=t1).contains(&del.start_ms) {
+            doses.push(dosetrack::plot::DoseMark {
+                time_ms: del.start_ms,
+                label: del.label(),
+            });
+        }
+    }
+    Ok((doses, spans))
 }
 
 /// One stored input of `dosetrack events --format json` (a JSON Lines

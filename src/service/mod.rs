@@ -266,6 +266,8 @@ pub async fn run_with_clock(
         topics: topics.clone(),
         state_interval: Duration::from_secs(cfg.state.interval_s),
         history_interval_ms: (cfg.state.history_interval_s * 1000) as TimeMs,
+        release_after_ms: stage_b::release_after_ms(&cfg),
+        reader: std::sync::Mutex::new(Reader::open(&cfg.database.path)?),
         alerts,
         outbox,
         failpoints,

@@ -199,6 +199,9 @@ pub struct StateSection {
     /// A delivering device not heard from for this long makes the state
     /// stale (min).
     pub device_stale_after_min: f64,
+    /// A patient whose last stay ended this long ago is released from
+    /// memory (min); a later input for them reloads their stored inputs.
+    pub release_after_discharge_min: f64,
 }
 
 impl Default for StateSection {
@@ -208,6 +211,7 @@ impl Default for StateSection {
             history_interval_s: 60,
             forecast_horizon_h: 12.0,
             device_stale_after_min: 10.0,
+            release_after_discharge_min: 60.0,
         }
     }
 }
@@ -634,6 +638,13 @@ impl Config {
             return invalid(
                 "state.forecast_horizon_h",
                 "must be above 0 and at most 168",
+            );
+        }
+        let r = self.state.release_after_discharge_min;
+        if !(r.is_finite() && (0.0..=10_080.0).contains(&r)) {
+            return invalid(
+                "state.release_after_discharge_min",
+                "must be 0 to 10080 (7 days)",
             );
         }
         let m = self.state.device_stale_after_min;

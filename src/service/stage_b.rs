@@ -20,6 +20,16 @@
 //! fixed grid, so a recompute after a late input overwrites the same
 //! points); and a reload ([`ReloadRequest`], ordered with the batches).
 //!
+//! History exists only inside stays: the point at "now" and the periodic
+//! point are recorded for a patient in a stay; after an input, the stored
+//! points from its time on are deleted and recomputed inside the patient's
+//! stays, in the same write ([`WriteOp::Derived`]'s `replace_history_from`).
+//!
+//! Patients whose last stay ended more than `state.release_after_discharge_min`
+//! ago are released from the tracker's memory (checked at start and at every
+//! history tick); an input that concerns one later reloads their stored
+//! inputs first ([`reload_released`]).
+//!
 //! At start, [`rebuild`] replays every stored input into the tracker.
 
 use crate::alerts::{AlertEngine, Scope};
@@ -41,7 +51,7 @@ use crate::store::{
     AlertCommit, HistoryRow, Reader, RejectedRecord, StateRow, StoreError, StoreOutcome, WriteOp,
     WriteResult, Writer,
 };
-use crate::tracker::{TrackedInput, Tracker};
+use crate::tracker::{Stay, TrackedInput, Tracker};
 use crate::vocab::TimeMs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -130,6 +140,12 @@ pub(super) struct StageB {
     pub(super) topics: Topics,
     pub(super) state_interval: Duration,
     pub(super) history_interval_ms: TimeMs,
+    /// How long after the end of their last stay a patient is released
+    /// from memory.
+    pub(super) release_after_ms: TimeMs,
+    /// Reads a released patient's stored inputs back (in a mutex only to
+    /// make stage B `Sync`: it alone uses it).
+    pub(super) reader: std::sync::Mutex<Reader>,
     pub(super) alerts: AlertEngine,
     pub(super) outbox: OutboxHandle,
     pub(super) failpoints: Failpoints,
@@ -194,6 +210,7 @@ async fn committed(
 pub(super) async fn run(mut b: StageB) -> RunSummary {
     // Publish the rebuilt state once at start.
     let now = b.clock.now_ms();
+    release_ended_stays(&mut b, now);
     let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
     b.metrics.set_tracked_patients(tracked.len());
     publish_states(&mut b, &tracked, &BTreeMap::new(), now).await;
@@ -264,6 +281,7 @@ pub(super) async fn run(mut b: StageB) -> RunSummary {
             }
             _ = history_tick.tick() => {
                 let now = b.clock.now_ms();
+                release_ended_stays(&mut b, now);
                 let grid = now - now.rem_euclid(b.history_interval_ms);
                 let rows: Vec<HistoryRow> = b
                     .tracker
@@ -317,6 +335,7 @@ async fn apply_reload(b: &mut StageB, req: ReloadRequest) {
     b.alerts.book_mut().set_config(req.cfg.alerts.clone());
     b.state_interval = Duration::from_secs(req.cfg.state.interval_s);
     b.history_interval_ms = (req.cfg.state.history_interval_s * 1000) as TimeMs;
+    b.release_after_ms = release_after_ms(&req.cfg);
     let now = b.clock.now_ms();
     let tracked: BTreeSet<String> = b.tracker.tracked(now).into_iter().collect();
     publish_states(b, &tracked, &BTreeMap::new(), now).await;
@@ -419,6 +438,7 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                 tracked.seq = seq;
                 let occurred = intake::occurred_at(&tracked.input);
                 alert_scopes_of(&tracked, &mut effects.scopes, &mut effects.commands);
+                reload_released(b, &tracked);
                 for pid in b.tracker.apply(*tracked) {
                     effects
                         .earliest_ms
@@ -566,10 +586,10 @@ async fn publish_rejected(b: &StageB, notice: &RejectedNotice) {
 }
 
 /// Publish (retained) the state of `patients` at `now`, and record those
-/// states with their history points — the point at `now`, and for a patient
-/// in `backfill_from` whose input is older than the history step, the grid
-/// recomputed from that time — in ONE write (derived data: a failure is
-/// logged, the inputs are safe).
+/// states with their history points — the point at `now` for a patient in a
+/// stay, and for a patient in `backfill_from` the stored points from that
+/// time on replaced by the grid recomputed inside their stays — in ONE
+/// write (derived data: a failure is logged, the inputs are safe).
 async fn publish_states(
     b: &mut StageB,
     patients: &BTreeSet<String>,
@@ -578,6 +598,7 @@ async fn publish_states(
 ) {
     let mut states = Vec::with_capacity(patients.len());
     let mut history = Vec::with_capacity(patients.len());
+    let mut replace_from = Vec::new();
     for pid in patients {
         let Some(state) = b.tracker.state(pid, now) else {
             if let Some(e) = b.tracker.error(pid) {
@@ -599,14 +620,17 @@ async fn publish_states(
         {
             warn!(patient_id = %pid, error = %e, "state not published");
         }
-        history.push(HistoryRow {
-            patient_id: pid.clone(),
-            t_ms: now,
-            cp_ng_per_ml: state.cp_ng_per_ml,
-            ce_ng_per_ml: state.ce_ng_per_ml,
-        });
         if let Some(occurred) = backfill_from.get(pid) {
-            backfill_history(b, pid, *occurred, now, &mut history);
+            let from = recompute_history(b, pid, *occurred, now, &mut history);
+            replace_from.push((pid.clone(), from));
+        }
+        if b.tracker.in_stay(pid, now) {
+            history.push(HistoryRow {
+                patient_id: pid.clone(),
+                t_ms: now,
+                cp_ng_per_ml: state.cp_ng_per_ml,
+                ce_ng_per_ml: state.ce_ng_per_ml,
+            });
         }
         states.push(StateRow {
             patient_id: pid.clone(),
@@ -622,11 +646,16 @@ async fn publish_states(
         }
         finite
     });
-    if states.is_empty() && history.is_empty() {
+    if states.is_empty() && history.is_empty() && replace_from.is_empty() {
         return;
     }
     let (n_states, n_history) = (states.len(), history.len());
-    match b.writer.enqueue(WriteOp::Derived { states, history }).await {
+    let op = WriteOp::Derived {
+        states,
+        history,
+        replace_history_from: replace_from,
+    };
+    match b.writer.enqueue(op).await {
         Ok(queued) => {
             // Any failing write is a technical problem (the first failing
             // batch of a lock may hold no input); the next input write that
@@ -649,36 +678,102 @@ async fn publish_states(
 /// Most history recomputed after one late input: 7 days.
 const BACKFILL_MAX_MS: TimeMs = 7 * 24 * 3_600_000;
 
-/// A late input changes the past: the history grid points of `patient_id`
-/// from `occurred_ms` (the batch's earliest input for the patient) to `now`
-/// are recomputed, into `rows`.
-fn backfill_history(
+/// An input changes the model from its time on: the history grid points of
+/// `patient_id` from `occurred_ms` (the batch's earliest input for the
+/// patient; at most [`BACKFILL_MAX_MS`] back) to `now` are recomputed, only
+/// inside the patient's stays, into `rows`. Returns the time from which the
+/// stored points are to be replaced by them.
+fn recompute_history(
     b: &mut StageB,
     patient_id: &str,
     occurred_ms: TimeMs,
     now: TimeMs,
     rows: &mut Vec<HistoryRow>,
-) {
-    let step = b.history_interval_ms;
-    if now - occurred_ms <= step {
+) -> TimeMs {
+    let step = b.history_interval_ms.max(1);
+    let from = occurred_ms.max(now - BACKFILL_MAX_MS);
+    let stays: Vec<Stay> = b.tracker.stays(patient_id).to_vec();
+    let Some(d) = b.tracker.derived(patient_id) else {
+        return from;
+    };
+    for stay in stays {
+        // The grid points in [from, now] inside [start, end).
+        let lo = from.max(stay.start_ms);
+        let hi = stay.end_ms.map_or(now, |e| now.min(e - 1));
+        if hi < lo {
+            continue;
+        }
+        let first = lo + (step - lo.rem_euclid(step)) % step;
+        if first > hi {
+            continue;
+        }
+        rows.extend(
+            d.solution
+                .sample(first, hi, step)
+                .into_iter()
+                .map(|s| HistoryRow {
+                    patient_id: patient_id.to_owned(),
+                    t_ms: s.t_ms,
+                    cp_ng_per_ml: s.cp_ng_per_ml,
+                    ce_ng_per_ml: s.ce_ng_per_ml,
+                }),
+        );
+    }
+    from
+}
+
+/// `state.release_after_discharge_min`, in ms.
+pub(super) fn release_after_ms(cfg: &crate::service::settings::Config) -> TimeMs {
+    (cfg.state.release_after_discharge_min * 60_000.0) as TimeMs
+}
+
+/// Release from memory every patient whose last stay ended at least
+/// `release_after_ms` before `now` (their inputs stay in the store), and
+/// give the freed heap back to the system.
+fn release_ended_stays(b: &mut StageB, now: TimeMs) {
+    let due = b.tracker.releasable(now - b.release_after_ms);
+    if due.is_empty() {
         return;
     }
-    let from = occurred_ms.max(now - BACKFILL_MAX_MS);
-    let from = from - from.rem_euclid(step) + step;
-    let Some(d) = b.tracker.derived(patient_id) else {
-        return;
-    };
-    rows.extend(
-        d.solution
-            .sample(from, now, step)
-            .into_iter()
-            .map(|s| HistoryRow {
-                patient_id: patient_id.to_owned(),
-                t_ms: s.t_ms,
-                cp_ng_per_ml: s.cp_ng_per_ml,
-                ce_ng_per_ml: s.ce_ng_per_ml,
-            }),
+    for pid in &due {
+        b.tracker.release(pid);
+    }
+    info!(
+        released = due.len(),
+        released_total = b.tracker.released_count(),
+        "patients whose stay ended released from memory"
     );
+    b.metrics
+        .set_core_sizes(b.tracker.retained_inputs(), b.alerts.book().entries());
+    crate::service::memstats::trim();
+}
+
+/// Before `input` is applied: bring back from the store every released
+/// patient it concerns (a late input for an ended stay, a readmission), so
+/// that the tracker equals a full replay. The input itself is already
+/// stored; only the inputs stored before it are read.
+fn reload_released(b: &mut StageB, input: &TrackedInput) {
+    for pid in b.tracker.needs_reload(input) {
+        let read = match b.reader.lock() {
+            Ok(r) => r.inputs_for_patient(&pid),
+            Err(poisoned) => poisoned.into_inner().inputs_for_patient(&pid),
+        };
+        let stored = match read {
+            Ok(s) => s,
+            Err(e) => {
+                error!(patient_id = %pid, error = %e, "a released patient's inputs could not be read back; their model misses the inputs before this one");
+                b.health.database_failing(&e, b.clock.now_ms());
+                continue;
+            }
+        };
+        let inputs: Vec<TrackedInput> = stored
+            .iter()
+            .filter(|s| s.seq < input.seq)
+            .filter_map(|s| intake::replay(s).ok())
+            .collect();
+        info!(patient_id = %pid, inputs = inputs.len(), "released patient reloaded from the store");
+        b.tracker.reload(&pid, inputs);
+    }
 }
 
 /// The alert scopes an input names, and the operator command it carries.

@@ -74,8 +74,18 @@ pub(super) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, Appl
             upsert_state(conn, patient_id, *time_ms, payload)?;
             Ok(WriteResult::Written)
         }
-        WriteOp::Derived { states, history } => {
+        WriteOp::Derived {
+            states,
+            history,
+            replace_history_from,
+        } => {
             check_history(history)?;
+            for (patient_id, from_ms) in replace_history_from {
+                conn.prepare_cached(
+                    "DELETE FROM concentration_history WHERE patient_id = ?1 AND t_ms >= ?2",
+                )?
+                .execute(params![patient_id, from_ms])?;
+            }
             for s in states {
                 upsert_state(conn, &s.patient_id, s.time_ms, &s.payload)?;
             }

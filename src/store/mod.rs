@@ -147,10 +147,15 @@ pub enum WriteOp {
     },
     /// What one round of publishing derived, in one op: the published
     /// states (upserted) and concentration points (upserted; a recompute
-    /// overwrites). All of it or none of it is stored.
+    /// overwrites). For each `(patient, from_ms)` of
+    /// `replace_history_from`, the patient's stored points at or after
+    /// `from_ms` are deleted first (an input changed the model from there:
+    /// the points given here replace them). All of it or none of it is
+    /// stored.
     Derived {
         states: Vec<StateRow>,
         history: Vec<HistoryRow>,
+        replace_history_from: Vec<(String, i64)>,
     },
     /// Database care (retention): delete at most `max_rows` concentration
     /// history points dated before `before_ms`. Answered with

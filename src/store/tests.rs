@@ -937,6 +937,7 @@ async fn derived_records_states_and_history_in_one_op_all_or_nothing() {
             point("P-2", T0 + 1000, 20.0),
             point("P-2", T0, 5.0),
         ],
+        replace_history_from: Vec::new(),
     };
     assert_eq!(w.write(op).await.unwrap(), WriteResult::Written);
     let patients = reader.patients().unwrap();
@@ -956,6 +957,7 @@ async fn derived_records_states_and_history_in_one_op_all_or_nothing() {
     let bad = WriteOp::Derived {
         states: vec![state("P-1", T0 + 2000, "c")],
         history: vec![point("P-1", T0 + 2000, f64::NAN)],
+        replace_history_from: vec![("P-1".to_owned(), T0)],
     };
     assert!(matches!(
         w.write(bad).await,
@@ -970,6 +972,26 @@ async fn derived_records_states_and_history_in_one_op_all_or_nothing() {
         r#"{"state":"a"}"#
     );
     assert_eq!(reader.counts().unwrap().history_rows, 3);
+
+    // A recompute from a time replaces every stored point of that patient
+    // from then on, in the same op (the refused op above deleted nothing).
+    let replace = WriteOp::Derived {
+        states: Vec::new(),
+        history: vec![point("P-2", T0 + 3000, 30.0)],
+        replace_history_from: vec![("P-2".to_owned(), T0 + 500)],
+    };
+    assert_eq!(w.write(replace).await.unwrap(), WriteResult::Written);
+    let p2: Vec<(i64, f64)> = reader
+        .history("P-2", None, None)
+        .unwrap()
+        .iter()
+        .map(|r| (r.t_ms, r.ce_ng_per_ml))
+        .collect();
+    assert_eq!(
+        p2.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![T0, T0 + 3000]
+    );
+    assert_eq!(reader.history("P-1", None, None).unwrap().len(), 1);
 
     drop(w);
     tokio::task::spawn_blocking(move || thread.shutdown())

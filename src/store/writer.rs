@@ -656,7 +656,11 @@ fn needs_savepoint(op: &WriteOp) -> bool {
     match op {
         WriteOp::Input(rec) => !matches!(rec.projection, super::Projection::None),
         WriteOp::History(rows) => rows.len() > 1,
-        WriteOp::Derived { states, history } => states.len() + history.len() > 1,
+        WriteOp::Derived {
+            states,
+            history,
+            replace_history_from,
+        } => states.len() + history.len() + replace_history_from.len() > 1,
         WriteOp::Rejected(_) | WriteOp::RejectedRetained(_) | WriteOp::State { .. } => false,
         WriteOp::Alerts(_) | WriteOp::OutboxPublished { .. } | WriteOp::OutboxDeadLetter { .. } => {
             true

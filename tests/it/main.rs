@@ -23,6 +23,10 @@
 //!   reload, stop, logs, sd_notify and the watchdog;
 //! * `retained_outputs` — retained state after a discharge, retained inputs
 //!   at restart (issue #13 item 6);
+//! * `stays` — stays as episodes: readmission, late discharge, history
+//!   only inside stays and rewritten after a late input, release of ended
+//!   stays, the backlog rate and memory after many stays (issue #13 items
+//!   1, 4, 5);
 //! * `schemas` — the AsyncAPI document and JSON Schemas against the code;
 //! * `reliability`, `soak` — the fault and scale harnesses at their small
 //!   size (`scripts/reliability.sh`, `scripts/soak.sh` run them full).
@@ -53,5 +57,6 @@ mod reload;
 mod retained_outputs;
 mod schemas;
 mod soak;
+mod stays;
 mod systemd_service;
 mod traffic_trust;

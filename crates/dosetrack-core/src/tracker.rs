@@ -21,6 +21,27 @@
 //! [`Tracker::unassigned`]; it is applied as soon as the missing admission
 //! or association arrives, because attribution is recomputed, not stored.
 //!
+//! # Stays
+//!
+//! A patient is tracked in *stays*: an admission opens a stay, a discharge
+//! closes the stay its time falls in; an admission while a stay is open
+//! updates the covariates from its time on. Stays are derived from every
+//! admission and discharge in occurrence order (ties: arrival order), so a
+//! discharge that arrives late closes only the stay it belongs to, and a
+//! readmitted patient is tracked like any other ([`Tracker::stays`],
+//! [`Tracker::in_stay`]). The body model is one for the patient across
+//! stays: doses of an earlier stay still in the body count in a later one
+//! (drug does not leave at discharge); tracking, history and alerts exist
+//! only inside stays.
+//!
+//! # Releasing ended stays
+//!
+//! A patient whose last stay ended is dropped from memory on request
+//! ([`Tracker::release`]: the daemon asks after a grace period). Their
+//! inputs stay in the store; an input that concerns them later
+//! ([`Tracker::needs_reload`]) is preceded by [`Tracker::reload`] with
+//! their stored inputs, which gives exactly the tracker a full replay gives.
+//!
 //! # Recompute, don't patch
 //!
 //! Every input marks the patients it can affect as dirty. A dirty patient's
@@ -211,20 +232,30 @@ struct DeviceTrack {
 
 impl DeviceTrack {
     fn patient_at(&self, t_ms: TimeMs) -> Option<&str> {
-        self.associations
-            .iter()
-            .rev()
-            .find(|a| a.from_ms <= t_ms)
-            .map(|a| a.patient_id.as_str())
+        patient_at(&self.associations, t_ms)
     }
 
     /// The patient an event belongs to.
     fn owner<'a>(&'a self, event: &'a DeviceEvent) -> Option<&'a str> {
-        event
-            .patient_id
-            .as_deref()
-            .or_else(|| self.patient_at(event.time_ms))
+        owner_of(&self.associations, event)
     }
+}
+
+fn patient_at(associations: &[Association], t_ms: TimeMs) -> Option<&str> {
+    associations
+        .iter()
+        .rev()
+        .find(|a| a.from_ms <= t_ms)
+        .map(|a| a.patient_id.as_str())
+}
+
+/// The patient an event belongs to: its payload's, else its device's at its
+/// time.
+fn owner_of<'a>(associations: &'a [Association], event: &'a DeviceEvent) -> Option<&'a str> {
+    event
+        .patient_id
+        .as_deref()
+        .or_else(|| patient_at(associations, event.time_ms))
 }
 
 /// A patient's derived model, rebuilt when their inputs change.
@@ -244,12 +275,88 @@ struct PatientTrack {
     /// an admission that does not resolve keeps its error, reported at
     /// rebuild. The admission itself is kept for that.
     admits: Vec<(TimeMs, i64, Resolved, Box<Admit>)>,
-    discharged_at: Option<TimeMs>,
+    /// Discharges by (time, seq).
+    discharges: Vec<(TimeMs, i64)>,
+    /// The stays the admissions and discharges give ([`stays_of`]).
+    stays: Vec<Stay>,
     doses: Vec<(i64, Dose)>,
     derived: Option<Arc<Derived>>,
     /// Why the last rebuild failed, if it did.
     error: Option<ModelError>,
     dirty: bool,
+}
+
+/// One stay: from an admission that opened it to the discharge that closed
+/// it (`None`: still open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stay {
+    pub start_ms: TimeMs,
+    pub end_ms: Option<TimeMs>,
+}
+
+impl Stay {
+    /// Is `t_ms` inside the stay (`[start, end)`)?
+    pub fn contains(&self, t_ms: TimeMs) -> bool {
+        self.start_ms <= t_ms && self.end_ms.is_none_or(|e| t_ms < e)
+    }
+}
+
+/// The stays that admissions and discharges (each by (time, seq)) give, in
+/// occurrence order (ties: arrival order): an admission with no stay open
+/// opens one; a discharge closes the open stay; an admission while a stay is
+/// open (new covariates) and a discharge with none open (a repeat) change no
+/// stay.
+pub fn stays_of(admits: &[(TimeMs, i64)], discharges: &[(TimeMs, i64)]) -> Vec<Stay> {
+    let mut events: Vec<(TimeMs, i64, bool)> = admits
+        .iter()
+        .map(|&(t, s)| (t, s, true))
+        .chain(discharges.iter().map(|&(t, s)| (t, s, false)))
+        .collect();
+    events.sort_unstable();
+    let mut stays: Vec<Stay> = Vec::new();
+    let mut open = false;
+    for (t, _, admit) in events {
+        match (admit, open) {
+            (true, false) => {
+                stays.push(Stay {
+                    start_ms: t,
+                    end_ms: None,
+                });
+                open = true;
+            }
+            (false, true) => {
+                if let Some(last) = stays.last_mut() {
+                    last.end_ms = Some(t);
+                }
+                open = false;
+            }
+            _ => {}
+        }
+    }
+    stays
+}
+
+impl PatientTrack {
+    fn restay(&mut self) {
+        let admits: Vec<(TimeMs, i64)> = self.admits.iter().map(|(t, s, _, _)| (*t, *s)).collect();
+        self.stays = stays_of(&admits, &self.discharges);
+    }
+
+    /// The stay that decides whether the patient is in care at `now_ms`:
+    /// the latest that started at or before it, or else the first (an
+    /// admission dated a little ahead of "now" is tracked at once).
+    fn current_stay(&self, now_ms: TimeMs) -> Option<&Stay> {
+        let i = self.stays.partition_point(|s| s.start_ms <= now_ms);
+        match i.checked_sub(1) {
+            Some(j) => self.stays.get(j),
+            None => self.stays.first(),
+        }
+    }
+
+    fn in_stay(&self, now_ms: TimeMs) -> bool {
+        self.current_stay(now_ms)
+            .is_some_and(|s| s.end_ms.is_none_or(|e| e > now_ms))
+    }
 }
 
 /// An admission resolved against the drug file, with the system its
@@ -293,6 +400,9 @@ pub struct Tracker {
     /// every patient with the same rate constants (all adults on a
     /// weight-linear model, whatever their weight) shares one.
     dynamics: BTreeMap<Vec<u64>, Arc<crate::pk::system::Dynamics>>,
+    /// Patients dropped from memory after their last stay ended
+    /// ([`Tracker::release`]).
+    released: BTreeSet<String>,
 }
 
 impl Tracker {
@@ -306,6 +416,7 @@ impl Tracker {
             patient_devices: BTreeMap::new(),
             refused: BTreeMap::new(),
             dynamics: BTreeMap::new(),
+            released: BTreeSet::new(),
         }
     }
 
@@ -361,13 +472,17 @@ impl Tracker {
                 if let Some(doses) = self.orphan_doses.remove(&patient_id) {
                     track.doses.extend(doses);
                 }
+                track.restay();
                 track.dirty = true;
                 touched.insert(patient_id);
             }
             (InputTopic::Discharge { patient_id }, Input::Discharge(d)) => {
                 let track = self.patients.entry(patient_id.clone()).or_default();
-                track.discharged_at =
-                    Some(track.discharged_at.map_or(d.time_ms, |t| t.max(d.time_ms)));
+                let pos = track
+                    .discharges
+                    .partition_point(|&(t, s)| (t, s) <= (d.time_ms, input.seq));
+                track.discharges.insert(pos, (d.time_ms, input.seq));
+                track.restay();
                 track.dirty = true;
                 touched.insert(patient_id);
             }
@@ -591,7 +706,8 @@ impl Tracker {
         self.orphan_doses.keys().map(String::as_str)
     }
 
-    /// Admitted patients not discharged at `now_ms`.
+    /// Patients in a stay at `now_ms` (admitted, and that stay not closed
+    /// by a discharge at or before `now_ms`).
     pub fn tracked(&self, now_ms: TimeMs) -> Vec<String> {
         self.tracked_ids(now_ms).map(str::to_owned).collect()
     }
@@ -601,15 +717,169 @@ impl Tracker {
     pub fn tracked_ids(&self, now_ms: TimeMs) -> impl Iterator<Item = &str> + '_ {
         self.patients
             .iter()
-            .filter(move |(_, t)| {
-                !t.admits.is_empty() && t.discharged_at.is_none_or(|d| d > now_ms)
-            })
+            .filter(move |(_, t)| t.in_stay(now_ms))
             .map(|(id, _)| id.as_str())
     }
 
-    /// When the patient was discharged, if they were.
+    /// When the patient's latest stay ended, if it has.
     pub fn discharged_at(&self, patient_id: &str) -> Option<TimeMs> {
-        self.patients.get(patient_id).and_then(|t| t.discharged_at)
+        self.patients
+            .get(patient_id)
+            .and_then(|t| t.stays.last())
+            .and_then(|s| s.end_ms)
+    }
+
+    /// The patient's stays, in time order (empty: never admitted, or
+    /// released).
+    pub fn stays(&self, patient_id: &str) -> &[Stay] {
+        self.patients
+            .get(patient_id)
+            .map_or(&[], |t| t.stays.as_slice())
+    }
+
+    /// Is the patient in a stay at `now_ms`?
+    pub fn in_stay(&self, patient_id: &str, now_ms: TimeMs) -> bool {
+        self.patients
+            .get(patient_id)
+            .is_some_and(|t| t.in_stay(now_ms))
+    }
+
+    /// Was the patient admitted, and is out of care at `now_ms` (their stay
+    /// ended, or they were released)? Such a patient gets no alert
+    /// evaluation and no history; their last state says `discharged`.
+    pub fn stay_ended(&self, patient_id: &str, now_ms: TimeMs) -> bool {
+        if self.released.contains(patient_id) {
+            return true;
+        }
+        self.patients
+            .get(patient_id)
+            .is_some_and(|t| !t.stays.is_empty() && !t.in_stay(now_ms))
+    }
+
+    /// Patients whose last stay ended at or before `before_ms`, still held
+    /// in memory: what [`Tracker::release`] may drop.
+    pub fn releasable(&self, before_ms: TimeMs) -> Vec<String> {
+        self.patients
+            .iter()
+            .filter(|(_, t)| {
+                t.stays
+                    .last()
+                    .and_then(|s| s.end_ms)
+                    .is_some_and(|e| e <= before_ms)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Drop a patient from memory: their admissions, discharges, doses,
+    /// model, refused events and the device events they own (devices keep
+    /// their associations, which attribute later events). Their inputs
+    /// stay in the store; [`Tracker::reload`] brings them back. Returns
+    /// false if the patient was not held.
+    pub fn release(&mut self, patient_id: &str) -> bool {
+        if self.patients.remove(patient_id).is_none() {
+            return false;
+        }
+        self.refused.remove(patient_id);
+        for device_id in self.patient_devices.get(patient_id).into_iter().flatten() {
+            if let Some(device) = self.devices.get_mut(device_id) {
+                let DeviceTrack {
+                    associations,
+                    events,
+                    ..
+                } = device;
+                events.retain(|(_, e)| owner_of(associations, e) != Some(patient_id));
+                events.shrink_to_fit();
+            }
+        }
+        self.released.insert(patient_id.to_owned());
+        true
+    }
+
+    /// How many patients are released (dropped from memory after their
+    /// last stay ended).
+    pub fn released_count(&self) -> usize {
+        self.released.len()
+    }
+
+    /// Is the patient released (their inputs only in the store)?
+    pub fn is_released(&self, patient_id: &str) -> bool {
+        self.released.contains(patient_id)
+    }
+
+    /// The released patients `input` concerns, whose stored inputs must be
+    /// given to [`Tracker::reload`] before it is applied: the patient an
+    /// admission, discharge or dose names; for a device event (not a
+    /// heartbeat, which changes no model), the patient it names and the
+    /// patient its device is associated with at its time.
+    pub fn needs_reload(&self, input: &TrackedInput) -> Vec<String> {
+        if self.released.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        match (&input.topic, &input.input) {
+            (
+                InputTopic::Admit { patient_id }
+                | InputTopic::Discharge { patient_id }
+                | InputTopic::Dose { patient_id },
+                _,
+            ) => out.push(patient_id.clone()),
+            (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e)) => {
+                if !matches!(e.kind, crate::contract::DeviceEventKind::Heartbeat { .. }) {
+                    out.extend(e.patient_id.clone());
+                    if let Some(d) = self.devices.get(device_id) {
+                        out.extend(d.patient_at(e.time_ms).map(str::to_owned));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.sort();
+        out.dedup();
+        out.retain(|p| self.released.contains(p));
+        out
+    }
+
+    /// Bring a released patient back from their stored `inputs` (those
+    /// [`Tracker::needs_reload`] asked for: every stored input of theirs
+    /// applied before, any order). Admissions, discharges and doses are
+    /// applied again; device events are put back with their device (whose
+    /// associations were kept). The result equals a full replay.
+    pub fn reload(&mut self, patient_id: &str, mut inputs: Vec<TrackedInput>) {
+        self.released.remove(patient_id);
+        inputs.sort_by_key(|i| i.seq);
+        for i in inputs {
+            match (&i.topic, &i.input) {
+                (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e)) => {
+                    if matches!(e.kind, crate::contract::DeviceEventKind::Heartbeat { .. }) {
+                        continue;
+                    }
+                    let device =
+                        self.devices
+                            .entry(device_id.clone())
+                            .or_insert_with(|| DeviceTrack {
+                                associations: Vec::new(),
+                                events: Vec::new(),
+                                last_heard_ms: i64::MIN,
+                            });
+                    if let Err(pos) = device.events.binary_search_by_key(&i.seq, |(s, _)| *s) {
+                        device.events.insert(pos, (i.seq, e.clone()));
+                    }
+                }
+                (
+                    InputTopic::Admit { patient_id: p }
+                    | InputTopic::Discharge { patient_id: p }
+                    | InputTopic::Dose { patient_id: p },
+                    _,
+                ) if p == patient_id => {
+                    self.apply(i);
+                }
+                _ => {}
+            }
+        }
+        if let Some(track) = self.patients.get_mut(patient_id) {
+            track.dirty = true;
+        }
     }
 
     /// The patient's derived model, rebuilt if their inputs changed. `None`
@@ -842,7 +1112,7 @@ impl Tracker {
             assumes: crate::pk::FORECAST_ASSUMPTIONS,
             warnings: p.warnings.clone(),
             assumptions: p.assumptions.iter().map(|a| a.key.clone()).collect(),
-            discharged: self.discharged_at(patient_id).is_some_and(|t| t <= now_ms),
+            discharged: self.stay_ended(patient_id, now_ms),
         })
     }
 }

@@ -176,7 +176,9 @@ impl AlertEngine {
         let cfg = self.book.config().clone();
         let evaluation = match scope {
             Scope::Patient(pid) => {
-                if tracker.discharged_at(pid).is_some_and(|t| t <= now_ms) {
+                // Out of care (stay ended, or released): no evaluation, no
+                // device_silent; what was open is cleared.
+                if tracker.stay_ended(pid, now_ms) {
                     self.timers.set(scope, None);
                     return self.book.close_scope(scope, now_ms, "discharged");
                 }

@@ -457,3 +457,193 @@ fn a_pump_moved_to_another_patient_ends_the_first_patients_segment_with_a_note()
     assert_eq!(d.ledger.notes.len(), 1, "{:?}", d.ledger.notes);
     assert!(d.ledger.notes[0].message.contains("P-2"));
 }
+
+// ---- Stays (issue #13: readmission, late discharge, release) ----
+
+fn admit_at(seq: i64, id: &str, time: &str) -> TrackedInput {
+    input(
+        seq,
+        "dosetrack/v1/patients/P-1/admit",
+        &format!(r#"{{"id":"{id}","time":"{time}","weight_kg":72,"age_years":41}}"#),
+    )
+}
+
+fn discharge_at(seq: i64, id: &str, time: &str) -> TrackedInput {
+    input(
+        seq,
+        "dosetrack/v1/patients/P-1/discharge",
+        &format!(r#"{{"id":"{id}","time":"{time}"}}"#),
+    )
+}
+
+fn bolus_at(seq: i64, id: &str, time: &str, mg: f64) -> TrackedInput {
+    input(
+        seq,
+        "dosetrack/v1/patients/P-1/doses",
+        &format!(r#"{{"id":"{id}","time":"{time}","route":"iv_bolus","amount_mg":{mg}}}"#),
+    )
+}
+
+#[test]
+fn stays_follow_admissions_and_discharges_in_occurrence_order() {
+    let a = |t| (t, t);
+    // admit, admit (covariates), discharge, discharge (repeat), admit.
+    let stays = stays_of(&[a(0), a(5), a(30)], &[a(10), a(20)]);
+    assert_eq!(
+        stays,
+        vec![
+            Stay {
+                start_ms: 0,
+                end_ms: Some(10)
+            },
+            Stay {
+                start_ms: 30,
+                end_ms: None
+            },
+        ]
+    );
+    assert!(stays[0].contains(0) && stays[0].contains(9) && !stays[0].contains(10));
+    // A discharge before any admission closes nothing.
+    assert_eq!(
+        stays_of(&[a(5)], &[a(1)]),
+        vec![Stay {
+            start_ms: 5,
+            end_ms: None
+        }]
+    );
+}
+
+#[test]
+fn a_readmitted_patient_is_tracked_and_alertable_again() {
+    let mut tr = tracker();
+    tr.apply(admit_at(1, "a1", "2026-11-27T08:00:00Z"));
+    tr.apply(discharge_at(2, "d1", "2026-11-27T09:00:00Z"));
+    tr.apply(admit_at(3, "a2", "2026-11-27T10:00:00Z"));
+    tr.apply(bolus_at(4, "b1", "2026-11-27T10:05:00Z", 100.0));
+    let between = t("2026-11-27T09:30:00Z");
+    let now = t("2026-11-27T10:10:00Z");
+    assert!(tr.tracked(between).is_empty());
+    assert!(tr.stay_ended("P-1", between));
+    assert!(tr.state("P-1", between).unwrap().discharged);
+    assert_eq!(tr.tracked(now), vec!["P-1".to_owned()]);
+    assert!(!tr.stay_ended("P-1", now));
+    let s = tr.state("P-1", now).unwrap();
+    assert!(!s.discharged);
+    assert!(s.ce_ng_per_ml > 100.0, "{}", s.ce_ng_per_ml);
+    assert_eq!(tr.stays("P-1").len(), 2);
+    assert_eq!(tr.discharged_at("P-1"), None);
+}
+
+#[test]
+fn a_late_discharge_closes_only_the_stay_it_falls_in() {
+    let now = t("2026-11-27T10:10:00Z");
+    // Every arrival order of the same four inputs gives the same stays.
+    let inputs = [
+        admit_at(1, "a1", "2026-11-27T08:00:00Z"),
+        discharge_at(2, "d1", "2026-11-27T09:00:00Z"),
+        admit_at(3, "a2", "2026-11-27T10:00:00Z"),
+        bolus_at(4, "b1", "2026-11-27T10:05:00Z", 20.0),
+    ];
+    for order in [[0, 1, 2, 3], [0, 2, 3, 1], [2, 3, 1, 0], [3, 2, 0, 1]] {
+        let mut tr = tracker();
+        for (seq, &i) in order.iter().enumerate() {
+            let mut x = inputs[i].clone();
+            x.seq = seq as i64 + 1;
+            tr.apply(x);
+        }
+        assert_eq!(tr.tracked(now), vec!["P-1".to_owned()], "{order:?}");
+        assert_eq!(
+            tr.stays("P-1"),
+            &[
+                Stay {
+                    start_ms: t("2026-11-27T08:00:00Z"),
+                    end_ms: Some(t("2026-11-27T09:00:00Z"))
+                },
+                Stay {
+                    start_ms: t("2026-11-27T10:00:00Z"),
+                    end_ms: None
+                },
+            ],
+            "{order:?}"
+        );
+        assert!(!tr.state("P-1", now).unwrap().discharged, "{order:?}");
+    }
+}
+
+#[test]
+fn the_body_model_carries_doses_of_an_earlier_stay() {
+    let mut tr = tracker();
+    tr.apply(admit_at(1, "a1", "2026-11-27T08:00:00Z"));
+    tr.apply(bolus_at(2, "b1", "2026-11-27T08:00:00Z", 100.0));
+    tr.apply(discharge_at(3, "d1", "2026-11-27T08:20:00Z"));
+    tr.apply(admit_at(4, "a2", "2026-11-27T08:30:00Z"));
+    let s = tr.state("P-1", t("2026-11-27T08:40:00Z")).unwrap();
+    assert!(s.ce_ng_per_ml > 10.0, "{}", s.ce_ng_per_ml);
+}
+
+fn stay_with_pump() -> Vec<TrackedInput> {
+    let mut v = all();
+    v.push(discharge_at(6, "d1", "2026-11-27T11:00:00Z"));
+    v
+}
+
+#[test]
+fn a_released_patient_leaves_memory_and_a_reload_equals_a_replay() {
+    let mut tr = tracker();
+    for i in stay_with_pump() {
+        tr.apply(i);
+    }
+    let held = tr.retained_inputs();
+    assert!(tr.releasable(t("2026-11-27T10:59:00Z")).is_empty());
+    assert_eq!(
+        tr.releasable(t("2026-11-27T11:00:00Z")),
+        vec!["P-1".to_owned()]
+    );
+    assert!(tr.release("P-1"));
+    assert!(!tr.release("P-1"));
+    assert!(tr.is_released("P-1"));
+    // Admission, bolus and the two pump delivery events are gone (the
+    // association stays with the device).
+    assert_eq!(tr.retained_inputs(), held - 4, "{held}");
+    assert!(tr.tracked(t("2026-11-27T12:00:00Z")).is_empty());
+    assert!(tr.stay_ended("P-1", t("2026-11-27T12:00:00Z")));
+    assert!(tr.state("P-1", t("2026-11-27T12:00:00Z")).is_none());
+    assert!(tr.unassigned().is_empty(), "{:?}", tr.unassigned());
+
+    // A late, back-dated dose for the released patient.
+    let late = bolus_at(7, "late", "2026-11-27T09:30:00Z", 30.0);
+    assert_eq!(tr.needs_reload(&late), vec!["P-1".to_owned()]);
+    // A heartbeat never reloads.
+    let beat = input(
+        8,
+        "dosetrack/v1/devices/pump-7/events",
+        r#"{"id":"p-9","time":"2026-11-27T11:30:00Z","kind":"heartbeat"}"#,
+    );
+    assert!(tr.needs_reload(&beat).is_empty());
+    // A pump event without patient_id, attributed through the kept association.
+    let alarm = input(
+        9,
+        "dosetrack/v1/devices/pump-7/events",
+        r#"{"id":"p-10","time":"2026-11-27T09:40:00Z","kind":"alarm","code":"occlusion"}"#,
+    );
+    assert_eq!(tr.needs_reload(&alarm), vec!["P-1".to_owned()]);
+
+    tr.reload("P-1", stay_with_pump());
+    assert!(!tr.is_released("P-1"));
+    tr.apply(late.clone());
+    let mut fresh = tracker();
+    for i in stay_with_pump() {
+        fresh.apply(i);
+    }
+    fresh.apply(late);
+    for at in [
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T09:45:00Z",
+        "2026-11-27T10:30:00Z",
+    ] {
+        let a = tr.state("P-1", t(at)).unwrap();
+        let b = fresh.state("P-1", t(at)).unwrap();
+        assert_eq!(a, b, "{at}");
+    }
+    assert_eq!(tr.retained_inputs(), fresh.retained_inputs());
+}
