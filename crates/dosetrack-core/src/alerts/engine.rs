@@ -8,11 +8,11 @@
 //! the topic ([`crate::contract::Topics`]). The offline ward-day run drives
 //! the same engine with a virtual clock.
 
-use super::lifecycle::Command;
+use super::lifecycle::{Command, CommandError};
 use super::rules::{self, DeviceFacts, PatientFacts};
 use super::{AlertBook, AlertMessage, Scope, TimerQueue};
 use super::{AlertWrite, CommandOutcome, OutboxKind, OutboxRow};
-use crate::contract::{AlertCommand, AlertScope, CommandAction};
+use crate::contract::{AlertCommand, AlertScope, CommandAction, ErrorCode, Rejection};
 use crate::tracker::Tracker;
 use crate::vocab::TimeMs;
 use std::collections::BTreeSet;
@@ -169,6 +169,7 @@ impl AlertEngine {
             CommandAction::Pause { minutes } => (Command::Pause { minutes }, "pause"),
         };
         let scope = self.book.get(alert_id).map(|r| r.scope.clone());
+        let mut refused = None;
         let (messages, applied, outcome) = match self
             .book
             .command(alert_id, &command, &cmd.by, &cmd.id, now_ms)
@@ -183,6 +184,12 @@ impl AlertEngine {
                         .join(", ")
                 };
                 (m, true, outcome)
+            }
+            Err(e @ CommandError::PauseLimit { .. }) => {
+                let r = Rejection::new(ErrorCode::PauseLimit, Some("minutes"), e.to_string());
+                let outcome = format!("{}: {}", r.code, r.message);
+                refused = Some(r);
+                (Vec::new(), false, outcome)
             }
             Err(e) => (Vec::new(), false, e.to_string()),
         };
@@ -204,6 +211,7 @@ impl AlertEngine {
             applied,
             outcome,
             time_ms: now_ms,
+            refused,
         };
         self.write(messages, vec![outcome], now_ms)
     }
