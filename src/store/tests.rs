@@ -149,7 +149,7 @@ fn migrations_validate() {
     migrations().unwrap().validate().unwrap();
 }
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "inputs",
     "rejected",
     "patients",
@@ -162,6 +162,7 @@ const TABLES: [&str; 12] = [
     "alert_state",
     "alert_events",
     "alert_commands",
+    "rejection_counts",
 ];
 
 fn schema_text(path: &Path) -> Vec<(String, String)> {
@@ -189,13 +190,13 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
     let before = schema_text(&path);
     let names: HashSet<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
     let wanted: HashSet<&str> = TABLES.into_iter().collect();
-    assert_eq!(wanted.len(), 12);
+    assert_eq!(wanted.len(), 13);
     for table in &wanted {
         assert!(names.contains(table), "missing table {table}");
     }
     assert!(names.contains("outbox_unpublished"));
-    // Two migrations: 01-init, 02-alerts.
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 2);
+    // Three migrations: 01-init, 02-alerts, 03-rejection-counts.
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 3);
 
     // Reopen: nothing is migrated again, data and schema are unchanged.
     let (w, thread) = open(&path);
@@ -206,7 +207,7 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
     ));
     thread.shutdown().unwrap();
     assert_eq!(schema_text(&path), before);
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 2);
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 3);
     assert_eq!(count(&inspect(&path), "SELECT count(*) FROM inputs"), 1);
 }
 
@@ -236,7 +237,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_inputs() {
         thread.shutdown().unwrap();
     }
     let conn = inspect(&path);
-    assert_eq!(count(&conn, "PRAGMA user_version"), 2);
+    assert_eq!(count(&conn, "PRAGMA user_version"), 3);
     assert_eq!(count(&conn, "SELECT count(*) FROM alert_state"), 0);
     // The version-1 row and the new one.
     assert_eq!(count(&conn, "SELECT count(*) FROM inputs"), 2);

@@ -657,7 +657,10 @@ fn needs_savepoint(op: &WriteOp) -> bool {
         WriteOp::Input(rec) => !matches!(rec.projection, super::Projection::None),
         WriteOp::History(rows) => rows.len() > 1,
         WriteOp::Derived { states, history } => states.len() + history.len() > 1,
-        WriteOp::Rejected(_) | WriteOp::RejectedRetained(_) | WriteOp::State { .. } => false,
+        WriteOp::Rejected(_)
+        | WriteOp::RejectedRetained(_)
+        | WriteOp::RejectionCounted(_)
+        | WriteOp::State { .. } => false,
         WriteOp::Alerts(_) | WriteOp::OutboxPublished { .. } => true,
         WriteOp::PruneHistory { .. } => true,
     }
@@ -674,6 +677,7 @@ fn op_name(op: &WriteOp) -> &'static str {
     match op {
         WriteOp::Input(_) => "input",
         WriteOp::Rejected(_) | WriteOp::RejectedRetained(_) => "rejected",
+        WriteOp::RejectionCounted(_) => "rejection_counted",
         WriteOp::History(_) => "history",
         WriteOp::State { .. } => "state",
         WriteOp::Alerts(_) => "alerts",

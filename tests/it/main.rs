@@ -5,6 +5,8 @@
 //! real SQLite files. The pure core's own tests are in
 //! `crates/dosetrack-core/tests/it/`.
 //!
+//! * `alert_command_trust` — who may silence an alert (issue #13 item 13);
+//! * `bounded_intake` — a flood from one publisher (issue #13 item 7);
 //! * `alerts_rules`, `alerts_ward_day` — the alert rules on real patient
 //!   models through intake and the tracker; the simulated ward day;
 //! * `broker_security` — TLS, the password file and the ACL;
@@ -31,8 +33,10 @@
 
 mod mqtt_common;
 
+mod alert_command_trust;
 mod alerts_rules;
 mod alerts_ward_day;
+mod bounded_intake;
 mod broker_security;
 mod cli;
 mod daemon;
