@@ -42,7 +42,7 @@ fn fixture() -> &'static Fixture {
         let open = IntakeRules {
             max_future_skew_ms: 300_000,
             max_past_age_ms: Some(720 * 3_600_000),
-            allowed_devices: None,
+            ..IntakeRules::default()
         };
         let setup: [(&str, &str); 2] = [
             (

@@ -4,9 +4,13 @@
 //! first failure, then every 30 s, then the recovery: never one line per
 //! attempt), and the connection counters. It forwards everything rumqttc
 //! yields to the connection's logic over an unbounded channel, so it never
-//! waits on the logic and keeps answering keep-alives whatever the logic is
-//! doing. (The number of messages in that channel is bounded by the broker's
-//! in-flight window: the logic withholds acks until the store has the input.)
+//! waits on the logic. What that channel holds is bounded in bytes by the
+//! ingest's [`Budget`]: each received PUBLISH takes its share here, and while
+//! the budget is used up the driver does not read the connection (it polls
+//! only every keep-alive / 3, to send the queued PUBACKs and the ping).
+//! (A QoS 1 flood is also bounded by the broker's in-flight window: the
+//! logic withholds acks until the store has the input; a QoS 0 flood only
+//! by the budget.)
 //!
 //! Every connection attempt gets a fresh `AsyncClient` + `EventLoop`, with a
 //! new *generation* number once connected. A request made on a dead
@@ -19,6 +23,7 @@
 //! logic stops the driver at the very end: rumqttc's `poll` is not
 //! cancel-safe (a request taken from the channel can be lost mid-write).
 
+use super::budget::{self, Budget, Held};
 use super::{Backoff, SharedStats};
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, StateError};
 use std::sync::Arc;
@@ -80,8 +85,13 @@ pub(crate) enum DriverMsg {
         client: AsyncClient,
         session_present: bool,
     },
-    /// Something rumqttc yielded on that generation's connection.
-    Event { generation: u64, event: Event },
+    /// Something rumqttc yielded on that generation's connection; a
+    /// received PUBLISH comes with its share of the ingest's byte budget.
+    Event {
+        generation: u64,
+        event: Event,
+        held: Option<Held>,
+    },
     /// That generation's connection failed; the driver is reconnecting.
     Lost { generation: u64 },
 }
@@ -94,6 +104,9 @@ pub(crate) struct Driver {
     /// gives up waiting for it).
     pub(crate) stop: CancellationToken,
     pub(crate) stats: Arc<SharedStats>,
+    /// The ingest's byte budget: while it is used up, the connection is not
+    /// read (see [`super::budget`]). `None` for the other connections.
+    pub(crate) budget: Option<Arc<Budget>>,
 }
 
 /// The state of an outage, for logging it without spam.
@@ -220,7 +233,25 @@ impl Driver {
             }
 
             let up_since = Instant::now();
+            // While the budget is used up, poll only this often: the PUBACKs
+            // queued meanwhile go out and the keep-alive ping is sent, and
+            // each such poll reads at most one bounded batch.
+            let paused_poll_every = (self.options.keep_alive() / 3).max(Duration::from_millis(200));
             let error = loop {
+                if let Some(budget) = &self.budget {
+                    if budget.full() {
+                        self.stats.paused();
+                        tokio::select! {
+                            biased;
+                            _ = self.stop.cancelled() => {
+                                self.stats.set_connected(false);
+                                return;
+                            }
+                            _ = budget.room() => {}
+                            _ = tokio::time::sleep(paused_poll_every) => {}
+                        }
+                    }
+                }
                 let polled = tokio::select! {
                     biased;
                     _ = self.stop.cancelled() => {
@@ -232,9 +263,19 @@ impl Driver {
                 match polled {
                     Ok(event) => {
                         let disconnected = matches!(event, Event::Outgoing(Outgoing::Disconnect));
+                        let held = match (&self.budget, &event) {
+                            (Some(b), Event::Incoming(Packet::Publish(p))) => Some(
+                                b.take(p.payload.len() + p.topic.len() + budget::PER_MESSAGE_BYTES),
+                            ),
+                            _ => None,
+                        };
                         if self
                             .tx
-                            .send(DriverMsg::Event { generation, event })
+                            .send(DriverMsg::Event {
+                                generation,
+                                event,
+                                held,
+                            })
                             .is_err()
                         {
                             self.stats.set_connected(false);
@@ -250,7 +291,11 @@ impl Driver {
                             // whatever it had not read yet.
                             let closed = tokio::time::timeout(DISCONNECT_LINGER, async {
                                 while let Ok(event) = eventloop.poll().await {
-                                    let _ = self.tx.send(DriverMsg::Event { generation, event });
+                                    let _ = self.tx.send(DriverMsg::Event {
+                                        generation,
+                                        event,
+                                        held: None,
+                                    });
                                 }
                             })
                             .await

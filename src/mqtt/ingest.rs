@@ -30,6 +30,7 @@
 //! meanwhile would be dropped by the broker. (Resubscribing does not disturb
 //! queued messages; MQTT 3.1.1 §3.8.4.)
 
+use super::budget::{Budget, Held};
 use super::driver::{disconnect_and_wait, Driver, DriverMsg};
 use super::{input_filters, mqtt_options, BrokerConfig, ConnectionStats, MqttError, SharedStats};
 use crate::clock::Clock;
@@ -54,6 +55,9 @@ pub struct Incoming {
     /// The broker's retain flag: set when this is the retained copy sent
     /// on (re)subscription, a redelivery of a message published earlier.
     pub retain: bool,
+    /// Published at QoS 0 (the contract says QoS 1): it cannot be
+    /// acknowledged, and the service refuses it.
+    pub qos0: bool,
     /// Give back through [`IngestHandle::ack`] once the input is stored.
     pub ack: AckToken,
 }
@@ -67,6 +71,9 @@ pub struct AckToken {
     seq: u64,
     /// False for a QoS 0 publish (nothing to acknowledge).
     needs_ack: bool,
+    /// The input's share of the byte budget, given back when the token is
+    /// spent or dropped (the service is done with the input).
+    _held: Option<Held>,
 }
 
 /// Sends [`AckToken`]s back to the ingest task. Cheap to clone.
@@ -74,6 +81,7 @@ pub struct AckToken {
 pub struct IngestHandle {
     tx: mpsc::UnboundedSender<AckToken>,
     stats: Arc<SharedStats>,
+    budget: Arc<Budget>,
 }
 
 impl IngestHandle {
@@ -93,7 +101,10 @@ impl IngestHandle {
 
     /// Connection counters.
     pub fn stats(&self) -> ConnectionStats {
-        self.stats.snapshot()
+        ConnectionStats {
+            held_input_bytes: self.budget.held() as u64,
+            ..self.stats.snapshot()
+        }
     }
 
     /// While connecting fails for a reason the operator must fix (TLS
@@ -134,11 +145,15 @@ pub fn spawn_ingest_with_clock(
 ) -> (IngestHandle, JoinHandle<Result<(), MqttError>>) {
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(SharedStats::default());
+    let budget = Budget::new(cfg.held_input_bytes);
     let handle = IngestHandle {
         tx: ack_tx,
         stats: Arc::clone(&stats),
+        budget: Arc::clone(&budget),
     };
-    let task = tokio::spawn(run(cfg, prefix, deliver, shutdown, ack_rx, stats, clock));
+    let task = tokio::spawn(run(
+        cfg, prefix, deliver, shutdown, ack_rx, stats, clock, budget,
+    ));
     (handle, task)
 }
 
@@ -150,6 +165,7 @@ async fn run(
     ack_rx: mpsc::UnboundedReceiver<AckToken>,
     stats: Arc<SharedStats>,
     clock: Clock,
+    budget: Arc<Budget>,
 ) -> Result<(), MqttError> {
     cfg.validate()?;
     let mut options = mqtt_options(&cfg, false);
@@ -162,6 +178,7 @@ async fn run(
         tx,
         stop: stop.clone(),
         stats: Arc::clone(&stats),
+        budget: Some(budget),
     };
     let logic = Logic {
         client_id: cfg.client_id.clone(),
@@ -171,6 +188,7 @@ async fn run(
         stats,
         current: None,
         acks: AckQueue::default(),
+        unsent: VecDeque::new(),
         undelivered: VecDeque::new(),
         next_seq: 0,
         subscribed_this_run: false,
@@ -200,6 +218,10 @@ struct Logic {
     current: Option<Conn>,
     /// Received QoS 1 inputs of the current connection, in arrival order.
     acks: AckQueue,
+    /// PUBACKs due (in order) that rumqttc's request queue had no room for:
+    /// sent first at the next chance. The logic never waits on that queue
+    /// (the driver may not be reading while the byte budget is used up).
+    unsent: VecDeque<(u16, QoS)>,
     /// Received, not yet handed to `deliver`.
     undelivered: VecDeque<Incoming>,
     next_seq: u64,
@@ -211,6 +233,8 @@ struct Logic {
     clock: Clock,
 }
 
+/// How often deferred PUBACKs ([`Logic::unsent`]) are tried again.
+const ACK_RETRY_EVERY: Duration = Duration::from_millis(20);
 /// How often to look for an input whose ack is overdue.
 const STUCK_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// An input not acknowledged after this long is worth a warning.
@@ -229,6 +253,9 @@ impl Logic {
         let mut stuck_check = tokio::time::interval(STUCK_CHECK_EVERY);
         stuck_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut deliver_closed = false;
+        // Deferred PUBACKs are tried again this often.
+        let mut retry = tokio::time::interval(ACK_RETRY_EVERY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
             tokio::select! {
@@ -253,6 +280,7 @@ impl Logic {
                     }
                 },
                 _ = stuck_check.tick() => self.check_stuck(),
+                _ = retry.tick(), if !self.unsent.is_empty() => self.send_ready_acks().await,
             }
         }
 
@@ -272,6 +300,7 @@ impl Logic {
                 session_present,
             } => {
                 self.acks.clear();
+                self.unsent.clear();
                 if !session_present || !self.subscribed_this_run {
                     let filters = self
                         .filters
@@ -286,13 +315,17 @@ impl Logic {
                 }
                 self.current = Some(Conn { generation, client });
             }
-            DriverMsg::Event { generation, event } => {
+            DriverMsg::Event {
+                generation,
+                event,
+                held,
+            } => {
                 if self.current.as_ref().map(|c| c.generation) != Some(generation) {
                     return;
                 }
                 match event {
                     Event::Incoming(Packet::Publish(p)) => {
-                        let received = self.on_publish(generation, p);
+                        let received = self.on_publish(generation, p, held);
                         if received == Received::OwnOutput {
                             self.send_ready_acks().await;
                         }
@@ -321,6 +354,7 @@ impl Logic {
                     self.current = None;
                     let unacked = self.acks.len();
                     self.acks.clear();
+                    self.unsent.clear();
                     if unacked > 0 {
                         info!(client_id = %self.client_id, unacked,
                             "connection lost with inputs not yet acknowledged; the broker will redeliver them");
@@ -330,7 +364,7 @@ impl Logic {
         }
     }
 
-    fn on_publish(&mut self, generation: u64, p: Publish) -> Received {
+    fn on_publish(&mut self, generation: u64, p: Publish, held: Option<Held>) -> Received {
         if self.stopping {
             debug!(client_id = %self.client_id, topic = %p.topic,
                 "input received during shutdown; not delivered (the broker will redeliver it)");
@@ -364,10 +398,12 @@ impl Logic {
             payload: p.payload,
             received_at_ms: self.clock.now_ms(),
             retain: p.retain,
+            qos0: !needs_ack,
             ack: AckToken {
                 generation,
                 seq,
                 needs_ack,
+                _held: held,
             },
         });
         Received::Input
@@ -398,20 +434,27 @@ impl Logic {
         self.send_ready_acks().await;
     }
 
-    /// Send the PUBACKs of the done inputs at the front of the queue.
+    /// Send the PUBACKs of the done inputs at the front of the queue,
+    /// without waiting: what rumqttc's request queue has no room for now
+    /// stays in `unsent` (in order) for the next call.
     async fn send_ready_acks(&mut self) {
         let Some(conn) = &self.current else {
+            self.unsent.clear();
             return;
         };
-        for (pkid, qos) in self.acks.pop_ready() {
-            trace!(client_id = %self.client_id, pkid, "PUBACK");
+        self.unsent.extend(self.acks.pop_ready());
+        while let Some(&(pkid, qos)) = self.unsent.front() {
             let mut p = Publish::new("", qos, Vec::new());
             p.pkid = pkid;
-            if let Err(e) = conn.client.ack(&p).await {
-                // The connection died; the broker will redeliver.
-                debug!(client_id = %self.client_id, error = %e, "PUBACK not sent");
+            if conn.client.try_ack(&p).is_err() {
+                // Full (the driver is not reading just now) or closed (the
+                // connection died: cleared with it, and the broker
+                // redelivers): tried again at the next chance.
+                trace!(client_id = %self.client_id, pkid, unsent = self.unsent.len(), "PUBACK deferred");
                 break;
             }
+            trace!(client_id = %self.client_id, pkid, "PUBACK");
+            self.unsent.pop_front();
         }
     }
 
@@ -461,6 +504,21 @@ impl Logic {
                     None => return,
                 },
                 Some(token) = ack_rx.recv() => self.on_ack(token).await,
+            }
+        }
+        // The PUBACKs still deferred: waited for now (bounded), before the
+        // DISCONNECT.
+        if let Some(conn) = &self.current {
+            while let Some((pkid, qos)) = self.unsent.pop_front() {
+                let mut p = Publish::new("", qos, Vec::new());
+                p.pkid = pkid;
+                match tokio::time::timeout(Duration::from_secs(2), conn.client.ack(&p)).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        debug!(client_id = %self.client_id, "PUBACK not sent at shutdown; the broker will redeliver");
+                        break;
+                    }
+                }
             }
         }
 

@@ -31,6 +31,7 @@
 //! connection that has since died can never leak onto the next one.
 
 mod backoff;
+pub mod budget;
 mod driver;
 mod ingest;
 mod publisher;
@@ -78,6 +79,10 @@ pub struct BrokerConfig {
     /// (ingest) or unconfirmed publishes (publisher) before disconnecting.
     /// Default 5 s.
     pub drain_timeout: Duration,
+    /// Ingest only: most bytes of received input held at once, from the
+    /// socket to the acknowledgement ([`budget`]); while they are held the
+    /// connection is not read. Default 16 MiB.
+    pub held_input_bytes: usize,
 }
 
 impl BrokerConfig {
@@ -94,6 +99,7 @@ impl BrokerConfig {
             max_packet_bytes: 1024 * 1024,
             inflight: 100,
             drain_timeout: Duration::from_secs(5),
+            held_input_bytes: 16 * 1024 * 1024,
         }
     }
 
@@ -149,6 +155,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("max_packet_bytes", &self.max_packet_bytes)
             .field("inflight", &self.inflight)
             .field("drain_timeout", &self.drain_timeout)
+            .field("held_input_bytes", &self.held_input_bytes)
             .finish()
     }
 }
@@ -201,6 +208,11 @@ pub struct ConnectionStats {
     pub connected: bool,
     /// Ingest only: SUBACKs that granted every input filter.
     pub subscriptions: u64,
+    /// Ingest only: times the connection stopped being read because the
+    /// byte budget of held input was used up.
+    pub read_pauses: u64,
+    /// Ingest only: bytes of received input held now (the budget's use).
+    pub held_input_bytes: u64,
 }
 
 /// The shared, lock-free form of [`ConnectionStats`].
@@ -210,6 +222,7 @@ pub(crate) struct SharedStats {
     connections: AtomicU64,
     connected: AtomicBool,
     subscriptions: AtomicU64,
+    read_pauses: AtomicU64,
     /// The current outage's cause, when the operator must fix it
     /// ([`tls::explain`]); cleared on connect.
     problem: Mutex<Option<String>>,
@@ -225,7 +238,13 @@ impl SharedStats {
             connections: self.connections.load(Ordering::Relaxed),
             connected: self.connected.load(Ordering::Relaxed),
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            read_pauses: self.read_pauses.load(Ordering::Relaxed),
+            held_input_bytes: 0,
         }
+    }
+
+    pub(crate) fn paused(&self) {
+        self.read_pauses.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn is_connected(&self) -> bool {

@@ -319,6 +319,7 @@ async fn run(
         tx,
         stop: stop.clone(),
         stats,
+        budget: None,
     };
     let logic = Logic {
         client_id: cfg.client_id.clone(),
@@ -523,7 +524,9 @@ impl Logic {
                 }
                 self.submit().await;
             }
-            DriverMsg::Event { generation, event } => {
+            DriverMsg::Event {
+                generation, event, ..
+            } => {
                 if self.current.as_ref().map(|c| c.generation) != Some(generation) {
                     return;
                 }

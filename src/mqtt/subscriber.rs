@@ -86,6 +86,7 @@ async fn run(
         tx,
         stop: stop.clone(),
         stats: Arc::clone(&stats),
+        budget: None,
     };
     let logic = async move {
         // However this ends, the driver ends with it.
@@ -114,7 +115,9 @@ async fn run(
                     }
                     current = Some((generation, client));
                 }
-                DriverMsg::Event { generation, event } => {
+                DriverMsg::Event {
+                    generation, event, ..
+                } => {
                     if current.as_ref().map(|(g, _)| *g) != Some(generation) {
                         continue;
                     }

@@ -135,6 +135,11 @@ pub(super) struct Metrics {
     alert_records: Gauge,
     commit: CommitMetrics,
     lag: Lag,
+    /// Rejections counted instead of stored in full (also in `rejected`).
+    rejections_counted: Counter,
+    /// The ingest's byte budget in use, and its read pauses.
+    held_input_bytes: Gauge,
+    read_pauses: Counter,
     /// Scrape-time refreshes and encoding, one at a time (the counters set
     /// from connection stats move by their difference).
     scrape: Mutex<()>,
@@ -313,6 +318,26 @@ impl Metrics {
             commit.duration_s.clone(),
         );
 
+        let rejections_counted = Counter::default();
+        registry.register(
+            "dosetrack_rejections_counted",
+            "Rejections counted (rejection_counts), not stored in full: repeats of one source and code beyond the samples kept per minute; included in dosetrack_rejected_total",
+            rejections_counted.clone(),
+        );
+        let held_input_bytes = Gauge::default();
+        registry.register_with_unit(
+            "dosetrack_ingest_held",
+            "Received input held from the socket to its acknowledgement (the byte budget in use)",
+            Unit::Bytes,
+            held_input_bytes.clone(),
+        );
+        let read_pauses = Counter::default();
+        registry.register(
+            "dosetrack_ingest_read_pauses",
+            "Times the broker connection stopped being read because the byte budget of held input was used up",
+            read_pauses.clone(),
+        );
+
         registry.register(
             "dosetrack_build",
             "The running version",
@@ -341,6 +366,9 @@ impl Metrics {
             alert_records,
             commit,
             lag: Lag::default(),
+            rejections_counted,
+            held_input_bytes,
+            read_pauses,
             scrape: Mutex::new(()),
         }
     }
@@ -380,6 +408,11 @@ impl Metrics {
     }
 
     /// A redelivery of a stored input.
+    /// A rejection was counted, not stored in full.
+    pub(super) fn rejection_counted(&self) {
+        self.rejections_counted.inc();
+    }
+
     pub(super) fn duplicate(&self) {
         self.duplicates.inc();
     }
@@ -462,6 +495,11 @@ impl Metrics {
                 self.reconnects[i].inc_by(reconnects - counted);
             }
             self.connected[i].set(i64::from(stats.connected));
+        }
+        set_count(&self.held_input_bytes, scraped.ingest.held_input_bytes);
+        let pauses = scraped.ingest.read_pauses;
+        if pauses > self.read_pauses.get() {
+            self.read_pauses.inc_by(pauses - self.read_pauses.get());
         }
         let lag = self.lag(scraped.now_ms);
         set_count(&self.unacked_inputs, lag.unacked_inputs);

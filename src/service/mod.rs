@@ -253,6 +253,7 @@ pub async fn run_with_clock(
     let (intake_tx, intake_rx) = watch::channel(IntakeSettings {
         formulary: formulary.clone(),
         rules: intake_rules,
+        rejection_samples_per_minute: cfg.limits.rejection_samples_per_minute,
     });
     let progress = Arc::new(Progress::default());
     let stage_b = tokio::spawn(stage_b::run(StageB {

@@ -187,6 +187,7 @@ pub(super) async fn reloader(
         intake.send_replace(IntakeSettings {
             formulary: intake_formulary,
             rules,
+            rejection_samples_per_minute: cfg.limits.rejection_samples_per_minute,
         });
         if cfg.log.level != running.cfg.log.level {
             if let Some(log) = &r.log {

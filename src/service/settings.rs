@@ -98,6 +98,10 @@ pub struct BrokerSection {
     /// so an over-size input still arrives, is rejected `too_large`, stored
     /// and acknowledged.
     pub max_packet_bytes: usize,
+    /// Most received input held at once, from the socket to the
+    /// acknowledgement, in MiB: while it is held the daemon stops reading
+    /// the broker connection (back-pressure, not buffering).
+    pub max_held_input_mib: usize,
 }
 
 impl Default for BrokerSection {
@@ -116,6 +120,7 @@ impl Default for BrokerSection {
             tls_client: None,
             keep_alive_s: 30,
             max_packet_bytes: 1024 * 1024,
+            max_held_input_mib: 16,
         }
     }
 }
@@ -136,6 +141,7 @@ impl std::fmt::Debug for BrokerSection {
             .field("tls_client", &self.tls_client)
             .field("keep_alive_s", &self.keep_alive_s)
             .field("max_packet_bytes", &self.max_packet_bytes)
+            .field("max_held_input_mib", &self.max_held_input_mib)
             .finish()
     }
 }
@@ -228,6 +234,10 @@ pub struct LimitsSection {
     /// longer than any gateway buffer, broker queue or late charting
     /// correction, short enough to refuse a 1970 or year-1 time.
     pub max_past_age_h: u64,
+    /// Rejections of one source with one code stored in full (and
+    /// published) per minute; the rest of that minute are counted
+    /// (`rejection_counts`). At least 1.
+    pub rejection_samples_per_minute: u32,
 }
 
 impl Default for LimitsSection {
@@ -235,6 +245,7 @@ impl Default for LimitsSection {
         LimitsSection {
             max_future_skew_s: 300,
             max_past_age_h: 720,
+            rejection_samples_per_minute: 10,
         }
     }
 }
@@ -594,6 +605,14 @@ impl Config {
                 "must exceed the contract's 64 KiB payload limit (with headers), so over-size inputs are rejected and acknowledged instead of dropping the connection",
             );
         }
+        if self.broker.max_held_input_mib == 0
+            || self.broker.max_held_input_mib * 1024 * 1024 < 2 * self.broker.max_packet_bytes
+        {
+            return invalid(
+                "broker.max_held_input_mib",
+                "must be at least 1 and hold two packets of max_packet_bytes",
+            );
+        }
         let p = &self.topics.prefix;
         if p.is_empty()
             || p.len() > 64
@@ -666,6 +685,12 @@ impl Config {
                 key: "log.level",
                 message: format!("'{}' is not a log filter: {e}", self.log.level),
             });
+        }
+        if self.limits.rejection_samples_per_minute == 0 {
+            return invalid(
+                "limits.rejection_samples_per_minute",
+                "must be at least 1 (the rest of a minute's repeats are counted)",
+            );
         }
         if !(1..=87_600).contains(&self.limits.max_past_age_h) {
             return invalid("limits.max_past_age_h", "must be 1 to 87600 (10 years)");
@@ -878,13 +903,18 @@ pub fn formulary_and_table(cfg: &Config) -> Result<(Formulary, toml::Table), Dru
 }
 
 /// Stage A's checks beyond the contract, from the configuration: the clock
-/// skew and past bounds (`[limits]`) and the device allow-list
-/// (`[devices]`, whose `allow_file` is read here).
+/// skew and past bounds (`[limits]`), the device allow-list
+/// (`[devices]`, whose `allow_file` is read here) and the alert commands'
+/// operator list and maximum age (`[alerts] operators`,
+/// `max_command_age_min`).
 pub fn intake_rules(cfg: &Config) -> Result<IntakeRules, ConfigError> {
     Ok(IntakeRules {
         max_future_skew_ms: (cfg.limits.max_future_skew_s * 1000) as i64,
         max_past_age_ms: Some((cfg.limits.max_past_age_h * 3_600_000) as i64),
         allowed_devices: cfg.devices.allowed()?.map(Arc::new),
+        operators: (!cfg.alerts.operators.is_empty())
+            .then(|| Arc::new(cfg.alerts.operators.iter().cloned().collect())),
+        max_command_age_ms: Some((cfg.alerts.max_command_age_min * 60_000.0).round() as i64),
     })
 }
 
@@ -904,6 +934,7 @@ pub fn broker_config(cfg: &Config, client_id: String) -> BrokerConfig {
     b.tls = cfg.broker.tls_client.clone();
     b.keep_alive = cfg.keep_alive();
     b.max_packet_bytes = cfg.broker.max_packet_bytes;
+    b.held_input_bytes = cfg.broker.max_held_input_mib.saturating_mul(1024 * 1024);
     b
 }
 

@@ -11,15 +11,20 @@
 //! code, field, message — at most [`REJECTIONS_LOGGED_PER_MINUTE`] lines per
 //! source (`patients/{id}`, `devices/{id}`, …) per minute; the rest are
 //! counted and the count is logged when the minute is over. Every rejection
-//! is stored all the same (`dosetrack rejected` lists them).
+//! is stored: the first `[limits] rejection_samples_per_minute` per source, code
+//! and minute in full (`dosetrack rejected` lists them), the rest as an
+//! exact count ([`RejectionSampler`], table `rejection_counts`).
+//!
+//! An input published at QoS 0 is refused `wrong_qos` before it is parsed
+//! (the contract: every input is published at QoS 1).
 
-use crate::contract::topic_source;
+use crate::contract::{topic_source, ErrorCode, Rejection};
 use crate::intake::{self, Intake, IntakeRules, RejectedNotice};
 use crate::mqtt::{AckToken, Incoming};
 use crate::patient::Formulary;
 use crate::records::RejectedRecord;
 use crate::service::metrics::Metrics;
-use crate::store::{Queued, StoreError, WriteOp, Writer};
+use crate::store::{Queued, RejectionCount, StoreError, WriteOp, Writer};
 use crate::tracker::TrackedInput;
 use crate::vocab::TimeMs;
 use std::collections::HashMap;
@@ -85,11 +90,63 @@ impl RejectionLog {
     }
 }
 
+/// Keeps repeated rejections as a count plus samples: per (source, code)
+/// and minute of receipt, the first `samples` (`[limits]
+/// rejection_samples_per_minute`, default 10) are
+/// stored in full (`rejected`) and published; every further one adds one
+/// to its (source, code, minute) row of `rejection_counts`, in the same
+/// group commit as everything else, before it is acknowledged. The count
+/// is exact; a flood of copies costs a counter, not a row and a notice
+/// each. At most [`MAX_SOURCES`] keys per minute are told apart; beyond
+/// that, every further source shares the key `(other sources)`.
+#[derive(Default)]
+pub(super) struct RejectionSampler {
+    minute_ms: i64,
+    stored: HashMap<(String, ErrorCode), u32>,
+}
+
+impl RejectionSampler {
+    /// `Some(count)` when `r` is to be counted, not stored in full.
+    pub(super) fn count_instead(
+        &mut self,
+        r: &RejectedRecord,
+        samples: u32,
+    ) -> Option<RejectionCount> {
+        let minute_ms = r.received_at_ms - r.received_at_ms.rem_euclid(60_000);
+        if minute_ms != self.minute_ms {
+            self.minute_ms = minute_ms;
+            self.stored.clear();
+        }
+        let source = topic_source(&r.topic);
+        let key = if self.stored.len() >= MAX_SOURCES
+            && !self.stored.contains_key(&(source.to_owned(), r.code))
+        {
+            ("(other sources)".to_owned(), r.code)
+        } else {
+            (source.to_owned(), r.code)
+        };
+        let stored = self.stored.entry(key.clone()).or_insert(0);
+        if *stored < samples.max(1) {
+            *stored += 1;
+            return None;
+        }
+        Some(RejectionCount {
+            source: key.0,
+            code: r.code,
+            minute_ms,
+            received_at_ms: r.received_at_ms,
+            topic: r.topic.clone(),
+        })
+    }
+}
+
 /// What stage A checks new inputs with (replaced by a reload).
 #[derive(Clone)]
 pub(super) struct IntakeSettings {
     pub(super) formulary: Arc<Formulary>,
     pub(super) rules: IntakeRules,
+    /// `[limits] rejection_samples_per_minute` ([`RejectionSampler`]).
+    pub(super) rejection_samples_per_minute: u32,
 }
 
 /// One input on its way from stage A to stage B.
@@ -115,7 +172,9 @@ pub(super) enum Pending {
     Reject {
         op: WriteOp,
         write: Write,
-        notice: RejectedNotice,
+        /// `None` for a rejection counted, not stored in full
+        /// ([`RejectionSampler`]): not announced on `rejected` one by one.
+        notice: Option<RejectedNotice>,
     },
 }
 
@@ -136,6 +195,7 @@ pub(super) struct StageA {
 /// has stopped.
 pub(super) async fn run(a: &mut StageA, shutdown: &CancellationToken) {
     let mut rejection_log = RejectionLog::default();
+    let mut sampler = RejectionSampler::default();
     let mut minute = tokio::time::interval(Duration::from_secs(60));
     minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     minute.tick().await;
@@ -154,14 +214,30 @@ pub(super) async fn run(a: &mut StageA, shutdown: &CancellationToken) {
         // Unacknowledged from here until stage B is done with it (lag).
         a.metrics.input_received(incoming.received_at_ms);
         let settings = a.intake.borrow().clone();
-        let decision = intake::intake_with(
-            &a.prefix,
-            &incoming.topic,
-            &incoming.payload,
-            incoming.received_at_ms,
-            &settings.rules,
-            &settings.formulary,
-        );
+        let decision = if incoming.qos0 {
+            // The contract: every input is published at QoS 1. Refused
+            // before it is parsed.
+            intake::reject(
+                &incoming.topic,
+                &incoming.payload,
+                incoming.received_at_ms,
+                Rejection::new(
+                    ErrorCode::WrongQos,
+                    None,
+                    "published at QoS 0; the contract requires QoS 1 (an input must be \
+                     acknowledged once stored)",
+                ),
+            )
+        } else {
+            intake::intake_with(
+                &a.prefix,
+                &incoming.topic,
+                &incoming.payload,
+                incoming.received_at_ms,
+                &settings.rules,
+                &settings.formulary,
+            )
+        };
         let kind = match decision {
             Intake::Accept {
                 record,
@@ -188,10 +264,14 @@ pub(super) async fn run(a: &mut StageA, shutdown: &CancellationToken) {
                 rejection_log.rejected(&record);
                 // The retained copy of a message is delivered again at
                 // every (re)subscription: stored once.
-                let op = if incoming.retain {
-                    WriteOp::RejectedRetained(record)
+                let (op, notice) = if incoming.retain {
+                    (WriteOp::RejectedRetained(record), Some(notice))
+                } else if let Some(count) =
+                    sampler.count_instead(&record, settings.rejection_samples_per_minute)
+                {
+                    (WriteOp::RejectionCounted(count), None)
                 } else {
-                    WriteOp::Rejected(record)
+                    (WriteOp::Rejected(record), Some(notice))
                 };
                 let write = a.writer.enqueue(op.clone()).await;
                 Pending::Reject { op, write, notice }
@@ -208,5 +288,56 @@ pub(super) async fn run(a: &mut StageA, shutdown: &CancellationToken) {
             error!("the apply stage stopped; stopping intake");
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn rejected(topic: &str, code: ErrorCode, at_ms: TimeMs) -> RejectedRecord {
+        RejectedRecord {
+            topic: topic.to_owned(),
+            received_at_ms: at_ms,
+            code,
+            field: None,
+            message: String::new(),
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn repeats_beyond_the_samples_of_a_minute_are_counted() {
+        let mut s = RejectionSampler::default();
+        let t0 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000;
+        let pump = "dt/v1/devices/pump-1/events";
+        let n = 10;
+        let counted: Vec<bool> = (0..n + 5)
+            .map(|i| {
+                s.count_instead(&rejected(pump, ErrorCode::TooLarge, t0 + i as i64), 10)
+                    .is_some()
+            })
+            .collect();
+        assert_eq!(counted.iter().filter(|c| !**c).count(), n);
+        assert!(counted[n..].iter().all(|c| *c));
+        // Another code, another source: samples of their own.
+        assert!(s
+            .count_instead(&rejected(pump, ErrorCode::InvalidJson, t0), 10)
+            .is_none());
+        assert!(s
+            .count_instead(
+                &rejected("dt/v1/devices/pump-2/events", ErrorCode::TooLarge, t0),
+                10
+            )
+            .is_none());
+        let c = s
+            .count_instead(&rejected(pump, ErrorCode::TooLarge, t0 + 59_999), 10)
+            .unwrap();
+        assert_eq!((c.source.as_str(), c.minute_ms), ("devices/pump-1", t0));
+        // The next minute: samples again.
+        assert!(s
+            .count_instead(&rejected(pump, ErrorCode::TooLarge, t0 + 60_000), 10)
+            .is_none());
     }
 }

@@ -534,10 +534,20 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                 }
                 Ok(_) => {
                     b.summary.rejected += 1;
-                    if let WriteOp::Rejected(r) | WriteOp::RejectedRetained(r) = &op {
-                        b.metrics.rejected(r.code);
+                    match &op {
+                        WriteOp::Rejected(r) | WriteOp::RejectedRetained(r) => {
+                            b.metrics.rejected(r.code)
+                        }
+                        WriteOp::RejectionCounted(c) => {
+                            b.metrics.rejected(c.code);
+                            b.metrics.rejection_counted();
+                        }
+                        _ => {}
                     }
-                    publish_rejected(b, &notice).await;
+                    // A counted repeat is not announced one by one.
+                    if let Some(notice) = &notice {
+                        publish_rejected(b, notice).await;
+                    }
                     true
                 }
                 Err(_) => false,
@@ -816,8 +826,16 @@ async fn evaluate_alerts(
     now: TimeMs,
 ) {
     let mut w = b.alerts.evaluate(&mut b.tracker, scopes, now);
+    // Commands refused with a code (pause_limit): published on `rejected`
+    // once their outcome is committed.
+    let mut refused = Vec::new();
     for (seq, alert_id, cmd) in commands {
         let c = b.alerts.command(seq, &alert_id, &cmd, now);
+        for o in &c.commands {
+            if let Some(r) = &o.refused {
+                refused.push(refused_command_notice(b, &alert_id, &cmd, r.clone(), now));
+            }
+        }
         for o in &c.commands {
             if o.applied {
                 info!(alert_id = %o.alert_id, action = %o.action, by = %o.by, outcome = %o.outcome, "alert command applied");
@@ -857,6 +875,46 @@ async fn evaluate_alerts(
             b.metrics.alert_message(rule, phase);
         }
         b.outbox.wake();
+        for notice in refused {
+            b.summary.rejected += 1;
+            b.metrics.rejected(notice.error.code);
+            publish_rejected(b, &notice).await;
+        }
+    }
+}
+
+/// The `rejected` notice of a stored command the alert lifecycle refused
+/// (`pause_limit`). The command itself is a stored input (its outcome, not
+/// applied, is in `alert_commands`); the notice quotes it as parsed, and
+/// `received_at` is when it was refused.
+fn refused_command_notice(
+    b: &StageB,
+    alert_id: &str,
+    cmd: &AlertCommand,
+    r: crate::contract::Rejection,
+    now: TimeMs,
+) -> RejectedNotice {
+    let mut quoted = serde_json::json!({
+        "id": cmd.id,
+        "time": crate::vocab::format_rfc3339(cmd.time_ms),
+        "by": cmd.by,
+    });
+    match cmd.action {
+        crate::contract::CommandAction::Acknowledge => quoted["action"] = "acknowledge".into(),
+        crate::contract::CommandAction::Pause { minutes } => {
+            quoted["action"] = "pause".into();
+            quoted["minutes"] = minutes.into();
+        }
+    }
+    RejectedNotice {
+        topic: b.topics.alert_commands(alert_id),
+        received_at: crate::vocab::format_rfc3339(now),
+        error: intake::RejectedError {
+            code: r.code,
+            field: r.field,
+            message: r.message,
+        },
+        payload_excerpt: intake::excerpt(quoted.to_string().as_bytes()),
     }
 }
 

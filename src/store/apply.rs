@@ -50,6 +50,25 @@ pub(super) fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, Appl
             insert_rejected(conn, rec)?;
             Ok(WriteResult::Written)
         }
+        WriteOp::RejectionCounted(c) => {
+            conn.prepare_cached(
+                "INSERT INTO rejection_counts (source, code, minute_ms, count, first_ms, last_ms, last_topic)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5)
+                 ON CONFLICT (source, code, minute_ms) DO UPDATE SET
+                   count = count + 1,
+                   first_ms = min(first_ms, excluded.first_ms),
+                   last_ms = max(last_ms, excluded.last_ms),
+                   last_topic = excluded.last_topic",
+            )?
+            .execute(params![
+                c.source,
+                c.code.as_str(),
+                c.minute_ms,
+                c.received_at_ms,
+                c.topic
+            ])?;
+            Ok(WriteResult::Written)
+        }
         WriteOp::History(rows) => {
             upsert_history(conn, rows)?;
             Ok(WriteResult::Written)

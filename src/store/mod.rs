@@ -124,6 +124,10 @@ pub enum WriteOp {
     /// same message (topic, code, bytes) is already stored, which answers
     /// [`WriteResult::AlreadyStored`].
     RejectedRetained(RejectedRecord),
+    /// A rejection counted, not stored in full: the (source, code, minute)
+    /// row of `rejection_counts` gains one (a repeat beyond the samples
+    /// kept in `rejected`).
+    RejectionCounted(RejectionCount),
     /// Upsert of concentration points (a recompute overwrites).
     History(Vec<HistoryRow>),
     /// Upsert of the last state message published for a patient.
@@ -165,6 +169,18 @@ pub enum WriteOp {
         before_ms: i64,
         max_rows: usize,
     },
+}
+
+/// One counted rejection ([`WriteOp::RejectionCounted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectionCount {
+    /// `devices/pump-1`, `patients/P-1`, … ([`crate::contract::topic_source`]).
+    pub source: String,
+    pub code: crate::contract::ErrorCode,
+    /// The minute it was received in (ms, a multiple of 60,000).
+    pub minute_ms: i64,
+    pub received_at_ms: i64,
+    pub topic: String,
 }
 
 /// The answer to a [`WriteOp`], given after its batch committed.

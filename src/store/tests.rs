@@ -149,7 +149,7 @@ fn migrations_validate() {
     migrations().unwrap().validate().unwrap();
 }
 
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "inputs",
     "rejected",
     "patients",
@@ -163,6 +163,7 @@ const TABLES: [&str; 13] = [
     "alert_events",
     "alert_commands",
     "outbox_dead_letter",
+    "rejection_counts",
 ];
 
 fn schema_text(path: &Path) -> Vec<(String, String)> {
@@ -190,13 +191,14 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
     let before = schema_text(&path);
     let names: HashSet<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
     let wanted: HashSet<&str> = TABLES.into_iter().collect();
-    assert_eq!(wanted.len(), 13);
+    assert_eq!(wanted.len(), 14);
     for table in &wanted {
         assert!(names.contains(table), "missing table {table}");
     }
     assert!(names.contains("outbox_unpublished"));
-    // Three migrations: 01-init, 02-alerts, 03-outbox-dead-letter.
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 3);
+    // Four migrations: 01-init, 02-alerts, 03-outbox-dead-letter,
+    // 04-rejection-counts.
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 4);
 
     // Reopen: nothing is migrated again, data and schema are unchanged.
     let (w, thread) = open(&path);
@@ -207,7 +209,7 @@ fn fresh_database_gets_every_table_and_reopening_is_a_no_op() {
     ));
     thread.shutdown().unwrap();
     assert_eq!(schema_text(&path), before);
-    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 3);
+    assert_eq!(count(&inspect(&path), "PRAGMA user_version"), 4);
     assert_eq!(count(&inspect(&path), "SELECT count(*) FROM inputs"), 1);
 }
 
@@ -237,7 +239,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_inputs() {
         thread.shutdown().unwrap();
     }
     let conn = inspect(&path);
-    assert_eq!(count(&conn, "PRAGMA user_version"), 3);
+    assert_eq!(count(&conn, "PRAGMA user_version"), 4);
     assert_eq!(count(&conn, "SELECT count(*) FROM alert_state"), 0);
     // The version-1 row and the new one.
     assert_eq!(count(&conn, "SELECT count(*) FROM inputs"), 2);

@@ -661,7 +661,10 @@ fn needs_savepoint(op: &WriteOp) -> bool {
             history,
             replace_history_from,
         } => states.len() + history.len() + replace_history_from.len() > 1,
-        WriteOp::Rejected(_) | WriteOp::RejectedRetained(_) | WriteOp::State { .. } => false,
+        WriteOp::Rejected(_)
+        | WriteOp::RejectedRetained(_)
+        | WriteOp::RejectionCounted(_)
+        | WriteOp::State { .. } => false,
         WriteOp::Alerts(_) | WriteOp::OutboxPublished { .. } | WriteOp::OutboxDeadLetter { .. } => {
             true
         }
@@ -680,6 +683,7 @@ fn op_name(op: &WriteOp) -> &'static str {
     match op {
         WriteOp::Input(_) => "input",
         WriteOp::Rejected(_) | WriteOp::RejectedRetained(_) => "rejected",
+        WriteOp::RejectionCounted(_) => "rejection_counted",
         WriteOp::History(_) => "history",
         WriteOp::State { .. } => "state",
         WriteOp::Alerts(_) => "alerts",

@@ -352,6 +352,11 @@ bad("devices/pump-h1/event", {"id": "uk-1", "time": "{{now-10m}}", "kind": "hear
 bad("alerts/al-h1/ack", {"id": "uk-2", "time": "{{now-1m}}", "action": "acknowledge", "by": "rn-1"}, K, None, "an alert leaf that is not commands")
 bad("patients/P-H1/vitals", {"id": "uk-3", "time": "{{now-10m}}"}, K, None, "a patient leaf that is not an input")
 
+# --- who may silence an alert (issue #13 item 13): operators ["rn-1"], commands at most 10 min old --
+bad(CMD, {"id": "op-1", "time": "{{now-1m}}", "action": "acknowledge", "by": "rn-9"}, "unknown_operator", "by", "an operator not on [alerts] operators")
+bad(CMD, {"id": "op-2", "time": "{{now-29d}}", "action": "acknowledge", "by": "rn-1"}, "stale_command", "time", "a command 29 days old: within max_past_age_h, far beyond max_command_age_min")
+bad(CMD, {"id": "op-3", "time": "{{now-11m}}", "action": "pause", "minutes": 30, "by": "rn-1"}, "stale_command", "time", "a pause 11 min old")
+
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "corpus.jsonl"), "w") as f:
     for c in cases:

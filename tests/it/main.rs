@@ -5,6 +5,8 @@
 //! real SQLite files. The pure core's own tests are in
 //! `crates/dosetrack-core/tests/it/`.
 //!
+//! * `alert_command_trust` — who may silence an alert (issue #13 item 13);
+//! * `bounded_intake` — a flood from one publisher (issue #13 item 7);
 //! * `alerts_rules`, `alerts_ward_day` — the alert rules on real patient
 //!   models through intake and the tracker; the simulated ward day;
 //! * `bounded_outputs` — bounded alert messages, the outbox's dead letters
@@ -37,8 +39,10 @@
 
 mod mqtt_common;
 
+mod alert_command_trust;
 mod alerts_rules;
 mod alerts_ward_day;
+mod bounded_intake;
 mod bounded_outputs;
 mod broker_security;
 mod cli;

@@ -7,7 +7,10 @@
 //! (`too_large`), JSON and fields (`invalid_json`, `not_an_object`,
 //! `missing_field`, `invalid_value`, `unknown_kind`), occurrence time ahead
 //! of the clock (`clock_skew`) or too far behind it (`invalid_value` on
-//! `time`, when [`IntakeRules::max_past_age_ms`] is set), and what only the
+//! `time`, when [`IntakeRules::max_past_age_ms`] is set), for an alert
+//! command its operator (`unknown_operator`, with
+//! [`IntakeRules::operators`]) and age (`stale_command`, with
+//! [`IntakeRules::max_command_age_ms`]), and what only the
 //! drug file can judge (an admission's model and targets: `invalid_value`).
 //!
 //! A device event's `device_id` comes from the topic only (contract): a
@@ -76,6 +79,13 @@ pub struct IntakeRules {
     /// contract's behaviour); otherwise any other device's event is
     /// `unknown_device`.
     pub allowed_devices: Option<Arc<HashSet<String>>>,
+    /// Operators whose alert commands are accepted (`by`). `None`: every
+    /// operator (the contract's behaviour); otherwise any other is
+    /// `unknown_operator`.
+    pub operators: Option<Arc<HashSet<String>>>,
+    /// Alert commands dated further behind the receive time are
+    /// `stale_command`. `None`: no bound (the past bound still applies).
+    pub max_command_age_ms: Option<i64>,
 }
 
 impl IntakeRules {
@@ -144,6 +154,14 @@ pub fn intake_with(
     let time_ms = occurred_at(&input);
     if let Err(r) = contract::check_clock_skew(time_ms, received_at_ms, rules.max_future_skew_ms) {
         return reject(r);
+    }
+    if let Input::AlertCommand(cmd) = &input {
+        if let Err(r) = contract::check_operator(cmd, rules.operators.as_deref()) {
+            return reject(r);
+        }
+        if let Err(r) = contract::check_command_age(cmd, received_at_ms, rules.max_command_age_ms) {
+            return reject(r);
+        }
     }
     if let Err(r) = contract::check_past_age(time_ms, received_at_ms, rules.max_past_age_ms) {
         return reject(r);
@@ -417,6 +435,7 @@ mod tests {
             max_future_skew_ms: 300_000,
             max_past_age_ms: None,
             allowed_devices: Some(Arc::new(HashSet::from(["pump-1".to_owned()]))),
+            ..IntakeRules::default()
         };
         let event = br#"{"id":"e-1","time":"2026-11-27T09:00:00Z","kind":"heartbeat"}"#;
         let run = |topic: &str, payload: &[u8]| {
@@ -461,7 +480,7 @@ mod tests {
         let rules = IntakeRules {
             max_future_skew_ms: 300_000,
             max_past_age_ms: Some(720 * 3_600_000),
-            allowed_devices: None,
+            ..IntakeRules::default()
         };
         let dose =
             |time: &str| format!(r#"{{"id":"d-1","time":"{time}","route":"oral","amount_mg":5}}"#);
@@ -499,6 +518,74 @@ mod tests {
             &tr,
         );
         assert_eq!(code_of(&i), None);
+    }
+
+    #[test]
+    fn commands_from_unknown_operators_or_too_old_are_refused() {
+        let tr = tracker();
+        let rules = IntakeRules {
+            max_future_skew_ms: 300_000,
+            max_past_age_ms: Some(720 * 3_600_000),
+            operators: Some(Arc::new(HashSet::from(["rn-1".to_owned()]))),
+            max_command_age_ms: Some(600_000),
+            ..IntakeRules::default()
+        };
+        let cmd = |time: &str, by: &str| {
+            format!(r#"{{"id":"c-1","time":"{time}","action":"acknowledge","by":"{by}"}}"#)
+        };
+        let run = |rules: &IntakeRules, payload: String| {
+            intake_with(
+                "dosetrack",
+                "dosetrack/v1/alerts/al-1-0/commands",
+                payload.as_bytes(),
+                now(),
+                rules,
+                &tr,
+            )
+        };
+        assert_eq!(
+            code_of(&run(&rules, cmd("2026-11-27T09:59:00Z", "rn-1"))),
+            None
+        );
+        // Exactly the maximum age is still accepted; a millisecond more is not.
+        assert_eq!(
+            code_of(&run(&rules, cmd("2026-11-27T09:50:00Z", "rn-1"))),
+            None
+        );
+        let stale = run(&rules, cmd("2026-11-27T09:49:59.999Z", "rn-1"));
+        assert_eq!(code_of(&stale), Some(ErrorCode::StaleCommand));
+        let Intake::Reject { notice, .. } = stale else {
+            panic!()
+        };
+        assert_eq!(notice.error.field.as_deref(), Some("time"));
+        // 29 days back: within the past bound, but far too old for a command.
+        assert_eq!(
+            code_of(&run(&rules, cmd("2026-10-29T10:00:00Z", "rn-1"))),
+            Some(ErrorCode::StaleCommand)
+        );
+        let stranger = run(&rules, cmd("2026-11-27T09:59:00Z", "rn-9"));
+        assert_eq!(code_of(&stranger), Some(ErrorCode::UnknownOperator));
+        let Intake::Reject { notice, .. } = stranger else {
+            panic!()
+        };
+        assert_eq!(notice.error.field.as_deref(), Some("by"));
+        // Other inputs are not affected by the operator list or the age.
+        let dose = br#"{"id":"d-1","time":"2026-11-20T10:00:00Z","route":"oral","amount_mg":5}"#;
+        let i = intake_with(
+            "dosetrack",
+            "dosetrack/v1/patients/P-1/doses",
+            dose,
+            now(),
+            &rules,
+            &tr,
+        );
+        assert_eq!(code_of(&i), None);
+        // Without the settings, the contract's behaviour.
+        let open = IntakeRules::with_skew(300_000);
+        assert_eq!(
+            code_of(&run(&open, cmd("2026-10-29T10:00:00Z", "anyone"))),
+            None
+        );
     }
 
     #[test]

@@ -15,11 +15,11 @@
 //! changed (its content apart from the `time` stamps), not at every
 //! evaluation that produced a lifecycle message.
 
-use super::lifecycle::Command;
+use super::lifecycle::{Command, CommandError};
 use super::rules::{self, DeviceFacts, PatientFacts};
 use super::{AlertBook, AlertMessage, Scope, TimerQueue};
 use super::{AlertWrite, CommandOutcome, OutboxKind, OutboxRow};
-use crate::contract::{AlertCommand, AlertScope, CommandAction};
+use crate::contract::{AlertCommand, AlertScope, CommandAction, ErrorCode, Rejection};
 use crate::tracker::Tracker;
 use crate::vocab::TimeMs;
 use serde::Serialize;
@@ -246,6 +246,7 @@ impl AlertEngine {
             CommandAction::Pause { minutes } => (Command::Pause { minutes }, "pause"),
         };
         let scope = self.book.get(alert_id).map(|r| r.scope.clone());
+        let mut refused = None;
         let (messages, applied, outcome) = match self
             .book
             .command(alert_id, &command, &cmd.by, &cmd.id, now_ms)
@@ -260,6 +261,12 @@ impl AlertEngine {
                         .join(", ")
                 };
                 (m, true, outcome)
+            }
+            Err(e @ CommandError::PauseLimit { .. }) => {
+                let r = Rejection::new(ErrorCode::PauseLimit, Some("minutes"), e.to_string());
+                let outcome = format!("{}: {}", r.code, r.message);
+                refused = Some(r);
+                (Vec::new(), false, outcome)
             }
             Err(e) => (Vec::new(), false, e.to_string()),
         };
@@ -281,6 +288,7 @@ impl AlertEngine {
             applied,
             outcome,
             time_ms: now_ms,
+            refused,
         };
         self.write(messages, vec![outcome], now_ms)
     }

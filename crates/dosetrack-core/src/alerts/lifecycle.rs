@@ -16,7 +16,10 @@
 //!   `escalate_after_min` as `escalated`, one priority step up each time.
 //! * `acknowledge` stops the repeats of this occurrence; `pause` silences
 //!   it for a bounded time, after which it is re-notified (`updated`,
-//!   `reason: pause_ended`). Neither clears the condition.
+//!   `reason: pause_ended`). Neither clears the condition. The pauses of
+//!   one occurrence add up to at most `max_pause_per_occurrence_min`: a
+//!   renewal is granted what is left, and none left is refused
+//!   ([`CommandError::PauseLimit`]).
 //! * Discharge clears every alert of the patient (`reason: discharged`).
 //!
 //! The book is pure: every call takes `now`. Raised alerts are
@@ -63,6 +66,10 @@ pub struct AlertRecord {
     pub acknowledged: Option<OperatorAction>,
     pub paused_until_ms: Option<TimeMs>,
     pub paused: Option<OperatorAction>,
+    /// Pause granted to this occurrence so far, in total (capped at
+    /// `max_pause_per_occurrence_min`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paused_total_ms: TimeMs,
     pub escalations: u32,
     pub message: String,
     pub details: AlertDetails,
@@ -110,11 +117,26 @@ pub struct AlertMessage {
     pub scope: Option<Scope>,
 }
 
+fn is_zero(v: &TimeMs) -> bool {
+    *v == 0
+}
+
 /// Why an operator command was not applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CommandError {
     #[error("no active alert {0} (unknown, or already cleared)")]
     UnknownAlert(String),
+    /// The occurrence's pauses already add up to the cap: refused
+    /// (`pause_limit`), never silently shortened to nothing.
+    #[error(
+        "alert {alert_id} was already paused for {paused_total_min} min in total, the most \
+         one occurrence may be paused (alerts.max_pause_per_occurrence_min = {cap_min})"
+    )]
+    PauseLimit {
+        alert_id: String,
+        paused_total_min: f64,
+        cap_min: f64,
+    },
 }
 
 /// An operator command, as the lifecycle needs it.
@@ -361,6 +383,7 @@ impl AlertBook {
                 acknowledged: None,
                 paused_until_ms: None,
                 paused: None,
+                paused_total_ms: 0,
                 escalations: 0,
                 message: c.message,
                 details: AlertDetails::of(c.details),
@@ -521,6 +544,7 @@ impl AlertBook {
             .cloned()
             .ok_or_else(|| CommandError::UnknownAlert(alert_id.to_owned()))?;
         let max_pause = self.cfg.max_pause_min;
+        let cap_ms = min_ms(self.cfg.max_pause_per_occurrence_min);
         let Some(rec) = self.alerts.get_mut(&key) else {
             return Err(CommandError::UnknownAlert(alert_id.to_owned()));
         };
@@ -547,7 +571,22 @@ impl AlertBook {
                 }
             }
             Command::Pause { minutes } => {
-                let granted = minutes.min(max_pause).max(0.0);
+                // The cap is on the pause granted to this occurrence in
+                // total: a renewal gets at most what is left of it, and
+                // nothing left is a refusal (pause_limit).
+                let left_ms = (cap_ms - rec.paused_total_ms).max(0);
+                if left_ms == 0 {
+                    return Err(CommandError::PauseLimit {
+                        alert_id: alert_id.to_owned(),
+                        paused_total_min: rec.paused_total_ms as f64 / 60_000.0,
+                        cap_min: self.cfg.max_pause_per_occurrence_min,
+                    });
+                }
+                let granted = minutes
+                    .min(max_pause)
+                    .min(left_ms as f64 / 60_000.0)
+                    .max(0.0);
+                rec.paused_total_ms += min_ms(granted);
                 rec.paused_until_ms = Some(now_ms + min_ms(granted));
                 rec.paused = Some(action);
                 rec.last_phase = Phase::Paused;

@@ -323,6 +323,15 @@ pub struct AlertConfig {
     pub update_min_interval_min: f64,
     /// Longest `pause` an operator may ask for.
     pub max_pause_min: f64,
+    /// Most pause one alert occurrence may be granted in total, over every
+    /// renewal; a pause beyond it is refused (`pause_limit`).
+    pub max_pause_per_occurrence_min: f64,
+    /// Operators (`by`) whose alert commands are accepted; empty: every
+    /// operator. Any other is refused (`unknown_operator`) at intake.
+    pub operators: Vec<String>,
+    /// Alert commands dated further behind the daemon's clock at receipt
+    /// are refused (`stale_command`) at intake.
+    pub max_command_age_min: f64,
     /// Per rule: delays, latch, escalation. A rule's section in the config
     /// changes only the keys it gives; the others keep the rule's shipped
     /// settings ([`default_rule`]), so a partial section never turns off a
@@ -369,6 +378,9 @@ impl Default for AlertConfig {
             update_shift_min: 5.0,
             update_min_interval_min: 15.0,
             max_pause_min: 30.0,
+            max_pause_per_occurrence_min: 60.0,
+            operators: Vec::new(),
+            max_command_age_min: 10.0,
             rules: Rule::ALL.iter().map(|&r| (r, default_rule(r))).collect(),
         }
     }
@@ -408,6 +420,28 @@ impl AlertConfig {
         if !(self.max_pause_min.is_finite() && self.max_pause_min > 0.0) {
             return Err(AlertConfigError::MaxPause(self.max_pause_min));
         }
+        if !(self.max_pause_per_occurrence_min.is_finite()
+            && self.max_pause_per_occurrence_min > 0.0)
+        {
+            return Err(AlertConfigError::Positive {
+                key: "max_pause_per_occurrence_min".to_owned(),
+                value: self.max_pause_per_occurrence_min,
+            });
+        }
+        if !(self.max_command_age_min.is_finite() && self.max_command_age_min > 0.0) {
+            return Err(AlertConfigError::Positive {
+                key: "max_command_age_min".to_owned(),
+                value: self.max_command_age_min,
+            });
+        }
+        for op in &self.operators {
+            let printable = !op.is_empty()
+                && op.chars().count() <= crate::contract::BY_MAX_CHARS
+                && !op.chars().any(char::is_control);
+            if !printable {
+                return Err(AlertConfigError::Operator(op.clone()));
+            }
+        }
         for (route, v) in &self.min_interval_min {
             nonneg(&format!("min_interval_min.{}", route.as_str()), *v)?;
         }
@@ -432,6 +466,12 @@ pub enum AlertConfigError {
     Hysteresis(f64),
     #[error("alerts.max_pause_min must be a number > 0 (got {0})")]
     MaxPause(f64),
+    /// A setting (`key`, under `alerts.`) that must be a finite number > 0.
+    #[error("alerts.{key} must be a finite number > 0 (got {value})")]
+    Positive { key: String, value: f64 },
+    /// An `operators` entry that no command's `by` could match.
+    #[error("alerts.operators: {0:?} is not an operator identity (1 to 128 printable characters)")]
+    Operator(String),
     #[error("alerts.rules.{rule}.escalate_after_min must be a number > 0 (got {value})")]
     Escalation { rule: Rule, value: f64 },
 }

@@ -38,6 +38,10 @@ pub struct CommandOutcome {
     pub applied: bool,
     pub outcome: String,
     pub time_ms: i64,
+    /// A command refused with a rejection code (`pause_limit`): the shell
+    /// publishes it on `rejected` once the outcome is committed. `None` for
+    /// an applied command and for one that found no open alert.
+    pub refused: Option<crate::contract::Rejection>,
 }
 
 /// One atomic alerts write.

@@ -65,3 +65,54 @@ pub fn parse_alert_command(obj: &Map<String, Value>) -> Result<AlertCommand, Rej
         by,
     })
 }
+
+/// dosetrack's operator list: with `operators` set, a command whose `by` is
+/// not on it is `unknown_operator` (`field` `by`). `None`: every operator
+/// (the contract's behaviour).
+pub fn check_operator(
+    cmd: &AlertCommand,
+    operators: Option<&std::collections::HashSet<String>>,
+) -> Result<(), Rejection> {
+    match operators {
+        Some(list) if !list.contains(&cmd.by) => Err(Rejection::new(
+            ErrorCode::UnknownOperator,
+            Some("by"),
+            format!(
+                "operator '{}' is not on the daemon's operator list ([alerts] operators)",
+                excerpt(&cmd.by)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// dosetrack's bound on a command's age: a command whose `time` is more than
+/// `max_age_ms` behind the receive time is `stale_command` (`field`
+/// `time`): an acknowledge or pause queued for long (a broker queue, a
+/// replayed capture) must not silence the alert of now. `None`: no bound.
+pub fn check_command_age(
+    cmd: &AlertCommand,
+    received_at_ms: TimeMs,
+    max_age_ms: Option<i64>,
+) -> Result<(), Rejection> {
+    let Some(max_age_ms) = max_age_ms else {
+        return Ok(());
+    };
+    let age_ms = received_at_ms.saturating_sub(cmd.time_ms);
+    if age_ms > max_age_ms.max(0) {
+        Err(Rejection::new(
+            ErrorCode::StaleCommand,
+            Some("time"),
+            format!(
+                "command dated {} is {} s older than its receipt ({}); commands older than {} s \
+                 are refused ([alerts] max_command_age_min)",
+                crate::vocab::format_rfc3339(cmd.time_ms),
+                age_ms / 1000,
+                crate::vocab::format_rfc3339(received_at_ms),
+                max_age_ms.max(0) / 1000
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}

@@ -45,7 +45,9 @@ mod rejection;
 mod simulation;
 mod topic;
 
-pub use command::{parse_alert_command, AlertCommand, CommandAction};
+pub use command::{
+    check_command_age, check_operator, parse_alert_command, AlertCommand, CommandAction,
+};
 pub use device::{parse_device_event, DeviceEvent, DeviceEventKind, PumpRate};
 pub use fields::is_name;
 pub use limits::{

@@ -85,6 +85,25 @@ closed_set! {
         /// heartbeat, an alarm, or a delivery event other than
         /// `infusion_started` / `patch_applied`).
         AssociationConflict = "association_conflict",
+        /// dosetrack's addition: an alert command whose `by` is not on the
+        /// configured operator list (`[alerts] operators`; an empty list
+        /// accepts every operator).
+        UnknownOperator = "unknown_operator",
+        /// dosetrack's addition: an alert command whose `time` is more than
+        /// `[alerts] max_command_age_min` behind the daemon's clock at
+        /// receipt (a command queued for long must not silence the alert of
+        /// now).
+        StaleCommand = "stale_command",
+        /// dosetrack's addition: a `pause` of an alert occurrence whose
+        /// pauses already add up to `[alerts] max_pause_per_occurrence_min`
+        /// (decided when the command is applied; the command is stored as an
+        /// input, its outcome recorded as not applied).
+        PauseLimit = "pause_limit",
+        /// dosetrack's addition: an input published at QoS 0 (the contract:
+        /// "Every input is published at QoS 1"). It cannot be acknowledged
+        /// and the broker may drop it; refused before it is parsed, so a
+        /// QoS 0 flood costs a count, not a parse.
+        WrongQos = "wrong_qos",
     }
 }
 

@@ -840,3 +840,60 @@ fn per_scope_work_does_not_scan_other_scopes() {
         "20,000 scopes took {took:?}: per-scope work scans the book"
     );
 }
+
+#[test]
+fn the_pauses_of_one_occurrence_are_capped_in_total() {
+    // Issue #13 item 13: three back-to-back 30-min pauses were all granted.
+    let mut cfg = cfg_with(Rule::RedoseDue, settings(0, 120, false, Some(10.0)));
+    cfg.max_pause_min = 30.0;
+    cfg.max_pause_per_occurrence_min = 70.0;
+    let mut book = AlertBook::new(cfg);
+    let c = || vec![cond(Rule::RedoseDue, "floor", Priority::Low)];
+    let id = book.update(&p1(), c(), T0)[0].alert_id.clone();
+    let pause = |book: &mut AlertBook, at: TimeMs, min: f64| {
+        book.command(&id, &Command::Pause { minutes: min }, "rn-1", "c", at)
+    };
+    let granted = |out: &[AlertMessage]| out[0].details.to_json()["granted_min"].clone();
+    let out = pause(&mut book, T0, 30.0).unwrap();
+    assert_eq!(granted(&out), json!(30.0));
+    // A renewal before the first pause ended counts in full.
+    let out = pause(&mut book, T0 + 10 * MIN, 30.0).unwrap();
+    assert_eq!(granted(&out), json!(30.0));
+    // 10 min left of the 70: granted 10, not 30, and said so.
+    let out = pause(&mut book, T0 + 20 * MIN, 30.0).unwrap();
+    assert_eq!(granted(&out), json!(10.0));
+    assert_eq!(out[0].details.to_json()["requested_min"], json!(30.0));
+    assert_eq!(book.get(&id).unwrap().paused_until_ms, Some(T0 + 30 * MIN));
+    // Nothing left: refused, the alert unchanged.
+    let before = book.get(&id).unwrap().clone();
+    let err = pause(&mut book, T0 + 25 * MIN, 5.0).unwrap_err();
+    assert!(
+        matches!(err, CommandError::PauseLimit { cap_min, .. } if cap_min == 70.0),
+        "{err:?}"
+    );
+    assert_eq!(book.get(&id).unwrap(), &before);
+    // An acknowledge is still accepted.
+    let out = book
+        .command(&id, &Command::Acknowledge, "rn-1", "c-ack", T0 + 26 * MIN)
+        .unwrap();
+    assert_eq!(phases(&out), vec![Phase::Acknowledged]);
+    // A new occurrence has its own total.
+    let out = book.update(&p1(), vec![], T0 + 40 * MIN);
+    let out2 = book.update(&p1(), vec![], T0 + 43 * MIN);
+    assert!(
+        phases(&out).contains(&Phase::Cleared) || phases(&out2).contains(&Phase::Cleared),
+        "{out:?} {out2:?}"
+    );
+    let id2 = book.update(&p1(), c(), T0 + 50 * MIN)[0].alert_id.clone();
+    assert_ne!(id2, id);
+    let out = book
+        .command(
+            &id2,
+            &Command::Pause { minutes: 30.0 },
+            "rn-1",
+            "c2",
+            T0 + 51 * MIN,
+        )
+        .unwrap();
+    assert_eq!(out[0].details.to_json()["granted_min"], json!(30.0));
+}

@@ -16,7 +16,7 @@ fn serialised_names_match_contract_names() {
     check(StopReason::ALL);
     check(BolusSource::ALL);
     check(AlarmCode::ALL);
-    assert_eq!(ErrorCode::ALL.len(), 12);
+    assert_eq!(ErrorCode::ALL.len(), 16);
     let e = event(STARTED);
     let json = serde_json::to_value(&e).ok();
     assert_eq!(
