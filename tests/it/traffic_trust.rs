@@ -233,6 +233,11 @@ fn operators_can_read_the_log_and_list_rejections() {
     let db = dir.path().join("dosetrack.db");
     let config = dir.path().join("dosetrack.toml");
     let http = mqtt_common::daemon::write_http_config(&config);
+    // Every rejection stored (not sampled, item 7): this test is about the
+    // log's rate limit and the listing, so all 16 must be rows.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[limits]\nrejection_samples_per_minute = 100000\n");
+    std::fs::write(&config, text).unwrap();
     let client = PrefixClient::watching_outputs(BROKER, PORT, &unique("logc"), &prefix);
     let mut daemon = DaemonProcess::run(
         (BROKER, PORT),

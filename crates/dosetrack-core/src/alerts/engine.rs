@@ -524,6 +524,7 @@ mod tests {
             acknowledged: None,
             paused_until_ms: None,
             paused: None,
+            paused_total_ms: 0,
             escalations: 0,
             message: "over".to_owned(),
             details: AlertDetails::default(),
