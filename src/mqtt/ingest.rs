@@ -152,9 +152,26 @@ pub fn spawn_ingest_with_clock(
         budget: Arc::clone(&budget),
     };
     let task = tokio::spawn(run(
-        cfg, prefix, deliver, shutdown, ack_rx, stats, clock, budget,
+        cfg,
+        prefix,
+        deliver,
+        shutdown,
+        ack_rx,
+        Accounting {
+            stats,
+            clock,
+            budget,
+        },
     ));
     (handle, task)
+}
+
+/// What the ingest's two halves count and time with.
+struct Accounting {
+    stats: Arc<SharedStats>,
+    clock: Clock,
+    /// The byte budget of received input in hand.
+    budget: Arc<Budget>,
 }
 
 async fn run(
@@ -163,10 +180,13 @@ async fn run(
     deliver: mpsc::Sender<Incoming>,
     shutdown: CancellationToken,
     ack_rx: mpsc::UnboundedReceiver<AckToken>,
-    stats: Arc<SharedStats>,
-    clock: Clock,
-    budget: Arc<Budget>,
+    accounting: Accounting,
 ) -> Result<(), MqttError> {
+    let Accounting {
+        stats,
+        clock,
+        budget,
+    } = accounting;
     cfg.validate()?;
     let mut options = mqtt_options(&cfg, false);
     options.set_manual_acks(true);

@@ -310,7 +310,8 @@ mod tests {
     #[test]
     fn repeats_beyond_the_samples_of_a_minute_are_counted() {
         let mut s = RejectionSampler::default();
-        let t0 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000;
+        // A whole minute (1.8e12 ms is one: 30,000,000 min).
+        let t0: i64 = 1_800_000_000_000;
         let pump = "dt/v1/devices/pump-1/events";
         let n = 10;
         let counted: Vec<bool> = (0..n + 5)

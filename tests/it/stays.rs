@@ -406,7 +406,7 @@ fn an_ended_stay_is_released_and_a_late_input_reloads_it() {
     );
     ward.wait_online();
     let t0 = now_ms();
-    let (start, end) = (t0 - 3 * H, t0 - 1 * H);
+    let (start, end) = (t0 - 3 * H, t0 - H);
     ward.admit("P-X", start);
     // The pump is never stopped, and silent since: after the discharge it
     // must not raise device_silent.

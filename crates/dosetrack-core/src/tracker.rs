@@ -824,12 +824,13 @@ impl Tracker {
                 | InputTopic::Dose { patient_id },
                 _,
             ) => out.push(patient_id.clone()),
-            (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e)) => {
-                if !matches!(e.kind, crate::contract::DeviceEventKind::Heartbeat { .. }) {
-                    out.extend(e.patient_id.clone());
-                    if let Some(d) = self.devices.get(device_id) {
-                        out.extend(d.patient_at(e.time_ms).map(str::to_owned));
-                    }
+            // Heartbeats never bring a patient back.
+            (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e))
+                if !matches!(e.kind, crate::contract::DeviceEventKind::Heartbeat { .. }) =>
+            {
+                out.extend(e.patient_id.clone());
+                if let Some(d) = self.devices.get(device_id) {
+                    out.extend(d.patient_at(e.time_ms).map(str::to_owned));
                 }
             }
             _ => {}
