@@ -408,11 +408,13 @@ fn an_ended_stay_is_released_and_a_late_input_reloads_it() {
     let t0 = now_ms();
     let (start, end) = (t0 - 3 * H, t0 - H);
     ward.admit("P-X", start);
-    // The pump is never stopped, and silent since: after the discharge it
-    // must not raise device_silent.
+    ward.discharge("P-X", end);
+    // Documented after the discharge: the pump is never stopped, and silent
+    // since: for a discharged patient it must not raise device_silent. (Sent
+    // before the discharge, the pump would rightly raise it for the moments
+    // the patient seemed in care, when the inputs fall in separate batches.)
     ward.pump("pump-X", "P-X", start + 10 * MIN, 20.0);
     ward.bolus("P-X", start + 20 * MIN, 30.0);
-    ward.discharge("P-X", end);
     poll_until("4 inputs stored", Duration::from_secs(20), || {
         stored_inputs(dir.path()) == 4
     });
