@@ -29,5 +29,5 @@ log="${TMPDIR:-/tmp}/dosetrack-reliability-$size.log"
 status=$(cat "$log.rc")
 echo
 echo "== figures ($size, $(date -u +%Y-%m-%dT%H:%M:%SZ)) =="
-grep -oE '(crash|broker-restart|database-locked|disk-full)-under-load[ :(].*' "$log" || true
+grep -oE '((crash|broker-restart|database-locked|disk-full)-under-load|realistic-ward-traffic)[ :(].*' "$log" || true
 exit $status

@@ -496,11 +496,13 @@ fn rss(pid: u32) -> u64 {
         * 1024
 }
 
-/// The six inputs of past stay `i` (55 minutes, one every hour back from
-/// `base`): admit, bolus, pump on, intranasal, pump off, discharge.
+/// The six inputs of past stay `i` (55 minutes, one starting every 30
+/// minutes back from `base`, so that 300 stays fit in the 7 days a late
+/// input's history is recomputed over): admit, bolus, pump on, intranasal,
+/// pump off, discharge.
 fn past_stay(prefix: &str, i: usize, base: TimeMs) -> Vec<(String, Vec<u8>)> {
     let pid = format!("B-{i}");
-    let start = base - (i as TimeMs + 1) * H;
+    let start = base - H - i as TimeMs * 30 * MIN;
     let dev = format!("pump-{}", i % 20);
     let t = |m: TimeMs| at(start + m * MIN);
     let topic = |s: &str| format!("{prefix}/v1/{s}");
@@ -575,13 +577,23 @@ fn a_backlog_of_past_stays_is_caught_up_and_memory_returns() {
     });
     let caught_up = t_start.elapsed();
     let rate = n as f64 / caught_up.as_secs_f64();
+    // The history of every stay written too (after the inputs' commit).
+    let want_rows = 50 * size.backlog_stays as i64;
+    poll_until(
+        "the backlog's history written",
+        Duration::from_secs(240),
+        || sql_i64(dir.path(), "SELECT count(*) FROM concentration_history") >= want_rows,
+    );
+    let with_history = t_start.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     let rows = sql_i64(dir.path(), "SELECT count(*) FROM concentration_history");
     let per_stay = rows as f64 / size.backlog_stays as f64;
     eprintln!(
-        "STAYS backlog: {n} inputs of {} past stays caught up in {:.2} s (start included): {rate:.0} inputs/s; {rows} history rows ({per_stay:.1} per 55-min stay)",
+        "STAYS backlog: {n} inputs of {} past stays stored in {:.2} s (start included): {rate:.0} inputs/s; their history written by {:.2} s ({:.0} inputs/s); {rows} history rows ({per_stay:.1} per 55-min stay)",
         size.backlog_stays,
-        caught_up.as_secs_f64()
+        caught_up.as_secs_f64(),
+        with_history.as_secs_f64(),
+        n as f64 / with_history.as_secs_f64()
     );
     assert!(
         (50.0..=60.0).contains(&per_stay),
