@@ -87,6 +87,7 @@ for path in \
   ./usr/lib/systemd/system/dosetrack.service \
   ./usr/lib/sysusers.d/dosetrack.conf \
   ./etc/dosetrack/dosetrack.toml \
+  ./etc/dosetrack/devices.allow \
   ./usr/share/dosetrack/drugs/ketamine.toml \
   ./usr/share/man/man1/dosetrack.1.gz \
   ./usr/share/man/man1/dosetrack-run.1.gz \
@@ -105,6 +106,8 @@ trap 'rm -rf "$WORK"' EXIT
 dpkg-deb --control "$DEB" "$WORK/control"
 grep -qx "/etc/dosetrack/dosetrack.toml" "$WORK/control/conffiles" \
   || fail "/etc/dosetrack/dosetrack.toml is not in conffiles"
+grep -qx "/etc/dosetrack/devices.allow" "$WORK/control/conffiles" \
+  || fail "/etc/dosetrack/devices.allow is not in conffiles"
 echo "   ok  conffiles: $(tr '\n' ' ' <"$WORK/control/conffiles")"
 for script in postinst postrm; do
   [ -f "$WORK/control/$script" ] || fail "no $script"
@@ -125,13 +128,27 @@ echo "   ok  maintainer scripts (sysusers, credential file, daemon-reload; not e
 dpkg-deb -x "$DEB" "$WORK/root"
 ROOT="$WORK/root"
 "$ROOT/usr/bin/dosetrack" --version
-# The shipped config as installed (it uses the built-in drug file) ...
+# The shipped config as installed names the packaged device allow-list,
+# which lists no device: check-config refuses it and says so (the daemon
+# would not start until the ward's devices are listed) ...
+sed "s|^allow_file = .*|allow_file = \"$ROOT/etc/dosetrack/devices.allow\"|" \
+  "$ROOT/etc/dosetrack/dosetrack.toml" >"$WORK/as-installed.toml"
+grep -q "^allow_file = \"$ROOT" "$WORK/as-installed.toml" || fail "the shipped config does not turn the device allow-list on"
+if env -u CREDENTIALS_DIRECTORY -u DOSETRACK_BROKER_PASSWORD \
+  "$ROOT/usr/bin/dosetrack" check-config "$WORK/as-installed.toml" >"$WORK/check.out" 2>&1; then
+  fail "check-config accepts an empty device allow-list"
+fi
+grep -q "lists no device" "$WORK/check.out" || { cat "$WORK/check.out"; fail "check-config does not say the allow-list is empty"; }
+# ... with a device listed, it is valid (it uses the built-in drug file) ...
+printf 'pump-bed-01\n' >"$WORK/devices.allow"
+sed "s|^allow_file = .*|allow_file = \"$WORK/devices.allow\"|" \
+  "$ROOT/etc/dosetrack/dosetrack.toml" >"$WORK/listed.toml"
 env -u CREDENTIALS_DIRECTORY -u DOSETRACK_BROKER_PASSWORD \
-  "$ROOT/usr/bin/dosetrack" check-config "$ROOT/etc/dosetrack/dosetrack.toml" \
+  "$ROOT/usr/bin/dosetrack" check-config "$WORK/listed.toml" \
   || fail "the packaged binary rejects the packaged config"
 # ... and the same config naming the packaged reference drug file.
 sed "s|^# file = .*|file = \"$ROOT/usr/share/dosetrack/drugs/ketamine.toml\"|" \
-  "$ROOT/etc/dosetrack/dosetrack.toml" >"$WORK/with-drug-file.toml"
+  "$WORK/listed.toml" >"$WORK/with-drug-file.toml"
 grep -q "^file = " "$WORK/with-drug-file.toml" || fail "could not point the config at the drug file"
 env -u CREDENTIALS_DIRECTORY -u DOSETRACK_BROKER_PASSWORD \
   "$ROOT/usr/bin/dosetrack" check-config "$WORK/with-drug-file.toml" >"$WORK/check.out" \

@@ -268,6 +268,7 @@ pub async fn run_with_clock(
         state_interval: Duration::from_secs(cfg.state.interval_s),
         history_interval_ms: (cfg.state.history_interval_s * 1000) as TimeMs,
         release_after_ms: stage_b::release_after_ms(&cfg),
+        release_checked: tokio::time::Instant::now(),
         reader: std::sync::Mutex::new(Reader::open(&cfg.database.path)?),
         alerts,
         outbox,

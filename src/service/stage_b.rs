@@ -26,8 +26,8 @@
 //! stays, in the same write ([`WriteOp::Derived`]'s `replace_history_from`).
 //!
 //! Patients whose last stay ended more than `state.release_after_discharge_min`
-//! ago are released from the tracker's memory (checked at start and at every
-//! history tick); an input that concerns one later reloads their stored
+//! ago are released from the tracker's memory (checked at start, after a
+//! batch at most once a second, and at every history tick); an input that concerns one later reloads their stored
 //! inputs first ([`reload_released`]).
 //!
 //! At start, [`rebuild`] replays every stored input into the tracker.
@@ -143,6 +143,10 @@ pub(super) struct StageB {
     /// How long after the end of their last stay a patient is released
     /// from memory.
     pub(super) release_after_ms: TimeMs,
+    /// When ended stays were last looked for after a batch (monotonic): at
+    /// most every [`RELEASE_CHECK_EVERY`], so that a burst of short stays
+    /// leaves memory as it goes instead of piling up until the history tick.
+    pub(super) release_checked: tokio::time::Instant,
     /// Reads a released patient's stored inputs back (in a mutex only to
     /// make stage B `Sync`: it alone uses it).
     pub(super) reader: std::sync::Mutex<Reader>,
@@ -397,6 +401,10 @@ async fn handle_batch(b: &mut StageB, batch: Vec<InFlight>) {
         let mut scopes = effects.scopes;
         scopes.extend(effects.touched.iter().cloned().map(Scope::Patient));
         evaluate_alerts(b, &scopes, effects.commands, now).await;
+    }
+    if b.release_checked.elapsed() >= RELEASE_CHECK_EVERY {
+        b.release_checked = tokio::time::Instant::now();
+        release_ended_stays(b, now);
     }
 }
 
@@ -731,6 +739,10 @@ fn recompute_history(
     }
     from
 }
+
+/// How often, at most, a batch looks for ended stays to release (a scan of
+/// the patients held). The history tick looks too, for an idle daemon.
+const RELEASE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// `state.release_after_discharge_min`, in ms.
 pub(super) fn release_after_ms(cfg: &crate::service::settings::Config) -> TimeMs {

@@ -31,12 +31,44 @@ fn text(o: &Output) -> (String, String) {
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/dosetrack.toml");
 
+/// The shipped config with its device allow-list (`allow_file`) pointed at
+/// `list` in `dir`; the path of the copy.
+fn shipped_with_allow_file(dir: &Path, list: &str) -> std::path::PathBuf {
+    let allow = dir.join("devices.allow");
+    std::fs::write(&allow, list).unwrap();
+    let text = std::fs::read_to_string(SHIPPED).unwrap();
+    let line = "allow_file = \"/etc/dosetrack/devices.allow\"";
+    assert!(
+        text.contains(line),
+        "the shipped config turns the allow-list on"
+    );
+    let copy = dir.join("dosetrack.toml");
+    std::fs::write(
+        &copy,
+        text.replace(line, &format!("allow_file = {:?}", allow.to_str().unwrap())),
+    )
+    .unwrap();
+    copy
+}
+
 #[test]
 fn check_config_accepts_the_shipped_config() {
-    let o = dosetrack(&["check-config", SHIPPED]);
+    // As installed, the allow-list names no device: check-config says what
+    // to do, and the daemon would not start.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped_list = include_str!("../../config/devices.allow");
+    let cfg = shipped_with_allow_file(dir.path(), shipped_list);
+    let o = dosetrack(&["check-config", cfg.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert!(err.contains("lists no device"), "{err}");
+    // With the ward's devices listed, it is valid.
+    let cfg = shipped_with_allow_file(dir.path(), "pump-bed-01\npatch-bed-01\n");
+    let o = dosetrack(&["check-config", cfg.to_str().unwrap()]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
-    assert!(out.contains("config/dosetrack.toml: valid"), "{out}");
+    assert!(out.contains("dosetrack.toml: valid"), "{out}");
+    assert!(out.contains("2 on the allow-list"), "{out}");
     assert!(out.contains("drug file: built-in"), "{out}");
     assert!(out.contains("127.0.0.1:1883"), "{out}");
     assert!(out.contains("/var/lib/dosetrack/dosetrack.db"), "{out}");

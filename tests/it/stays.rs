@@ -15,7 +15,7 @@
 
 use crate::mqtt_common::blocking::BlockingClient;
 use crate::mqtt_common::daemon::DaemonProcess;
-use crate::mqtt_common::{poll_until, unique, OwnBroker};
+use crate::mqtt_common::{free_port, http_get, poll_until, unique, OwnBroker};
 use dosetrack::drug::DrugFile;
 use dosetrack::intake;
 use dosetrack::patient::Formulary;
@@ -485,6 +485,32 @@ fn size() -> Size {
     }
 }
 
+/// The daemon's memory gauges from `/metrics` (heap in use, allocator's
+/// free pages, SQLite), in MiB, as one line.
+fn memory_metrics(http_port: u16) -> String {
+    let Some((_, _, body)) = http_get(http_port, "/metrics") else {
+        return "(no /metrics)".to_owned();
+    };
+    body.lines()
+        .filter(|l| {
+            l.starts_with("dosetrack_memory_")
+                || l.starts_with("dosetrack_tracker_retained_inputs")
+                || l.starts_with("dosetrack_alert_book_entries")
+                || l.starts_with("dosetrack_tracked_patients")
+                || l.starts_with("dosetrack_outbox_pending")
+        })
+        .filter_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            let v: f64 = v.parse().ok()?;
+            Some(match name.strip_prefix("dosetrack_memory_") {
+                Some(n) => format!("{n} {:.1}", v / (1024.0 * 1024.0)),
+                None => format!("{} {v}", name.trim_start_matches("dosetrack_")),
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `VmRSS` of `pid`, bytes.
 fn rss(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -552,11 +578,17 @@ fn a_backlog_of_past_stays_is_caught_up_and_memory_returns() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("backlog");
     let ward = Ward::connect(broker.port, &prefix);
-    let state = "history_interval_s = 60\nrelease_after_discharge_min = 0";
-    let mut d = daemon_on(broker.port, dir.path(), &prefix, state);
+    // The metrics listener tells the heap in use, the allocator's free
+    // pages and SQLite's share apart (printed with the RSS figures).
+    let http_port = free_port();
+    let state = format!(
+        "history_interval_s = 60\nrelease_after_discharge_min = 0\n\n[http]\nlisten = \"127.0.0.1:{http_port}\""
+    );
+    let mut d = daemon_on(broker.port, dir.path(), &prefix, &state);
     ward.wait_online();
     std::thread::sleep(Duration::from_secs(1));
     let empty_rss = rss(d.pid());
+    let empty_mem = memory_metrics(http_port);
     // The session is known to the broker: stop, queue the backlog, start.
     d.terminate_within(Duration::from_secs(30));
     let base = now_ms();
@@ -635,7 +667,9 @@ fn a_backlog_of_past_stays_is_caught_up_and_memory_returns() {
     );
     std::thread::sleep(Duration::from_secs(1));
     let after = rss(d.pid());
+    let after_mem = memory_metrics(http_port);
     const MIB: f64 = 1024.0 * 1024.0;
+    eprintln!("STAYS memory metrics (MiB): empty {empty_mem}; after {after_mem}");
     eprintln!(
         "STAYS memory: RSS empty {:.1} MiB, peak {:.1} MiB, after {} stays released {:.1} MiB (+{:.1} MiB); {} inputs at {mem_rate:.0}/s",
         empty_rss as f64 / MIB,

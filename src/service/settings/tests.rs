@@ -11,14 +11,27 @@ fn no_env(_: &str) -> Option<String> {
 
 #[test]
 fn the_shipped_file_is_the_defaults() {
-    let cfg = Config::from_toml_str(SHIPPED, Path::new("config/dosetrack.toml")).unwrap();
-    cfg.validate().unwrap();
+    let mut cfg = Config::from_toml_str(SHIPPED, Path::new("config/dosetrack.toml")).unwrap();
     let mut expected = Config::default();
     expected.database.path = PathBuf::from("/var/lib/dosetrack/dosetrack.db");
     // The built-in default has no listener; the shipped file turns it on
     // (loopback).
     expected.http.listen = Some("127.0.0.1:9187".to_owned());
+    // The shipped file turns the device allow-list on (the hardening the
+    // package ships, item 13 of issue #13).
+    expected.devices.allow_file = Some(PathBuf::from("/etc/dosetrack/devices.allow"));
     assert_eq!(cfg, expected);
+    // As shipped, the list names no device: the daemon does not start
+    // until the ward's devices are listed, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("devices.allow");
+    std::fs::write(&list, include_str!("../../../config/devices.allow")).unwrap();
+    cfg.devices.allow_file = Some(list.clone());
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("lists no device"), "{err}");
+    // With one device listed, the shipped file is valid.
+    std::fs::write(&list, "pump-bed-01\n").unwrap();
+    cfg.validate().unwrap();
 }
 
 #[test]
