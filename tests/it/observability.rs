@@ -652,10 +652,12 @@ async fn healthz_follows_the_broker_and_reconnects_are_counted() {
     broker.stop();
     let (_, body) = tokio::task::block_in_place(|| {
         d.wait_get(
-            "503 without the broker",
+            "503 without the broker, both connections seen down",
             "/healthz",
             Duration::from_secs(20),
-            |s, _| s == 503,
+            // The two connections notice the broker's loss separately: the
+            // first 503 may name only one of them.
+            |s, body| s == 503 && body.contains("\"broker_ingest_connected\":false"),
         )
     });
     let h: Value = serde_json::from_str(&body).unwrap();
