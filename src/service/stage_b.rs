@@ -27,8 +27,9 @@
 //!
 //! Patients whose last stay ended more than `state.release_after_discharge_min`
 //! ago are released from the tracker's memory (checked at start, after a
-//! batch at most once a second, and at every history tick); an input that concerns one later reloads their stored
-//! inputs first ([`reload_released`]).
+//! batch at most once a second, and at every history tick); an input that
+//! concerns one later reloads their stored inputs first
+//! ([`reload_released`]).
 //!
 //! At start, [`rebuild`] replays every stored input into the tracker.
 
