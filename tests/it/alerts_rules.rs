@@ -1141,3 +1141,72 @@ fn a_guideline_maximum_bolus_raises_no_high_priority_alert() {
         );
     }
 }
+
+/// `redose_due` never fires on the dose that just caused it while Ce is
+/// still rising to that dose's peak (issue #14: a 0.25 mg/kg bolus raised it
+/// in the same second). Checked every 15 s from the dose to the Ce peak for
+/// an IV bolus whose peak passes the floor and for an intranasal dose
+/// (absorption lag included) whose peak stays below it; after the peak the
+/// rule does what it always did.
+#[test]
+fn redose_due_waits_until_the_ce_peak_of_the_dose_just_given() {
+    for (route, amount) in [("iv_bolus", 17.5), ("intranasal", 25.0)] {
+        let mut w = World::new();
+        w.admit("P-1", T0, json!({}));
+        w.dose(
+            "P-1",
+            "dose-1",
+            T0,
+            json!({"route": route, "amount_mg": amount}),
+        );
+        let d = w.derived("P-1");
+        let floor = d.patient.targets.analgesic_floor_ng_per_ml;
+        let samples = d.solution.sample(T0, T0 + 3 * H, S);
+        let peak = samples.iter().fold(samples[0], |b, s| {
+            if s.ce_ng_per_ml > b.ce_ng_per_ml {
+                *s
+            } else {
+                b
+            }
+        });
+        assert!(
+            peak.t_ms > T0 + 5 * MIN,
+            "{route}: peak at {}",
+            t(peak.t_ms)
+        );
+        let cfg = only(Rule::RedoseDue);
+        let mut now = T0;
+        while now < peak.t_ms - S {
+            let ev = eval(&d, &cfg, now);
+            assert!(
+                find(&ev, Rule::RedoseDue, "floor").is_none(),
+                "{route}: redose_due at {} while Ce rises ({:.1} ng/mL, peak {:.1} at {})",
+                t(now),
+                ce(&d, now),
+                peak.ce_ng_per_ml,
+                t(peak.t_ms)
+            );
+            // It asks to look again no later than just after the peak.
+            let next = ev.next_at_ms.expect("a wake-up");
+            assert!(next <= peak.t_ms + 30 * S, "{route}: wakes at {}", t(next));
+            now += 15 * S;
+        }
+        // After the peak: due, now (below the floor) or within the lead.
+        let after = if peak.ce_ng_per_ml < floor {
+            peak.t_ms + 2 * MIN
+        } else {
+            d.solution
+                .next_crossing(Output::Ce, floor, peak.t_ms, HORIZON)
+                .expect("Ce falls below the floor")
+                .at_ms
+                - 10 * MIN
+        };
+        let ev = eval(&d, &cfg, after);
+        assert!(
+            find(&ev, Rule::RedoseDue, "floor").is_some(),
+            "{route}: no redose_due at {} (Ce {:.1})",
+            t(after),
+            ce(&d, after)
+        );
+    }
+}
