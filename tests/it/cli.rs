@@ -18,7 +18,7 @@ const HEADER: &str = "time,t_min,cp_ng_per_ml,ce_ng_per_ml";
 const NOTICE: &str = "not a certified medical device";
 
 /// Ce at 2026-11-27T09:00:00Z for the ward day, 72 kg (measured: 111.2763).
-const CE_AT_0900: f64 = 111.2763;
+const CE_AT_0900: f64 = 135.1666;
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -177,20 +177,21 @@ fn simulate_csv_covers_the_ward_day_minute_by_minute() {
     }
     // The 20 mg bolus at 08:00 puts everything in V1 at once: Cp jumps, Ce
     // starts at zero.
-    assert!(rows[0].cp > 4000.0 && rows[0].ce == 0.0, "{:?}", rows[0]);
+    // (kamp2020 at 72 kg: V1 25.7 L, so 777.8 ng/mL.)
+    assert!(rows[0].cp > 700.0 && rows[0].ce == 0.0, "{:?}", rows[0]);
 
     let at_nine = rows
         .iter()
         .find(|r| r.time == time("2026-11-27T09:00:00Z"))
         .expect("a row at 09:00");
     assert_eq!(at_nine.t_min, 60.0);
-    assert!((100.0..130.0).contains(&at_nine.ce), "{at_nine:?}");
+    assert!((120.0..150.0).contains(&at_nine.ce), "{at_nine:?}");
     assert!(
         (at_nine.ce - CE_AT_0900).abs() < 0.01,
         "Ce at 09:00 was {}, pinned {CE_AT_0900}",
         at_nine.ce
     );
-    assert!((at_nine.cp - 111.6382).abs() < 0.01, "{at_nine:?}");
+    assert!((at_nine.cp - 135.8808).abs() < 0.01, "{at_nine:?}");
     // No age given: the default model is used and the user is told so.
     assert!(r.stderr.contains("warning [age_unknown]"), "{}", r.stderr);
 }
@@ -216,7 +217,7 @@ fn simulate_json_has_model_notice_samples_and_assumptions() {
     json_args.extend(["--format", "json"]);
     let r = run_ok(&json_args);
     let v = json(&r);
-    assert_eq!(v["model"], "ketamine/domino");
+    assert_eq!(v["model"], "ketamine/kamp2020");
     assert!(
         v["notice"].as_str().unwrap().contains(NOTICE),
         "{}",
@@ -247,11 +248,11 @@ fn simulate_json_has_model_notice_samples_and_assumptions() {
         assert!(!a["key"].as_str().expect("key").is_empty(), "{a}");
         assert!(!a["source"].as_str().expect("source").is_empty(), "{a}");
     }
-    // The Domino ke0 is an assumption, and is listed as one.
+    // The default model's ke0 is an assumption, and is listed as one.
     assert!(
         assumptions
             .iter()
-            .any(|a| a["key"] == "models.domino.effect_site.ke0_per_min"),
+            .any(|a| a["key"] == "models.kamp2020.effect_site.ke0_per_min"),
         "{assumptions:?}"
     );
     // Route assumptions only for routes the file uses (no rectal dose).
@@ -731,7 +732,7 @@ fn model_show(extra: &[&str]) -> Value {
 
 #[test]
 fn model_show_domino_at_70_kg() {
-    let v = model_show(&["--weight-kg", "70"]);
+    let v = model_show(&["--weight-kg", "70", "--model", "domino"]);
     assert_eq!(v["model"], "ketamine/domino");
     assert!(v["notice"].as_str().unwrap().contains(NOTICE));
     assert_eq!(v["compartments"], 3);
@@ -741,7 +742,7 @@ fn model_show_domino_at_70_kg() {
     assert!((num(&vols[1]) - 10.56972).abs() < 1e-4, "{vols:?}");
     assert!((num(&vols[2]) - 178.2123).abs() < 1e-3, "{vols:?}");
     assert!((num(&v["micro_constants_per_min"]["k10"]) - 0.438).abs() < 1e-12);
-    assert!((num(&v["ke0_per_min"]) - 0.652).abs() < 1e-12);
+    assert!((num(&v["ke0_per_min"]) - 0.0587).abs() < 1e-12);
     assert!(v["ke0_from_tpeak_min"].is_null());
 
     let routes = v["routes"].as_array().unwrap();
@@ -776,12 +777,14 @@ fn model_show_domino_at_70_kg() {
 }
 
 #[test]
-fn model_show_kamp2020_has_three_compartments_and_tpeak_ke0() {
-    let v = model_show(&["--weight-kg", "70", "--model", "kamp2020"]);
+fn model_show_kamp2020_is_the_adult_default_with_the_analgesic_ke0() {
+    let v = model_show(&["--weight-kg", "70", "--age-years", "40"]);
     assert_eq!(v["model"], "ketamine/kamp2020");
     assert_eq!(v["compartments"], 3);
-    assert_eq!(num(&v["ke0_from_tpeak_min"]), 1.0);
-    assert!(num(&v["ke0_per_min"]) > 0.0);
+    assert!(v["ke0_from_tpeak_min"].is_null());
+    assert!((num(&v["ke0_per_min"]) - 0.0587).abs() < 1e-12);
+    let cl = num(&v["clearances_l_per_min"][0]) * 60.0;
+    assert!((cl - 84.0).abs() < 1e-9, "{cl}");
 }
 
 #[test]
@@ -814,8 +817,15 @@ fn model_show_warns_outside_the_model_domain() {
 #[test]
 fn model_show_rifampicin_speeds_up_elimination() {
     let k10 = |v: &Value| num(&v["micro_constants_per_min"]["k10"]);
-    let without = model_show(&["--weight-kg", "70"]);
-    let with = model_show(&["--weight-kg", "70", "--comedication", "rifampicin"]);
+    let without = model_show(&["--weight-kg", "70", "--model", "domino"]);
+    let with = model_show(&[
+        "--weight-kg",
+        "70",
+        "--model",
+        "domino",
+        "--comedication",
+        "rifampicin",
+    ]);
     assert!(
         k10(&with) > k10(&without),
         "{} vs {}",
@@ -836,7 +846,16 @@ fn model_show_rifampicin_speeds_up_elimination() {
 
 #[test]
 fn model_show_text() {
-    let r = run_ok(&["model", "show", "--weight-kg", "70", "--format", "text"]);
+    let r = run_ok(&[
+        "model",
+        "show",
+        "--weight-kg",
+        "70",
+        "--model",
+        "domino",
+        "--format",
+        "text",
+    ]);
     let first = r.stdout.lines().next().unwrap();
     assert!(first.starts_with("ketamine/domino"), "{first}");
     assert!(
@@ -846,7 +865,7 @@ fn model_show_text() {
         r.stdout
     );
     assert!(r.stdout.contains("k10 0.438000"), "{}", r.stdout);
-    assert!(r.stdout.contains("ke0 0.652000"), "{}", r.stdout);
+    assert!(r.stdout.contains("ke0 0.058700"), "{}", r.stdout);
     assert!(r.stdout.contains("  intranasal "), "{}", r.stdout);
     assert!(r.stdout.contains("assumed values"), "{}", r.stdout);
 }
@@ -942,8 +961,8 @@ fn forecast_after_the_pump_stops_falls_below_the_floor() {
     assert!(in_min > 0.0 && in_min <= 60.0, "{c}");
     let from_time = (when - at).num_milliseconds() as f64 / 60_000.0;
     assert!((in_min - from_time).abs() < 1e-6, "{c}");
-    // Measured: 16:08:38.485, in 8.64 min.
-    assert!((in_min - 8.6414).abs() < 0.1, "{c}");
+    // Measured (kamp2020, analgesic ke0): in 46.66 min.
+    assert!((in_min - 46.6633).abs() < 0.1, "{c}");
 }
 
 #[test]
@@ -952,7 +971,7 @@ fn forecast_with_levels_watches_exactly_those() {
         "--at",
         "2026-11-27T16:00:00Z",
         "--level",
-        "150",
+        "160",
         "--level",
         "90",
         "--format",
@@ -966,18 +985,18 @@ fn forecast_with_levels_watches_exactly_those() {
             .filter(|l| l["output"] == output)
             .map(|l| num(&l["level_ng_per_ml"]))
             .collect();
-        assert_eq!(levels, [150.0, 90.0], "{output}");
+        assert_eq!(levels, [160.0, 90.0], "{output}");
     }
     assert!(lines.iter().all(|l| l["label"] == "level"));
-    // Ce is 138.9 at 16:00: below 150 with no crossing, above 90 and falling.
+    // Ce is 151.5 at 16:00: below 160 with no crossing, above 90 and falling.
     let ce = |level: f64| {
         lines
             .iter()
             .find(|l| l["output"] == "ce" && num(&l["level_ng_per_ml"]) == level)
             .unwrap()
     };
-    assert_eq!(ce(150.0)["now"], "below");
-    assert!(ce(150.0)["crossing"].is_null());
+    assert_eq!(ce(160.0)["now"], "below");
+    assert!(ce(160.0)["crossing"].is_null());
     assert_eq!(ce(90.0)["crossing"]["direction"], "falling");
 }
 
@@ -1016,7 +1035,7 @@ fn demo_prints_the_ward_day_and_writes_the_chart() {
     let svg = dir.path().join("demo.svg");
     let r = run_ok(&["demo", "--offline", "--plot", svg.to_str().unwrap()]);
     assert!(r.stdout.contains(NOTICE), "{}", r.stdout);
-    assert!(r.stdout.contains("ketamine/domino"), "{}", r.stdout);
+    assert!(r.stdout.contains("ketamine/kamp2020"), "{}", r.stdout);
     let row = r
         .stdout
         .lines()

@@ -153,7 +153,7 @@ fn state_follows_inputs_in_and_out_of_order_and_matches_the_engine() {
         },
     );
     let s = client.last_state("P-1").unwrap();
-    assert_eq!(s["model"], "ketamine/domino");
+    assert_eq!(s["model"], "ketamine/kamp2020");
     assert_eq!(s["active_inputs"][0]["source"], "devices/pump-7");
     assert_eq!(s["stale"], true, "pump silent for 85 min > 10 min: {s}");
 
@@ -542,7 +542,7 @@ fn patches_and_manual_doses_and_the_read_side() {
     let patients = run(&["patients", "--database", &db, "--format", "json"]);
     let patients: Value = serde_json::from_str(&patients).unwrap();
     assert_eq!(patients[0]["patient_id"], "P-5");
-    assert_eq!(patients[0]["model"], "ketamine/domino");
+    assert_eq!(patients[0]["model"], "ketamine/kamp2020");
     let events = run(&["events", "P-5", "--database", &db]);
     let lines: Vec<&str> = events.lines().collect();
     assert_eq!(

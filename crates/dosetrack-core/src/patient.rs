@@ -3,8 +3,8 @@
 //!
 //! [`Formulary`] is a validated drug file plus the values derived from it
 //! once: absorption rates solved from published times to peak (`tmax_min`)
-//! and effect-site rates solved from times to peak effect (`tpeak_min`), both
-//! against the drug file's reference patient. [`Formulary::resolve`] turns a
+//! and effect-site rates solved from times to peak effect (`tpeak_min`), each
+//! against its own model at the drug file's reference weight. [`Formulary::resolve`] turns a
 //! [`PatientSpec`] into a [`ResolvedPatient`]: the model (chosen by age
 //! unless named), weight scaling, interaction multipliers, targets with the
 //! patient's overrides, the dose limits for the setting, validity-domain
@@ -205,8 +205,8 @@ pub struct Formulary {
     drug: DrugFile,
     /// ke0 solved from tpeak, per model key.
     ke0_from_tpeak: BTreeMap<String, f64>,
-    /// ka solved from tmax, keyed by the tmax value's bits.
-    ka_from_tmax: BTreeMap<u64, f64>,
+    /// ka solved from tmax, per model key and route.
+    ka_from_tmax: BTreeMap<(String, Route), f64>,
     /// The assumption lists, per model key and target-override pattern
     /// (see [`override_pattern`]): built once, shared by every patient.
     assumption_sets: BTreeMap<(String, u8), Arc<[Assumption]>>,
@@ -221,28 +221,15 @@ fn override_pattern(overrides: &TargetOverrides) -> u8 {
 }
 
 impl Formulary {
-    /// Derive every tmax- and tpeak-based rate once, against the drug
-    /// file's reference patient.
+    /// Derive every tmax- and tpeak-based rate once, each against its own
+    /// model at the drug file's reference weight.
     pub fn new(drug: DrugFile) -> Result<Self, DeriveError> {
-        let reference = drug
-            .model(&drug.model_selection().reference_model)
-            .ok_or_else(|| DeriveError {
-                what: "reference model".to_owned(),
-                reason: format!(
-                    "'{}' is not in the drug file",
-                    drug.model_selection().reference_model
-                ),
-            })?;
-        let ref_micro = reference
-            .disposition
-            .micro_at_weight(drug.model_selection().reference_weight_kg);
-
+        let reference_weight_kg = drug.model_selection().reference_weight_kg;
         let mut ke0_from_tpeak = BTreeMap::new();
+        let mut ka_from_tmax = BTreeMap::new();
         for (key, model) in drug.models() {
+            let micro = model.disposition.micro_at_weight(reference_weight_kg);
             if let EffectSite::Tpeak { tpeak_min } = &model.effect_site {
-                let micro = model
-                    .disposition
-                    .micro_at_weight(drug.model_selection().reference_weight_kg);
                 let ke0 =
                     solve_ke0_for_tpeak(&micro, tpeak_min.value).ok_or_else(|| DeriveError {
                         what: format!("models.{key}.effect_site.ke0"),
@@ -250,28 +237,22 @@ impl Formulary {
                     })?;
                 ke0_from_tpeak.insert(key.clone(), ke0);
             }
-        }
-
-        let mut ka_from_tmax = BTreeMap::new();
-        let mut tmaxes: Vec<f64> = Vec::new();
-        for route in Route::ALL {
-            for key in drug.models().keys() {
+            // Each model's own ka for each tmax, so the time to peak holds
+            // for every model (a ka solved on one model and reused peaks
+            // late or early in another).
+            for route in Route::ALL {
                 if let Absorption::Tmax { tmax_min } = drug.route(key, route).absorption {
-                    tmaxes.push(tmax_min.value);
+                    let ka = solve_ka_for_tmax(&micro, tmax_min.value).ok_or_else(|| {
+                        DeriveError {
+                            what: format!("models.{key}: {route} ka"),
+                            reason: format!(
+                                "no absorption rate gives a peak at {} min in a {reference_weight_kg} kg patient",
+                                tmax_min.value
+                            ),
+                        }
+                    })?;
+                    ka_from_tmax.insert((key.clone(), route), ka);
                 }
-            }
-        }
-        for tmax in tmaxes {
-            if let std::collections::btree_map::Entry::Vacant(e) =
-                ka_from_tmax.entry(tmax.to_bits())
-            {
-                let ka = solve_ka_for_tmax(&ref_micro, tmax).ok_or_else(|| DeriveError {
-                    what: "ka".to_owned(),
-                    reason: format!(
-                        "no absorption rate gives a peak at {tmax} min in the reference patient"
-                    ),
-                })?;
-                e.insert(ka);
             }
         }
         let mut formulary = Formulary {
@@ -417,7 +398,7 @@ impl Formulary {
                 Absorption::None => (None, None),
                 Absorption::Ka { ka_per_min } => (Some(ka_per_min.value), None),
                 Absorption::Tmax { tmax_min } => (
-                    self.ka_from_tmax.get(&tmax_min.value.to_bits()).copied(),
+                    self.ka_from_tmax.get(&(model_key.clone(), route)).copied(),
                     Some(tmax_min.value),
                 ),
             };

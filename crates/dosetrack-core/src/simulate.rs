@@ -756,7 +756,9 @@ mod tests {
     #[test]
     fn model_report_has_the_domino_numbers() {
         let f = formulary();
-        let r = model_report(&f, &PatientSpec::weight_only(70.0)).unwrap();
+        let mut spec = PatientSpec::weight_only(70.0);
+        spec.model = Some("domino".into());
+        let r = model_report(&f, &spec).unwrap();
         assert_eq!(r.compartments, 3);
         assert!((r.volumes_l[0] - 4.41).abs() < 1e-12);
         assert!((r.clearances_l_per_min[0] - 1.93158).abs() < 1e-9);

@@ -121,9 +121,9 @@ pub struct ModelSelection {
     /// patient's age wins. The last rule has no bound (matches everyone).
     pub by_age: Vec<AgeRule>,
     pub when_age_unknown: String,
-    /// Model of the reference patient against which tmax-derived absorption
-    /// rates and tpeak-derived ke0 values are solved.
-    pub reference_model: String,
+    /// Weight of the reference patient: each model's tmax-derived
+    /// absorption rates and tpeak-derived ke0 are solved against that model
+    /// at this weight.
     pub reference_weight_kg: f64,
 }
 

@@ -57,7 +57,6 @@ pub(super) struct RawDrug {
 pub(super) struct RawModelSelection {
     pub(super) by_age: Vec<RawAgeRule>,
     pub(super) when_age_unknown: String,
-    pub(super) reference_model: String,
     pub(super) reference_weight_kg: f64,
 }
 

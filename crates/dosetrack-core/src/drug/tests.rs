@@ -107,7 +107,8 @@ fn shipped_models_have_the_decided_values() {
         assert_eq!(&m.key, key);
     }
 
-    // Domino: micro, 3 compartments, ke0 0.652 flagged as an assumption.
+    // Domino: micro, 3 compartments, the analgesic ke0 0.0587 (Olofsen 2012)
+    // flagged as an assumption.
     let m = &d.models["domino"];
     assert_eq!(m.compartments, 3);
     match &m.disposition {
@@ -132,8 +133,9 @@ fn shipped_models_have_the_decided_values() {
     }
     match &m.effect_site {
         EffectSite::Ke0 { ke0_per_min } => {
-            assert_eq!(ke0_per_min.value, 0.652);
+            assert_eq!(ke0_per_min.value, 0.0587);
             assert!(ke0_per_min.assumption);
+            assert!(ke0_per_min.source.contains("Olofsen"));
         }
         other => panic!("{other:?}"),
     }
@@ -145,8 +147,8 @@ fn shipped_models_have_the_decided_values() {
 
     // Clements250 and Hijazi: micro, 2 compartments.
     for (key, v1, k10, k12, k21, ke0) in [
-        ("clements250", 1.7522, 0.0109, 0.0186, 0.0137, 5.2),
-        ("hijazi", 1.08, 0.0333, 0.0088, 0.0030, 4.773),
+        ("clements250", 1.7522, 0.0109, 0.0186, 0.0137, 0.0587),
+        ("hijazi", 1.08, 0.0333, 0.0088, 0.0030, 0.0587),
     ] {
         let m = &d.models[key];
         assert_eq!(m.compartments, 2, "{key}");
@@ -247,14 +249,14 @@ fn shipped_models_have_the_decided_values() {
             other => panic!("{key} should be clearance form: {other:?}"),
         }
     }
-    match &d.models["kamp2020"].effect_site {
-        EffectSite::Tpeak { tpeak_min } => {
-            assert_eq!(tpeak_min.value, 1.0);
-            assert!(tpeak_min.assumption);
-        }
-        other => panic!("{other:?}"),
-    }
-    for (key, ke0) in [("herd", 2.995), ("hornik", 4.212)] {
+    // Every model: the analgesic ke0 of Olofsen 2012, an assumption.
+    for (key, ke0) in [
+        ("kamp2020", 0.0587),
+        ("herd", 0.0587),
+        ("hornik", 0.0587),
+        ("clements250", 0.0587),
+        ("hijazi", 0.0587),
+    ] {
         match &d.models[key].effect_site {
             EffectSite::Ke0 { ke0_per_min } => assert_eq!(ke0_per_min.value, ke0),
             other => panic!("{other:?}"),
@@ -316,14 +318,13 @@ fn clearance_form_scales_allometrically() {
 #[test]
 fn model_selection_by_age() {
     let d = shipped();
-    assert_eq!(d.select_model(None), "domino");
+    assert_eq!(d.select_model(None), "kamp2020");
     assert_eq!(d.select_model(Some(0.5)), "herd");
     assert_eq!(d.select_model(Some(8.0)), "herd");
     assert_eq!(d.select_model(Some(17.99)), "herd");
-    assert_eq!(d.select_model(Some(18.0)), "domino");
-    assert_eq!(d.select_model(Some(45.0)), "domino");
-    assert_eq!(d.select_model(Some(f64::NAN)), "domino");
-    assert_eq!(d.model_selection.reference_model, "domino");
+    assert_eq!(d.select_model(Some(18.0)), "kamp2020");
+    assert_eq!(d.select_model(Some(45.0)), "kamp2020");
+    assert_eq!(d.select_model(Some(f64::NAN)), "kamp2020");
     assert_eq!(d.model_selection.reference_weight_kg, 70.0);
     assert!(d.model(d.select_model(Some(3.0))).is_some());
     assert!(d.model("marsh").is_none());
@@ -364,7 +365,7 @@ fn shipped_routes_have_the_decided_values() {
     let expected = [
         (Route::Im, 0.93, 10.0),
         (Route::Sc, 0.93, 30.0),
-        (Route::Intranasal, 0.45, 18.0),
+        (Route::Intranasal, 0.13, 18.0),
         (Route::Oral, 0.20, 60.0),
         (Route::Sublingual, 0.29, 45.0),
         (Route::Rectal, 0.30, 42.0),
@@ -439,9 +440,14 @@ fn shipped_interactions() {
         ("itraconazole", 1.0),
     ] {
         assert_eq!(f_mult(drug, Route::Oral), Some(m), "{drug}");
-        assert_eq!(f_mult(drug, Route::Sublingual), Some(m), "{drug}");
+        // Sublingual and intranasal: the oral multiplier on the swallowed
+        // part only (0.1775 of 0.29, 0.092 of 0.13).
+        let sl = f_mult(drug, Route::Sublingual).unwrap_or(f64::NAN);
+        assert_close(sl, (0.1125 + 0.1775 * m) / 0.29, 1e-4);
+        let nasal = f_mult(drug, Route::Intranasal).unwrap_or(f64::NAN);
+        assert_close(nasal, (0.038 + 0.092 * m) / 0.13, 1e-4);
         assert_eq!(cl_mult(drug), None, "{drug}");
-        assert_eq!(d.interactions[drug].route_f_multipliers.len(), 2, "{drug}");
+        assert_eq!(d.interactions[drug].route_f_multipliers.len(), 3, "{drug}");
     }
     // Rifampicin: IV AUC -14% on clearance, oral AUC -86% on F.
     let cl = cl_mult("rifampicin").unwrap_or(f64::NAN);
@@ -561,7 +567,7 @@ fn serializes_to_json_with_contract_names() {
         v["limits"]["monitored"]["max_bolus_mg_per_kg"]["value"],
         0.35
     );
-    assert_eq!(v["models"]["kamp2020"]["effect_site"]["kind"], "tpeak");
+    assert_eq!(v["models"]["kamp2020"]["effect_site"]["kind"], "ke0");
 }
 
 #[test]
@@ -636,7 +642,7 @@ fn rejects_unknown_keys_with_their_path() {
     expect_invalid(&t, "models.domino.disposition.k10_per_mn", "unknown field");
     let t = replace_once(
         BUILTIN_TOML,
-        "{ model = \"domino\" }",
+        "{ model = \"kamp2020\" }",
         "{ modle = \"domino\" }",
     );
     expect_invalid(&t, "model_selection.by_age[1].modle", "unknown field");
@@ -652,7 +658,7 @@ fn rejects_unknown_keys_with_their_path() {
 fn rejects_missing_tables_and_keys_with_their_path() {
     let t = remove_tables(BUILTIN_TOML, "[targets.");
     expect_invalid(&t, "targets", "missing field `targets`");
-    let t = replace_once(BUILTIN_TOML, "{ model = \"domino\" }", "{ below = 1 }");
+    let t = replace_once(BUILTIN_TOML, "{ model = \"kamp2020\" }", "{ below = 1 }");
     expect_invalid(&t, "model_selection.by_age[1].below", "unknown field");
     let t = replace_once(
         BUILTIN_TOML,
@@ -814,8 +820,8 @@ fn rejects_non_positive_reference_weights() {
     );
     let t = replace_once(
         BUILTIN_TOML,
-        "reference_model = \"domino\"\nreference_weight_kg = 70.0",
-        "reference_model = \"domino\"\nreference_weight_kg = -70.0",
+        "of the per-70-kg models).\nreference_weight_kg = 70.0",
+        "of the per-70-kg models).\nreference_weight_kg = -70.0",
     );
     expect_invalid(&t, "model_selection.reference_weight_kg", "greater than 0");
 }
@@ -824,8 +830,8 @@ fn rejects_non_positive_reference_weights() {
 fn rejects_non_positive_ke0_and_tpeak() {
     let t = replace_once(
         BUILTIN_TOML,
-        "[models.hornik.effect_site.ke0_per_min]\nvalue = 4.212",
-        "[models.hornik.effect_site.ke0_per_min]\nvalue = -4.212",
+        "[models.hornik.effect_site.ke0_per_min]\nvalue = 0.0587",
+        "[models.hornik.effect_site.ke0_per_min]\nvalue = -0.0587",
     );
     expect_invalid(
         &t,
@@ -834,7 +840,7 @@ fn rejects_non_positive_ke0_and_tpeak() {
     );
     let t = replace_once(
         BUILTIN_TOML,
-        "[models.kamp2020.effect_site.tpeak_min]\nvalue = 1.0",
+        "[models.kamp2020.effect_site.ke0_per_min]\nvalue = 0.0587",
         "[models.kamp2020.effect_site.tpeak_min]\nvalue = 0.0",
     );
     expect_invalid(
@@ -1042,13 +1048,17 @@ fn rejects_effect_site_with_both_or_neither() {
     expect_invalid(&t, "models.domino.effect_site", "exactly one");
     let t = replace_once(
         BUILTIN_TOML,
-        "[models.kamp2020.effect_site.tpeak_min]",
-        "[models.kamp2020.effect_site]\n\n[models.kamp2020.effect_site.tpeak_mn]",
+        "[models.kamp2020.effect_site.ke0_per_min]",
+        "[models.kamp2020.effect_site]\n\n[models.kamp2020.effect_site.ke0_per_mn]",
     );
     // The typo is caught structurally ...
-    expect_invalid(&t, "models.kamp2020.effect_site.tpeak_mn", "unknown field");
+    expect_invalid(
+        &t,
+        "models.kamp2020.effect_site.ke0_per_mn",
+        "unknown field",
+    );
     // ... and an empty effect site by validation.
-    let t = remove_tables(BUILTIN_TOML, "[models.kamp2020.effect_site.tpeak_min]");
+    let t = remove_tables(BUILTIN_TOML, "[models.kamp2020.effect_site.ke0_per_min]");
     let t = replace_once(
         &t,
         "[models.kamp2020.validity.age_years]",
@@ -1221,7 +1231,7 @@ fn rejects_bad_validity_bounds() {
 fn rejects_bad_model_selection() {
     let t = replace_once(
         BUILTIN_TOML,
-        "{ model = \"domino\" }",
+        "{ model = \"kamp2020\" }",
         "{ model = \"marsh\" }",
     );
     expect_invalid(
@@ -1231,8 +1241,8 @@ fn rejects_bad_model_selection() {
     );
     let t = replace_once(
         BUILTIN_TOML,
-        "{ model = \"domino\" }",
-        "{ below_age_years = 150.0, model = \"domino\" }",
+        "{ model = \"kamp2020\" }",
+        "{ below_age_years = 150.0, model = \"kamp2020\" }",
     );
     expect_invalid(&t, "model_selection.by_age[1].below_age_years", "last rule");
     let t = replace_once(
@@ -1251,17 +1261,11 @@ fn rejects_bad_model_selection() {
         "{ below_age_years = 18.0, model = \"herd\" },\n    { below_age_years = 12.0, model = \"hornik\" },",
     );
     expect_invalid(&t, "model_selection.by_age[1].below_age_years", "increase");
-    let t = replace_once(BUILTIN_TOML, "by_age = [\n    { below_age_years = 18.0, model = \"herd\" },\n    { model = \"domino\" },\n]", "by_age = []");
+    let t = replace_once(BUILTIN_TOML, "by_age = [\n    { below_age_years = 18.0, model = \"herd\" },\n    { model = \"kamp2020\" },\n]", "by_age = []");
     expect_invalid(&t, "model_selection.by_age", "at least one rule");
     let t = replace_once(
         BUILTIN_TOML,
-        "reference_model = \"domino\"",
-        "reference_model = \"marsh\"",
-    );
-    expect_invalid(&t, "model_selection.reference_model", "unknown model");
-    let t = replace_once(
-        BUILTIN_TOML,
-        "when_age_unknown = \"domino\"",
+        "when_age_unknown = \"kamp2020\"",
         "when_age_unknown = \"Domino\"",
     );
     expect_invalid(&t, "model_selection.when_age_unknown", "unknown model");

@@ -701,7 +701,6 @@ fn validate_selection(
         });
     }
     known("model_selection.when_age_unknown", &raw.when_age_unknown)?;
-    known("model_selection.reference_model", &raw.reference_model)?;
     let reference_weight_kg = ctx.number(
         "model_selection.reference_weight_kg",
         raw.reference_weight_kg,
@@ -710,7 +709,6 @@ fn validate_selection(
     Ok(ModelSelection {
         by_age,
         when_age_unknown: raw.when_age_unknown,
-        reference_model: raw.reference_model,
         reference_weight_kg,
     })
 }

@@ -63,20 +63,62 @@ fn ka_from_tmax_peaks_where_it_should() {
 }
 
 #[test]
-fn adult_default_is_domino_and_scales_with_weight() {
+fn adult_default_is_kamp2020_and_scales_with_weight() {
     let f = formulary();
     let mut spec = PatientSpec::weight_only(70.0);
     spec.covariates.age_years = Some(41.0);
     let p = f.resolve(&spec).unwrap();
-    assert_eq!(p.model_label, "ketamine/domino");
-    assert!((p.params.v1_l - 4.41).abs() < 1e-12);
+    assert_eq!(p.model_label, "ketamine/kamp2020");
+    assert!((p.params.v1_l - 25.0).abs() < 1e-12);
     let [_, v2, v3] = p.volumes_l();
-    assert!((v2 - 10.56972).abs() < 1e-5 && (v3 - 178.2123).abs() < 1e-4);
+    assert!((v2 - 56.0).abs() < 1e-9 && (v3 - 157.0).abs() < 1e-9);
+    assert!((p.params.cl_l_per_min() * 60.0 - 84.0).abs() < 1e-9);
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     assert!(p
         .assumptions
         .iter()
-        .any(|a| a.key == "models.domino.effect_site.ke0_per_min"));
+        .any(|a| a.key == "models.kamp2020.effect_site.ke0_per_min"));
+    // Volumes linear, clearances (W/70)^0.75: 140 kg doubles V1 and
+    // multiplies CL by 2^0.75.
+    spec.covariates.weight_kg = 140.0;
+    let heavy = f.resolve(&spec).unwrap();
+    assert!((heavy.params.v1_l - 50.0).abs() < 1e-9);
+    let cl = heavy.params.cl_l_per_min() * 60.0;
+    assert!((cl - 84.0 * 2f64.powf(0.75)).abs() < 1e-9, "{cl}");
+}
+
+#[test]
+fn every_model_has_its_own_ka_for_a_tmax() {
+    let f = formulary();
+    let ka = |model: &str| {
+        let mut spec = PatientSpec::weight_only(70.0);
+        spec.model = Some(model.into());
+        f.resolve(&spec)
+            .unwrap()
+            .params
+            .route(Route::Oral)
+            .ka_per_min
+    };
+    // The same oral tmax (60 min) needs different rates in models that
+    // distribute differently.
+    assert_ne!(ka("domino"), ka("kamp2020"));
+    assert_ne!(ka("herd"), ka("hornik"));
+    for model in ["domino", "kamp2020", "herd"] {
+        let micro = micro_at(&f, model, 70.0);
+        let tmax = tmax_for_ka(&micro, ka(model).unwrap()).unwrap();
+        assert!((tmax - 60.0).abs() < 1e-6, "{model}: {tmax}");
+    }
+}
+
+#[test]
+fn paediatric_models_use_the_paediatric_im_f() {
+    let f = formulary();
+    for model in ["herd", "hornik"] {
+        let mut spec = PatientSpec::weight_only(20.0);
+        spec.model = Some(model.into());
+        let p = f.resolve(&spec).unwrap();
+        assert_eq!(p.params.route(Route::Im).f, 0.41, "{model}");
+    }
 }
 
 #[test]
@@ -92,7 +134,7 @@ fn children_get_the_paediatric_model_and_domain_warnings() {
     assert_eq!(p.warnings[0].code, "model_domain");
     // No age: adult default, said out loud.
     let p = f.resolve(&PatientSpec::weight_only(20.0)).unwrap();
-    assert_eq!(p.model_key, "domino");
+    assert_eq!(p.model_key, "kamp2020");
     assert_eq!(p.warnings[0].code, "age_unknown");
 }
 

@@ -47,7 +47,7 @@ fn state_matches_the_offline_engine() {
     }
     let now = t("2026-11-27T09:30:00Z");
     let s = tr.state("P-1", now).unwrap();
-    assert_eq!(s.model, "ketamine/domino");
+    assert_eq!(s.model, "ketamine/kamp2020");
     assert_eq!(s.active_inputs.len(), 1);
     assert_eq!(s.active_inputs[0].source, "devices/pump-7");
     assert!(!s.stale);
@@ -246,7 +246,7 @@ fn a_quiet_delivering_device_makes_the_state_stale() {
 }
 
 #[test]
-fn adults_of_any_weight_share_one_dynamics() {
+fn adults_of_any_weight_share_one_dynamics_on_a_weight_linear_model() {
     let mut tr = tracker();
     for (i, w) in [55.5, 72.0, 93.25].iter().enumerate() {
         let pid = format!("P-{i}");
@@ -254,7 +254,7 @@ fn adults_of_any_weight_share_one_dynamics() {
             i as i64 * 10 + 1,
             &format!("dosetrack/v1/patients/{pid}/admit"),
             &format!(
-                r#"{{"id":"a","time":"2026-11-27T08:00:00Z","weight_kg":{w},"age_years":40}}"#
+                r#"{{"id":"a","time":"2026-11-27T08:00:00Z","weight_kg":{w},"age_years":40,"model":"domino"}}"#
             ),
         ));
         tr.apply(input(

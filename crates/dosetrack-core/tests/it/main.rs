@@ -8,7 +8,9 @@
 //!   valid parameters and regimen;
 //! * `reference_vectors` — other engines' published vectors and the Domino
 //!   cross-check table;
-//! * `alerts_lifecycle` — the alarm lifecycle on synthetic conditions.
+//! * `alerts_lifecycle` — the alarm lifecycle on synthetic conditions;
+//! * `published_observations` — the shipped drug file against measured
+//!   exposures (PMC9118341) and the guideline-maximum bolus.
 //!
 //! Shared helpers: `common` (the RK45 integrator, proptest strategies).
 
@@ -20,4 +22,5 @@ mod alerts_lifecycle;
 mod engine_vs_rk45;
 mod forecast_vs_brute_force;
 mod invariants;
+mod published_observations;
 mod reference_vectors;

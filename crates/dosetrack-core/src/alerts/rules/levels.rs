@@ -1,5 +1,6 @@
 //! The level rules: `redose_due` (Ce falling below the analgesic floor
-//! within the lead time; a patch reaching its planned end),
+//! within the lead time, never while Ce is still rising to the peak of the
+//! dose just given; a patch reaching its planned end),
 //! `subtherapeutic` (Ce below the floor during therapy) and
 //! `concentration_high` (Ce above, or rising above, the ceiling; Cp above
 //! it for a sustained time).
@@ -11,6 +12,12 @@ use crate::alerts::details::{
 use crate::alerts::{min_ms, Priority, Rule};
 use crate::pk::{Direction, Output};
 use crate::vocab::{format_rfc3339, Route, TimeMs};
+
+/// How long after a single dose `redose_due` looks for its Ce peak (an oral
+/// dose peaks within about an hour in plasma, later in Ce).
+const PEAK_SEARCH_MS: TimeMs = 4 * 3_600_000;
+/// The grid of that search.
+const PEAK_STEP_MS: TimeMs = 30_000;
 
 impl Ctx<'_> {
     pub(super) fn redose_due(&self, therapy: bool, ev: &mut Evaluation) {
@@ -27,7 +34,19 @@ impl Ctx<'_> {
             lead
         };
         let ce = self.d.solution.at(self.now).ce_ng_per_ml;
-        let below = self.falls_below(floor, self.horizon);
+        // Never raised on the dose that just caused it: while Ce is still
+        // rising to that dose's peak, the fall below the floor is not yet
+        // the question; look again at the peak. (An alert already active
+        // stays through a redose, as before: clearing it on the redose would
+        // only raise it again after the peak.)
+        let peak_ahead = if was { None } else { self.ce_peak_ahead() };
+        let below = match peak_ahead {
+            Some(peak) => {
+                ev.wake(peak);
+                None
+            }
+            None => self.falls_below(floor, self.horizon),
+        };
         match below {
             Some(t) if t - self.now <= lead_now => {
                 let details = RuleDetails::RedoseFloor(RedoseFloor {
@@ -126,6 +145,47 @@ impl Ctx<'_> {
                 ev.wake(end - lead);
             }
         }
+    }
+
+    /// When Ce, still rising from the latest single dose (a bolus or an
+    /// absorbing dose, its lag included), reaches its peak; `None` when Ce
+    /// is not rising to a peak ahead, when an infusion or patch is running
+    /// (their course is the pump's), or when the latest dose is more than
+    /// [`PEAK_SEARCH_MS`] old. Ce rises exactly while Cp > Ce (Ce' =
+    /// ke0·(Cp − Ce)); the peak is found on a 30-s grid, so the wake-up is
+    /// at most one step after it.
+    fn ce_peak_ahead(&self) -> Option<TimeMs> {
+        let last = self.last_delivery()?;
+        if last.amount_mg.is_none()
+            || self.d.ledger.running_at(self.now).next().is_some()
+            || self.now - last.start_ms > PEAK_SEARCH_MS
+        {
+            return None;
+        }
+        let s = &self.d.solution;
+        let rising = |t: TimeMs| {
+            let c = s.at(t);
+            c.cp_ng_per_ml > c.ce_ng_per_ml * (1.0 + 1e-9) + 1e-12
+        };
+        let end = last.start_ms + PEAK_SEARCH_MS;
+        let lag_ms = (self.d.patient.params.route(last.route).lag_min * 60_000.0) as TimeMs;
+        let rise_from = last.start_ms + lag_ms;
+        if !rising(self.now) && self.now > rise_from {
+            return None;
+        }
+        // Rising now, or waiting out the lag: the first grid point after
+        // the rise has begun where Ce no longer rises.
+        let mut t = self.now;
+        let mut rose = rising(self.now);
+        while t < end {
+            t = (t + PEAK_STEP_MS).min(end);
+            let up = rising(t);
+            if rose && !up {
+                return Some(t);
+            }
+            rose |= up;
+        }
+        rose.then_some(end)
     }
 
     pub(super) fn subtherapeutic(&self, therapy: bool, ev: &mut Evaluation) {
