@@ -48,6 +48,7 @@
 //! settings it replaces); `systemd` and `http` use `progress`; nothing
 //! uses this module.
 
+mod api;
 mod failpoint;
 mod health;
 mod http;
@@ -317,6 +318,8 @@ pub async fn run_with_clock(
                 health,
                 max_unacked_age_s: cfg.http.max_unacked_age_s,
                 clock: clock.clone(),
+                api_reader: Reader::open(&cfg.database.path)?,
+                state_stale_after_ms: (2 * cfg.state.interval_s * 1000 + 30_000) as TimeMs,
             },
             http_stop.clone(),
         )),

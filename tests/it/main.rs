@@ -17,6 +17,7 @@
 //! * `demo` — `dosetrack demo`;
 //! * `device_association` — device/patient associations (issue #13 item 2);
 //! * `hostile` — the hostile corpus through the daemon and the intake;
+//! * `http_api` — the JSON API of the `[http]` listener (`docs/http-api.md`);
 //! * `mqtt_ingest`, `mqtt_publisher` — the MQTT layer against Mosquitto;
 //! * `observability` — `/healthz` and `/metrics`;
 //! * `one_database` — one daemon per database, a vanished database, the
@@ -51,6 +52,7 @@ mod daemon_alerts;
 mod demo;
 mod device_association;
 mod hostile;
+mod http_api;
 mod mqtt_ingest;
 mod mqtt_publisher;
 mod observability;

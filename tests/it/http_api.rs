@@ -1,0 +1,445 @@
+//! The JSON API of the `[http]` listener (`docs/http-api.md`) end to end:
+//! the real binary against the shared Mosquitto, a real SQLite file.
+//!
+//! * A known ward (two patients in care, one discharged, a bolus over the
+//!   dose limit) is listed by `/api/v1/patients` most urgent first, with
+//!   Ce, trend, what is running, the open alert and its acknowledgement
+//!   (who) once an operator acknowledged it over MQTT, the last input's age
+//!   and the stale flag; every body validates against its JSON Schema in
+//!   `docs/schemas/http/`.
+//! * `series` gives exactly the points `dosetrack history` gives on the
+//!   same database; with `step`, the first point of each step.
+//! * Bad parameters are a 400 naming the parameter with a specific code;
+//!   an unknown patient is a 404.
+//! * With the connection cap full of idle connections, the API still
+//!   answers and a dose published over MQTT is on the ward within 2 s.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::mqtt_common;
+
+use jsonschema::{Registry, Validator};
+use mqtt_common::daemon::DaemonProcess;
+use mqtt_common::{free_port, http_get, shared_broker, unique, TestClient};
+use serde_json::{json, Value};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn docs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+}
+
+fn load(rel: &str) -> Value {
+    let path = docs().join("schemas").join(rel);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A validator for `docs/schemas/http/{name}.schema.json`, with the other
+/// HTTP schemas and the MQTT state schema resolvable by `$id`.
+fn validator(name: &str) -> Validator {
+    let mut builder = Registry::new();
+    for rel in [
+        "http/alerts.schema.json",
+        "http/patients.schema.json",
+        "http/series.schema.json",
+        "http/events.schema.json",
+        "http/error.schema.json",
+        "state.schema.json",
+    ] {
+        let s = load(rel);
+        let id = String::from(s["$id"].as_str().unwrap());
+        builder = builder.add(id, s).unwrap();
+    }
+    let registry = builder.prepare().unwrap();
+    jsonschema::options()
+        .with_registry(&registry)
+        .should_validate_formats(true)
+        .build(&load(&format!("http/{name}.schema.json")))
+        .unwrap_or_else(|e| panic!("{name}.schema.json does not compile: {e}"))
+}
+
+fn assert_valid(name: &str, body: &Value) {
+    let v = validator(name);
+    let errors: Vec<String> = v
+        .iter_errors(body)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{name}: {errors:#?}\n{}",
+        serde_json::to_string_pretty(body).unwrap()
+    );
+    // The schema's own examples are valid too.
+    for ex in load(&format!("http/{name}.schema.json"))["examples"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(v.is_valid(ex), "{name}: an example is invalid");
+    }
+}
+
+fn ago(min: i64) -> String {
+    dosetrack::vocab::format_rfc3339(chrono::Utc::now().timestamp_millis() - min * 60_000)
+}
+
+struct Ward {
+    process: DaemonProcess,
+    port: u16,
+    db: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Ward {
+    fn start(prefix: &str) -> Ward {
+        let dir = tempfile::tempdir().unwrap();
+        let (host, port) = shared_broker();
+        let http_port = free_port();
+        let db = dir.path().join("dosetrack.db");
+        let config = dir.path().join("dosetrack.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[broker]\nhost = \"{host}\"\nport = {port}\nclient_id = \"{}\"\n\n\
+                 [topics]\nprefix = \"{prefix}\"\n\n[database]\npath = \"{}\"\n\n\
+                 [http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+                unique("api"),
+                db.display()
+            ),
+        )
+        .unwrap();
+        let mut process =
+            DaemonProcess::new(["run", "--config", config.to_str().unwrap()], dir.path());
+        process.spawn();
+        Ward {
+            process,
+            port: http_port,
+            db,
+            dir,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let (status, ctype, body) = http_get(self.port, path)
+            .unwrap_or_else(|| panic!("no answer to {path}\n{}", self.process.log_tail(4000)));
+        assert_eq!(ctype, "application/json", "{path}");
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        (status, v)
+    }
+
+    fn wait(&self, what: &str, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some((200, _, body)) = http_get(self.port, path) {
+                if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                    if pred(&v) {
+                        return v;
+                    }
+                    last = Some(v);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what}; last {last:?}\n{}",
+            self.process.log_tail(4000)
+        );
+    }
+
+    fn error(&self, path: &str, status: u16, code: &str, parameter: &str) {
+        let (s, body) = self.get(path);
+        assert_eq!(s, status, "{path}: {body}");
+        assert_valid("error", &body);
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+        assert_eq!(body["error"]["parameter"], parameter, "{path}: {body}");
+    }
+}
+
+fn patient<'a>(ward: &'a Value, id: &str) -> &'a Value {
+    ward["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["patient_id"] == id)
+        .unwrap_or_else(|| panic!("{id} not on the ward: {ward}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_shows_the_ward_and_agrees_with_history() {
+    let prefix = unique("api");
+    let ward = Ward::start(&prefix);
+    tokio::task::block_in_place(|| {
+        ward.wait("an empty ward", "/api/v1/patients", |v| v["count"] == 0)
+    });
+    let (host, port) = shared_broker();
+    let client = TestClient::connect(&host, port, &unique("api-pub")).await;
+    let t = |s: &str| format!("{prefix}/v1/{s}");
+    let msgs: Vec<(String, Value)> = vec![
+        (
+            t("patients/P-1/admit"),
+            json!({"id": "adm-1", "time": ago(60), "weight_kg": 70, "age_years": 50}),
+        ),
+        (
+            t("patients/P-2/admit"),
+            json!({"id": "adm-2", "time": ago(50), "weight_kg": 80, "age_years": 40}),
+        ),
+        (
+            t("patients/P-3/admit"),
+            json!({"id": "adm-3", "time": ago(40), "weight_kg": 60, "age_years": 30}),
+        ),
+        (
+            t("patients/P-3/discharge"),
+            json!({"id": "dis-3", "time": ago(10)}),
+        ),
+        // 30 mg IV = 0.43 mg/kg on the ward (limit 0.35): dose_limit.
+        (
+            t("patients/P-1/doses"),
+            json!({"id": "bol-1", "time": ago(5), "route": "iv_bolus", "amount_mg": 30}),
+        ),
+        (
+            t("patients/P-2/doses"),
+            json!({"id": "oral-2", "time": ago(20), "route": "oral", "amount_mg": 25}),
+        ),
+    ];
+    let bytes: Vec<(String, Vec<u8>)> = msgs
+        .into_iter()
+        .map(|(t, p)| (t, p.to_string().into_bytes()))
+        .collect();
+    client.publish_all(&bytes).await;
+
+    let w = tokio::task::block_in_place(|| {
+        ward.wait("two patients, P-1 with an alert", "/api/v1/patients", |v| {
+            v["count"] == 2
+                && v["patients"][0]["patient_id"] == "P-1"
+                && v["patients"][0]["alerts"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+                && v["patients"][1]["state"].is_object()
+        })
+    });
+    assert_valid("patients", &w);
+    let p1 = patient(&w, "P-1");
+    assert_eq!(p1["urgency"], 0, "an unacknowledged high alert: {p1}");
+    // Most urgent first: the high dose_limit before the low redose_due.
+    let alert = &p1["alerts"][0];
+    assert_eq!(alert["rule"], "dose_limit");
+    assert_eq!(alert["priority"], "high");
+    assert!(alert["acknowledged"].is_null());
+    assert!(alert["message"].as_str().unwrap().contains("0.43 mg/kg"));
+    assert!(p1["ce_ng_per_ml"].as_f64().unwrap() > 0.0);
+    assert_eq!(p1["model"], p1["state"]["model"]);
+    assert_eq!(p1["stale"], false, "{p1}");
+    // The last input is the bolus, 5 minutes ago.
+    let age = p1["last_input_age_s"].as_i64().unwrap();
+    assert!((295..=330).contains(&age), "last input age {age}");
+    let p2 = patient(&w, "P-2");
+    // Ce 5 ng/mL, under the floor: redose due (low).
+    assert_eq!(p2["urgency"], 2, "{p2}");
+    assert_eq!(p2["alerts"][0]["rule"], "redose_due");
+    // One patient alone, discharged or not.
+    let (s, p3) = ward.get("/api/v1/patients/P-3");
+    assert_eq!(s, 200);
+    assert_eq!(p3["in_care"], false);
+    assert!(p3["discharged_at"].is_string());
+
+    // Acknowledged over MQTT: the ward shows who.
+    let alert_id = alert["alert_id"].as_str().unwrap().to_owned();
+    client
+        .publish_all(&[(
+            t(&format!("alerts/{alert_id}/commands")),
+            json!({"id": "cmd-1", "time": ago(0), "action": "acknowledge", "by": "rn-4471"})
+                .to_string()
+                .into_bytes(),
+        )])
+        .await;
+    let acked = |v: &Value| {
+        v["alerts"].as_array().and_then(|a| {
+            a.iter()
+                .find(|x| x["alert_id"] == alert_id.as_str())
+                .cloned()
+        })
+    };
+    let alerts = tokio::task::block_in_place(|| {
+        ward.wait("the acknowledgement", "/api/v1/alerts", |v| {
+            acked(v).is_some_and(|a| a["acknowledged"]["by"] == "rn-4471")
+        })
+    });
+    assert_valid("alerts", &alerts);
+    let all = alerts["alerts"].as_array().unwrap();
+    assert_eq!(all.len(), 3, "{alerts}");
+    // Acknowledged alerts go after the unacknowledged ones.
+    assert_eq!(
+        all.last().unwrap()["alert_id"],
+        alert_id.as_str(),
+        "{alerts}"
+    );
+    let (_, w) = ward.get("/api/v1/patients");
+    let p1 = patient(&w, "P-1");
+    let unacked_low = p1["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["acknowledged"].is_null() && a["priority"] == "low");
+    assert_eq!(p1["urgency"], if unacked_low { 2 } else { 4 }, "{p1}");
+    let (_, only_p2) = ward.get("/api/v1/alerts?patient_id=P-2");
+    assert_eq!(only_p2["count"], 1);
+    assert_eq!(only_p2["alerts"][0]["patient_id"], "P-2");
+    let (_, timeline) = ward.get("/api/v1/patients/P-1/alerts");
+    let phases: Vec<&str> = timeline["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases.first(), Some(&"raised"), "{timeline}");
+    assert!(phases.contains(&"acknowledged"), "{phases:?}");
+
+    // Events: the patient's inputs in occurrence order.
+    let (s, ev) = ward.get("/api/v1/patients/P-1/events");
+    assert_eq!(s, 200);
+    assert_valid("events", &ev);
+    let ids: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["adm-1", "bol-1"]);
+    let (_, ev1) = ward.get("/api/v1/patients/P-1/events?limit=1");
+    assert_eq!(ev1["total"], 2);
+    assert_eq!(ev1["events"][0]["id"], "bol-1");
+
+    // Series = `dosetrack history` on the same database, up to a bound no
+    // later history tick can reach.
+    let to_ms = chrono::Utc::now().timestamp_millis() - 61_000;
+    let to = dosetrack::vocab::format_rfc3339(to_ms);
+    let (s, series) = ward.get(&format!("/api/v1/patients/P-1/series?to={to_ms}"));
+    assert_eq!(s, 200, "{series}");
+    assert_valid("series", &series);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dosetrack"))
+        .args([
+            "history",
+            "P-1",
+            "--format",
+            "json",
+            "--to",
+            &to,
+            "--database",
+        ])
+        .arg(&ward.db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let history = history.as_array().unwrap();
+    let points = series["points"].as_array().unwrap();
+    assert!(points.len() >= 50, "an hour at 60 s: {}", points.len());
+    assert_eq!(points.len(), history.len());
+    for (p, h) in points.iter().zip(history) {
+        assert_eq!(p["time"], h["time"]);
+        assert_eq!(p["cp_ng_per_ml"], h["cp_ng_per_ml"]);
+        assert_eq!(p["ce_ng_per_ml"], h["ce_ng_per_ml"]);
+    }
+    // The same with an ISO bound, and every 5 minutes.
+    let (_, iso) = ward.get(&format!("/api/v1/patients/P-1/series?to={to}"));
+    assert_eq!(iso["points"], series["points"]);
+    let (_, coarse) = ward.get(&format!("/api/v1/patients/P-1/series?to={to_ms}&step=5m"));
+    assert_valid("series", &coarse);
+    let coarse = coarse["points"].as_array().unwrap();
+    assert!(
+        coarse.len() >= 10 && coarse.len() <= points.len() / 4,
+        "{}",
+        coarse.len()
+    );
+    // The first stored point of each 5-minute step of the epoch grid.
+    let mut expected = Vec::new();
+    let mut last_bucket = None;
+    for p in points {
+        let b = p["t_ms"].as_i64().unwrap().div_euclid(300_000);
+        if last_bucket != Some(b) {
+            expected.push(p.clone());
+            last_bucket = Some(b);
+        }
+    }
+    assert_eq!(coarse, &expected);
+
+    // Bad parameters and unknown patients.
+    ward.error(
+        "/api/v1/patients/P-1/series?from=yesterday",
+        400,
+        "bad_time",
+        "from",
+    );
+    ward.error(
+        "/api/v1/patients/P-1/series?step=0",
+        400,
+        "bad_step",
+        "step",
+    );
+    ward.error(
+        "/api/v1/patients/P-1/series?from=2000&to=1000",
+        400,
+        "bad_range",
+        "from",
+    );
+    ward.error(
+        "/api/v1/patients/P-1/series?frm=1",
+        400,
+        "unknown_parameter",
+        "frm",
+    );
+    ward.error(
+        "/api/v1/patients/P-1/series?from=0&to=2592000000&step=1",
+        400,
+        "too_many_points",
+        "step",
+    );
+    ward.error(
+        "/api/v1/patients/P-1/events?limit=0",
+        400,
+        "bad_limit",
+        "limit",
+    );
+    ward.error("/api/v1/patients/NOPE/series", 404, "unknown_patient", "id");
+    ward.error("/api/v1/patients/NOPE/events", 404, "unknown_patient", "id");
+    ward.error("/api/v1/patients/NOPE", 404, "unknown_patient", "id");
+    let (s, _) = ward.get("/api/v1/nothing");
+    assert_eq!(s, 404);
+
+    // The connection cap full of idle clients: the API still answers, and a
+    // dose is on the ward within 2 s.
+    let idle: Vec<TcpStream> = (0..140)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", ward.port)).ok())
+        .collect();
+    assert!(idle.len() >= 128, "{} idle connections", idle.len());
+    let before = patient(&ward.get("/api/v1/patients").1, "P-2")["state_time"].clone();
+    let sent = Instant::now();
+    client
+        .publish_all(&[(
+            t("patients/P-2/doses"),
+            json!({"id": "bol-2", "time": ago(0), "route": "iv_bolus", "amount_mg": 10})
+                .to_string()
+                .into_bytes(),
+        )])
+        .await;
+    tokio::task::block_in_place(|| {
+        ward.wait("the new dose on the ward", "/api/v1/patients", |v| {
+            let p2 = patient(v, "P-2");
+            p2["last_input_age_s"].as_i64().is_some_and(|a| a <= 2) && p2["state_time"] != before
+        })
+    });
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(2), "the dose took {took:?}");
+    drop(idle);
+    let _ = &ward.dir;
+    ward_stop(ward);
+}
+
+fn ward_stop(mut ward: Ward) {
+    ward.process.terminate_within(Duration::from_secs(30));
+}
