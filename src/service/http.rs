@@ -36,11 +36,14 @@ use crate::clock::Clock;
 use crate::mqtt::{IngestHandle, Publisher};
 use crate::service::api::{self, json_response, ApiError};
 use crate::service::health::{self, Problem};
+use crate::service::live::{self, Live};
 use crate::service::metrics::{LagSnapshot, Metrics, Scraped, CONTENT_TYPE};
+use crate::service::pages::{self, Page};
 use crate::service::progress::writer_alive;
 use crate::store::{Reader, Writer};
 use crate::vocab::TimeMs;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -111,6 +114,10 @@ pub(super) struct Endpoints {
     /// A patient's state older than this is stale (ms): the daemon
     /// republishes every `state.interval_s`.
     pub state_stale_after_ms: TimeMs,
+    /// A read-only connection for the live stream's watcher.
+    pub live_reader: Reader,
+    /// The ward's time zone (`[http] time_zone`), for the pages.
+    pub time_zone: String,
 }
 
 /// [`Endpoints`] shareable between requests.
@@ -127,6 +134,8 @@ struct Shared {
     /// The API's reader, used on a blocking thread, one request at a time.
     api: Arc<Mutex<Reader>>,
     state_stale_after_ms: TimeMs,
+    live: Arc<Live>,
+    time_zone: String,
 }
 
 /// Serve `listener` until `stop`.
@@ -136,6 +145,12 @@ pub(super) fn spawn(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let addr = listener.local_addr().ok();
+    let live = Live::new(&endpoints.clock);
+    tokio::spawn(live::watch(
+        Arc::clone(&live),
+        endpoints.live_reader,
+        stop.clone(),
+    ));
     let shared = Arc::new(Shared {
         metrics: endpoints.metrics,
         writer: endpoints.writer,
@@ -147,6 +162,8 @@ pub(super) fn spawn(
         clock: endpoints.clock,
         api: Arc::new(Mutex::new(endpoints.api_reader)),
         state_stale_after_ms: endpoints.state_stale_after_ms,
+        live,
+        time_zone: endpoints.time_zone,
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -157,6 +174,10 @@ pub(super) fn spawn(
         .route("/api/v1/patients/:id/events", get(api_events))
         .route("/api/v1/patients/:id/alerts", get(api_patient_alerts))
         .route("/api/v1/alerts", get(api_alerts))
+        .route("/api/v1/stream", get(api_stream))
+        .route("/", get(ward_page))
+        .route("/patients/:id", get(patient_page))
+        .route("/assets/:name", get(asset))
         .fallback(not_found)
         .with_state(shared);
     info!(
@@ -372,6 +393,30 @@ async fn api_alerts(State(s): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Re
         Err(e) => return e.into_response(),
     };
     api_read(&s, move |r, now| api::alerts(r, now, &q)).await
+}
+
+async fn api_stream(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    match s.live.stream(last) {
+        Some(sse) => sse.into_response(),
+        None => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": {"code": "too_many_streams", "parameter": null,
+                "message": format!("at most {} live streams at once", live::MAX_STREAMS)}}),
+        ),
+    }
+}
+
+async fn ward_page(State(s): State<Arc<Shared>>) -> Response {
+    pages::page(Page::Ward, &s.time_zone)
+}
+
+async fn patient_page(State(s): State<Arc<Shared>>, Path(_id): Path<String>) -> Response {
+    pages::page(Page::Patient, &s.time_zone)
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    pages::asset(&name)
 }
 
 async fn not_found() -> Response {

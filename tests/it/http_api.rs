@@ -92,6 +92,11 @@ struct Ward {
 
 impl Ward {
     fn start(prefix: &str) -> Ward {
+        Ward::start_with(prefix, "")
+    }
+
+    /// With `extra` lines in `[http]`.
+    fn start_with(prefix: &str, extra: &str) -> Ward {
         let dir = tempfile::tempdir().unwrap();
         let (host, port) = shared_broker();
         let http_port = free_port();
@@ -102,7 +107,7 @@ impl Ward {
             format!(
                 "[broker]\nhost = \"{host}\"\nport = {port}\nclient_id = \"{}\"\n\n\
                  [topics]\nprefix = \"{prefix}\"\n\n[database]\npath = \"{}\"\n\n\
-                 [http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+                 [http]\nlisten = \"127.0.0.1:{http_port}\"\n{extra}\n",
                 unique("api"),
                 db.display()
             ),
@@ -442,4 +447,155 @@ async fn the_api_shows_the_ward_and_agrees_with_history() {
 
 fn ward_stop(mut ward: Ward) {
     ward.process.terminate_within(Duration::from_secs(30));
+}
+
+/// A live stream (`/api/v1/stream`) read over a raw connection: the SSE
+/// events seen so far as (event, id, data).
+struct Stream {
+    rx: std::sync::mpsc::Receiver<(String, String, String)>,
+    seen: Vec<(String, String, String)>,
+}
+
+impl Stream {
+    fn open(port: u16, last_event_id: Option<&str>) -> Stream {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let extra = last_event_id
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{extra}\r\n"
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(s).lines();
+            let (mut event, mut id) = (String::new(), String::new());
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    if tx.send((event.clone(), id.clone(), v.to_owned())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Stream {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait until an event satisfies `pred`; it.
+    fn wait(&mut self, what: &str, pred: impl Fn(&str, &Value) -> bool) -> (String, String, Value) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for (e, id, d) in &self.seen {
+                let v: Value = serde_json::from_str(d).unwrap_or(Value::Null);
+                if pred(e, &v) {
+                    return (e.clone(), id.clone(), v);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(ev) => self.seen.push(ev),
+                Err(_) => panic!("no {what} on the stream; seen {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_and_the_live_stream() {
+    let prefix = unique("live");
+    let ward = Ward::start_with(&prefix, "time_zone = \"Europe/Paris\"");
+    tokio::task::block_in_place(|| {
+        ward.wait("an empty ward", "/api/v1/patients", |v| v["count"] == 0)
+    });
+
+    // The pages and their assets, the ward's time zone filled in.
+    let (status, ctype, html) = http_get(ward.port, "/").unwrap();
+    assert_eq!((status, ctype.as_str()), (200, "text/html; charset=utf-8"));
+    assert!(html.contains(r#"content="Europe/Paris""#), "{html}");
+    let (status, _, html) = http_get(ward.port, "/patients/P-1").unwrap();
+    assert_eq!(status, 200);
+    assert!(html.contains("/assets/patient.js"));
+    for asset in ["style.css", "common.js", "ward.js", "patient.js"] {
+        let (status, ctype, body) = http_get(ward.port, &format!("/assets/{asset}")).unwrap();
+        assert_eq!(status, 200, "{asset}");
+        assert!(ctype.starts_with("text/"), "{asset}: {ctype}");
+        assert!(!body.is_empty());
+    }
+    assert_eq!(http_get(ward.port, "/assets/nope.js").unwrap().0, 404);
+
+    // A fresh stream says hello; a state and the alerts follow a dose
+    // within 2 s.
+    let mut a = Stream::open(ward.port, None);
+    let (_, hello_id, _) = a.wait("hello", |e, _| e == "hello");
+    assert!(hello_id.ends_with("-0"), "{hello_id}");
+    let (host, port) = shared_broker();
+    let client = TestClient::connect(&host, port, &unique("live-pub")).await;
+    let t = |s: &str| format!("{prefix}/v1/{s}");
+    let sent = Instant::now();
+    client
+        .publish_all(&[
+            (
+                t("patients/P-1/admit"),
+                json!({"id": "adm-1", "time": ago(30), "weight_kg": 70, "age_years": 50})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            (
+                t("patients/P-1/doses"),
+                json!({"id": "bol-1", "time": ago(1), "route": "iv_bolus", "amount_mg": 30})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        ])
+        .await;
+    let (state_id, alert_id) = tokio::task::block_in_place(|| {
+        let (_, state_id, state) = a.wait("P-1's state", |e, v| {
+            e == "state" && v["patient_id"] == "P-1" && v["ce_ng_per_ml"].as_f64() > Some(100.0)
+        });
+        assert_eq!(state["model"], "ketamine/domino");
+        let (_, alert_id, alert) = a.wait("the dose_limit alert", |e, v| {
+            e == "alert" && v["rule"] == "dose_limit"
+        });
+        assert_eq!(alert["priority"], "high");
+        (state_id, alert_id)
+    });
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(2), "live after {took:?}");
+
+    // Reconnecting with Last-Event-ID replays what followed it.
+    let first_state = a
+        .seen
+        .iter()
+        .find(|(e, _, _)| e == "state")
+        .map(|(_, id, _)| id.clone())
+        .unwrap();
+    let mut b = Stream::open(ward.port, Some(&first_state));
+    tokio::task::block_in_place(|| {
+        let (_, id, _) = b.wait("the replayed alert", |e, v| {
+            e == "alert" && v["rule"] == "dose_limit"
+        });
+        assert_eq!(id, alert_id);
+    });
+    assert!(
+        b.seen
+            .iter()
+            .all(|(e, id, _)| e != "hello" && *id != first_state),
+        "{:?}",
+        b.seen
+    );
+    let _ = state_id;
+    // An id from another run: resync.
+    let mut c = Stream::open(ward.port, Some("1-5"));
+    tokio::task::block_in_place(|| c.wait("resync", |e, _| e == "resync"));
+    drop((a, b, c));
+    ward_stop(ward);
 }
