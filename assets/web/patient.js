@@ -58,7 +58,7 @@
       document.getElementById("chart").replaceChildren(chart(series.points, p.targets, events.events));
       document.getElementById("timeline").replaceChildren(...alerts.messages.slice().reverse().map((m) => el("tr", {},
         el("td", {}, dayTime(m.time)), el("td", {}, el("span", { class: "prio " + m.priority }, m.priority)), el("td", {}, m.rule),
-        el("td", {}, m.phase), el("td", {}, m.by || (m.details && m.details.by) || ""), el("td", {}, m.message))));
+        el("td", {}, m.phase), el("td", {}, m.phase === "paused" && m.paused ? m.paused.by : m.acknowledged ? m.acknowledged.by : ""), el("td", {}, m.message))));
       const st = p.state || {};
       document.getElementById("model").replaceChildren(
         el("p", {}, "Model: ", el("b", {}, p.model || "—"), ". ", st.assumes ? "The forecast assumes: " + st.assumes + "." : ""),

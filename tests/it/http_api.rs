@@ -13,6 +13,16 @@
 //!   an unknown patient is a 404.
 //! * With the connection cap full of idle connections, the API still
 //!   answers and a dose published over MQTT is on the ward within 2 s.
+//! * The pages and their assets; the live stream (`/api/v1/stream`): a
+//!   state and the alerts within 2 s of a dose, replay by `Last-Event-ID`,
+//!   `resync` for an id of another run.
+//! * A real browser (headless Chromium through chromedriver's WebDriver,
+//!   plain HTTP; skipped with a message when `/usr/bin/chromium` or
+//!   `/usr/bin/chromedriver` is missing): the ward lists the admitted
+//!   patients, a dose published over MQTT changes the page within 2 s
+//!   without a reload, the alert appears with its priority and who
+//!   acknowledged it; the patient page draws the chart. Screenshots in
+//!   `target/browser/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -597,5 +607,360 @@ async fn the_pages_and_the_live_stream() {
     let mut c = Stream::open(ward.port, Some("1-5"));
     tokio::task::block_in_place(|| c.wait("resync", |e, _| e == "resync"));
     drop((a, b, c));
+    ward_stop(ward);
+}
+
+// ---------------------------------------------------------------------------
+// A real browser (headless Chromium through chromedriver's WebDriver, plain
+// HTTP): skipped, saying so, when either is not installed.
+// ---------------------------------------------------------------------------
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// One HTTP/1.1 request to chromedriver; the JSON answer's `value`.
+fn webdriver(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
+    use std::io::{Read, Write};
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // chromedriver may keep the connection open: read the head, then
+    // Content-Length bytes (or chunks until the last one).
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "webdriver {method} {path}: connection closed");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "content-length").then(|| v.trim().parse::<usize>().ok())?
+    });
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let body = &raw[head_end + 4..];
+        let done = match length {
+            Some(n) => body.len() >= n,
+            None if chunked => body.windows(5).any(|w| w == b"0\r\n\r\n"),
+            None => false,
+        };
+        if done {
+            break;
+        }
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let rest = &text[head_end + 4..];
+    let json_text = if chunked {
+        let mut out = String::new();
+        let mut r = rest;
+        while let Some((size, tail)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            r = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    let v: Value = serde_json::from_str(&json_text)
+        .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}: {text}"));
+    v["value"].clone()
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+struct Browser {
+    driver: std::process::Child,
+    port: u16,
+    session: String,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = free_port();
+        let driver = std::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Owned at once, so that the driver is stopped whatever fails next.
+        let mut b = Browser {
+            driver,
+            port,
+            session: String::new(),
+        };
+        mqtt_common::poll_until("chromedriver", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-dev-shm-usage", "--window-size=1280,900"]}}}});
+        let v = webdriver(port, "POST", "/session", Some(&caps));
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_owned();
+        b
+    }
+
+    fn go(&self, url: &str) {
+        webdriver(
+            self.port,
+            "POST",
+            &format!("/session/{}/url", self.session),
+            Some(&json!({"url": url})),
+        );
+    }
+
+    fn js(&self, script: &str) -> Value {
+        webdriver(
+            self.port,
+            "POST",
+            &format!("/session/{}/execute/sync", self.session),
+            Some(&json!({"script": script, "args": []})),
+        )
+    }
+
+    /// Poll `script` until `pred` holds (every 50 ms); its value and when.
+    fn wait(&self, what: &str, script: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            last = self.js(script);
+            if pred(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("browser: timed out waiting for {what}; last {last}");
+    }
+
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let v = webdriver(
+            self.port,
+            "GET",
+            &format!("/session/{}/screenshot", self.session),
+            None,
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, base64_decode(v.as_str().unwrap())).unwrap();
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Closing the session ends the browser; then the driver.
+        let _ = (!self.session.is_empty()).then(|| {
+            std::panic::catch_unwind(|| {
+                webdriver(
+                    self.port,
+                    "DELETE",
+                    &format!("/session/{}", self.session),
+                    None,
+                )
+            })
+        });
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sees_the_ward_change_live() {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        eprintln!(
+            "SKIPPED: the browser test needs {CHROMIUM} and {CHROMEDRIVER} \
+             (apt-get install chromium chromium-driver)"
+        );
+        return;
+    }
+    let prefix = unique("browser");
+    let ward = Ward::start_with(&prefix, "time_zone = \"Europe/Paris\"");
+    tokio::task::block_in_place(|| {
+        ward.wait("an empty ward", "/api/v1/patients", |v| v["count"] == 0)
+    });
+    let (host, port) = shared_broker();
+    let client = TestClient::connect(&host, port, &unique("browser-pub")).await;
+    let t = |s: &str| format!("{prefix}/v1/{s}");
+    let msg = |topic: String, v: Value| (topic, v.to_string().into_bytes());
+    client
+        .publish_all(&[
+            msg(
+                t("patients/P-1/admit"),
+                json!({"id": "adm-1", "time": ago(90), "weight_kg": 70, "age_years": 50}),
+            ),
+            msg(
+                t("patients/P-1/doses"),
+                json!({"id": "b-1", "time": ago(80), "route": "iv_bolus", "amount_mg": 20}),
+            ),
+            msg(
+                t("patients/P-2/admit"),
+                json!({"id": "adm-2", "time": ago(60), "weight_kg": 80, "age_years": 40}),
+            ),
+            msg(
+                t("devices/pump-9/events"),
+                json!({"id": "inf-2", "time": ago(50), "kind": "infusion_started",
+                       "patient_id": "P-2", "rate_mg_per_h": 20}),
+            ),
+        ])
+        .await;
+    tokio::task::block_in_place(|| {
+        ward.wait("both patients with a state", "/api/v1/patients", |v| {
+            v["count"] == 2
+                && v["patients"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|p| p["state"].is_object()))
+        })
+    });
+
+    let browser = tokio::task::block_in_place(Browser::start);
+    let base = format!("http://127.0.0.1:{}", ward.port);
+    let rows = "return Array.from(document.querySelectorAll('#rows tr[data-patient]'))\
+                .map(r => r.dataset.patient)";
+    let p1_ce = "const r = document.querySelector('tr[data-patient=\"P-1\"] td[data-ce]'); \
+                 return r ? r.dataset.ce : null";
+    let before = tokio::task::block_in_place(|| {
+        browser.go(&format!("{base}/"));
+        let listed = browser.wait("the admitted patients", rows, |v| {
+            v.as_array().is_some_and(|a| a.len() == 2)
+        });
+        let mut listed: Vec<String> = serde_json::from_value(listed).unwrap();
+        listed.sort();
+        assert_eq!(listed, vec!["P-1", "P-2"]);
+        browser.wait(
+            "the live badge",
+            "return document.getElementById('live').textContent",
+            |v| v == "live",
+        );
+        // Running, and the time zone.
+        let text = browser.js("return document.body.innerText");
+        assert!(
+            text.as_str().unwrap().contains("iv infusion 20 mg/h"),
+            "{text}"
+        );
+        assert!(text.as_str().unwrap().contains("Europe/Paris"), "{text}");
+        browser.js("window.__not_reloaded = 42; return null");
+        let shot = browser.screenshot("ward-before.png");
+        eprintln!("screenshot: {}", shot.display());
+        browser.js(p1_ce)
+    });
+
+    // A dose over MQTT: the page changes within 2 s, without a reload, and
+    // the alert appears with its priority.
+    let sent = Instant::now();
+    client
+        .publish_all(&[msg(
+            t("patients/P-1/doses"),
+            json!({"id": "b-2", "time": ago(0), "route": "iv_bolus", "amount_mg": 30}),
+        )])
+        .await;
+    tokio::task::block_in_place(|| {
+        browser.wait("P-1's Ce to change", p1_ce, |v| {
+            *v != before && !v.is_null()
+        });
+        let took = sent.elapsed();
+        eprintln!("the page changed {took:?} after the dose was published");
+        assert!(
+            took < Duration::from_secs(2),
+            "the page changed after {took:?}"
+        );
+        browser.wait(
+            "the dose_limit alert, high",
+            "return document.querySelectorAll('tr[data-patient=\"P-1\"] [data-alert] .prio.high').length",
+            |v| v.as_i64() >= Some(1),
+        );
+        assert_eq!(browser.js("return window.__not_reloaded"), json!(42));
+        let rows = browser.js(rows);
+        assert_eq!(rows[0], "P-1", "the high alert sorts P-1 first: {rows}");
+        let shot = browser.screenshot("ward-after.png");
+        eprintln!("screenshot: {}", shot.display());
+    });
+
+    // Who acknowledged shows on the page.
+    let (_, alerts) = ward.get("/api/v1/alerts?patient_id=P-1");
+    let high = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["priority"] == "high")
+        .unwrap()["alert_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client
+        .publish_all(&[msg(
+            t(&format!("alerts/{high}/commands")),
+            json!({"id": "cmd-1", "time": ago(0), "action": "acknowledge", "by": "rn-4471"}),
+        )])
+        .await;
+    tokio::task::block_in_place(|| {
+        browser.wait(
+            "the acknowledgement on the page",
+            "return document.querySelector('tr[data-patient=\"P-1\"]').innerText",
+            |v| {
+                v.as_str()
+                    .is_some_and(|t| t.contains("acknowledged by rn-4471"))
+            },
+        );
+        browser.go(&format!("{base}/patients/P-1"));
+        browser.wait(
+            "the chart",
+            "return document.querySelectorAll('#chart path.ce, #chart .dose-marker').length",
+            |v| v.as_i64() >= Some(3),
+        );
+        let text = browser.js("return document.body.innerText");
+        let text = text.as_str().unwrap();
+        assert!(text.contains("ketamine/domino"), "{text}");
+        assert!(text.contains("rn-4471"), "{text}");
+        let shot = browser.screenshot("patient.png");
+        eprintln!("screenshot: {}", shot.display());
+    });
+    drop(browser);
     ward_stop(ward);
 }
