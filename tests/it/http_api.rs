@@ -796,16 +796,16 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // Closing the session ends the browser; then the driver.
-        let _ = (!self.session.is_empty()).then(|| {
-            std::panic::catch_unwind(|| {
+        if !self.session.is_empty() {
+            let _ = std::panic::catch_unwind(|| {
                 webdriver(
                     self.port,
                     "DELETE",
                     &format!("/session/{}", self.session),
                     None,
                 )
-            })
-        });
+            });
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
