@@ -15,7 +15,8 @@
 //!   answers and a dose published over MQTT is on the ward within 2 s.
 //! * The pages and their assets; the live stream (`/api/v1/stream`): a
 //!   state and the alerts within 2 s of a dose, replay by `Last-Event-ID`,
-//!   `resync` for an id of another run.
+//!   `resync` for an id of another run, a 33rd stream refused (503) while
+//!   the API still answers.
 //! * A real browser (headless Chromium through chromedriver's WebDriver,
 //!   plain HTTP; skipped with a message when `/usr/bin/chromium` or
 //!   `/usr/bin/chromedriver` is missing): the ward lists the admitted
@@ -606,7 +607,20 @@ async fn the_pages_and_the_live_stream() {
     // An id from another run: resync.
     let mut c = Stream::open(ward.port, Some("1-5"));
     tokio::task::block_in_place(|| c.wait("resync", |e, _| e == "resync"));
-    drop((a, b, c));
+
+    // At most 32 streams (a, b, c and 29 more that never read): the next
+    // is refused with 503, and the API still answers.
+    let mut others: Vec<Stream> = (0..29).map(|_| Stream::open(ward.port, None)).collect();
+    tokio::task::block_in_place(|| {
+        for s in &mut others {
+            s.wait("hello", |e, _| e == "hello");
+        }
+        let (status, _, body) = http_get(ward.port, "/api/v1/stream").unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("too_many_streams"), "{body}");
+    });
+    assert_eq!(ward.get("/api/v1/patients").0, 200);
+    drop((a, b, c, others));
     ward_stop(ward);
 }
 
