@@ -11,6 +11,9 @@
 //!   pure).
 //! * `GET /metrics`: every metric of [`Metrics`] in the Prometheus text
 //!   format 0.0.4.
+//! * `GET /api/v1/…`: the JSON API of the ward ([`api`], documented in
+//!   `docs/http-api.md`), each read on a blocking thread with the API's
+//!   own read-only connection ([`api_read`]).
 //!
 //! It owns binding the listener (a failure names `http.listen`), serving
 //! until stopped, and what each endpoint reads from the daemon's edges.
@@ -31,12 +34,16 @@
 
 use crate::clock::Clock;
 use crate::mqtt::{IngestHandle, Publisher};
+use crate::service::api::{self, json_response, ApiError};
 use crate::service::health::{self, Problem};
+use crate::service::live::{self, Live};
 use crate::service::metrics::{LagSnapshot, Metrics, Scraped, CONTENT_TYPE};
+use crate::service::pages::{self, Page};
 use crate::service::progress::writer_alive;
 use crate::store::{Reader, Writer};
 use crate::vocab::TimeMs;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -80,7 +87,7 @@ pub struct HttpError {
 /// clear error). A non-loopback address is logged as a warning.
 pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
     if !addr.ip().is_loopback() {
-        warn!(%addr, "http.listen is not a loopback address: /healthz and /metrics are reachable from the network without authentication; firewall the port");
+        warn!(%addr, "http.listen is not a loopback address: /healthz, /metrics and the ward API (patient data) are reachable from the network without authentication; firewall the port or put an authenticating proxy in front");
     }
     TcpListener::bind(addr)
         .await
@@ -102,6 +109,15 @@ pub(super) struct Endpoints {
     pub max_unacked_age_s: u64,
     /// "Now", for the ages.
     pub clock: Clock,
+    /// A read-only connection of the JSON API and pages' own.
+    pub api_reader: Reader,
+    /// A patient's state older than this is stale (ms): the daemon
+    /// republishes every `state.interval_s`.
+    pub state_stale_after_ms: TimeMs,
+    /// A read-only connection for the live stream's watcher.
+    pub live_reader: Reader,
+    /// The ward's time zone (`[http] time_zone`), for the pages.
+    pub time_zone: String,
 }
 
 /// [`Endpoints`] shareable between requests.
@@ -115,6 +131,11 @@ struct Shared {
     health: health::Health,
     max_unacked_age_s: u64,
     clock: Clock,
+    /// The API's reader, used on a blocking thread, one request at a time.
+    api: Arc<Mutex<Reader>>,
+    state_stale_after_ms: TimeMs,
+    live: Arc<Live>,
+    time_zone: String,
 }
 
 /// Serve `listener` until `stop`.
@@ -124,6 +145,12 @@ pub(super) fn spawn(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let addr = listener.local_addr().ok();
+    let live = Live::new(&endpoints.clock);
+    tokio::spawn(live::watch(
+        Arc::clone(&live),
+        endpoints.live_reader,
+        stop.clone(),
+    ));
     let shared = Arc::new(Shared {
         metrics: endpoints.metrics,
         writer: endpoints.writer,
@@ -133,10 +160,25 @@ pub(super) fn spawn(
         health: endpoints.health,
         max_unacked_age_s: endpoints.max_unacked_age_s,
         clock: endpoints.clock,
+        api: Arc::new(Mutex::new(endpoints.api_reader)),
+        state_stale_after_ms: endpoints.state_stale_after_ms,
+        live,
+        time_zone: endpoints.time_zone,
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/patients", get(api_patients))
+        .route("/api/v1/patients/:id", get(api_patient))
+        .route("/api/v1/patients/:id/series", get(api_series))
+        .route("/api/v1/patients/:id/events", get(api_events))
+        .route("/api/v1/patients/:id/alerts", get(api_patient_alerts))
+        .route("/api/v1/alerts", get(api_alerts))
+        .route("/api/v1/stream", get(api_stream))
+        .route("/", get(ward_page))
+        .route("/patients/:id", get(patient_page))
+        .route("/assets/:name", get(asset))
+        .fallback(not_found)
         .with_state(shared);
     info!(
         addr = addr.map(tracing::field::display),
@@ -271,6 +313,118 @@ async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
     for conn in open.values() {
         conn.close.cancel();
     }
+}
+
+/// Run one API read on a blocking thread with the API's reader (a SQLite
+/// read must not hold an async worker), and answer with its JSON or error.
+async fn api_read<F>(s: &Shared, f: F) -> Response
+where
+    F: FnOnce(&Reader, TimeMs) -> Result<serde_json::Value, ApiError> + Send + 'static,
+{
+    let reader = Arc::clone(&s.api);
+    let now = s.clock.now_ms();
+    let done = tokio::task::spawn_blocking(move || {
+        let guard = reader
+            .lock()
+            .map_err(|_| ApiError::Internal("the API reader is poisoned".into()))?;
+        f(&guard, now)
+    })
+    .await;
+    match done {
+        Ok(Ok(v)) => json_response(StatusCode::OK, &v),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// The query string's pairs.
+fn query(raw: Option<String>) -> Result<BTreeMap<String, String>, ApiError> {
+    api::query_pairs(raw.as_deref())
+}
+
+async fn api_patients(State(s): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Response {
+    let q = match query(raw) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = api::only(&q, &[]) {
+        return e.into_response();
+    }
+    let stale_after = s.state_stale_after_ms;
+    api_read(&s, move |r, now| api::patients(r, now, stale_after)).await
+}
+
+async fn api_patient(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let stale_after = s.state_stale_after_ms;
+    api_read(&s, move |r, now| api::patient(r, &id, now, stale_after)).await
+}
+
+async fn api_series(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q = match query(raw).map(|q| api::series_query(&q)) {
+        Ok(Ok(q)) => q,
+        Ok(Err(e)) | Err(e) => return e.into_response(),
+    };
+    api_read(&s, move |r, _| api::series(r, &id, q)).await
+}
+
+async fn api_events(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q = match query(raw) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    api_read(&s, move |r, _| api::events(r, &id, &q)).await
+}
+
+async fn api_patient_alerts(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    api_read(&s, move |r, _| api::patient_alerts(r, &id)).await
+}
+
+async fn api_alerts(State(s): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Response {
+    let q = match query(raw) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    api_read(&s, move |r, now| api::alerts(r, now, &q)).await
+}
+
+async fn api_stream(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    match s.live.stream(last) {
+        Some(sse) => sse.into_response(),
+        None => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": {"code": "too_many_streams", "parameter": null,
+                "message": format!("at most {} live streams at once", live::MAX_STREAMS)}}),
+        ),
+    }
+}
+
+async fn ward_page(State(s): State<Arc<Shared>>) -> Response {
+    pages::page(Page::Ward, &s.time_zone)
+}
+
+async fn patient_page(State(s): State<Arc<Shared>>, Path(_id): Path<String>) -> Response {
+    pages::page(Page::Patient, &s.time_zone)
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    pages::asset(&name)
+}
+
+async fn not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({"error": {"code": "not_found", "parameter": null,
+                                      "message": "no such endpoint (see docs/http-api.md)"}}),
+    )
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {

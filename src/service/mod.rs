@@ -48,13 +48,16 @@
 //! settings it replaces); `systemd` and `http` use `progress`; nothing
 //! uses this module.
 
+mod api;
 mod failpoint;
 mod health;
 mod http;
+mod live;
 pub mod logging;
 mod memstats;
 mod metrics;
 mod outbox;
+mod pages;
 mod progress;
 mod reload;
 pub mod settings;
@@ -317,6 +320,10 @@ pub async fn run_with_clock(
                 health,
                 max_unacked_age_s: cfg.http.max_unacked_age_s,
                 clock: clock.clone(),
+                api_reader: Reader::open(&cfg.database.path)?,
+                live_reader: Reader::open(&cfg.database.path)?,
+                time_zone: cfg.http.time_zone.clone(),
+                state_stale_after_ms: (2 * cfg.state.interval_s * 1000 + 30_000) as TimeMs,
             },
             http_stop.clone(),
         )),

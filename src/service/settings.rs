@@ -338,6 +338,10 @@ pub struct HttpSection {
     /// `/healthz` answers 503 when an input has waited this long without
     /// being acknowledged (s).
     pub max_unacked_age_s: u64,
+    /// The ward's time zone, an IANA name (`Europe/Paris`): the pages show
+    /// times in it. The browser converts (its `Intl` API carries the tz
+    /// database), so the daemon checks only the name's form.
+    pub time_zone: String,
 }
 
 impl Default for HttpSection {
@@ -345,8 +349,23 @@ impl Default for HttpSection {
         HttpSection {
             listen: None,
             max_unacked_age_s: 60,
+            time_zone: "UTC".to_owned(),
         }
     }
+}
+
+/// Is `name` shaped like an IANA time zone name (`UTC`, `Europe/Paris`,
+/// `America/Argentina/Buenos_Aires`, `Etc/GMT+2`)?
+pub(crate) fn is_time_zone_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part.starts_with(|c: char| c.is_ascii_alphabetic())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
+        })
 }
 
 /// How the daemon logs (`[log]`).
@@ -677,6 +696,12 @@ impl Config {
             return invalid("limits.max_future_skew_s", "must be at most 86400");
         }
         self.http.listen_addr()?;
+        if !is_time_zone_name(&self.http.time_zone) {
+            return invalid(
+                "http.time_zone",
+                "must be an IANA time zone name such as UTC or Europe/Paris",
+            );
+        }
         if !(1..=86_400).contains(&self.http.max_unacked_age_s) {
             return invalid("http.max_unacked_age_s", "must be 1 to 86400");
         }

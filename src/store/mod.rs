@@ -14,6 +14,8 @@
 //!   messages, history and published-state upserts;
 //! * `writer`: [`Writer`], the single writer thread with group commit;
 //! * `read`: [`Reader`], read-only queries that never block the writer;
+//! * `ward`: more [`Reader`] queries, the ward's read models for the HTTP
+//!   API and pages (stay start, last input, changed states and alerts);
 //! * `lock`: [`DatabaseLock`], one daemon per database (`<db>.lock`);
 //! * `maintenance`: database care (history retention, WAL checkpoints,
 //!   `PRAGMA optimize`), run by the daemon at start and periodically.
@@ -44,6 +46,7 @@ mod lock;
 pub(crate) mod maintenance;
 mod read;
 mod schema;
+mod ward;
 mod writer;
 
 #[cfg(test)]
@@ -62,6 +65,7 @@ pub use lock::{check_directory, DatabaseLock};
 pub use maintenance::{CheckpointReport, MaintenanceConfig, MaintenanceReport};
 pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow};
 pub use schema::migrations;
+pub use ward::{AlertMessageRow, StateMark};
 pub use writer::{CommitObserver, Queued, Writer, WriterPragmas, WriterStats, WriterThread};
 
 /// Why an op could not be applied.

@@ -17,6 +17,9 @@
 //! * `demo` — `dosetrack demo`;
 //! * `device_association` — device/patient associations (issue #13 item 2);
 //! * `hostile` — the hostile corpus through the daemon and the intake;
+//! * `http_api` — the JSON API, the ward pages and the live stream of the
+//!   `[http]` listener (`docs/http-api.md`), and a headless Chromium on the
+//!   ward page (skipped without chromium and chromium-driver);
 //! * `mqtt_ingest`, `mqtt_publisher` — the MQTT layer against Mosquitto;
 //! * `observability` — `/healthz` and `/metrics`;
 //! * `one_database` — one daemon per database, a vanished database, the
@@ -51,6 +54,7 @@ mod daemon_alerts;
 mod demo;
 mod device_association;
 mod hostile;
+mod http_api;
 mod mqtt_ingest;
 mod mqtt_publisher;
 mod observability;

@@ -322,3 +322,26 @@ fn apply_takes_only_the_reloadable_sections() {
     assert_eq!(cfg.limits.max_future_skew_s, 1);
     assert_eq!(cfg.log.level, "debug");
 }
+
+#[test]
+fn time_zone_names_are_checked_for_form() {
+    for ok in [
+        "UTC",
+        "Europe/Paris",
+        "America/Argentina/Buenos_Aires",
+        "Etc/GMT+2",
+    ] {
+        assert!(super::is_time_zone_name(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "/etc/passwd",
+        "Europe//Paris",
+        "../x",
+        "Europe/Paris\"><script>",
+        "UTC ",
+        "1/2",
+    ] {
+        assert!(!super::is_time_zone_name(bad), "{bad}");
+    }
+}

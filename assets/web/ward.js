@@ -1,0 +1,60 @@
+// dosetrack ward page: every patient in care, most urgent first, live.
+"use strict";
+(() => {
+  const { el, time, age, num, getJson, live, debounce, showError } = DT;
+  let soundOn = false, audio = null, known = new Set();
+  const soundBtn = document.getElementById("sound");
+  soundBtn.addEventListener("click", () => {
+    soundOn = !soundOn;
+    if (soundOn && !audio) audio = new AudioContext();
+    soundBtn.textContent = "Sound: " + (soundOn ? "on" : "off");
+    soundBtn.setAttribute("aria-pressed", String(soundOn));
+  });
+  function beep() {
+    if (!soundOn || !audio) return;
+    const o = audio.createOscillator(), g = audio.createGain();
+    o.frequency.value = 880; g.gain.value = 0.1; o.connect(g); g.connect(audio.destination);
+    o.start(); o.stop(audio.currentTime + 0.3);
+  }
+  function running(list) {
+    if (!list.length) return "—";
+    return el("div", {}, ...list.map((a) => el("div", {}, (a.route || "").replace(/_/g, " ") +
+      (a.rate_mg_per_h !== undefined ? " " + num(a.rate_mg_per_h) + " mg/h" : "") +
+      (a.release_rate_mg_per_h !== undefined ? " " + num(a.release_rate_mg_per_h) + " mg/h" : "") +
+      (a.source ? " (" + a.source.replace(/^devices\//, "") + ")" : ""))));
+  }
+  function alerts(list) {
+    if (!list.length) return el("span", { class: "ok" }, "none");
+    return el("div", {}, ...list.map((a) => el("div", { "data-alert": a.alert_id },
+      el("span", { class: "prio " + a.priority }, a.priority), " ", a.message, " ",
+      a.acknowledged ? el("span", { class: "acked" }, "✓ acknowledged by " + a.acknowledged.by + " at " + time(a.acknowledged.at)) : null)));
+  }
+  function row(p) {
+    const trend = { rising: "↑ rising", falling: "↓ falling", steady: "→ steady" }[p.trend] || "—";
+    return el("tr", { class: "u" + p.urgency, "data-patient": p.patient_id },
+      el("td", {}, el("a", { href: "/patients/" + encodeURIComponent(p.patient_id) }, p.patient_id)),
+      el("td", { class: "num", "data-ce": p.ce_ng_per_ml === null ? "" : String(p.ce_ng_per_ml) }, num(p.ce_ng_per_ml)),
+      el("td", {}, trend),
+      el("td", {}, running(p.running)),
+      el("td", {}, alerts(p.alerts)),
+      el("td", {}, age(p.last_input_age_s), el("br"), el("small", { class: "muted" }, time(p.last_input_at))),
+      el("td", {}, p.stale ? el("span", { class: "staleflag", title: p.stale_reasons.join("; ") }, "STALE") : el("span", { class: "ok" }, "current"),
+        p.stale ? el("div", { class: "muted" }, el("small", {}, p.stale_reasons.join("; "))) : null));
+  }
+  async function refresh() {
+    try {
+      const w = await getJson("/api/v1/patients");
+      const rows = document.getElementById("rows");
+      rows.replaceChildren(...(w.patients.length ? w.patients.map(row) : [el("tr", {}, el("td", { colspan: "7", class: "muted" }, "No patient in care."))]));
+      let fresh = false;
+      for (const p of w.patients) for (const a of p.alerts) { if (!known.has(a.alert_id) && !a.acknowledged && a.priority !== "low") fresh = true; known.add(a.alert_id); }
+      if (fresh) beep();
+      document.body.dataset.updated = w.time;
+      showError(null);
+    } catch (e) { showError("Cannot read the ward: " + e.message); }
+  }
+  const soon = debounce(refresh, 150);
+  refresh();
+  live(() => soon());
+  setInterval(refresh, 30000);
+})();
