@@ -828,6 +828,12 @@ impl Drop for Browser {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_sees_the_ward_change_live() {
     if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        // CI installs both and sets this: there, a missing browser is a
+        // failure, not a skip.
+        assert!(
+            std::env::var_os("DOSETRACK_REQUIRE_BROWSER").is_none(),
+            "DOSETRACK_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing"
+        );
         eprintln!(
             "SKIPPED: the browser test needs {CHROMIUM} and {CHROMEDRIVER} \
              (apt-get install chromium chromium-driver)"
