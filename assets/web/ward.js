@@ -31,7 +31,7 @@
   }
   function row(p) {
     const trend = { rising: "↑ rising", falling: "↓ falling", steady: "→ steady" }[p.trend] || "—";
-    return el("tr", { class: "u" + p.urgency, "data-patient": p.patient_id },
+    return el("tr", { class: "u" + p.urgency, "data-patient": p.patient_id, "data-last-input": p.last_input_at || "" },
       el("td", {}, el("a", { href: "/patients/" + encodeURIComponent(p.patient_id) }, p.patient_id)),
       el("td", { class: "num", "data-ce": p.ce_ng_per_ml === null ? "" : String(p.ce_ng_per_ml) }, num(p.ce_ng_per_ml)),
       el("td", {}, trend),
