@@ -43,8 +43,32 @@ const DT = (() => {
     es.addEventListener("resync", () => onChange("resync", null));
     return es;
   }
+  // Acknowledging from the page: "off", "proxy_header" (the proxy names the
+  // operator) or "token" (the operator's token, asked once per tab).
+  const ackMeta = document.querySelector('meta[name="dosetrack-acknowledge"]');
+  const ackMode = ackMeta ? ackMeta.content : "off";
+  const TOKEN_KEY = "dosetrack-operator-token";
+  async function acknowledge(alertId) {
+    const headers = { "Content-Type": "application/json" };
+    if (ackMode === "token") {
+      let token = sessionStorage.getItem(TOKEN_KEY);
+      if (!token) {
+        token = window.prompt("Your operator token (kept for this tab only):");
+        if (!token) return null;
+        sessionStorage.setItem(TOKEN_KEY, token.trim());
+      }
+      headers["Authorization"] = "Bearer " + sessionStorage.getItem(TOKEN_KEY);
+    }
+    const r = await fetch("/api/v1/alerts/" + encodeURIComponent(alertId) + "/acknowledge",
+      { method: "POST", headers, body: "{}", cache: "no-store" });
+    let body = {};
+    try { body = await r.json(); } catch (e) { /* keep {} */ }
+    if (r.status === 401 && ackMode === "token") sessionStorage.removeItem(TOKEN_KEY);
+    if (!r.ok) throw new Error((body.error && body.error.message) || r.statusText);
+    return body;
+  }
   function debounce(f, ms) { let t = null; return () => { clearTimeout(t); t = setTimeout(f, ms); }; }
   const tick = () => { const c = document.getElementById("clock"); if (c) c.textContent = dayTime(new Date().toISOString()); };
   document.addEventListener("DOMContentLoaded", () => { const t = document.getElementById("tz"); if (t) t.textContent = tz; tick(); setInterval(tick, 10000); });
-  return { el, time, dayTime, age, num, getJson, live, debounce, showError, tz };
+  return { el, time, dayTime, age, num, getJson, live, debounce, showError, tz, ackMode, acknowledge };
 })();

@@ -15,7 +15,12 @@
     if (!points.length) { const t = s("text", { x: L, y: H / 2 }); t.textContent = "No history yet."; svg.append(t); return svg; }
     const t0 = points[0].t_ms, t1 = Math.max(points[points.length - 1].t_ms, Date.now());
     const tg = targets || {};
-    const ymax = Math.max(1, ...points.map((p) => Math.max(p.cp_ng_per_ml, p.ce_ng_per_ml)), (tg.ceiling_ng_per_ml || 0) * 1.05);
+    // The y axis: round ticks (1, 2 or 5 × 10^k ng/mL apart), its top the
+    // first tick at or above the highest value.
+    const high = Math.max(1, ...points.map((p) => Math.max(p.cp_ng_per_ml, p.ce_ng_per_ml)), (tg.ceiling_ng_per_ml || 0) * 1.05);
+    const raw = high / 4, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map((m) => m * mag).find((v) => v >= raw);
+    const ymax = Math.ceil(high / step) * step;
     const x = (t) => L + (W - L - R) * (t - t0) / Math.max(1, t1 - t0);
     const y = (c) => T + (H - T - B) * (1 - c / ymax);
     if (tg.analgesic_floor_ng_per_ml !== undefined) {
@@ -23,9 +28,9 @@
       svg.append(s("rect", { x: L, y: y(top), width: W - L - R, height: y(tg.analgesic_floor_ng_per_ml) - y(top), fill: "#c8e6c9", opacity: 0.6 }));
     }
     if (tg.ceiling_ng_per_ml) svg.append(s("line", { x1: L, x2: W - R, y1: y(tg.ceiling_ng_per_ml), y2: y(tg.ceiling_ng_per_ml), stroke: "#c62828", "stroke-dasharray": "6 4" }));
-    for (let i = 0; i <= 4; i++) {
-      const c = ymax * i / 4, l = s("text", { x: L - 6, y: y(c) + 4, "text-anchor": "end", "font-size": 11, fill: "#556" });
-      l.textContent = Math.round(c); svg.append(l, s("line", { x1: L, x2: W - R, y1: y(c), y2: y(c), stroke: "#eee" }));
+    for (let c = 0; c <= ymax + step / 2; c += step) {
+      const l = s("text", { x: L - 6, y: y(c) + 4, "text-anchor": "end", "font-size": 11, fill: "#556", class: "y-tick" });
+      l.textContent = String(Math.round(c)); svg.append(l, s("line", { x1: L, x2: W - R, y1: y(c), y2: y(c), stroke: "#eee" }));
     }
     for (let i = 0; i <= 5; i++) {
       const t = t0 + (t1 - t0) * i / 5, l = s("text", { x: x(t), y: H - 8, "text-anchor": "middle", "font-size": 11, fill: "#556" });

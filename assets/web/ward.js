@@ -1,7 +1,7 @@
 // dosetrack ward page: every patient in care, most urgent first, live.
 "use strict";
 (() => {
-  const { el, time, age, num, getJson, live, debounce, showError } = DT;
+  const { el, time, age, num, getJson, live, debounce, showError, ackMode, acknowledge } = DT;
   let soundOn = false, audio = null, known = new Set();
   const soundBtn = document.getElementById("sound");
   soundBtn.addEventListener("click", () => {
@@ -27,7 +27,8 @@
     if (!list.length) return el("span", { class: "ok" }, "none");
     return el("div", {}, ...list.map((a) => el("div", { "data-alert": a.alert_id },
       el("span", { class: "prio " + a.priority }, a.priority), " ", a.message, " ",
-      a.acknowledged ? el("span", { class: "acked" }, "✓ acknowledged by " + a.acknowledged.by + " at " + time(a.acknowledged.at)) : null)));
+      a.acknowledged ? el("span", { class: "acked" }, "✓ acknowledged by " + a.acknowledged.by + " at " + time(a.acknowledged.at))
+        : ackMode !== "off" ? el("button", { type: "button", class: "ack", "data-ack": a.alert_id }, "Acknowledge") : null)));
   }
   function row(p) {
     const trend = { rising: "↑ rising", falling: "↓ falling", steady: "→ steady" }[p.trend] || "—";
@@ -35,6 +36,8 @@
       el("td", {}, el("a", { href: "/patients/" + encodeURIComponent(p.patient_id) }, p.patient_id)),
       el("td", { class: "num", "data-ce": p.ce_ng_per_ml === null ? "" : String(p.ce_ng_per_ml) }, num(p.ce_ng_per_ml)),
       el("td", {}, trend),
+      el("td", { "data-below-floor": (p.state && p.state.forecast && p.state.forecast.below_floor_at) || "" },
+        p.state && p.state.forecast && p.state.forecast.below_floor_at ? time(p.state.forecast.below_floor_at) : "—"),
       el("td", {}, running(p.running)),
       el("td", {}, alerts(p.alerts)),
       el("td", {}, age(p.last_input_age_s), el("br"), el("small", { class: "muted" }, time(p.last_input_at))),
@@ -45,7 +48,7 @@
     try {
       const w = await getJson("/api/v1/patients");
       const rows = document.getElementById("rows");
-      rows.replaceChildren(...(w.patients.length ? w.patients.map(row) : [el("tr", {}, el("td", { colspan: "7", class: "muted" }, "No patient in care."))]));
+      rows.replaceChildren(...(w.patients.length ? w.patients.map(row) : [el("tr", {}, el("td", { colspan: "8", class: "muted" }, "No patient in care."))]));
       let fresh = false;
       for (const p of w.patients) for (const a of p.alerts) { if (!known.has(a.alert_id) && !a.acknowledged && a.priority !== "low") fresh = true; known.add(a.alert_id); }
       if (fresh) beep();
@@ -53,6 +56,13 @@
       showError(null);
     } catch (e) { showError("Cannot read the ward: " + e.message); }
   }
+  document.getElementById("rows").addEventListener("click", async (ev) => {
+    const b = ev.target.closest("button[data-ack]");
+    if (!b) return;
+    b.disabled = true; b.textContent = "Acknowledging…";
+    try { await acknowledge(b.dataset.ack); showError(null); refresh(); }
+    catch (e) { showError("Not acknowledged: " + e.message); b.disabled = false; b.textContent = "Acknowledge"; }
+  });
   const soon = debounce(refresh, 150);
   refresh();
   live(() => soon());

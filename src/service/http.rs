@@ -1,6 +1,6 @@
 //! The optional health and metrics listener of `dosetrack run` (`[http]`
-//! `listen`; axum on hyper, HTTP/1.1, GET only, no authentication — loopback
-//! by default):
+//! `listen`; axum on hyper, HTTP/1.1, GET only but for the acknowledge,
+//! which identifies its operator; loopback by default):
 //!
 //! * `GET /healthz`: JSON — both broker connections, whether the store's
 //!   writer makes progress ([`writer_alive`], the watchdog's own
@@ -13,7 +13,10 @@
 //!   format 0.0.4.
 //! * `GET /api/v1/…`: the JSON API of the ward ([`api`], documented in
 //!   `docs/http-api.md`), each read on a blocking thread with the API's
-//!   own read-only connection ([`api_read`]).
+//!   own read-only connection ([`api_read`]);
+//! * `POST /api/v1/alerts/{id}/acknowledge`: an operator's acknowledgement
+//!   from the ward page, off unless configured ([`acknowledge`]);
+//! * the ward pages ([`pages`]) and the live stream ([`live`]).
 //!
 //! It owns binding the listener (a failure names `http.listen`), serving
 //! until stopped, and what each endpoint reads from the daemon's edges.
@@ -34,6 +37,7 @@
 
 use crate::clock::Clock;
 use crate::mqtt::{IngestHandle, Publisher};
+use crate::service::acknowledge::{self, Acknowledge};
 use crate::service::api::{self, json_response, ApiError};
 use crate::service::health::{self, Problem};
 use crate::service::live::{self, Live};
@@ -46,7 +50,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
@@ -118,6 +122,8 @@ pub(super) struct Endpoints {
     pub live_reader: Reader,
     /// The ward's time zone (`[http] time_zone`), for the pages.
     pub time_zone: String,
+    /// Acknowledging from the page (`[http.acknowledge]`).
+    pub acknowledge: Acknowledge,
 }
 
 /// [`Endpoints`] shareable between requests.
@@ -136,6 +142,7 @@ struct Shared {
     state_stale_after_ms: TimeMs,
     live: Arc<Live>,
     time_zone: String,
+    acknowledge: Acknowledge,
 }
 
 /// Serve `listener` until `stop`.
@@ -164,6 +171,7 @@ pub(super) fn spawn(
         state_stale_after_ms: endpoints.state_stale_after_ms,
         live,
         time_zone: endpoints.time_zone,
+        acknowledge: endpoints.acknowledge,
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -174,6 +182,7 @@ pub(super) fn spawn(
         .route("/api/v1/patients/:id/events", get(api_events))
         .route("/api/v1/patients/:id/alerts", get(api_patient_alerts))
         .route("/api/v1/alerts", get(api_alerts))
+        .route("/api/v1/alerts/:id/acknowledge", post(api_acknowledge))
         .route("/api/v1/stream", get(api_stream))
         .route("/", get(ward_page))
         .route("/patients/:id", get(patient_page))
@@ -395,6 +404,24 @@ async fn api_alerts(State(s): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Re
     api_read(&s, move |r, now| api::alerts(r, now, &q)).await
 }
 
+async fn api_acknowledge(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let now_ms = s.clock.now_ms();
+    acknowledge::acknowledge(
+        &s.acknowledge,
+        Arc::clone(&s.api),
+        now_ms,
+        &id,
+        &headers,
+        body,
+    )
+    .await
+}
+
 async fn api_stream(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     match s.live.stream(last) {
@@ -408,11 +435,11 @@ async fn api_stream(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Respons
 }
 
 async fn ward_page(State(s): State<Arc<Shared>>) -> Response {
-    pages::page(Page::Ward, &s.time_zone)
+    pages::page(Page::Ward, &s.time_zone, s.acknowledge.mode())
 }
 
 async fn patient_page(State(s): State<Arc<Shared>>, Path(_id): Path<String>) -> Response {
-    pages::page(Page::Patient, &s.time_zone)
+    pages::page(Page::Patient, &s.time_zone, s.acknowledge.mode())
 }
 
 async fn asset(Path(name): Path<String>) -> Response {

@@ -48,6 +48,7 @@
 //! settings it replaces); `systemd` and `http` use `progress`; nothing
 //! uses this module.
 
+mod acknowledge;
 mod api;
 mod failpoint;
 mod health;
@@ -241,6 +242,9 @@ pub async fn run_with_clock(
     });
 
     let (deliver_tx, deliver_rx) = mpsc::channel::<mqtt::Incoming>(256);
+    // The ward page's acknowledgements enter stage A beside the broker's
+    // inputs (the sender lives in the HTTP listener, when there is one).
+    let (local_tx, local_rx) = mpsc::channel::<mqtt::Incoming>(16);
     let ingest_stop = CancellationToken::new();
     let (ingest, ingest_task) = spawn_ingest_with_clock(
         broker_config(&cfg, cfg.broker.client_id.clone()),
@@ -323,6 +327,11 @@ pub async fn run_with_clock(
                 api_reader: Reader::open(&cfg.database.path)?,
                 live_reader: Reader::open(&cfg.database.path)?,
                 time_zone: cfg.http.time_zone.clone(),
+                acknowledge: crate::service::acknowledge::Acknowledge::new(
+                    cfg.http.acknowledge.clone(),
+                    cfg.topics.prefix.clone(),
+                    local_tx,
+                ),
                 state_stale_after_ms: (2 * cfg.state.interval_s * 1000 + 30_000) as TimeMs,
             },
             http_stop.clone(),
@@ -347,6 +356,7 @@ pub async fn run_with_clock(
     // Stage A.
     let mut stage_a = StageA {
         deliveries: deliver_rx,
+        local: local_rx,
         intake: intake_rx,
         writer: writer.clone(),
         metrics: metrics.clone(),
@@ -356,9 +366,11 @@ pub async fn run_with_clock(
     stage_a::run(&mut stage_a, &shutdown).await;
     let StageA {
         deliveries: mut deliver_rx,
+        local: mut local_rx,
         to_stage_b: pipe_tx,
         ..
     } = stage_a;
+    local_rx.close();
 
     // Clean stop: no new inputs; finish and acknowledge those in hand.
     info!("stopping: finishing the inputs in hand");

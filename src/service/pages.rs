@@ -6,9 +6,10 @@
 //! ([`super::api`]) and follow the live stream ([`super::live`]).
 //!
 //! It owns which asset answers which path, with its content type, and the
-//! page template's one substitution: the ward's time zone (`[http]
+//! page template's two substitutions: the ward's time zone (`[http]
 //! time_zone`, validated as an IANA name at load; the browser formats the
-//! times in it).
+//! times in it) and whether and how an operator may acknowledge from the
+//! page (`[http.acknowledge]`).
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -47,14 +48,17 @@ pub(crate) enum Page {
     Patient,
 }
 
-/// A page with the time zone filled in. `time_zone` was validated at load
+/// A page with the time zone and the acknowledge mode (`off`,
+/// `proxy_header` or `token`) filled in. `time_zone` was validated at load
 /// (letters, digits, `/_-+`), so it needs no escaping in an attribute.
-pub(crate) fn page(which: Page, time_zone: &str) -> Response {
+pub(crate) fn page(which: Page, time_zone: &str, acknowledge: &'static str) -> Response {
     let template = match which {
         Page::Ward => WARD_HTML,
         Page::Patient => PATIENT_HTML,
     };
-    let body = template.replace("{{TIME_ZONE}}", time_zone);
+    let body = template
+        .replace("{{TIME_ZONE}}", time_zone)
+        .replace("{{ACKNOWLEDGE}}", acknowledge);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -95,6 +99,7 @@ mod tests {
                 );
             }
             assert!(html.contains("{{TIME_ZONE}}"));
+            assert!(html.contains("{{ACKNOWLEDGE}}"));
         }
         assert_eq!(asset("nope.js").status(), StatusCode::NOT_FOUND);
         assert_eq!(asset("ward.js").status(), StatusCode::OK);

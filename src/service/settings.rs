@@ -342,6 +342,8 @@ pub struct HttpSection {
     /// times in it. The browser converts (its `Intl` API carries the tz
     /// database), so the daemon checks only the name's form.
     pub time_zone: String,
+    /// Acknowledging alerts from the ward page (`[http.acknowledge]`).
+    pub acknowledge: AcknowledgeSection,
 }
 
 impl Default for HttpSection {
@@ -350,8 +352,151 @@ impl Default for HttpSection {
             listen: None,
             max_unacked_age_s: 60,
             time_zone: "UTC".to_owned(),
+            acknowledge: AcknowledgeSection::default(),
         }
     }
+}
+
+/// Acknowledging alerts from the ward page (`POST
+/// /api/v1/alerts/{id}/acknowledge`): off unless `enabled`; when on, every
+/// request names its operator by the way `identity` says, and that name is
+/// the command's `by`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcknowledgeSection {
+    pub enabled: bool,
+    pub identity: OperatorIdentity,
+    /// With `identity = "proxy_header"`: the request header in which the
+    /// authenticating reverse proxy puts the user's name.
+    pub header: String,
+    /// With `identity = "token"`: a file of `OPERATOR TOKEN` lines (`#`
+    /// comments), read at start.
+    pub tokens_file: Option<PathBuf>,
+    /// The tokens read from `tokens_file` (not a configuration key).
+    #[serde(skip)]
+    pub tokens: OperatorTokens,
+}
+
+impl Default for AcknowledgeSection {
+    fn default() -> Self {
+        AcknowledgeSection {
+            enabled: false,
+            identity: OperatorIdentity::ProxyHeader,
+            header: "X-Remote-User".to_owned(),
+            tokens_file: None,
+            tokens: OperatorTokens::default(),
+        }
+    }
+}
+
+/// How a request to acknowledge names its operator.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorIdentity {
+    /// The authenticated user a reverse proxy puts in a header (the proxy
+    /// authenticates; the daemon listens on loopback so nobody else can
+    /// set the header).
+    ProxyHeader,
+    /// `Authorization: Bearer TOKEN`, each token an operator's.
+    Token,
+}
+
+impl OperatorIdentity {
+    /// As in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorIdentity::ProxyHeader => "proxy_header",
+            OperatorIdentity::Token => "token",
+        }
+    }
+}
+
+/// Shortest operator token accepted (characters).
+pub const MIN_TOKEN_CHARS: usize = 20;
+
+/// Operator tokens: (operator, token) pairs. `Debug` shows the operators,
+/// never the tokens.
+#[derive(Clone, Default, PartialEq)]
+pub struct OperatorTokens(Vec<(String, String)>);
+
+impl std::fmt::Debug for OperatorTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(operator, _)| format!("{operator}: <redacted>")),
+            )
+            .finish()
+    }
+}
+
+impl OperatorTokens {
+    /// Parse a tokens file's text: `OPERATOR TOKEN` per line, `#` comments
+    /// and blank lines ignored. Every operator a valid `by`, every token at
+    /// least [`MIN_TOKEN_CHARS`] long and used once.
+    pub fn parse(text: &str) -> Result<OperatorTokens, String> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(operator), Some(token), None) = (words.next(), words.next(), words.next())
+            else {
+                return Err(format!("line {}: expected OPERATOR TOKEN", n + 1));
+            };
+            if !valid_operator(operator) {
+                return Err(format!(
+                    "line {}: operator '{operator}' must be 1 to 64 letters, digits or . _ - @",
+                    n + 1
+                ));
+            }
+            if token.chars().count() < MIN_TOKEN_CHARS {
+                return Err(format!(
+                    "line {}: the token of {operator} is shorter than {MIN_TOKEN_CHARS} characters",
+                    n + 1
+                ));
+            }
+            if pairs.iter().any(|(_, t)| t == token) {
+                return Err(format!("line {}: a token is used twice", n + 1));
+            }
+            pairs.push((operator.to_owned(), token.to_owned()));
+        }
+        Ok(OperatorTokens(pairs))
+    }
+
+    /// The operator whose token `token` is, compared in constant time.
+    pub fn operator_of(&self, token: &str) -> Option<&str> {
+        use subtle::ConstantTimeEq;
+        let mut found = None;
+        for (operator, t) in &self.0 {
+            if bool::from(t.as_bytes().ct_eq(token.as_bytes())) {
+                found = Some(operator.as_str());
+            }
+        }
+        found
+    }
+
+    /// How many tokens.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No token.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An operator name as the daemon accepts it from a proxy header or a
+/// tokens file: 1 to 64 ASCII letters, digits or `. _ - @`.
+pub fn valid_operator(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
 /// Is `name` shaped like an IANA time zone name (`UTC`, `Europe/Paris`,
@@ -558,6 +703,25 @@ impl Config {
         }
         cfg.validate()?;
         cfg.broker.tls_client = cfg.broker.load_tls(credentials.as_deref())?;
+        let ack = &mut cfg.http.acknowledge;
+        if let (true, OperatorIdentity::Token, Some(path)) =
+            (ack.enabled, ack.identity, &ack.tokens_file)
+        {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            ack.tokens = OperatorTokens::parse(&text).map_err(|message| ConfigError::Invalid {
+                key: "http.acknowledge.tokens_file",
+                message: format!("{}: {message}", path.display()),
+            })?;
+            if ack.tokens.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "http.acknowledge.tokens_file",
+                    message: format!("{} holds no token", path.display()),
+                });
+            }
+        }
         Ok(cfg)
     }
 
@@ -704,6 +868,41 @@ impl Config {
         }
         if !(1..=86_400).contains(&self.http.max_unacked_age_s) {
             return invalid("http.max_unacked_age_s", "must be 1 to 86400");
+        }
+        let ack = &self.http.acknowledge;
+        if ack.enabled {
+            let Some(addr) = self.http.listen_addr()? else {
+                return invalid(
+                    "http.acknowledge.enabled",
+                    "needs http.listen (the pages are served there)",
+                );
+            };
+            match ack.identity {
+                OperatorIdentity::ProxyHeader => {
+                    if !addr.ip().is_loopback() {
+                        return invalid(
+                            "http.acknowledge.identity",
+                            "proxy_header needs http.listen on loopback behind the \
+                             authenticating proxy: anyone reaching another address could \
+                             set the header and acknowledge as anybody (use token)",
+                        );
+                    }
+                    if axum::http::HeaderName::from_bytes(ack.header.as_bytes()).is_err() {
+                        return invalid(
+                            "http.acknowledge.header",
+                            "must be an HTTP header name such as X-Remote-User",
+                        );
+                    }
+                }
+                OperatorIdentity::Token => {
+                    if ack.tokens_file.is_none() {
+                        return invalid(
+                            "http.acknowledge.tokens_file",
+                            "identity = \"token\" needs a tokens file (OPERATOR TOKEN lines)",
+                        );
+                    }
+                }
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(ConfigError::Invalid {

@@ -1,5 +1,5 @@
-//! Stage A (receive): take each message from the ingest connection in
-//! arrival order, decide on it with [`intake`] (pure), and
+//! Stage A (receive): take each message from the ingest connection (and
+//! the alert commands of the ward page's acknowledge) in arrival order, decide on it with [`intake`] (pure), and
 //! submit its write to the store at once — so that concurrent inputs share
 //! a commit — then hand it to stage B ([`InFlight`]) with its
 //! acknowledgement token, which stage B alone spends.
@@ -182,6 +182,10 @@ pub(super) enum Pending {
 pub(super) struct StageA {
     /// Inputs from the ingest connection, in arrival order.
     pub(super) deliveries: mpsc::Receiver<Incoming>,
+    /// Inputs made by the daemon's own HTTP listener (an alert acknowledged
+    /// on the ward page, as an `alerts/{id}/commands` message): decided,
+    /// stored and applied exactly like one from the broker.
+    pub(super) local: mpsc::Receiver<Incoming>,
     /// The checks in force.
     pub(super) intake: watch::Receiver<IntakeSettings>,
     pub(super) writer: Writer,
@@ -210,6 +214,7 @@ pub(super) async fn run(a: &mut StageA, shutdown: &CancellationToken) {
                 Some(m) => m,
                 None => break,
             },
+            Some(m) = a.local.recv() => m,
         };
         // Unacknowledged from here until stage B is done with it (lag).
         a.metrics.input_received(incoming.received_at_ms);

@@ -65,7 +65,7 @@ pub use lock::{check_directory, DatabaseLock};
 pub use maintenance::{CheckpointReport, MaintenanceConfig, MaintenanceReport};
 pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow};
 pub use schema::migrations;
-pub use ward::{AlertMessageRow, StateMark};
+pub use ward::{AlertMessageRow, CommandFate, StateMark};
 pub use writer::{CommitObserver, Queued, Writer, WriterPragmas, WriterStats, WriterThread};
 
 /// Why an op could not be applied.

@@ -1,9 +1,10 @@
 //! The ward's read models for the HTTP API and pages (`src/service/api.rs`,
-//! `src/service/live.rs`): each patient's current stay start and last input
-//! time, the published states and lifecycle messages changed since a mark
-//! (what the live stream forwards), and a patient's open and past alerts.
-//! All on a read-only [`Reader`] (WAL: never blocks the writer); each
-//! method is one statement.
+//! `src/service/live.rs`, `src/service/acknowledge.rs`): each patient's
+//! current stay start and last input time, the published states and
+//! lifecycle messages changed since a mark (what the live stream forwards),
+//! a patient's open and past alerts, and what became of a command the ward
+//! page sent. All on a read-only [`Reader`] (WAL: never blocks the writer);
+//! each method is one or two statements.
 
 use super::read::Reader;
 use super::StoreError;
@@ -28,7 +29,68 @@ pub struct AlertMessageRow {
     pub payload: String,
 }
 
+/// What became of an operator command put into intake by the daemon
+/// itself (the ward page's acknowledge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandFate {
+    /// Neither stored nor rejected yet, or stored and not yet applied.
+    Pending,
+    /// Stored and applied by the alert lifecycle: `applied` false when it
+    /// changed nothing (no open alert of that id), `outcome` says why.
+    Done { applied: bool, outcome: String },
+    /// Refused at intake (stored in `rejected`).
+    Rejected { code: String, message: String },
+}
+
 impl Reader {
+    /// The highest `rejected` row so far (0 for none): rows after it are
+    /// the ones a command sent now may have produced.
+    pub fn rejected_mark(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM rejected", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// What became of the command `command_id` on alert `alert_id` (sent
+    /// on `topic` with exactly `payload`): its outcome once applied, the
+    /// rejection (a row after `rejected_after`) if refused.
+    pub fn command_fate(
+        &self,
+        topic: &str,
+        alert_id: &str,
+        command_id: &str,
+        payload: &[u8],
+        rejected_after: i64,
+    ) -> Result<CommandFate, StoreError> {
+        let done = self
+            .conn
+            .query_row(
+                "SELECT c.applied, c.outcome FROM inputs i JOIN alert_commands c ON c.input_seq = i.seq
+                  WHERE i.source_kind = 'alert' AND i.source_id = ?1 AND i.input_id = ?2",
+                params![alert_id, command_id],
+                |r| Ok((r.get::<_, i64>(0)? != 0, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        if let Some((applied, outcome)) = done {
+            return Ok(CommandFate::Done { applied, outcome });
+        }
+        let rejected = self
+            .conn
+            .query_row(
+                "SELECT code, message FROM rejected WHERE seq > ?1 AND topic = ?2 AND payload = ?3
+                  ORDER BY seq LIMIT 1",
+                params![rejected_after, topic, payload],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        Ok(match rejected {
+            Some((code, message)) => CommandFate::Rejected { code, message },
+            None => CommandFate::Pending,
+        })
+    }
+
     /// Is `patient_id` known to the store (ever admitted)?
     pub fn patient_known(&self, patient_id: &str) -> Result<bool, StoreError> {
         let n: i64 = self.conn.query_row(

@@ -21,8 +21,8 @@
 //!   plain HTTP; skipped with a message when `/usr/bin/chromium` or
 //!   `/usr/bin/chromedriver` is missing): the ward lists the admitted
 //!   patients, a dose published over MQTT changes the page within 2 s
-//!   without a reload, the alert appears with its priority and who
-//!   acknowledged it; the patient page draws the chart. Screenshots in
+//!   without a reload, the alert appears with its priority, and once
+//!   acknowledged on the page (an operator token) who acknowledged it; the patient page draws the chart. Screenshots in
 //!   `target/browser/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -56,6 +56,7 @@ fn validator(name: &str) -> Validator {
         "http/series.schema.json",
         "http/events.schema.json",
         "http/error.schema.json",
+        "http/acknowledge.schema.json",
         "state.schema.json",
     ] {
         let s = load(rel);
@@ -70,7 +71,7 @@ fn validator(name: &str) -> Validator {
         .unwrap_or_else(|e| panic!("{name}.schema.json does not compile: {e}"))
 }
 
-fn assert_valid(name: &str, body: &Value) {
+pub(crate) fn assert_valid(name: &str, body: &Value) {
     let v = validator(name);
     let errors: Vec<String> = v
         .iter_errors(body)
@@ -90,14 +91,14 @@ fn assert_valid(name: &str, body: &Value) {
     }
 }
 
-fn ago(min: i64) -> String {
+pub(crate) fn ago(min: i64) -> String {
     dosetrack::vocab::format_rfc3339(chrono::Utc::now().timestamp_millis() - min * 60_000)
 }
 
-struct Ward {
-    process: DaemonProcess,
-    port: u16,
-    db: PathBuf,
+pub(crate) struct Ward {
+    pub(crate) process: DaemonProcess,
+    pub(crate) port: u16,
+    pub(crate) db: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -107,7 +108,7 @@ impl Ward {
     }
 
     /// With `extra` lines in `[http]`.
-    fn start_with(prefix: &str, extra: &str) -> Ward {
+    pub(crate) fn start_with(prefix: &str, extra: &str) -> Ward {
         let dir = tempfile::tempdir().unwrap();
         let (host, port) = shared_broker();
         let http_port = free_port();
@@ -135,7 +136,7 @@ impl Ward {
         }
     }
 
-    fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) fn get(&self, path: &str) -> (u16, Value) {
         let (status, ctype, body) = http_get(self.port, path)
             .unwrap_or_else(|| panic!("no answer to {path}\n{}", self.process.log_tail(4000)));
         assert_eq!(ctype, "application/json", "{path}");
@@ -143,7 +144,7 @@ impl Ward {
         (status, v)
     }
 
-    fn wait(&self, what: &str, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait(&self, what: &str, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last = None;
         while Instant::now() < deadline {
@@ -462,7 +463,7 @@ async fn the_api_shows_the_ward_and_agrees_with_history() {
     ward_stop(ward);
 }
 
-fn ward_stop(mut ward: Ward) {
+pub(crate) fn ward_stop(mut ward: Ward) {
     ward.process.terminate_within(Duration::from_secs(30));
 }
 
@@ -847,7 +848,18 @@ async fn a_browser_sees_the_ward_change_live() {
         return;
     }
     let prefix = unique("browser");
-    let ward = Ward::start_with(&prefix, "time_zone = \"Europe/Paris\"");
+    // Acknowledging from the page on, with operator tokens.
+    let tokens_dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_dir.path().join("operator-tokens");
+    std::fs::write(&tokens, "rn-4471 browser-test-token-0123456789\n").unwrap();
+    let ward = Ward::start_with(
+        &prefix,
+        &format!(
+            "time_zone = \"Europe/Paris\"\n\n[http.acknowledge]\nenabled = true\n\
+             identity = \"token\"\ntokens_file = \"{}\"\n",
+            tokens.display()
+        ),
+    );
     tokio::task::block_in_place(|| {
         ward.wait("an empty ward", "/api/v1/patients", |v| v["count"] == 0)
     });
@@ -950,24 +962,14 @@ async fn a_browser_sees_the_ward_change_live() {
         eprintln!("screenshot: {}", shot.display());
     });
 
-    // Who acknowledged shows on the page.
-    let (_, alerts) = ward.get("/api/v1/alerts?patient_id=P-1");
-    let high = alerts["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["priority"] == "high")
-        .unwrap()["alert_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    client
-        .publish_all(&[msg(
-            t(&format!("alerts/{high}/commands")),
-            json!({"id": "cmd-1", "time": ago(0), "action": "acknowledge", "by": "rn-4471"}),
-        )])
-        .await;
+    // Acknowledged on the page (the operator's token asked once): who
+    // acknowledged shows.
     tokio::task::block_in_place(|| {
+        browser.js(
+            "window.prompt = () => 'browser-test-token-0123456789'; \
+             document.querySelector('tr[data-patient=\"P-1\"] [data-alert] button[data-ack]').click(); \
+             return null",
+        );
         browser.wait(
             "the acknowledgement on the page",
             "return document.querySelector('tr[data-patient=\"P-1\"]').innerText",
@@ -976,11 +978,30 @@ async fn a_browser_sees_the_ward_change_live() {
                     .is_some_and(|t| t.contains("acknowledged by rn-4471"))
             },
         );
+        assert_eq!(browser.js("return window.__not_reloaded"), json!(42));
+        let shot = browser.screenshot("ward-acknowledged.png");
+        eprintln!("screenshot: {}", shot.display());
         browser.go(&format!("{base}/patients/P-1"));
         browser.wait(
             "the chart",
             "return document.querySelectorAll('#chart path.ce, #chart .dose-marker').length",
             |v| v.as_i64() >= Some(3),
+        );
+        // Round y ticks: evenly spaced by 1, 2 or 5 × 10^k ng/mL.
+        let ticks = browser.js(
+            "return Array.from(document.querySelectorAll('#chart .y-tick')).map(t => Number(t.textContent))",
+        );
+        let ticks: Vec<f64> = serde_json::from_value(ticks).unwrap();
+        assert!(ticks.len() >= 3 && ticks[0] == 0.0, "{ticks:?}");
+        let step = ticks[1] - ticks[0];
+        let mantissa = step / 10f64.powf(step.log10().floor());
+        assert!(
+            [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-9),
+            "tick step {step}: {ticks:?}"
+        );
+        assert!(
+            ticks.windows(2).all(|w| (w[1] - w[0] - step).abs() < 1e-9),
+            "{ticks:?}"
         );
         let text = browser.js("return document.body.innerText");
         let text = text.as_str().unwrap();

@@ -33,6 +33,8 @@
 //!   stays, the backlog rate and memory after many stays (issue #13 items
 //!   1, 4, 5);
 //! * `schemas` — the AsyncAPI document and JSON Schemas against the code;
+//! * `ward_acknowledge` — acknowledging an alert from the ward page: off by
+//!   default, the operator from a token or the proxy's header, refusals;
 //! * `reliability`, `soak` — the fault and scale harnesses at their small
 //!   size (`scripts/reliability.sh`, `scripts/soak.sh` run them full).
 //!
@@ -68,3 +70,4 @@ mod soak;
 mod stays;
 mod systemd_service;
 mod traffic_trust;
+mod ward_acknowledge;

@@ -345,3 +345,97 @@ fn time_zone_names_are_checked_for_form() {
         assert!(!super::is_time_zone_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn acknowledging_from_the_page_is_checked_and_its_tokens_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let tokens = dir.path().join("tokens");
+    let load = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), no_env, &Overrides::default())
+    };
+    let key_of = |r: Result<Config, ConfigError>| match r {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid key, got {other:?}"),
+    };
+    // Off by default, and off needs nothing.
+    assert!(!Config::default().http.acknowledge.enabled);
+    load("[http]\nlisten = \"127.0.0.1:9187\"\n").unwrap();
+    // On needs the listener.
+    assert_eq!(
+        key_of(load("[http.acknowledge]\nenabled = true\n")),
+        "http.acknowledge.enabled"
+    );
+    // The proxy's header only on loopback (elsewhere anyone could set it).
+    assert_eq!(
+        key_of(load(
+            "[http]\nlisten = \"0.0.0.0:9187\"\n[http.acknowledge]\nenabled = true\n"
+        )),
+        "http.acknowledge.identity"
+    );
+    let proxy = load(
+        "[http]\nlisten = \"127.0.0.1:9187\"\n[http.acknowledge]\nenabled = true\n\
+         header = \"X-Forwarded-User\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        proxy.http.acknowledge.identity,
+        OperatorIdentity::ProxyHeader
+    );
+    assert_eq!(
+        key_of(load(
+            "[http]\nlisten = \"127.0.0.1:9187\"\n[http.acknowledge]\nenabled = true\n\
+             header = \"X User\"\n"
+        )),
+        "http.acknowledge.header"
+    );
+    // Tokens: a file is needed, read at start, checked, never printed.
+    let token_cfg = format!(
+        "[http]\nlisten = \"0.0.0.0:9187\"\n[http.acknowledge]\nenabled = true\n\
+         identity = \"token\"\ntokens_file = \"{}\"\n",
+        tokens.display()
+    );
+    assert_eq!(
+        key_of(load(
+            "[http]\nlisten = \"127.0.0.1:9187\"\n[http.acknowledge]\nenabled = true\n\
+             identity = \"token\"\n"
+        )),
+        "http.acknowledge.tokens_file"
+    );
+    assert!(matches!(load(&token_cfg), Err(ConfigError::Io { .. })));
+    for bad in [
+        "rn-4471 short\n",
+        "rn-4471\n",
+        "rn 4471 aaaaaaaaaaaaaaaaaaaaaaaa\n",
+        "rn-4471 aaaaaaaaaaaaaaaaaaaaaaaa\nrn-4472 aaaaaaaaaaaaaaaaaaaaaaaa\n",
+        "# nobody\n",
+    ] {
+        std::fs::write(&tokens, bad).unwrap();
+        assert_eq!(
+            key_of(load(&token_cfg)),
+            "http.acknowledge.tokens_file",
+            "{bad}"
+        );
+    }
+    std::fs::write(&tokens, "# ward 7\nrn-4471 s3cret-token-of-rn-4471-xyz\n").unwrap();
+    let cfg = load(&token_cfg).unwrap();
+    assert_eq!(cfg.http.acknowledge.tokens.len(), 1);
+    assert_eq!(
+        cfg.http
+            .acknowledge
+            .tokens
+            .operator_of("s3cret-token-of-rn-4471-xyz"),
+        Some("rn-4471")
+    );
+    assert_eq!(
+        cfg.http
+            .acknowledge
+            .tokens
+            .operator_of("s3cret-token-of-rn-4471-xy"),
+        None
+    );
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("rn-4471"), "{shown}");
+}
