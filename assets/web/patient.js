@@ -9,15 +9,17 @@
   const SVG = "http://www.w3.org/2000/svg";
   const s = (tag, attrs) => { const e = document.createElementNS(SVG, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); return e; };
 
-  function chart(points, targets, events) {
+  // points: the stored history; ahead: the forecast from now (drawn faded);
+  // nowMs: the daemon's "now" (its clock, which the demo speeds up).
+  function chart(points, targets, events, ahead, nowMs) {
     const W = 900, H = 320, L = 48, R = 12, T = 12, B = 28;
     const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Cp and Ce over the stay" });
     if (!points.length) { const t = s("text", { x: L, y: H / 2 }); t.textContent = "No history yet."; svg.append(t); return svg; }
-    const t0 = points[0].t_ms, t1 = Math.max(points[points.length - 1].t_ms, Date.now());
+    const t0 = points[0].t_ms, t1 = Math.max(points[points.length - 1].t_ms, nowMs, ...ahead.map((p) => p.t_ms));
     const tg = targets || {};
     // The y axis: round ticks (1, 2 or 5 × 10^k ng/mL apart), its top the
     // first tick at or above the highest value.
-    const high = Math.max(1, ...points.map((p) => Math.max(p.cp_ng_per_ml, p.ce_ng_per_ml)), (tg.ceiling_ng_per_ml || 0) * 1.05);
+    const high = Math.max(1, ...points.concat(ahead).map((p) => Math.max(p.cp_ng_per_ml, p.ce_ng_per_ml)), (tg.ceiling_ng_per_ml || 0) * 1.05);
     const raw = high / 4, mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 5, 10].map((m) => m * mag).find((v) => v >= raw);
     const ymax = Math.ceil(high / step) * step;
@@ -42,25 +44,29 @@
       const m = s("line", { x1: x(t), x2: x(t), y1: T, y2: H - B, stroke: "#6a1b9a", "stroke-width": 2, opacity: 0.7, class: "dose-marker" });
       const tip = s("title", {}); tip.textContent = ev.kind + " " + time(ev.occurred_at) + " " + JSON.stringify(ev.payload); m.append(tip); svg.append(m);
     }
-    const path = (key, attrs) => s("path", Object.assign({ d: points.map((p, i) => (i ? "L" : "M") + x(p.t_ms).toFixed(1) + " " + y(p[key]).toFixed(1)).join(" "), fill: "none" }, attrs));
-    svg.append(path("cp_ng_per_ml", { stroke: "#90a4ae", "stroke-width": 1.5, class: "cp" }), path("ce_ng_per_ml", { stroke: "#1565c0", "stroke-width": 2.5, class: "ce" }));
-    const now = x(Date.now());
+    const path = (pts, key, attrs) => s("path", Object.assign({ d: pts.map((p, i) => (i ? "L" : "M") + x(p.t_ms).toFixed(1) + " " + y(p[key]).toFixed(1)).join(" "), fill: "none" }, attrs));
+    svg.append(path(points, "cp_ng_per_ml", { stroke: "#90a4ae", "stroke-width": 1.5, class: "cp" }), path(points, "ce_ng_per_ml", { stroke: "#1565c0", "stroke-width": 2.5, class: "ce" }));
+    if (ahead.length) {
+      svg.append(path(ahead, "cp_ng_per_ml", { stroke: "#90a4ae", "stroke-width": 1.5, opacity: 0.45, "stroke-dasharray": "5 4", class: "cp-forecast" }),
+        path(ahead, "ce_ng_per_ml", { stroke: "#1565c0", "stroke-width": 2.5, opacity: 0.4, "stroke-dasharray": "5 4", class: "ce-forecast" }));
+    }
+    const now = x(nowMs);
     svg.append(s("line", { x1: now, x2: now, y1: T, y2: H - B, stroke: "#333", "stroke-dasharray": "2 3" }));
     return svg;
   }
   const card = (label, value) => el("div", { class: "card" }, el("small", {}, label), el("b", {}, value));
   async function refresh() {
     try {
-      const [p, series, events, alerts] = await Promise.all([
-        getJson(base), getJson(base + "/series?step=1m&from=" + Date.parse(new Date(Date.now() - 6 * 86400000).toISOString())),
-        getJson(base + "/events"), getJson(base + "/alerts")]);
+      const [p, series, events, alerts, ahead] = await Promise.all([
+        getJson(base), getJson(base + "/series?step=1m&from=" + (Date.now() - 6 * 86400000)),
+        getJson(base + "/events"), getJson(base + "/alerts"), getJson(base + "/forecast?horizon=2h&step=2m")]);
       const fc = p.forecast || {};
       document.getElementById("now").replaceChildren(
         card("Ce now (ng/mL)", num(p.ce_ng_per_ml)), card("Cp now (ng/mL)", num(p.cp_ng_per_ml)),
         card("Trend", p.trend || "—"), card("Below floor at", fc.below_floor_at ? time(fc.below_floor_at) : "—"),
         card("Last input", age(p.last_input_age_s)), card("Data", p.stale ? "STALE: " + p.stale_reasons.join("; ") : "current"),
         card("Status", p.in_care ? "in care since " + dayTime(p.admitted_at) : "discharged " + dayTime(p.discharged_at)));
-      document.getElementById("chart").replaceChildren(chart(series.points, p.targets, events.events));
+      document.getElementById("chart").replaceChildren(chart(series.points, p.targets, events.events, ahead.points, Date.parse(ahead.time)));
       document.getElementById("timeline").replaceChildren(...alerts.messages.slice().reverse().map((m) => el("tr", {},
         el("td", {}, dayTime(m.time)), el("td", {}, el("span", { class: "prio " + m.priority }, m.priority)), el("td", {}, m.rule),
         el("td", {}, m.phase), el("td", {}, m.phase === "paused" && m.paused ? m.paused.by : m.acknowledged ? m.acknowledged.by : ""), el("td", {}, m.message))));

@@ -56,7 +56,7 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
-    fn bad(code: &'static str, parameter: &str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad(code: &'static str, parameter: &str, message: impl Into<String>) -> ApiError {
         ApiError::BadParameter {
             code,
             parameter: parameter.to_owned(),

@@ -39,6 +39,7 @@ use crate::clock::Clock;
 use crate::mqtt::{IngestHandle, Publisher};
 use crate::service::acknowledge::{self, Acknowledge};
 use crate::service::api::{self, json_response, ApiError};
+use crate::service::forecast::{self, Models};
 use crate::service::health::{self, Problem};
 use crate::service::live::{self, Live};
 use crate::service::metrics::{LagSnapshot, Metrics, Scraped, CONTENT_TYPE};
@@ -124,6 +125,8 @@ pub(super) struct Endpoints {
     pub time_zone: String,
     /// Acknowledging from the page (`[http.acknowledge]`).
     pub acknowledge: Acknowledge,
+    /// Each tracked patient's model (stage B keeps it current).
+    pub models: Arc<Models>,
 }
 
 /// [`Endpoints`] shareable between requests.
@@ -143,6 +146,7 @@ struct Shared {
     live: Arc<Live>,
     time_zone: String,
     acknowledge: Acknowledge,
+    models: Arc<Models>,
 }
 
 /// Serve `listener` until `stop`.
@@ -172,6 +176,7 @@ pub(super) fn spawn(
         live,
         time_zone: endpoints.time_zone,
         acknowledge: endpoints.acknowledge,
+        models: endpoints.models,
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -180,6 +185,7 @@ pub(super) fn spawn(
         .route("/api/v1/patients/:id", get(api_patient))
         .route("/api/v1/patients/:id/series", get(api_series))
         .route("/api/v1/patients/:id/events", get(api_events))
+        .route("/api/v1/patients/:id/forecast", get(api_forecast))
         .route("/api/v1/patients/:id/alerts", get(api_patient_alerts))
         .route("/api/v1/alerts", get(api_alerts))
         .route("/api/v1/alerts/:id/acknowledge", post(api_acknowledge))
@@ -402,6 +408,22 @@ async fn api_alerts(State(s): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Re
         Err(e) => return e.into_response(),
     };
     api_read(&s, move |r, now| api::alerts(r, now, &q)).await
+}
+
+async fn api_forecast(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q = match query(raw).and_then(|q| forecast::forecast_query(&q)) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let models = Arc::clone(&s.models);
+    api_read(&s, move |r, now| {
+        forecast::forecast(&models, r, &id, q, now)
+    })
+    .await
 }
 
 async fn api_acknowledge(

@@ -51,6 +51,7 @@
 mod acknowledge;
 mod api;
 mod failpoint;
+mod forecast;
 mod health;
 mod http;
 mod live;
@@ -263,6 +264,8 @@ pub async fn run_with_clock(
         rejection_samples_per_minute: cfg.limits.rejection_samples_per_minute,
     });
     let progress = Arc::new(Progress::default());
+    // Each tracked patient's model, for the page's forecast.
+    let models = Arc::new(forecast::Models::default());
     let stage_b = tokio::spawn(stage_b::run(StageB {
         rx: pipe_rx,
         reload_rx,
@@ -288,6 +291,7 @@ pub async fn run_with_clock(
         },
         progress: progress.clone(),
         metrics: metrics.clone(),
+        models: models.clone(),
     }));
     // Database care (history retention, WAL checkpoint, optimize): once the
     // state is rebuilt, then every maintenance_interval_h; through the
@@ -327,6 +331,7 @@ pub async fn run_with_clock(
                 api_reader: Reader::open(&cfg.database.path)?,
                 live_reader: Reader::open(&cfg.database.path)?,
                 time_zone: cfg.http.time_zone.clone(),
+                models,
                 acknowledge: crate::service::acknowledge::Acknowledge::new(
                     cfg.http.acknowledge.clone(),
                     cfg.topics.prefix.clone(),

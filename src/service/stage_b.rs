@@ -128,6 +128,9 @@ pub struct Rebuilt {
 
 /// Stage B's state and edges.
 pub(super) struct StageB {
+    /// Each tracked patient's model, shared with the page's forecast
+    /// (updated at each state, removed at release).
+    pub(super) models: Arc<crate::service::forecast::Models>,
     pub(super) rx: mpsc::Receiver<InFlight>,
     /// Reloads, ordered with the input batches.
     pub(super) reload_rx: mpsc::Receiver<ReloadRequest>,
@@ -620,11 +623,15 @@ async fn publish_states(
     let mut replace_from = Vec::new();
     for pid in patients {
         let Some(state) = b.tracker.state(pid, now) else {
+            b.models.remove(pid);
             if let Some(e) = b.tracker.error(pid) {
                 warn!(patient_id = %pid, error = %e, "no state: the patient's inputs cannot be solved");
             }
             continue;
         };
+        if let Some(model) = b.tracker.derived(pid) {
+            b.models.set(pid, model);
+        }
         let payload = match serde_json::to_string(&state) {
             Ok(p) => p,
             Err(e) => {
@@ -760,6 +767,7 @@ fn release_ended_stays(b: &mut StageB, now: TimeMs) {
     }
     for pid in &due {
         b.tracker.release(pid);
+        b.models.remove(pid);
     }
     info!(
         released = due.len(),

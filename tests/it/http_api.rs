@@ -57,6 +57,7 @@ fn validator(name: &str) -> Validator {
         "http/events.schema.json",
         "http/error.schema.json",
         "http/acknowledge.schema.json",
+        "http/forecast.schema.json",
         "state.schema.json",
     ] {
         let s = load(rel);
@@ -433,6 +434,78 @@ async fn the_api_shows_the_ward_and_agrees_with_history() {
     ward.error("/api/v1/patients/NOPE", 404, "unknown_patient", "id");
     let (s, _) = ward.get("/api/v1/nothing");
     assert_eq!(s, 404);
+
+    // The forecast ahead (the page draws it faded) is the tracker's own
+    // model: it starts at Ce now and falls below the floor when the
+    // published state says it will.
+    let (_, p1) = ward.get("/api/v1/patients/P-1");
+    let floor = p1["targets"]["analgesic_floor_ng_per_ml"].as_f64().unwrap();
+    let (s, fc) = ward.get("/api/v1/patients/P-1/forecast?horizon=3h&step=1m");
+    assert_eq!(s, 200, "{}", fc["error"]);
+    assert_valid("forecast", &fc);
+    assert_eq!(fc["model"], p1["model"]);
+    assert!(fc["assumes"].as_str().unwrap().contains("continue"));
+    let pts = fc["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 181);
+    let t_of = |p: &Value| p["t_ms"].as_i64().unwrap();
+    let ce = |p: &Value| p["ce_ng_per_ml"].as_f64().unwrap();
+    assert!(pts.windows(2).all(|w| t_of(&w[1]) - t_of(&w[0]) == 60_000));
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    assert!((t_of(&pts[0]) - now_ms).abs() < 5_000, "{}", pts[0]);
+    // Ce now: the state is at most a state interval old; Ce moves a few
+    // percent a minute at most here.
+    let state_ce = p1["ce_ng_per_ml"].as_f64().unwrap();
+    assert!(
+        (ce(&pts[0]) - state_ce).abs() <= 0.1 * state_ce.max(1.0),
+        "forecast starts at {} ng/mL, the state says {state_ce}",
+        ce(&pts[0])
+    );
+    let below_at =
+        chrono::DateTime::parse_from_rfc3339(p1["forecast"]["below_floor_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+    match pts.iter().position(|p| ce(p) >= floor) {
+        // Above the floor now or later: it falls below where the state said.
+        Some(i) => {
+            let crossing = pts[i..].iter().find(|p| ce(p) < floor).map(t_of).unwrap();
+            assert!(
+                (crossing - below_at).abs() <= 120_000,
+                "forecast crosses the floor at {crossing}, the state says {below_at}"
+            );
+        }
+        // Never above: the state says "below now".
+        None => assert!((below_at - t_of(&pts[0])).abs() <= 120_000),
+    }
+    // Discharged, never dosed (kept in memory for the release grace): a
+    // flat zero. Unknown: 404; a bad horizon: 400.
+    let (s, p3) = ward.get("/api/v1/patients/P-3/forecast?horizon=1h&step=10m");
+    assert_eq!(s, 200);
+    assert_valid("forecast", &p3);
+    let p3_ce: Vec<f64> = p3["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ce_ng_per_ml"].as_f64().unwrap())
+        .collect();
+    assert_eq!(p3_ce, vec![0.0; 7]);
+    ward.error(
+        "/api/v1/patients/NOPE/forecast",
+        404,
+        "unknown_patient",
+        "id",
+    );
+    ward.error(
+        "/api/v1/patients/P-1/forecast?horizon=49h",
+        400,
+        "bad_horizon",
+        "horizon",
+    );
+    ward.error(
+        "/api/v1/patients/P-1/forecast?horizon=48h&step=1s",
+        400,
+        "too_many_points",
+        "step",
+    );
 
     // The connection cap full of idle clients: the API still answers, and a
     // dose is on the ward within 2 s.
