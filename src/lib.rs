@@ -39,6 +39,6 @@ pub mod sim;
 pub mod store;
 
 pub use dosetrack_core::{
-    alerts, chart, contract, drug, intake, ledger, patient, pk, records, reload, republish,
+    alerts, chart, contract, drug, intake, ledger, patient, pk, records, relief, reload, republish,
     simulate, tracker, vocab,
 };

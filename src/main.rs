@@ -38,6 +38,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
     match args.command {
         Command::Simulate(a) => offline::simulate(&f, &a, out),
         Command::Forecast(a) => offline::forecast(&f, &a, out),
+        Command::Relief(a) => offline::relief(&f, &a, out),
         Command::Model(ModelCommand::Show(a)) => offline::model_show(&f, &a, out),
         Command::Model(ModelCommand::List) => offline::model_list(&f, out),
         Command::Demo(a) if a.offline => offline::demo_offline(&f, &a, out),

@@ -30,6 +30,10 @@ pub(crate) enum Command {
     Simulate(SimulateArgs),
     /// When Cp or Ce will next cross the target levels.
     Forecast(ForecastArgs),
+    /// How long relief will last for a file of doses and device events:
+    /// the acute window (Ce at or above the analgesic floor) and the relief
+    /// over the weeks after (the drug file's [relief.chronic], Dahan 2011).
+    Relief(ReliefArgs),
     /// The PK models of the drug file.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -442,6 +446,19 @@ pub(crate) struct ForecastArgs {
     pub(crate) levels: Vec<f64>,
     #[arg(long, value_enum, default_value = "both")]
     pub(crate) output: Which,
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) format: ReportFormat,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ReliefArgs {
+    #[arg(long, value_name = "FILE")]
+    pub(crate) events: PathBuf,
+    #[command(flatten)]
+    pub(crate) patient: PatientArgs,
+    /// Days of relief over weeks, from the first input (1 to 730).
+    #[arg(long, default_value_t = dosetrack::relief::DEFAULT_DAYS)]
+    pub(crate) days: u32,
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) format: ReportFormat,
 }

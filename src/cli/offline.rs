@@ -5,7 +5,8 @@
 //! charts; no broker, no database, no clock.
 
 use super::args::{
-    DemoArgs, ForecastArgs, ModelShowArgs, ReportFormat, SimulateArgs, TableFormat, Which,
+    DemoArgs, ForecastArgs, ModelShowArgs, ReliefArgs, ReportFormat, SimulateArgs, TableFormat,
+    Which,
 };
 use super::{check_plot_path, input_error, time_arg};
 use anyhow::Context as _;
@@ -111,6 +112,25 @@ pub(crate) fn forecast(
     Ok(())
 }
 
+/// `dosetrack relief`: how long relief lasts for a regimen.
+pub(crate) fn relief(f: &Formulary, a: &ReliefArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    if !(1..=730).contains(&a.days) {
+        return Err(input_error(format!("--days {}: must be 1 to 730", a.days)));
+    }
+    let inputs = read_events(&a.events)?;
+    let solved = simulate::solve(f, &a.patient.spec(), &inputs, None).map_err(sim_err)?;
+    let chronic = f.drug().relief().map(|r| &r.chronic);
+    let report = dosetrack::relief::relief(&solved, chronic, a.days).map_err(sim_err)?;
+    match a.format {
+        ReportFormat::Text => out.write_all(dosetrack::relief::relief_text(&report).as_bytes())?,
+        ReportFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, &report)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
 /// `dosetrack model show`: one patient's resolved parameters.
 pub(crate) fn model_show(
     f: &Formulary,
@@ -150,6 +170,26 @@ pub(crate) fn model_show(
                         .map_or_else(|| "-".to_owned(), |k| format!("{k:.5}/min")),
                     r.lag_min
                 )?;
+            }
+            if let Some(r) = &report.relief {
+                let c = &r.chronic;
+                writeln!(out, "relief over weeks (dosetrack relief):")?;
+                for (name, v) in [
+                    ("half-life (days)", &c.half_life_days),
+                    ("C50 (ng/mL, S-ketamine)", &c.c50_ng_per_ml),
+                    ("steepness", &c.hill),
+                    ("S fraction of Cp", &c.s_fraction),
+                    ("probability of response", &c.response_probability),
+                    ("... on placebo", &c.placebo_response_probability),
+                ] {
+                    writeln!(
+                        out,
+                        "  {name:<24} {}{} — {}",
+                        v.value,
+                        if v.assumption { " (assumption)" } else { "" },
+                        v.source
+                    )?;
+                }
             }
             for w in &report.warnings {
                 writeln!(out, "warning [{}]: {}", w.code, w.message)?;

@@ -743,6 +743,19 @@ fn model_show_domino_at_70_kg() {
     assert!((num(&vols[2]) - 178.2123).abs() < 1e-3, "{vols:?}");
     assert!((num(&v["micro_constants_per_min"]["k10"]) - 0.438).abs() < 1e-12);
     assert!((num(&v["ke0_per_min"]) - 0.0587).abs() < 1e-12);
+    // The relief parameters, each with its source.
+    let chronic = &v["relief"]["chronic"];
+    assert_eq!(num(&chronic["half_life_days"]["value"]), 10.9);
+    assert!(chronic["c50_ng_per_ml"]["source"]
+        .as_str()
+        .unwrap()
+        .contains("Dahan"));
+    assert_eq!(chronic["s_fraction"]["assumption"], true);
+    let text = run_ok(&["model", "show", "--weight-kg", "70", "--format", "text"]).stdout;
+    assert!(
+        text.contains("half-life (days)         10.9 — Dahan"),
+        "{text}"
+    );
     assert!(v["ke0_from_tpeak_min"].is_null());
 
     let routes = v["routes"].as_array().unwrap();
@@ -1053,4 +1066,85 @@ fn demo_prints_the_ward_day_and_writes_the_chart() {
     );
     let text = std::fs::read_to_string(&svg).expect("the chart exists");
     assert!(text.contains("<svg") && text.contains("Concentration (ng/mL)"));
+}
+
+// ---------------------------------------------------------------------------
+// relief
+
+#[test]
+fn relief_answers_with_the_acute_window_and_the_weeks_after() {
+    let dir = tempfile::tempdir().unwrap();
+    // Five 4-h infusions at 0.35 mg/kg/h (70 kg).
+    let mut text = String::new();
+    for d in 0..5 {
+        text.push_str(&format!(
+            "{{\"device_id\":\"pump-1\",\"id\":\"s{d}\",\"time\":\"2026-01-{:02}T08:00:00Z\",\"kind\":\"infusion_started\",\"patient_id\":\"P\",\"rate_mg_per_h\":24.5}}\n\
+             {{\"device_id\":\"pump-1\",\"id\":\"e{d}\",\"time\":\"2026-01-{:02}T12:00:00Z\",\"kind\":\"infusion_stopped\",\"patient_id\":\"P\"}}\n",
+            5 + d,
+            5 + d
+        ));
+    }
+    let ev = write(dir.path(), "series.jsonl", &text);
+    let base = [
+        "relief",
+        "--events",
+        ev.as_str(),
+        "--weight-kg",
+        "70",
+        "--age-years",
+        "45",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--format", "json"]);
+    let v = json(&run_ok(&args));
+    // The keys the issue names, exactly these (more allowed).
+    for k in [
+        "peak_ce_ng_per_ml",
+        "peak_at",
+        "relief_from",
+        "relief_until",
+        "duration_min",
+    ] {
+        assert!(v["acute"].get(k).is_some(), "acute.{k}: {v}");
+    }
+    for k in [
+        "curve",
+        "peak_relief_fraction",
+        "below_half_of_peak_day",
+        "next_series_due",
+        "response_probability",
+    ] {
+        assert!(v["chronic"].get(k).is_some(), "chronic.{k}");
+    }
+    for k in ["peak_ng_per_ml", "auc_ng_h_per_ml"] {
+        assert!(v["norketamine"].get(k).is_some(), "norketamine.{k}");
+    }
+    assert_eq!(v["model"], "ketamine/kamp2020");
+    assert!(v["notice"].as_str().unwrap().contains(NOTICE));
+    let curve = v["chronic"]["curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 91, "daily for 90 days from the first dose");
+    assert!(curve
+        .iter()
+        .enumerate()
+        .all(|(i, d)| d["day"] == i as u64 && (0.0..=1.0).contains(&num(&d["relief_fraction"]))));
+    assert!((num(&v["chronic"]["peak_relief_fraction"]) - 0.39).abs() <= 0.05);
+    assert_eq!(num(&v["chronic"]["response_probability"]), 0.67);
+    let due = v["chronic"]["next_series_due"].as_str().unwrap();
+    assert!(
+        due.starts_with("2026-01-") || due.starts_with("2026-02-"),
+        "{due}"
+    );
+    assert!(v["assumptions"].as_array().unwrap().len() >= 3);
+    // The text answers in sentences a clinician can read.
+    let t = run_ok(&base).stdout;
+    assert!(
+        t.contains("Acute relief (Ce at or above 100 ng/mL) expected from 2026-01-05"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("until {due}")), "{t}");
+    assert!(t.contains("probability of response 0.67"), "{t}");
+    // Bad input: exit 2, named.
+    let mut bad = base.to_vec();
+    bad.extend(["--days", "0"]);
+    assert_input_error(&bad, &["--days"]);
 }

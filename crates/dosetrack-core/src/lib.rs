@@ -36,6 +36,7 @@ pub mod ledger;
 pub mod patient;
 pub mod pk;
 pub mod records;
+pub mod relief;
 pub mod reload;
 pub mod republish;
 pub mod simulate;

@@ -580,6 +580,9 @@ pub struct ModelReport {
     pub interactions: Vec<crate::patient::AppliedInteraction>,
     pub warnings: Vec<PatientWarning>,
     pub assumptions: Vec<Assumption>,
+    /// The drug file's relief models (`dosetrack relief`), each value with
+    /// its source; `None` when the file has none.
+    pub relief: Option<crate::drug::ReliefSpec>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -628,6 +631,7 @@ pub fn model_report(
         interactions: p.interactions.clone(),
         warnings: p.warnings.clone(),
         assumptions: p.assumptions.to_vec(),
+        relief: formulary.drug().relief().cloned(),
     })
 }
 

@@ -105,6 +105,8 @@ pub struct DrugFile {
     /// Keyed by lower-case generic name (the contract's `comedications`).
     interactions: BTreeMap<String, Interaction>,
     pd_warnings: BTreeMap<String, PdWarning>,
+    /// The relief models (`[relief]`), if the file has them.
+    relief: Option<ReliefSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -325,6 +327,25 @@ pub struct RouteOverride {
     pub lag_min: Option<Sourced<f64>>,
 }
 
+/// The relief models of the drug file (`[relief]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReliefSpec {
+    pub chronic: ChronicReliefSpec,
+}
+
+/// Relief over weeks after infusions: a slow effect compartment driven by
+/// `s_fraction` × Cp with `half_life_days`, and relief (fraction of the
+/// maximum) `C^hill / (c50^hill + C^hill)` on it (Dahan 2011).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChronicReliefSpec {
+    pub half_life_days: Sourced<f64>,
+    pub c50_ng_per_ml: Sourced<f64>,
+    pub hill: Sourced<f64>,
+    pub s_fraction: Sourced<f64>,
+    pub response_probability: Sourced<f64>,
+    pub placebo_response_probability: Sourced<f64>,
+}
+
 /// Concentration thresholds, ng/mL; floor < caution < ceiling.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Targets {
@@ -482,6 +503,11 @@ impl DrugFile {
     /// The concentration thresholds.
     pub fn targets(&self) -> &Targets {
         &self.targets
+    }
+
+    /// The relief models, if the file has a `[relief]` section.
+    pub fn relief(&self) -> Option<&ReliefSpec> {
+        self.relief.as_ref()
     }
 
     /// The dose limits of every care setting.

@@ -42,6 +42,25 @@ pub(super) struct RawFile {
     pub(super) interactions: BTreeMap<String, RawInteraction>,
     #[serde(default)]
     pub(super) pd_warnings: BTreeMap<String, RawPdWarning>,
+    #[serde(default)]
+    pub(super) relief: Option<RawRelief>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelief {
+    pub(super) chronic: RawChronicRelief,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChronicRelief {
+    pub(super) half_life_days: RawSourced,
+    pub(super) c50_ng_per_ml: RawSourced,
+    pub(super) hill: RawSourced,
+    pub(super) s_fraction: RawSourced,
+    pub(super) response_probability: RawSourced,
+    pub(super) placebo_response_probability: RawSourced,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,7 @@
 
 use super::raw::{
     Ctx, RawBounds, RawDisposition, RawEffectSite, RawFile, RawInteraction, RawModel,
-    RawModelSelection, RawRoute, RawSourced, RawTargets,
+    RawModelSelection, RawRelief, RawRoute, RawSourced, RawTargets,
 };
 use super::*;
 
@@ -258,6 +258,11 @@ impl RawFile {
             interactions.insert(key, i);
         }
 
+        let relief = match self.relief {
+            Some(r) => Some(validate_relief(ctx, r)?),
+            None => None,
+        };
+
         Ok(DrugFile {
             schema_version: SCHEMA_VERSION,
             drug,
@@ -268,8 +273,36 @@ impl RawFile {
             limits,
             interactions,
             pd_warnings,
+            relief,
         })
     }
+}
+
+fn validate_relief(ctx: &Ctx<'_>, raw: RawRelief) -> Res<ReliefSpec> {
+    let c = raw.chronic;
+    let key = |k: &str| format!("relief.chronic.{k}");
+    Ok(ReliefSpec {
+        chronic: ChronicReliefSpec {
+            half_life_days: ctx.sourced(
+                &key("half_life_days"),
+                c.half_life_days,
+                Rule::Positive,
+            )?,
+            c50_ng_per_ml: ctx.sourced(&key("c50_ng_per_ml"), c.c50_ng_per_ml, Rule::Positive)?,
+            hill: ctx.sourced(&key("hill"), c.hill, Rule::Positive)?,
+            s_fraction: ctx.sourced(&key("s_fraction"), c.s_fraction, Rule::Fraction)?,
+            response_probability: ctx.sourced(
+                &key("response_probability"),
+                c.response_probability,
+                Rule::Fraction,
+            )?,
+            placebo_response_probability: ctx.sourced(
+                &key("placebo_response_probability"),
+                c.placebo_response_probability,
+                Rule::Fraction,
+            )?,
+        },
+    })
 }
 
 fn validate_model(ctx: &Ctx<'_>, key: &str, raw: RawModel) -> Res<ModelSpec> {

@@ -10,7 +10,9 @@
 //!   cross-check table;
 //! * `alerts_lifecycle` — the alarm lifecycle on synthetic conditions;
 //! * `published_observations` — the shipped drug file against measured
-//!   exposures (PMC9118341) and the guideline-maximum bolus.
+//!   exposures (PMC9118341) and the guideline-maximum bolus;
+//! * `relief` — relief over weeks (Dahan 2011 decay, Sigtermans 2009 shape)
+//!   and the acute window.
 //!
 //! Shared helpers: `common` (the RK45 integrator, proptest strategies).
 
@@ -24,3 +26,4 @@ mod forecast_vs_brute_force;
 mod invariants;
 mod published_observations;
 mod reference_vectors;
+mod relief;

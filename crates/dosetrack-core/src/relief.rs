@@ -1,0 +1,302 @@
+//! How long relief lasts for a regimen (`dosetrack relief`): the acute
+//! window around the doses and the relief over the weeks after them.
+//!
+//! It owns the relief computations on a solved regimen ([`Solved`]), pure:
+//!
+//! * **Acute**: when Ce is at or above the patient's analgesic floor (a
+//!   yes/no level from the drug file's targets, not yet a graded relief
+//!   per indication): the peak, the first and last minute at or above the
+//!   floor, and the minutes at or above it in all.
+//! * **Over weeks** (the drug file's `[relief.chronic]`, Dahan 2011): a
+//!   slow effect compartment driven by the S-ketamine concentration
+//!   (`s_fraction` × Cp), `dC/dt = ln 2 / t½ · (s_fraction · Cp − C)`, and
+//!   relief `C^γ / (C50^γ + C^γ)` as a fraction of the maximal relief of a
+//!   responder; the probability of response beside it. The slow
+//!   compartment is the PK engine's own effect site with ke0 = ln 2 / t½
+//!   (linear, so the S fraction applies afterwards): exact, no integration
+//!   step.
+//! * **Norketamine**: not modelled yet; its keys are present and null, and
+//!   the assumptions say so.
+
+use crate::drug::ChronicReliefSpec;
+use crate::pk::{PkParams, Schedule, Solution, System};
+use crate::simulate::{SimulateError, Solved, NOTICE};
+use crate::vocab::{format_rfc3339, TimeMs};
+use serde::Serialize;
+use std::sync::Arc;
+
+const MINUTE_MS: TimeMs = 60_000;
+const HOUR_MS: TimeMs = 3_600_000;
+const DAY_MS: TimeMs = 86_400_000;
+
+/// How far after the last input the acute window is looked for.
+pub const ACUTE_SCAN_AFTER_LAST_MS: TimeMs = 48 * HOUR_MS;
+
+/// Default length of the curve over weeks (days from the first input).
+pub const DEFAULT_DAYS: u32 = 90;
+
+/// The answer of `dosetrack relief`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReliefReport {
+    pub notice: &'static str,
+    pub model: String,
+    pub acute: AcuteRelief,
+    /// `None` when the drug file has no `[relief.chronic]`.
+    pub chronic: Option<ChronicRelief>,
+    pub norketamine: Norketamine,
+    pub assumptions: Vec<String>,
+}
+
+/// The acute relief window: Ce at or above the analgesic floor.
+#[derive(Debug, Clone, Serialize)]
+pub struct AcuteRelief {
+    pub floor_ng_per_ml: f64,
+    pub peak_ce_ng_per_ml: f64,
+    pub peak_at: Option<String>,
+    /// First minute at or above the floor (`None`: never reached).
+    pub relief_from: Option<String>,
+    /// Last minute at or above the floor.
+    pub relief_until: Option<String>,
+    /// Minutes at or above the floor in all.
+    pub duration_min: f64,
+}
+
+/// Relief over the weeks after the regimen.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChronicRelief {
+    /// Daily from the first input (day 0).
+    pub curve: Vec<DayRelief>,
+    /// Highest relief fraction (hourly grid).
+    pub peak_relief_fraction: f64,
+    pub peak_day: f64,
+    /// First whole day after the peak with relief below half its peak
+    /// (`None`: not within the curve, or no relief at all).
+    pub below_half_of_peak_day: Option<u32>,
+    /// That day's date: when another series would be due to keep relief
+    /// above half its peak.
+    pub next_series_due: Option<String>,
+    pub response_probability: f64,
+    pub placebo_response_probability: f64,
+    pub half_life_days: f64,
+    pub c50_ng_per_ml: f64,
+}
+
+/// One day of the curve.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DayRelief {
+    pub day: u32,
+    pub relief_fraction: f64,
+    /// The slow compartment's S-ketamine concentration.
+    pub ce_slow_ng_per_ml: f64,
+}
+
+/// Norketamine exposure (not modelled yet: null).
+#[derive(Debug, Clone, Serialize)]
+pub struct Norketamine {
+    pub peak_ng_per_ml: Option<f64>,
+    pub auc_ng_h_per_ml: Option<f64>,
+}
+
+/// The relief of a solved regimen: acute window, and over `days` days when
+/// `chronic` is given.
+pub fn relief(
+    solved: &Solved,
+    chronic: Option<&ChronicReliefSpec>,
+    days: u32,
+) -> Result<ReliefReport, SimulateError> {
+    let acute = acute(solved);
+    let mut assumptions = vec![format!(
+        "acute relief is Ce at or above the analgesic floor ({} ng/mL), a yes/no level, not a graded relief per indication",
+        round3(acute.floor_ng_per_ml)
+    )];
+    let chronic = match chronic {
+        Some(spec) => {
+            for s in [
+                &spec.half_life_days,
+                &spec.c50_ng_per_ml,
+                &spec.hill,
+                &spec.s_fraction,
+            ] {
+                if s.assumption {
+                    assumptions.push(s.source.clone());
+                }
+            }
+            assumptions.push(
+                "relief over weeks is the fraction of a responder's maximal relief; whether this patient responds is the probability beside it".to_owned(),
+            );
+            Some(over_weeks(solved, spec, days)?)
+        }
+        None => {
+            assumptions
+                .push("the drug file has no [relief.chronic]: no relief over weeks".to_owned());
+            None
+        }
+    };
+    assumptions.push(
+        "norketamine is not modelled: its exposure is not reported and its effect (disputed) not counted".to_owned(),
+    );
+    Ok(ReliefReport {
+        notice: NOTICE,
+        model: solved.patient.model_label.clone(),
+        acute,
+        chronic,
+        norketamine: Norketamine {
+            peak_ng_per_ml: None,
+            auc_ng_h_per_ml: None,
+        },
+        assumptions,
+    })
+}
+
+fn acute(solved: &Solved) -> AcuteRelief {
+    let floor = solved.patient.targets.analgesic_floor_ng_per_ml;
+    let from = solved.first_event_ms;
+    let to = solved.last_event_ms + ACUTE_SCAN_AFTER_LAST_MS;
+    let mut peak = (0.0_f64, None);
+    let (mut first, mut last, mut minutes) = (None, None, 0.0);
+    let mut t = from;
+    while t <= to {
+        let ce = solved.solution.at(t).ce_ng_per_ml;
+        if ce > peak.0 {
+            peak = (ce, Some(t));
+        }
+        if ce >= floor {
+            first.get_or_insert(t);
+            last = Some(t);
+            minutes += 1.0;
+        }
+        t += MINUTE_MS;
+    }
+    AcuteRelief {
+        floor_ng_per_ml: floor,
+        peak_ce_ng_per_ml: round3(peak.0),
+        peak_at: peak.1.map(format_rfc3339),
+        relief_from: first.map(format_rfc3339),
+        relief_until: last.map(format_rfc3339),
+        duration_min: minutes,
+    }
+}
+
+fn over_weeks(
+    solved: &Solved,
+    spec: &ChronicReliefSpec,
+    days: u32,
+) -> Result<ChronicRelief, SimulateError> {
+    let half_life_min = spec.half_life_days.value * 1440.0;
+    let params = PkParams {
+        ke0_per_min: std::f64::consts::LN_2 / half_life_min,
+        ..solved.patient.params.clone()
+    };
+    let schedule = Schedule::build(&params, &solved.ledger.dosing())?;
+    let system = System::new(params).map_err(crate::patient::PatientError::from)?;
+    let slow = Solution::new(Arc::new(system), &schedule);
+    let s_fraction = spec.s_fraction.value;
+    let (c50, hill) = (spec.c50_ng_per_ml.value, spec.hill.value);
+    let relief_of = |c: f64| {
+        if c <= 0.0 {
+            0.0
+        } else {
+            let x = c.powf(hill);
+            x / (c50.powf(hill) + x)
+        }
+    };
+    let start = solved.first_event_ms;
+    let curve: Vec<DayRelief> = (0..=days)
+        .map(|day| {
+            let c = s_fraction * slow.at(start + TimeMs::from(day) * DAY_MS).ce_ng_per_ml;
+            DayRelief {
+                day,
+                relief_fraction: round4(relief_of(c)),
+                ce_slow_ng_per_ml: round4(c),
+            }
+        })
+        .collect();
+    // The peak on an hourly grid.
+    let (mut peak, mut peak_ms) = (0.0_f64, start);
+    let end = start + TimeMs::from(days) * DAY_MS;
+    let mut t = start;
+    while t <= end {
+        let r = relief_of(s_fraction * slow.at(t).ce_ng_per_ml);
+        if r > peak {
+            (peak, peak_ms) = (r, t);
+        }
+        t += HOUR_MS;
+    }
+    let peak_day = (peak_ms - start) as f64 / DAY_MS as f64;
+    let below_half = if peak > 0.0 {
+        curve
+            .iter()
+            .find(|d| f64::from(d.day) > peak_day && d.relief_fraction < peak / 2.0)
+            .map(|d| d.day)
+    } else {
+        None
+    };
+    Ok(ChronicRelief {
+        curve,
+        peak_relief_fraction: round4(peak),
+        peak_day: round3(peak_day),
+        below_half_of_peak_day: below_half,
+        next_series_due: below_half
+            .map(|d| format_rfc3339(start + TimeMs::from(d) * DAY_MS)[..10].to_owned()),
+        response_probability: spec.response_probability.value,
+        placebo_response_probability: spec.placebo_response_probability.value,
+        half_life_days: spec.half_life_days.value,
+        c50_ng_per_ml: c50,
+    })
+}
+
+/// The answer in words a clinician can read (times in UTC).
+pub fn relief_text(r: &ReliefReport) -> String {
+    let hm = |t: &Option<String>| {
+        t.as_deref()
+            .map(|s| format!("{} {} UTC", &s[..10], &s[11..16]))
+            .unwrap_or_default()
+    };
+    let a = &r.acute;
+    let mut out = format!("{}\nModel: {}.\n", r.notice, r.model);
+    if a.relief_from.is_some() {
+        out.push_str(&format!(
+            "Acute relief (Ce at or above {} ng/mL) expected from {} to {}, {} min in all; Ce peaks at {} ng/mL at {}.\n",
+            round3(a.floor_ng_per_ml),
+            hm(&a.relief_from),
+            hm(&a.relief_until),
+            a.duration_min,
+            a.peak_ce_ng_per_ml,
+            hm(&a.peak_at)
+        ));
+    } else {
+        out.push_str(&format!(
+            "Ce never reaches the analgesic floor ({} ng/mL): no acute relief expected from the concentration (peak {} ng/mL).\n",
+            round3(a.floor_ng_per_ml),
+            a.peak_ce_ng_per_ml
+        ));
+    }
+    if let Some(c) = &r.chronic {
+        let weeks = c.below_half_of_peak_day.map(|d| f64::from(d) / 7.0);
+        match (weeks, &c.next_series_due) {
+            (Some(w), Some(due)) => out.push_str(&format!(
+                "Over the following weeks relief peaks at {:.2} of a responder's maximum (day {:.0}) and stays above half of that for about {:.1} weeks, until {due} (probability of response {:.2}, {:.2} on placebo).\n",
+                c.peak_relief_fraction, c.peak_day, w, c.response_probability, c.placebo_response_probability
+            )),
+            _ => out.push_str(&format!(
+                "Over the following weeks relief peaks at {:.2} of a responder's maximum (day {:.0}) (probability of response {:.2}, {:.2} on placebo).\n",
+                c.peak_relief_fraction, c.peak_day, c.response_probability, c.placebo_response_probability
+            )),
+        }
+    }
+    out.push_str("Assumptions:\n");
+    for a in &r.assumptions {
+        out.push_str("  - ");
+        out.push_str(a);
+        out.push('\n');
+    }
+    out
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
