@@ -369,6 +369,9 @@ async fn run_with_broker(
     // Republish every patient's state every (real) second, so the view
     // and the page move.
     cfg.state.interval_s = 1;
+    // A history point a simulated minute (a real second at 60×), but no
+    // more than four a real second at a large speedup.
+    cfg.state.history_interval_s = ((opts.speedup / 4.0).ceil() as u64).clamp(60, 3600);
     // An input unacknowledged for a minute of real time, on the demo clock.
     cfg.http.max_unacked_age_s = ((60.0 * opts.speedup) as u64).clamp(60, 86_400);
     cfg.validate()
