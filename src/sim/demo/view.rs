@@ -310,7 +310,7 @@ pub(super) fn frame_text(
 ) -> String {
     let mut lines: Vec<String> = vec![
         format!(
-            "dosetrack demo · {} {} / {} · {} of {} patients tracked",
+            "dosetrack demo · {} {} / {} · {} of {} patients tracked · Ctrl-C stops",
             if last { "final" } else { "live" },
             clock(elapsed),
             clock(f.duration),
@@ -327,7 +327,7 @@ pub(super) fn frame_text(
             counts.inputs,
             counts.rejected,
         ),
-        format!("{} · topics {}/v1/… · Ctrl-C stops", f.broker, f.prefix),
+        format!("{} · topics {}/v1/…", f.broker, f.prefix),
         String::new(),
         format!(
             "{:<7} {:>8} {:>8} {:<7} {:<11} {}",
