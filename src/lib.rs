@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! * [`clock`]: the one source of "now" ([`clock::Clock`]: the system clock,
-//!   or a manual one in tests), passed to everything that reads time.
+//!   a manual one in tests, or the demo's sped-up one), passed to
+//!   everything that reads time.
 //! * [`drug_file`]: reads a drug file from disk (the parsing is the core's).
 //! * [`mqtt`]: broker connections: the ingest (persistent session, manual
 //!   acknowledgement), the publisher, a plain subscriber; back-off and TLS.

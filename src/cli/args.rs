@@ -41,9 +41,10 @@ pub(crate) enum Command {
     /// the worked example on built-in data).
     ///
     /// The live demo runs an embedded MQTT broker, the daemon and a
-    /// simulated ward in this process and shows every patient's Cp and Ce
-    /// in the terminal. `--offline`: one ward day on built-in data, its
-    /// concentrations, forecast and chart.
+    /// simulated ward in this process, all on one sped-up clock; it serves
+    /// the ward page (its URL printed first) and shows every patient's Cp
+    /// and Ce and the active alerts in the terminal. `--offline`: one ward
+    /// day on built-in data, its concentrations, forecast and chart.
     Demo(DemoArgs),
     /// The service: inputs over MQTT, history in SQLite, live state out.
     Run(RunArgs),
@@ -486,12 +487,14 @@ pub(crate) struct DemoArgs {
     /// Simulated patients.
     #[arg(long, default_value_t = 6, conflicts_with = "offline")]
     pub(crate) patients: usize,
-    /// Simulated seconds per real second (60: an hour passes in a minute).
+    /// Simulated seconds per real second (60: an hour passes in a minute;
+    /// concentrations and alert timers run at this speed).
     #[arg(long, default_value_t = 60.0, conflicts_with = "offline")]
     pub(crate) speedup: f64,
     /// Seed of the simulated ward (same seed, same ward). The default's
     /// ward starts a patch, injections, IV boluses, pumps and an intranasal
-    /// dose within its first half hour.
+    /// dose within its first half hour; every ward has the demo's incidents
+    /// (an over-limit IV bolus, a pump occlusion, a patch falling off).
     #[arg(long, default_value_t = dosetrack::sim::demo::DEFAULT_SEED, conflicts_with = "offline")]
     pub(crate) seed: u64,
     /// Keep the demo's database at PATH (a new file); default: a temporary

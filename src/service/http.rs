@@ -18,7 +18,8 @@
 //!   from the ward page, off unless configured ([`acknowledge`]);
 //! * the ward pages ([`pages`]) and the live stream ([`live`]).
 //!
-//! It owns binding the listener (a failure names `http.listen`), serving
+//! It owns binding the listener (a failure names `http.listen`; or taking
+//! one the caller bound, [`from_std`]), serving
 //! until stopped, and what each endpoint reads from the daemon's edges.
 //!
 //! Slow or hostile clients cannot exhaust the daemon's descriptors (its own
@@ -96,6 +97,18 @@ pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
     }
     TcpListener::bind(addr)
         .await
+        .map_err(|source| HttpError { addr, source })
+}
+
+/// Take a listener the caller bound (the demo, on port 0), for the
+/// runtime.
+pub(super) fn from_std(listener: std::net::TcpListener) -> Result<TcpListener, HttpError> {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
         .map_err(|source| HttpError { addr, source })
 }
 

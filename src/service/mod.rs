@@ -140,6 +140,29 @@ pub async fn run_with_clock(
     reloads: Option<Reloads>,
     clock: Clock,
 ) -> Result<RunSummary, DaemonError> {
+    run_inner(cfg, shutdown, reloads, clock, None).await
+}
+
+/// [`run_with_clock`] serving the HTTP listener (`[http]`) on `listener`,
+/// bound by the caller (the demo binds port 0 and prints the address
+/// before the daemon starts), instead of binding `http.listen`.
+pub async fn run_with_listener(
+    cfg: Config,
+    shutdown: CancellationToken,
+    clock: Clock,
+    listener: std::net::TcpListener,
+) -> Result<RunSummary, DaemonError> {
+    let listener = http::from_std(listener)?;
+    run_inner(cfg, shutdown, None, clock, Some(listener)).await
+}
+
+async fn run_inner(
+    cfg: Config,
+    shutdown: CancellationToken,
+    reloads: Option<Reloads>,
+    clock: Clock,
+    bound: Option<tokio::net::TcpListener>,
+) -> Result<RunSummary, DaemonError> {
     let (formulary, drug_table) = formulary_and_table(&cfg)?;
     let formulary = Arc::new(formulary);
     // One daemon per database: held until this function returns (and by
@@ -148,9 +171,10 @@ pub async fn run_with_clock(
     debug!(lock = %db_lock.lock_path().display(), "database lock taken");
     // The health and metrics port before the database: a port in use stops
     // the start.
-    let http_listener = match cfg.http.listen_addr()? {
-        Some(addr) => Some(http::bind(addr).await?),
-        None => None,
+    let http_listener = match (bound, cfg.http.listen_addr()?) {
+        (Some(listener), _) => Some(listener),
+        (None, Some(addr)) => Some(http::bind(addr).await?),
+        (None, None) => None,
     };
     let metrics = Arc::new(Metrics::new());
     // Validated at load (Config::validate reads allow_file); read again
@@ -337,7 +361,11 @@ pub async fn run_with_clock(
                     cfg.topics.prefix.clone(),
                     local_tx,
                 ),
-                state_stale_after_ms: (2 * cfg.state.interval_s * 1000 + 30_000) as TimeMs,
+                // The republish period is real time (`tokio::time`): on a
+                // sped-up clock it spans more of the clock.
+                state_stale_after_ms: clock.span_of_real(Duration::from_millis(
+                    2 * cfg.state.interval_s * 1000 + 30_000,
+                )),
             },
             http_stop.clone(),
         )),

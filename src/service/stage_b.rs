@@ -16,9 +16,10 @@
 //! Between batches it also runs the timers: alert wake-ups (on the
 //! daemon's [`Clock`]); each tracked patient's state republished once per
 //! `state.interval_s`, spread over the interval ([`crate::republish`]); a
-//! history point per tracked patient every `state.history_interval_s` (on a
-//! fixed grid, so a recompute after a late input overwrites the same
-//! points); and a reload ([`ReloadRequest`], ordered with the batches).
+//! history point per tracked patient every `state.history_interval_s` of
+//! the daemon's clock (on a fixed grid, so a recompute after a late input
+//! overwrites the same points; on a sped-up clock the tick comes round
+//! that much sooner); and a reload ([`ReloadRequest`], ordered with the batches).
 //!
 //! History exists only inside stays: the point at "now" and the periodic
 //! point are recorded for a patient in a stay; after an input, the stored
@@ -231,8 +232,12 @@ pub(super) async fn run(mut b: StageB) -> RunSummary {
     let mut spread = Spread::new(b.state_interval);
     let mut state_tick = tokio::time::interval(spread.period());
     state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut history_tick =
-        tokio::time::interval(Duration::from_millis(b.history_interval_ms as u64));
+    // The history grid is on the clock: its tick lasts the interval's span
+    // of the clock (the same in real time but on a sped-up clock).
+    let mut history_tick = tokio::time::interval(
+        b.clock
+            .real_of_span(Duration::from_millis(b.history_interval_ms as u64)),
+    );
     history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Comes round even when idle, so the watchdog sees a live loop.
     let mut heartbeat = tokio::time::interval(systemd::heartbeat_period());
@@ -318,7 +323,7 @@ pub(super) async fn run(mut b: StageB) -> RunSummary {
                         state_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
                     if b.history_interval_ms != before.1 {
-                        history_tick = tokio::time::interval(Duration::from_millis(b.history_interval_ms as u64));
+                        history_tick = tokio::time::interval(b.clock.real_of_span(Duration::from_millis(b.history_interval_ms as u64)));
                         history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
                 }

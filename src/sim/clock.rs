@@ -1,6 +1,8 @@
 //! The simulation's wall clock: the one place in `sim` that asks the
-//! shell's clock ([`crate::clock::Clock`]) for "now" (the simulated ward's
-//! start, the demo's run tag, its "now"), refusing a clock before 1970.
+//! shell's system clock ([`crate::clock::Clock`]) for "now" (the simulated
+//! ward's start, the demo's run tag and where its sped-up clock starts),
+//! refusing a clock before 1970. The demo's "now" after that is its
+//! scaled clock's.
 //! Elapsed time, pacing and timeouts use the monotonic clock (`Instant`,
 //! std's or tokio's) instead.
 

@@ -4,7 +4,9 @@
 //! [`publish_ward`] walks the ward in windows of simulated time, sleeps
 //! until each message is due in real time (a message whose occurrence time
 //! is `start_ms + x` is published `x / speedup` after the start, later if
-//! the rate limit holds it back), publishes it at QoS 1, and at the end
+//! the rate limit holds it back: simulated time is a sped-up
+//! [`Clock::scaled`] from the ward's start; [`publish_ward_on`] takes that
+//! clock from the caller, the demo's clock shared with its daemon), publishes it at QoS 1, and at the end
 //! waits for every PUBACK. It refuses a spec whose simulated time would run
 //! more than [`MAX_FUTURE_SKEW_MS`] ahead of the wall clock
 //! ([`DevsimError::AheadOfWallClock`]; start the ward at
@@ -23,6 +25,7 @@
 
 use super::clock::{wall_clock_ms, ClockError};
 use super::ward::{Ward, MAX_FUTURE_SKEW_MS, MS_PER_H};
+use crate::clock::Clock;
 use crate::mqtt::{self, BrokerConfig, Confirmation, MqttError, Publisher};
 use crate::vocab::{format_rfc3339, TimeMs};
 use std::collections::VecDeque;
@@ -185,6 +188,29 @@ pub async fn publish_ward(
     spec: &PublishSpec,
     shutdown: CancellationToken,
 ) -> Result<PublishStats, DevsimError> {
+    publish(ward, spec, None, shutdown).await
+}
+
+/// [`publish_ward`] paced by `clock` instead of by the wall clock: each
+/// message is published once `clock` reads its occurrence time (the demo's
+/// sped-up clock, shared with the daemon, so no message is ever dated
+/// ahead of the receiver's clock and there is no wall-clock check).
+/// `spec.speedup` only sizes the generation windows.
+pub async fn publish_ward_on(
+    ward: &mut Ward,
+    spec: &PublishSpec,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<PublishStats, DevsimError> {
+    publish(ward, spec, Some(clock), shutdown).await
+}
+
+async fn publish(
+    ward: &mut Ward,
+    spec: &PublishSpec,
+    clock: Option<Clock>,
+    shutdown: CancellationToken,
+) -> Result<PublishStats, DevsimError> {
     validate(ward, spec)?;
     let cfg = broker_config(spec);
     cfg.validate().map_err(|e| DevsimError::InvalidSpec {
@@ -193,12 +219,14 @@ pub async fn publish_ward(
     })?;
     let sim_start = ward.spec().start_ms;
     let sim_end = sim_start.saturating_add(spec.duration_ms);
-    let lead = worst_lead_ms(sim_start, spec.duration_ms, spec.speedup, wall_clock_ms()?);
-    if lead > MAX_FUTURE_SKEW_MS {
-        return Err(DevsimError::AheadOfWallClock {
-            ahead_ms: lead,
-            max_ms: MAX_FUTURE_SKEW_MS,
-        });
+    if clock.is_none() {
+        let lead = worst_lead_ms(sim_start, spec.duration_ms, spec.speedup, wall_clock_ms()?);
+        if lead > MAX_FUTURE_SKEW_MS {
+            return Err(DevsimError::AheadOfWallClock {
+                ahead_ms: lead,
+                max_ms: MAX_FUTURE_SKEW_MS,
+            });
+        }
     }
 
     info!(
@@ -245,6 +273,15 @@ pub async fn publish_ward(
     }
 
     let started = Instant::now();
+    // Without a clock given: simulated time from the ward's start, from
+    // now, at the speedup.
+    let clock = match clock {
+        Some(c) => c,
+        None => Clock::scaled(sim_start, spec.speedup).map_err(|e| DevsimError::InvalidSpec {
+            field: "speedup",
+            reason: e.to_string(),
+        })?,
+    };
     let gap = spec
         .rate_limit_per_s
         .map(|r| Duration::from_secs_f64(1.0 / r));
@@ -266,12 +303,14 @@ pub async fn publish_ward(
             "devsim: window"
         );
         for msg in batch {
-            let offset_s = (msg.at_ms - sim_start) as f64 / 1000.0 / spec.speedup;
-            let due = (started + Duration::from_secs_f64(offset_s.max(0.0))).max(next_allowed);
+            let due = async {
+                clock.sleep_until_ms(msg.at_ms).await;
+                tokio::time::sleep_until(next_allowed).await;
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => { cancelled = true; break 'windows; }
-                () = tokio::time::sleep_until(due) => {}
+                () = due => {}
             }
             let (topic, payload) = (msg.topic, msg.payload.into_bytes());
             tokio::select! {
@@ -287,7 +326,7 @@ pub async fn publish_ward(
             }
             sent += 1;
             if let Some(gap) = gap {
-                next_allowed = due.max(Instant::now()) + gap;
+                next_allowed = next_allowed.max(Instant::now()) + gap;
             }
         }
         window_start = window_end;

@@ -545,6 +545,7 @@ async fn sustained_rate_then_idle() {
         start_ms: t_start_ms - size.warmup_ms,
         prefix: prefix.clone(),
         heartbeat_interval_ms: size.heartbeat_ms,
+        incidents: None,
     });
     let mut publisher = Publisher::connect(broker.port).await;
 
@@ -792,6 +793,7 @@ async fn build_db(db: &Path, n: usize, patients: usize) -> String {
         start_ms: now - span_ms,
         prefix: prefix.clone(),
         heartbeat_interval_ms: 60_000,
+        incidents: None,
     });
     let mut written = 0usize;
     let mut pending = Vec::with_capacity(4096);

@@ -10,10 +10,16 @@
 //!   database in a temporary directory (removed at the end) or at
 //!   `--database PATH` (kept);
 //! * a **simulated ward** ([`crate::sim::ward`]) of a few patients with pumps,
-//!   patches, intranasal and other doses, published at an accelerated speed;
-//! * a **watcher**: a plain MQTT subscriber to the patients' state (and to
-//!   manual doses, to name the last one), and the terminal table it redraws
-//!   every second.
+//!   patches, intranasal and other doses, and three scripted incidents (an
+//!   IV bolus over the drug file's limit, a pump occlusion, a patch falling
+//!   off: "Incidents" in [`crate::sim::ward`]), published at an accelerated
+//!   speed;
+//! * the **ward page**: the daemon's HTTP listener (`[http]`: the pages,
+//!   the JSON API, `/healthz`, `/metrics`) on 127.0.0.1 at a port the OS
+//!   chose, whose URL is printed before the first frame;
+//! * a **watcher**: a plain MQTT subscriber to the patients' state, doses
+//!   and alerts, and the terminal view (`view`: the patients, then the
+//!   active alerts, within 80 columns) it redraws every second.
 //!
 //! Every connection goes through [`crate::mqtt`]. This module owns the
 //! options, the orchestration (start, run, stop in order) and the summary;
@@ -22,17 +28,28 @@
 //! it subscribes to, `view` the table, `topics` every topic it names,
 //! `database` the demo's database.
 //!
-//! # Simulated time
+//! # Simulated time: one demo clock
 //!
-//! At speedup N the ward runs N× faster than the wall clock, but the
-//! contract refuses inputs dated ahead of the receiver's clock. So the ward
-//! starts in the past ([`catch_up_start_ms`]) and catches up with
-//! the clock exactly at the end: at 60× for 60 s it replays the last hour.
-//! The daemon computes every state at the wall clock's "now" from what it
-//! has received so far, as it would for late inputs. Devices are heard on
-//! simulated time, so the demo widens the daemon's staleness threshold by
-//! the replay's head start (otherwise every pump would look quiet until the
-//! ward caught up).
+//! The daemon, its ingest's receive stamp, the ward's pacing and its
+//! payload times all read one sped-up clock ([`Clock::scaled`], in the
+//! shell; the core is given "now" as always). At speedup N it runs N×
+//! faster than the wall clock, so concentrations, forecasts and alert
+//! timers (condition delays, escalation after N min, device silence) move
+//! at the speedup: an alert escalated after 5 min unacknowledged escalates
+//! 5 s into a 60× demo.
+//!
+//! The clock **starts in the past and catches up with the wall clock at
+//! the end** ([`catch_up_start_ms`]): at 60× for 60 s it starts 59 min ago
+//! and replays the last hour. We chose that over starting at "now" so that
+//! nothing the demo stores or shows is dated in the future of the wall
+//! clock (the ward page's charts draw up to the browser's "now"; a kept
+//! database read afterwards by `dosetrack patients` is in the past), while
+//! no input is ever in the future of the daemon's clock either: the ward
+//! publishes each message once the shared clock reads its time. (The
+//! clock runs on during the stop, a second or two of real time.) Devices
+//! are heard on the same clock as the daemon judges staleness on, so no
+//! threshold needs widening. The state republish (every real second, so the
+//! view moves) and the view's tick stay on real time.
 //!
 //! # Topics and sessions
 //!
@@ -54,12 +71,14 @@ mod topics;
 mod view;
 mod watch;
 
+use crate::clock::Clock;
 use crate::service::settings::Config;
 use crate::service::{self as daemon, DaemonError, RunSummary};
 use crate::sim::clock::{wall_clock_ms, ClockError};
-use crate::sim::publisher::{publish_ward, DevsimError, PublishSpec, PublishStats};
-use crate::sim::ward::{catch_up_start_ms, Ward, WardSpec};
+use crate::sim::publisher::{publish_ward_on, DevsimError, PublishSpec, PublishStats};
+use crate::sim::ward::{catch_up_start_ms, Incidents, Ward, WardSpec};
 use crate::store::{Counts, Reader};
+use crate::vocab::Setting;
 use crate::vocab::TimeMs;
 use broker::BrokerHandle;
 use database::DemoDatabase;
@@ -80,6 +99,11 @@ pub const NOTICE: &str = crate::simulate::NOTICE;
 /// and an intranasal dose all start within the first simulated half hour
 /// (the simulator starts regimens 10–30 min after admission).
 pub const DEFAULT_SEED: u64 = 1283;
+
+/// The incident's IV bolus is this many times the drug file's ward bolus
+/// limit (a simulation input: clearly over it, within what a syringe mix-up
+/// gives).
+pub const INCIDENT_BOLUS_TIMES_LIMIT: f64 = 1.5;
 
 /// Largest ward the demo simulates.
 pub const MAX_PATIENTS: usize = 200;
@@ -175,6 +199,10 @@ pub struct DemoSummary {
     pub database_kept: Option<PathBuf>,
     /// Wall time from the start to the end of the stop.
     pub elapsed: Duration,
+    /// Alert lifecycle messages the watcher saw, by phase.
+    pub alerts_raised: u64,
+    pub alerts_escalated: u64,
+    pub alerts_cleared: u64,
 }
 
 /// Why the demo could not run.
@@ -203,6 +231,8 @@ pub enum DemoError {
     Daemon(DaemonError),
     #[error("simulated ward: {0}")]
     Devsim(DevsimError),
+    #[error("ward page listener: {0}")]
+    Listen(std::io::Error),
     #[error("temporary database directory: {0}")]
     TempDir(std::io::Error),
     #[error("writing the table: {0}")]
@@ -318,9 +348,17 @@ async fn run_with_broker(
     // 3. The watcher.
     let mut watcher = Watcher::start(host, port, &ids.watcher, topics).await?;
 
-    // 4. The daemon.
-    let sim_duration_ms = (opts.duration.as_millis() as f64 * opts.speedup).round() as i64;
-    let head_start_ms = sim_duration_ms - opts.duration.as_millis() as i64;
+    // 4. The demo clock (module doc), the ward page's port and the daemon.
+    let remaining = opts.duration.saturating_sub(started.elapsed());
+    let sim_ms = (remaining.as_millis() as f64 * opts.speedup).round() as i64;
+    let sim_start = catch_up_start_ms(wall_clock_ms()?, sim_ms, opts.speedup);
+    let clock = Clock::scaled(sim_start, opts.speedup)
+        .map_err(|e| DemoError::Invalid(format!("--speedup: {e}")))?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(DemoError::Listen)?;
+    let url = match listener.local_addr() {
+        Ok(a) => format!("http://{a}/"),
+        Err(e) => return Err(DemoError::Listen(e)),
+    };
     let mut cfg = Config::default();
     cfg.broker.host = host.to_owned();
     cfg.broker.port = port;
@@ -328,24 +366,37 @@ async fn run_with_broker(
     cfg.topics.prefix = prefix.to_owned();
     cfg.database.path = db.path.clone();
     cfg.drug.file = opts.drug_file.clone();
-    // Republish every patient's state every second, so the table moves.
+    // Republish every patient's state every (real) second, so the view
+    // and the page move.
     cfg.state.interval_s = 1;
-    // Devices are heard on simulated time, up to the head start behind.
-    cfg.state.device_stale_after_min =
-        (cfg.state.device_stale_after_min + head_start_ms.max(0) as f64 / 60_000.0).min(1440.0);
+    // A history point a simulated minute (a real second at 60×), but no
+    // more than four a real second at a large speedup.
+    cfg.state.history_interval_s = ((opts.speedup / 4.0).ceil() as u64).clamp(60, 3600);
+    // An input unacknowledged for a minute of real time, on the demo clock.
+    cfg.http.max_unacked_age_s = ((60.0 * opts.speedup) as u64).clamp(60, 86_400);
     cfg.validate()
         .map_err(|e| DemoError::Invalid(format!("demo configuration: {e}")))?;
-    let ward_now = wall_clock_ms()?;
+    // The incident's bolus, over the drug file's ward limit.
+    let limit_mg_per_kg = daemon::formulary(&cfg)
+        .map_err(|e| DemoError::Daemon(DaemonError::Drug(e)))?
+        .drug()
+        .limits()
+        .get(Setting::Ward)
+        .max_bolus_mg_per_kg
+        .value;
+    writeln!(out, "Ward page: {url}")?;
+    out.flush()?;
     let daemon_stop = CancellationToken::new();
-    let mut daemon_task: JoinHandle<Result<RunSummary, DaemonError>> =
-        tokio::spawn(daemon::run(cfg, daemon_stop.clone()));
+    let mut daemon_task: JoinHandle<Result<RunSummary, DaemonError>> = tokio::spawn(
+        daemon::run_with_listener(cfg, daemon_stop.clone(), clock.clone(), listener),
+    );
 
-    // 5. The simulated ward, over what is left of the run.
-    let remaining = opts.duration.saturating_sub(started.elapsed());
-    let sim_ms = (remaining.as_millis() as f64 * opts.speedup).round() as i64;
-    let sim_start = catch_up_start_ms(ward_now, sim_ms, opts.speedup);
+    // 5. The simulated ward, on the demo clock, from its start.
     let mut spec = WardSpec::new(opts.patients, opts.seed, sim_start);
     spec.prefix = prefix.to_owned();
+    spec.incidents = Some(Incidents {
+        bolus_mg_per_kg: limit_mg_per_kg * INCIDENT_BOLUS_TIMES_LIMIT,
+    });
     let publish = PublishSpec {
         host: host.to_owned(),
         port,
@@ -355,11 +406,11 @@ async fn run_with_broker(
         rate_limit_per_s: None,
     };
     let ward_stop = CancellationToken::new();
-    let ward_started = Instant::now();
     let ward_token = ward_stop.clone();
+    let ward_clock = clock.clone();
     let mut ward_task: JoinHandle<Result<PublishStats, DevsimError>> = tokio::spawn(async move {
         let mut ward = Ward::new(spec);
-        publish_ward(&mut ward, &publish, ward_token).await
+        publish_ward_on(&mut ward, &publish, ward_clock, ward_token).await
     });
 
     // 6. The table, every second.
@@ -376,6 +427,7 @@ async fn run_with_broker(
         speedup: opts.speedup,
         duration: opts.duration,
         sim_start,
+        url,
     };
     let mut reader: Option<Reader> = None;
     let mut counts = Counts::default();
@@ -410,8 +462,7 @@ async fn run_with_broker(
             }
             _ = tick.tick() => {
                 refresh_counts(&mut reader, &db.path, &mut counts);
-                let (sim_now, now) = sim_clock(sim_start, ward_started, opts.speedup);
-                if let Err(e) = view::draw(out, &frame, &board, &counts, started.elapsed(), sim_now, now, false) {
+                if let Err(e) = view::draw(out, &frame, &board, &counts, started.elapsed(), clock.now_ms(), false) {
                     output_error = Some(e);
                     break;
                 }
@@ -461,7 +512,6 @@ async fn run_with_broker(
             board.apply(m);
         }
         refresh_counts(&mut reader, &db.path, &mut counts);
-        let (sim_now, now) = sim_clock(sim_start, ward_started, opts.speedup);
         if output_error.is_none() {
             if let Err(e) = view::draw(
                 out,
@@ -469,8 +519,7 @@ async fn run_with_broker(
                 &board,
                 &counts,
                 started.elapsed(),
-                sim_now,
-                now,
+                clock.now_ms(),
                 true,
             ) {
                 output_error = Some(e);
@@ -503,6 +552,7 @@ async fn run_with_broker(
         .map(|p| topics.patient_state(p))
         .chain(alert_topics)
         .collect();
+    let alerts = board.alert_counts();
     Ok((
         DemoSummary {
             inputs_stored: counts.inputs,
@@ -512,6 +562,9 @@ async fn run_with_broker(
             daemon: daemon_summary,
             database_kept: None,
             elapsed: Duration::ZERO,
+            alerts_raised: alerts.raised,
+            alerts_escalated: alerts.escalated,
+            alerts_cleared: alerts.cleared,
         },
         retained,
     ))
@@ -523,16 +576,6 @@ fn run_tag(now_ms: TimeMs) -> String {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     format!("{:08x}", (z ^ (z >> 31)) >> 32)
-}
-
-/// The ward's clock now (never ahead of the wall clock), and the wall
-/// clock (the ward's clock if the wall clock cannot be read).
-fn sim_clock(sim_start: TimeMs, ward_started: Instant, speedup: f64) -> (TimeMs, TimeMs) {
-    let sim = sim_start + (ward_started.elapsed().as_secs_f64() * speedup * 1000.0) as TimeMs;
-    match wall_clock_ms() {
-        Ok(now) => (sim.min(now), now),
-        Err(_) => (sim, sim),
-    }
 }
 
 fn refresh_counts(reader: &mut Option<Reader>, path: &Path, counts: &mut Counts) {

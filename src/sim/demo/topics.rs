@@ -4,7 +4,7 @@
 //! build theirs from the same prefix; the alerts' retained topics come from
 //! the store.)
 
-use crate::contract::Topics;
+use crate::contract::{AlertScope, Topics};
 
 /// The topics of one demo run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,12 +26,20 @@ impl DemoTopics {
     }
 
     /// What the watcher subscribes to: `{prefix}/v1/patients/+/state`,
-    /// `{prefix}/v1/patients/+/doses`, `{prefix}/v1/devices/+/events`.
+    /// `…/patients/+/doses`, `…/devices/+/events`, and the alerts of
+    /// patients and devices: `…/patients/+/alerts` (lifecycle),
+    /// `…/patients/+/alerts/active` (retained lists), the same under
+    /// `…/devices/+/`.
     pub(super) fn watch_filters(&self) -> Vec<String> {
+        let (patient, device) = (AlertScope::Patient("+"), AlertScope::Device("+"));
         vec![
             self.topics.state("+"),
             self.topics.doses("+"),
             self.topics.device_events("+"),
+            self.topics.alerts(patient),
+            self.topics.alerts_active(patient),
+            self.topics.alerts(device),
+            self.topics.alerts_active(device),
         ]
     }
 
@@ -65,6 +73,10 @@ mod tests {
                 "dosetrack-demo-0a1b2c3d/v1/patients/+/state",
                 "dosetrack-demo-0a1b2c3d/v1/patients/+/doses",
                 "dosetrack-demo-0a1b2c3d/v1/devices/+/events",
+                "dosetrack-demo-0a1b2c3d/v1/patients/+/alerts",
+                "dosetrack-demo-0a1b2c3d/v1/patients/+/alerts/active",
+                "dosetrack-demo-0a1b2c3d/v1/devices/+/alerts",
+                "dosetrack-demo-0a1b2c3d/v1/devices/+/alerts/active",
             ]
         );
         assert_eq!(t.watched_prefix(), "dosetrack-demo-0a1b2c3d/v1/");

@@ -1,6 +1,8 @@
 //! What the demo watches: a plain subscriber ([`mqtt::spawn_subscriber`])
-//! to the patients' state, their manual doses and the devices' events, and
-//! the messages among them that the table uses ([`Watched`]).
+//! to the patients' state, their manual doses, the devices' events and the
+//! alerts (lifecycle messages and the retained active lists, of patients
+//! and of devices), and the messages among them that the view uses
+//! ([`Watched`]).
 
 use super::sessions::{broker_error, cannot_connect, close, wait_for, CONNECT_WAIT};
 use super::topics::DemoTopics;
@@ -17,8 +19,24 @@ const CAPACITY: usize = 1024;
 /// One message the watcher saw.
 #[derive(Debug)]
 pub(super) enum Watched {
-    State { patient_id: String, state: Value },
-    Dose { patient_id: String, payload: Value },
+    State {
+        patient_id: String,
+        state: Value,
+    },
+    Dose {
+        patient_id: String,
+        payload: Value,
+    },
+    /// A scope's (a patient's or a device's) retained active alert list.
+    ActiveAlerts {
+        scope: String,
+        list: Vec<Value>,
+    },
+    /// An alert lifecycle message.
+    AlertEvent {
+        scope: String,
+        payload: Value,
+    },
 }
 
 /// The watching connection.
@@ -107,6 +125,18 @@ fn watched(prefix: &str, topic: &str, payload: &[u8]) -> Option<Watched> {
             patient_id: (*id).to_owned(),
             payload: value()?,
         }),
+        ["patients" | "devices", scope, "alerts"] => Some(Watched::AlertEvent {
+            scope: (*scope).to_owned(),
+            payload: value()?,
+        }),
+        ["patients" | "devices", scope, "alerts", "active"] => Some(Watched::ActiveAlerts {
+            scope: (*scope).to_owned(),
+            // An empty retained message (a cleared topic) is no list.
+            list: match value() {
+                Some(Value::Array(list)) => list,
+                _ => Vec::new(),
+            },
+        }),
         ["devices", _, "events"] => {
             let v = value()?;
             if v.get("kind")?.as_str()? != "bolus_delivered" {
@@ -154,5 +184,21 @@ mod tests {
             Some(Watched::Dose { .. })
         ));
         assert!(watched(p, "y/v1/patients/P-1/state", b"{}").is_none());
+        let Some(Watched::ActiveAlerts { scope, list }) = watched(
+            p,
+            "x/v1/patients/P-1/alerts/active",
+            br#"[{"alert_id":"a","rule":"dose_limit"}]"#,
+        ) else {
+            panic!("an active list");
+        };
+        assert_eq!((scope.as_str(), list.len()), ("P-1", 1));
+        assert!(matches!(
+            watched(p, "x/v1/devices/pump-1/alerts/active", b""),
+            Some(Watched::ActiveAlerts { list, .. }) if list.is_empty()
+        ));
+        assert!(matches!(
+            watched(p, "x/v1/patients/P-1/alerts", br#"{"phase":"raised"}"#),
+            Some(Watched::AlertEvent { .. })
+        ));
     }
 }

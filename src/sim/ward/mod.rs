@@ -40,7 +40,7 @@
 //!   plus occasional oral doses of 0.25–0.5 mg/kg.
 //! * **Injections** (20 %): SC or IM doses of 0.1–0.3 mg/kg every 4–8 h.
 //!
-//! Every IV bolus stays within the ward limit of 0.35 mg/kg and every
+//! Every IV bolus (but an incident's) stays within the ward limit of 0.35 mg/kg and every
 //! infusion within 1 mg/kg/h (`[limits.ward]` of the drug file) for the
 //! patient's admitted weight, and no regimen comes near the ward's 24 h
 //! cumulative limit (24 mg/kg; a 20-patient day peaks around 7 mg/kg).
@@ -52,6 +52,29 @@
 //! alarms do not (they belong to the device's current patient). Manual doses
 //! are recorded on whole minutes; device events carry milliseconds. Times are
 //! RFC 3339 UTC ([`crate::vocab::format_rfc3339`]).
+//!
+//! # Incidents
+//!
+//! With [`WardSpec::incidents`] (the demo's ward), three things go wrong
+//! early, so that alerts are raised, escalated and cleared within a
+//! simulated hour (times after admission, which is within 2 min of the
+//! start):
+//!
+//! * `P-0001` is on an IV infusion from about 2 min on (its archetype is
+//!   forced); 4 min after the infusion starts its pump reports an
+//!   `occlusion` alarm and stops (reason `alarm`), cleared 12 min later,
+//!   when it resumes (`device_fault`, high; escalated after 10 min
+//!   unacknowledged; cleared after the alarm is);
+//! * `P-0002` wears a patch from about 1 min on (forced too); it falls off
+//!   (`patch_detached`) 6 min after it was applied, and a new one is
+//!   applied 12 min later (`device_fault`, medium, escalated, then cleared);
+//! * `P-0003` (`P-0001` in a smaller ward) is given, 5 min after
+//!   admission, an IV bolus by hand of [`Incidents::bolus_mg_per_kg`] of
+//!   their weight, rounded down to whole mg (`dose_limit` when that is
+//!   over the drug file's limit; latched, so it stays until acknowledged).
+//!
+//! Each patient draws from a random stream of its own, so the other
+//! patients are exactly those of the same ward without incidents.
 //!
 //! Every `id` is unique per source (device or patient) and starts with a run
 //! tag derived from the seed and the start time, so two runs against the same
@@ -106,7 +129,7 @@ pub(crate) const MS_PER_H: i64 = 3_600_000;
 // ---------------------------------------------------------------------------
 
 /// What to simulate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WardSpec {
     /// Number of patients (`P-0001` …).
     pub patients: usize,
@@ -119,6 +142,18 @@ pub struct WardSpec {
     pub prefix: String,
     /// Interval between device heartbeats (default 60 s; at least 1 s).
     pub heartbeat_interval_ms: i64,
+    /// The scripted incidents (see "Incidents" in the module doc); `None`
+    /// (the default): none.
+    pub incidents: Option<Incidents>,
+}
+
+/// The demo's scripted incidents, each early in the simulated hour (see
+/// "Incidents" in the module doc).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Incidents {
+    /// The dose of the IV bolus given by mistake, mg/kg of the patient's
+    /// weight: the caller chooses it over the drug file's bolus limit.
+    pub bolus_mg_per_kg: f64,
 }
 
 impl WardSpec {
@@ -130,6 +165,7 @@ impl WardSpec {
             start_ms,
             prefix: DEFAULT_PREFIX.to_owned(),
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            incidents: None,
         }
     }
 }

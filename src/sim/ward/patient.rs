@@ -102,27 +102,59 @@ enum StopReason {
 
 /// Something that happens at a time; processing it emits messages at that
 /// time and schedules later actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Action {
     Admit,
     CourseStart,
-    InfusionStart { course: u64 },
-    RateChange { course: u64 },
-    ClinicianBolus { course: u64 },
-    InfusionStop { course: u64, reason: StopReason },
-    Occlusion { course: u64 },
+    InfusionStart {
+        course: u64,
+    },
+    RateChange {
+        course: u64,
+    },
+    ClinicianBolus {
+        course: u64,
+    },
+    InfusionStop {
+        course: u64,
+        reason: StopReason,
+    },
+    Occlusion {
+        course: u64,
+    },
     OcclusionCleared,
-    BatteryLow { course: u64 },
+    BatteryLow {
+        course: u64,
+    },
     BatteryCleared,
     InfusionCompleteCleared,
-    PumpHeartbeat { run: u64, k: i64, anchor: TimeMs },
+    PumpHeartbeat {
+        run: u64,
+        k: i64,
+        anchor: TimeMs,
+    },
     NasalDose,
     Injection,
     OralCheck,
     PatchApply,
-    PatchRemove { wear: u64 },
-    PatchDetach { wear: u64 },
-    PatchHeartbeat { wear: u64, k: i64, anchor: TimeMs },
+    PatchRemove {
+        wear: u64,
+    },
+    PatchDetach {
+        wear: u64,
+    },
+    PatchHeartbeat {
+        wear: u64,
+        k: i64,
+        anchor: TimeMs,
+    },
+    /// The incidents ([`super::Incidents`]).
+    IncidentOcclusion {
+        course: u64,
+    },
+    IncidentBolus {
+        mg_per_kg: f64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -231,7 +263,22 @@ pub(super) struct PatientSim {
     patch_events: u64,
     pump: Pump,
     patch: Patch,
+    /// This patient's pump occludes in its first course (an incident).
+    pub(super) incident_occlusion: bool,
+    /// This patient's first patch falls off (an incident).
+    pub(super) incident_detach: bool,
 }
+
+/// How long after the infusion starts the incident's pump occludes, and
+/// how long the occlusion lasts.
+const INCIDENT_OCCLUSION_AFTER_MS: i64 = 4 * MS_PER_MIN;
+pub(super) const INCIDENT_OCCLUSION_LASTS_MS: i64 = 12 * MS_PER_MIN;
+/// How long after it was applied the incident's patch falls off, and when
+/// a new one is applied.
+pub(super) const INCIDENT_DETACH_AFTER_MS: i64 = 6 * MS_PER_MIN;
+pub(super) const INCIDENT_REAPPLY_AFTER_MS: i64 = 12 * MS_PER_MIN;
+/// When after admission the incident's over-limit bolus is given.
+const INCIDENT_BOLUS_AFTER_MS: i64 = 5 * MS_PER_MIN;
 
 impl PatientSim {
     fn new(spec: &WardSpec, tag: &str, index: usize) -> PatientSim {
@@ -255,7 +302,7 @@ impl PatientSim {
                 }
             }
         }
-        let archetype = match rng.random_range(0..10) {
+        let drawn = match rng.random_range(0..10) {
             0..=3 => Archetype::IvInfusion,
             4..=5 => Archetype::Intranasal,
             6..=7 => Archetype::PatchOral,
@@ -273,7 +320,23 @@ impl PatientSim {
             None
         };
         let admit_at = spec.start_ms.saturating_add(rng.random_range(0..120_000));
-        let first_at = admit_at.saturating_add(rng.random_range(10 * MS_PER_MIN..45 * MS_PER_MIN));
+        let mut first_at =
+            admit_at.saturating_add(rng.random_range(10 * MS_PER_MIN..45 * MS_PER_MIN));
+        // The incidents (module doc of `ward`): forced archetypes, early
+        // starts; every draw above is made as usual.
+        let incidents = spec.incidents;
+        let (archetype, incident_occlusion, incident_detach) = match (incidents, index) {
+            (Some(_), 0) => {
+                first_at = admit_at + 2 * MS_PER_MIN;
+                (Archetype::IvInfusion, true, false)
+            }
+            (Some(_), 1) => {
+                first_at = admit_at + MS_PER_MIN;
+                (Archetype::PatchOral, false, true)
+            }
+            _ => (drawn, false, false),
+        };
+        let bolus_patient = if spec.patients > 2 { 2 } else { 0 };
         let mut sim = PatientSim {
             patient_id: format!("P-{number:04}"),
             pump_id: format!("pump-{number:04}"),
@@ -315,8 +378,18 @@ impl PatientSim {
                 applied: false,
                 wear: 0,
             },
+            incident_occlusion,
+            incident_detach,
         };
         sim.schedule(admit_at, Action::Admit);
+        if let Some(i) = incidents.filter(|_| index == bolus_patient) {
+            sim.schedule(
+                minute_ceil(admit_at + INCIDENT_BOLUS_AFTER_MS),
+                Action::IncidentBolus {
+                    mg_per_kg: i.bolus_mg_per_kg,
+                },
+            );
+        }
         let first = match archetype {
             Archetype::IvInfusion => (minute_ceil(first_at), Action::CourseStart),
             Archetype::Intranasal => (minute_ceil(first_at), Action::NasalDose),

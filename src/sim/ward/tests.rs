@@ -462,3 +462,84 @@ fn heartbeat_interval_is_respected() {
     assert!(regular * 10 > gaps.len() * 9, "{regular} of {}", gaps.len());
     assert!(gaps.iter().all(|g| *g >= 13_500));
 }
+
+/// The demo's incidents: an occlusion of P-0001's pump (cleared 12 min
+/// later), P-0002's patch off (a new one 12 min later), an IV bolus over
+/// the limit for P-0003, all within the first half hour; the other
+/// patients as without incidents; deterministic.
+#[test]
+fn incidents_happen_early_and_leave_the_rest_of_the_ward_alone() {
+    let hour = |spec: WardSpec| Ward::new(spec).messages_between(t0(), t0() + MS_PER_H);
+    let mut with = spec(6, 1283);
+    with.incidents = Some(Incidents {
+        bolus_mg_per_kg: 0.525,
+    });
+    let msgs = hour(with.clone());
+    assert_eq!(msgs, hour(with), "deterministic");
+    let json = |m: &SimMessage| serde_json::from_str::<serde_json::Value>(&m.payload).unwrap();
+    let find = |topic_part: &str, pred: &dyn Fn(&serde_json::Value) -> bool| -> Vec<TimeMs> {
+        msgs.iter()
+            .filter(|m| m.topic.contains(topic_part) && pred(&json(m)))
+            .map(|m| m.at_ms)
+            .collect()
+    };
+    let kind = |k: &'static str| move |v: &serde_json::Value| v["kind"] == k;
+    let code = |k: &'static str, c: &'static str| {
+        move |v: &serde_json::Value| v["kind"] == k && v["code"] == c
+    };
+    let min = |t: TimeMs| (t - t0()) as f64 / MS_PER_MIN as f64;
+
+    // The occlusion: raised within 20 min, cleared 12 min later.
+    let occluded = find("devices/pump-0001/", &code("alarm", "occlusion"));
+    let cleared = find("devices/pump-0001/", &code("alarm_cleared", "occlusion"));
+    assert_eq!(occluded.len(), 1, "{occluded:?}");
+    assert!(min(occluded[0]) < 20.0, "{}", min(occluded[0]));
+    assert_eq!(cleared, vec![occluded[0] + 12 * MS_PER_MIN]);
+
+    // The patch: off 6 min after it was applied, a new one 12 min later.
+    let applied = find("devices/patch-0002/", &kind("patch_applied"));
+    let detached = find("devices/patch-0002/", &kind("patch_detached"));
+    assert_eq!(detached.len(), 1);
+    assert!(min(detached[0]) < 15.0, "{}", min(detached[0]));
+    assert_eq!(detached[0], applied[0] + 6 * MS_PER_MIN);
+    assert_eq!(applied[1], detached[0] + 12 * MS_PER_MIN);
+
+    // The bolus: P-0003, over 0.35 mg/kg, within 10 min.
+    let weight = msgs
+        .iter()
+        .find(|m| m.topic.ends_with("patients/P-0003/admit"))
+        .map(|m| json(m)["weight_kg"].as_f64().unwrap())
+        .unwrap();
+    let boluses: Vec<(TimeMs, f64)> = msgs
+        .iter()
+        .filter(|m| m.topic.ends_with("patients/P-0003/doses"))
+        .map(|m| (m.at_ms, json(m)))
+        .filter(|(_, v)| v["route"] == "iv_bolus")
+        .map(|(t, v)| (t, v["amount_mg"].as_f64().unwrap()))
+        .collect();
+    assert!(
+        boluses
+            .iter()
+            .any(|(t, mg)| min(*t) <= 10.0 && mg / weight > WARD_MAX_BOLUS_MG_PER_KG),
+        "{boluses:?} for {weight} kg"
+    );
+
+    // The others: as without incidents.
+    let others = |msgs: &[SimMessage]| -> Vec<SimMessage> {
+        msgs.iter()
+            .filter(|m| {
+                ["P-0004", "P-0005", "P-0006", "-0004/", "-0005/", "-0006/"]
+                    .iter()
+                    .any(|p| m.topic.contains(p))
+            })
+            .cloned()
+            .collect()
+    };
+    let without = hour(spec(6, 1283));
+    assert!(!others(&without).is_empty());
+    assert_eq!(others(&msgs), others(&without));
+    // And no incident without asking.
+    assert!(without
+        .iter()
+        .all(|m| !m.payload.contains("patch_detached") || !m.topic.contains("patch-0002")));
+}

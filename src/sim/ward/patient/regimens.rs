@@ -4,7 +4,11 @@
 //! injections.
 
 use super::super::{MS_PER_H, MS_PER_MIN};
-use super::{minute_ceil, num, round_dp, Action, Archetype, Device, PatientSim, StopReason};
+use super::{
+    minute_ceil, num, round_dp, Action, Archetype, Device, PatientSim, StopReason,
+    INCIDENT_DETACH_AFTER_MS, INCIDENT_OCCLUSION_AFTER_MS, INCIDENT_OCCLUSION_LASTS_MS,
+    INCIDENT_REAPPLY_AFTER_MS,
+};
 use crate::vocab::{Route, TimeMs};
 use rand::RngExt;
 use tracing::trace;
@@ -59,31 +63,13 @@ impl PatientSim {
                 }
             }
             Action::InfusionStop { course, reason } => self.infusion_stop(t, course, reason),
-            Action::Occlusion { course } => {
-                if course == self.pump.course && self.pump.running() {
-                    self.pump.integrate(t);
-                    self.emit_device(
-                        t,
-                        Device::Pump,
-                        "alarm",
-                        false,
-                        vec![
-                            ("code", "occlusion".into()),
-                            ("message", "downstream occlusion".into()),
-                        ],
-                    );
-                    self.emit_device(
-                        t,
-                        Device::Pump,
-                        "infusion_stopped",
-                        true,
-                        vec![("reason", "alarm".into())],
-                    );
-                    self.pump.occluded = true;
-                    self.pump.run += 1;
-                    let clear_at = t + self.between(2 * MS_PER_MIN, 10 * MS_PER_MIN);
-                    self.schedule(clear_at, Action::OcclusionCleared);
-                }
+            Action::IncidentBolus { mg_per_kg } => {
+                let amount = (self.weight_kg * mg_per_kg).floor().max(1.0);
+                self.emit_dose(t, Route::IvBolus, amount);
+            }
+            Action::Occlusion { course } => self.occlusion(t, course, None),
+            Action::IncidentOcclusion { course } => {
+                self.occlusion(t, course, Some(INCIDENT_OCCLUSION_LASTS_MS));
             }
             Action::OcclusionCleared => {
                 self.pump.integrate(t);
@@ -199,7 +185,12 @@ impl PatientSim {
                 if self.patch.applied && wear == self.patch.wear {
                     self.patch.applied = false;
                     self.emit_device(t, Device::Patch, "patch_detached", true, Vec::new());
-                    let next = t + self.between(20 * MS_PER_MIN, 90 * MS_PER_MIN);
+                    let drawn = self.between(20 * MS_PER_MIN, 90 * MS_PER_MIN);
+                    let next = if self.incident_detach && wear == 1 {
+                        t + INCIDENT_REAPPLY_AFTER_MS
+                    } else {
+                        t + drawn
+                    };
                     self.schedule(next, Action::PatchApply);
                 }
             }
@@ -225,6 +216,39 @@ impl PatientSim {
                 }
             }
         }
+    }
+
+    /// An occlusion alarm stops the running pump of `course`; it clears
+    /// after `lasts_ms`, or a drawn 2–10 min.
+    fn occlusion(&mut self, t: TimeMs, course: u64, lasts_ms: Option<i64>) {
+        if course != self.pump.course || !self.pump.running() {
+            return;
+        }
+        self.pump.integrate(t);
+        self.emit_device(
+            t,
+            Device::Pump,
+            "alarm",
+            false,
+            vec![
+                ("code", "occlusion".into()),
+                ("message", "downstream occlusion".into()),
+            ],
+        );
+        self.emit_device(
+            t,
+            Device::Pump,
+            "infusion_stopped",
+            true,
+            vec![("reason", "alarm".into())],
+        );
+        self.pump.occluded = true;
+        self.pump.run += 1;
+        let lasts = match lasts_ms {
+            Some(ms) => ms,
+            None => self.between(2 * MS_PER_MIN, 10 * MS_PER_MIN),
+        };
+        self.schedule(t + lasts, Action::OcclusionCleared);
     }
 
     fn course_start(&mut self, t: TimeMs) {
@@ -293,6 +317,12 @@ impl PatientSim {
         if self.rng.random_bool(P_OCCLUSION_PER_COURSE) {
             let at = self.between(t + 20 * MS_PER_MIN, stop_at - 20 * MS_PER_MIN);
             self.schedule(at, Action::Occlusion { course });
+        }
+        if self.incident_occlusion && course == 1 {
+            self.schedule(
+                t + INCIDENT_OCCLUSION_AFTER_MS,
+                Action::IncidentOcclusion { course },
+            );
         }
         if self.rng.random_bool(P_BATTERY_LOW_PER_COURSE) {
             let at = self.between(t + 20 * MS_PER_MIN, stop_at - 20 * MS_PER_MIN);
@@ -390,7 +420,12 @@ impl PatientSim {
         // equal time it comes first and the heartbeat is dropped. Removal is
         // never later than the end of the wear time.
         let wear_ms = (PATCH_WEAR_H * MS_PER_H as f64) as i64;
-        if self.rng.random_bool(P_PATCH_DETACHED) {
+        let detached = self.rng.random_bool(P_PATCH_DETACHED);
+        if self.incident_detach && wear == 1 {
+            // Drawn as usual (same draws), then the incident instead.
+            let _ = self.between(t + 2 * MS_PER_H, t + 20 * MS_PER_H);
+            self.schedule(t + INCIDENT_DETACH_AFTER_MS, Action::PatchDetach { wear });
+        } else if detached {
             let at = self.between(t + 2 * MS_PER_H, t + 20 * MS_PER_H);
             self.schedule(at, Action::PatchDetach { wear });
         } else {
