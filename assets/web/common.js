@@ -68,7 +68,12 @@ const DT = (() => {
     return body;
   }
   function debounce(f, ms) { let t = null; return () => { clearTimeout(t); t = setTimeout(f, ms); }; }
-  const tick = () => { const c = document.getElementById("clock"); if (c) c.textContent = dayTime(new Date().toISOString()); };
+  // "Now" is the daemon's clock (sped up in the demo), learned from each
+  // answer's `time`; the browser's clock only moves it between answers.
+  let offsetMs = 0;
+  const serverNow = (iso) => { const t = Date.parse(iso || ""); if (!Number.isNaN(t)) { offsetMs = t - Date.now(); tick(); } };
+  const nowMs = () => Date.now() + offsetMs;
+  const tick = () => { const c = document.getElementById("clock"); if (c) c.textContent = dayTime(new Date(nowMs()).toISOString()); };
   document.addEventListener("DOMContentLoaded", () => { const t = document.getElementById("tz"); if (t) t.textContent = tz; tick(); setInterval(tick, 10000); });
-  return { el, time, dayTime, age, num, getJson, live, debounce, showError, tz, ackMode, acknowledge };
+  return { el, time, dayTime, age, num, getJson, live, debounce, showError, tz, ackMode, acknowledge, serverNow, nowMs };
 })();

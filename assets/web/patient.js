@@ -1,7 +1,7 @@
 // dosetrack patient page: Cp and Ce over the stay, alerts, model; live.
 "use strict";
 (() => {
-  const { el, time, dayTime, age, num, getJson, live, debounce, showError } = DT;
+  const { el, time, dayTime, age, num, getJson, live, debounce, showError, serverNow, nowMs } = DT;
   const id = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
   document.getElementById("pid").textContent = id;
   document.title = "dosetrack — " + id;
@@ -58,7 +58,7 @@
   async function refresh() {
     try {
       const [p, series, events, alerts, ahead] = await Promise.all([
-        getJson(base), getJson(base + "/series?step=1m&from=" + (Date.now() - 6 * 86400000)),
+        getJson(base), getJson(base + "/series?step=1m&from=" + Math.round(nowMs() - 6 * 86400000)),
         getJson(base + "/events"), getJson(base + "/alerts"), getJson(base + "/forecast?horizon=2h&step=2m")]);
       const fc = p.forecast || {};
       document.getElementById("now").replaceChildren(
@@ -66,6 +66,7 @@
         card("Trend", p.trend || "—"), card("Below floor at", fc.below_floor_at ? time(fc.below_floor_at) : "—"),
         card("Last input", age(p.last_input_age_s)), card("Data", p.stale ? "STALE: " + p.stale_reasons.join("; ") : "current"),
         card("Status", p.in_care ? "in care since " + dayTime(p.admitted_at) : "discharged " + dayTime(p.discharged_at)));
+      serverNow(ahead.time);
       document.getElementById("chart").replaceChildren(chart(series.points, p.targets, events.events, ahead.points, Date.parse(ahead.time)));
       document.getElementById("timeline").replaceChildren(...alerts.messages.slice().reverse().map((m) => el("tr", {},
         el("td", {}, dayTime(m.time)), el("td", {}, el("span", { class: "prio " + m.priority }, m.priority)), el("td", {}, m.rule),

@@ -1,7 +1,7 @@
 // dosetrack ward page: every patient in care, most urgent first, live.
 "use strict";
 (() => {
-  const { el, time, age, num, getJson, live, debounce, showError, ackMode, acknowledge } = DT;
+  const { el, time, age, num, getJson, live, debounce, showError, ackMode, acknowledge, serverNow } = DT;
   let soundOn = false, audio = null, known = new Set();
   const soundBtn = document.getElementById("sound");
   soundBtn.addEventListener("click", () => {
@@ -53,6 +53,7 @@
       for (const p of w.patients) for (const a of p.alerts) { if (!known.has(a.alert_id) && !a.acknowledged && a.priority !== "low") fresh = true; known.add(a.alert_id); }
       if (fresh) beep();
       document.body.dataset.updated = w.time;
+      serverNow(w.time);
       showError(null);
     } catch (e) { showError("Cannot read the ward: " + e.message); }
   }
