@@ -94,60 +94,6 @@ pub struct Unassigned {
     pub reason: String,
 }
 
-/// One running delivery in a state message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ActiveInput {
-    pub source: String,
-    pub route: Route,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_mg_per_h: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub release_rate_mg_per_h: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ends_at: Option<String>,
-}
-
-/// The state message's forecast.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StateForecast {
-    /// When Ce falls below the analgesic floor (now, if already below;
-    /// `null` if not within the horizon).
-    pub below_floor_at: Option<String>,
-    /// When Ce rises above the ceiling (now, if already above).
-    pub above_ceiling_at: Option<String>,
-    /// How far ahead it looked, in hours.
-    pub horizon_h: f64,
-}
-
-/// The retained `patients/{id}/state` message (contract fields first; the
-/// rest are additions the contract allows).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StateMessage {
-    pub patient_id: String,
-    pub time: String,
-    pub cp_ng_per_ml: f64,
-    pub ce_ng_per_ml: f64,
-    /// `rising`, `falling` or `steady` (Ce).
-    pub trend: &'static str,
-    pub active_inputs: Vec<ActiveInput>,
-    pub forecast: StateForecast,
-    pub model: String,
-    pub stale: bool,
-    /// Devices delivering to the patient that have gone quiet.
-    pub stale_devices: Vec<String>,
-    pub targets: crate::patient::PatientTargets,
-    /// What the forecast assumes about future inputs.
-    pub assumes: &'static str,
-    pub warnings: Vec<PatientWarning>,
-    /// Drug-file keys of the assumed values this state rests on.
-    pub assumptions: Vec<String>,
-    /// dosetrack's addition: `true` in a state published at or after the
-    /// patient's discharge (the last retained state says the patient is
-    /// no longer tracked); absent while the patient is in care.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub discharged: bool,
-}
-
 /// What a device event's `patient_id` does to the device's association
 /// ([`association_decision`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -756,133 +702,6 @@ impl Tracker {
             .is_some_and(|t| !t.stays.is_empty() && !t.in_stay(now_ms))
     }
 
-    /// Patients whose last stay ended at or before `before_ms`, still held
-    /// in memory: what [`Tracker::release`] may drop.
-    pub fn releasable(&self, before_ms: TimeMs) -> Vec<String> {
-        self.patients
-            .iter()
-            .filter(|(_, t)| {
-                t.stays
-                    .last()
-                    .and_then(|s| s.end_ms)
-                    .is_some_and(|e| e <= before_ms)
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    /// Drop a patient from memory: their admissions, discharges, doses,
-    /// model, refused events and the device events they own (devices keep
-    /// their associations, which attribute later events). Their inputs
-    /// stay in the store; [`Tracker::reload`] brings them back. Returns
-    /// false if the patient was not held.
-    pub fn release(&mut self, patient_id: &str) -> bool {
-        if self.patients.remove(patient_id).is_none() {
-            return false;
-        }
-        self.refused.remove(patient_id);
-        for device_id in self.patient_devices.get(patient_id).into_iter().flatten() {
-            if let Some(device) = self.devices.get_mut(device_id) {
-                let DeviceTrack {
-                    associations,
-                    events,
-                    ..
-                } = device;
-                events.retain(|(_, e)| owner_of(associations, e) != Some(patient_id));
-                events.shrink_to_fit();
-            }
-        }
-        self.released.insert(patient_id.to_owned());
-        true
-    }
-
-    /// How many patients are released (dropped from memory after their
-    /// last stay ended).
-    pub fn released_count(&self) -> usize {
-        self.released.len()
-    }
-
-    /// Is the patient released (their inputs only in the store)?
-    pub fn is_released(&self, patient_id: &str) -> bool {
-        self.released.contains(patient_id)
-    }
-
-    /// The released patients `input` concerns, whose stored inputs must be
-    /// given to [`Tracker::reload`] before it is applied: the patient an
-    /// admission, discharge or dose names; for a device event (not a
-    /// heartbeat, which changes no model), the patient it names and the
-    /// patient its device is associated with at its time.
-    pub fn needs_reload(&self, input: &TrackedInput) -> Vec<String> {
-        if self.released.is_empty() {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        match (&input.topic, &input.input) {
-            (
-                InputTopic::Admit { patient_id }
-                | InputTopic::Discharge { patient_id }
-                | InputTopic::Dose { patient_id },
-                _,
-            ) => out.push(patient_id.clone()),
-            // Heartbeats never bring a patient back.
-            (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e))
-                if !matches!(e.kind, crate::contract::DeviceEventKind::Heartbeat { .. }) =>
-            {
-                out.extend(e.patient_id.clone());
-                if let Some(d) = self.devices.get(device_id) {
-                    out.extend(d.patient_at(e.time_ms).map(str::to_owned));
-                }
-            }
-            _ => {}
-        }
-        out.sort();
-        out.dedup();
-        out.retain(|p| self.released.contains(p));
-        out
-    }
-
-    /// Bring a released patient back from their stored `inputs` (those
-    /// [`Tracker::needs_reload`] asked for: every stored input of theirs
-    /// applied before, any order). Admissions, discharges and doses are
-    /// applied again; device events are put back with their device (whose
-    /// associations were kept). The result equals a full replay.
-    pub fn reload(&mut self, patient_id: &str, mut inputs: Vec<TrackedInput>) {
-        self.released.remove(patient_id);
-        inputs.sort_by_key(|i| i.seq);
-        for i in inputs {
-            match (&i.topic, &i.input) {
-                (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(e)) => {
-                    if matches!(e.kind, crate::contract::DeviceEventKind::Heartbeat { .. }) {
-                        continue;
-                    }
-                    let device =
-                        self.devices
-                            .entry(device_id.clone())
-                            .or_insert_with(|| DeviceTrack {
-                                associations: Vec::new(),
-                                events: Vec::new(),
-                                last_heard_ms: i64::MIN,
-                            });
-                    if let Err(pos) = device.events.binary_search_by_key(&i.seq, |(s, _)| *s) {
-                        device.events.insert(pos, (i.seq, e.clone()));
-                    }
-                }
-                (
-                    InputTopic::Admit { patient_id: p }
-                    | InputTopic::Discharge { patient_id: p }
-                    | InputTopic::Dose { patient_id: p },
-                    _,
-                ) if p == patient_id => {
-                    self.apply(i);
-                }
-                _ => {}
-            }
-        }
-        if let Some(track) = self.patients.get_mut(patient_id) {
-            track.dirty = true;
-        }
-    }
-
     /// The patient's derived model, rebuilt if their inputs changed. `None`
     /// for a patient never admitted, or whose inputs cannot be solved (see
     /// [`Tracker::error`]).
@@ -1040,86 +859,6 @@ impl Tracker {
             solution,
         }))
     }
-
-    /// The state message for a tracked patient at `now_ms`.
-    pub fn state(&mut self, patient_id: &str, now_ms: TimeMs) -> Option<StateMessage> {
-        let d = self.derived(patient_id)?;
-        let p = &d.patient;
-        let s = &d.solution;
-        let now = s.at(now_ms);
-        let (x, sys) = s.state_and_system_at(now_ms);
-        let ce_slope_per_min = sys.ce_slope_ng_per_ml_per_min(&x);
-        let trend = if ce_slope_per_min.abs() <= (0.005 * now.ce_ng_per_ml).max(0.05) {
-            "steady"
-        } else if ce_slope_per_min > 0.0 {
-            "rising"
-        } else {
-            "falling"
-        };
-        let horizon = self.config.forecast_horizon_ms;
-        let when = |level: f64, falling: bool| -> Option<String> {
-            let below = now.ce_ng_per_ml < level;
-            if below == falling {
-                return Some(format_rfc3339(now_ms));
-            }
-            s.next_crossing(Output::Ce, level, now_ms, horizon)
-                .filter(|Crossing { direction, .. }| (*direction == Direction::Falling) == falling)
-                .map(|c| format_rfc3339(c.at_ms))
-        };
-        let forecast = StateForecast {
-            below_floor_at: when(p.targets.analgesic_floor_ng_per_ml, true),
-            above_ceiling_at: when(p.targets.ceiling_ng_per_ml, false),
-            horizon_h: horizon as f64 / 3_600_000.0,
-        };
-        let active_inputs: Vec<ActiveInput> = d
-            .ledger
-            .running_at(now_ms)
-            .map(|del| {
-                let patch = del.route == Route::Transdermal;
-                ActiveInput {
-                    source: del.source.clone(),
-                    route: del.route,
-                    rate_mg_per_h: if patch { None } else { del.rate_mg_per_h },
-                    release_rate_mg_per_h: if patch { del.rate_mg_per_h } else { None },
-                    ends_at: del.end_ms.map(format_rfc3339),
-                }
-            })
-            .collect();
-        let stale_after = self.config.device_stale_after_ms;
-        let stale_devices: Vec<String> = active_inputs
-            .iter()
-            .filter_map(|a| a.source.strip_prefix("devices/"))
-            .filter(|id| {
-                // Heard-from times are live (heartbeats do not rebuild).
-                self.devices
-                    .get(*id)
-                    .map(|dev| dev.last_heard_ms)
-                    .is_none_or(|heard| now_ms.saturating_sub(heard) > stale_after)
-            })
-            .map(str::to_owned)
-            .collect();
-        Some(StateMessage {
-            patient_id: patient_id.to_owned(),
-            time: format_rfc3339(now_ms),
-            cp_ng_per_ml: round3(now.cp_ng_per_ml),
-            ce_ng_per_ml: round3(now.ce_ng_per_ml),
-            trend,
-            active_inputs,
-            forecast,
-            model: p.model_label.clone(),
-            stale: !stale_devices.is_empty(),
-            stale_devices,
-            targets: p.targets,
-            assumes: crate::pk::FORECAST_ASSUMPTIONS,
-            warnings: p.warnings.clone(),
-            assumptions: p.assumptions.iter().map(|a| a.key.clone()).collect(),
-            discharged: self.stay_ended(patient_id, now_ms),
-        })
-    }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// Checks that need the drug file (the contract parser cannot make them):
@@ -1159,6 +898,10 @@ pub fn spec_of(admit: &Admit) -> PatientSpec {
         targets: admit.targets.clone(),
     }
 }
+
+mod release;
+mod state;
+pub use state::{ActiveInput, StateForecast, StateMessage};
 
 #[cfg(test)]
 mod tests;
