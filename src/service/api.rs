@@ -175,35 +175,34 @@ pub(crate) fn parse_time(parameter: &str, text: &str) -> Result<TimeMs, ApiError
     })
 }
 
-/// A step: seconds (`60`), or with a unit (`90s`, `5m`, `1h`); from 1 s to
-/// 1 day.
-pub(crate) fn parse_step_ms(text: &str) -> Result<TimeMs, ApiError> {
-    let (number, unit_ms) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (text, 1_000),
-        Some((i, _)) => {
-            let unit = match &text[i..] {
-                "s" => 1_000,
-                "m" | "min" => 60_000,
-                "h" => 3_600_000,
-                _ => {
-                    return Err(ApiError::bad(
-                        "bad_step",
-                        "step",
-                        "expected seconds, or a number with s, m or h (e.g. 60, 5m)",
-                    ))
-                }
-            };
-            (&text[..i], unit)
-        }
+/// A span of time: seconds (`60`), or a number with `s`, `m`/`min` or `h`
+/// (`90s`, `5m`, `1h`); `None` when it is not that. A number too large
+/// saturates at `TimeMs::MAX` (out of every range a caller allows).
+pub(crate) fn parse_span_ms(text: &str) -> Option<TimeMs> {
+    let split = text
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit())
+        .map_or(text.len(), |(i, _)| i);
+    let (number, unit) = text.split_at(split);
+    let unit_ms: TimeMs = match unit {
+        "" | "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
     };
-    let n: TimeMs = number.parse().map_err(|_| {
+    let n: TimeMs = number.parse().ok()?;
+    Some(n.checked_mul(unit_ms).unwrap_or(TimeMs::MAX))
+}
+
+/// A step: a span ([`parse_span_ms`]) from 1 s to 1 day.
+pub(crate) fn parse_step_ms(text: &str) -> Result<TimeMs, ApiError> {
+    let ms = parse_span_ms(text).ok_or_else(|| {
         ApiError::bad(
             "bad_step",
             "step",
             "expected seconds, or a number with s, m or h (e.g. 60, 5m)",
         )
     })?;
-    let ms = n.checked_mul(unit_ms).unwrap_or(TimeMs::MAX);
     if !(STEP_MIN_MS..=STEP_MAX_MS).contains(&ms) {
         return Err(ApiError::bad(
             "bad_step",

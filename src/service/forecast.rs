@@ -13,10 +13,10 @@
 //! read lock.
 
 use crate::pk::FORECAST_ASSUMPTIONS;
-use crate::service::api::{only, parse_step_ms, ApiError, MAX_SERIES_POINTS};
+use crate::service::api::{only, parse_span_ms, parse_step_ms, ApiError, MAX_SERIES_POINTS};
 use crate::store::Reader;
 use crate::tracker::Derived;
-use crate::vocab::{format_rfc3339, TimeMs};
+use crate::vocab::{format_rfc3339, round3, TimeMs};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -116,22 +116,6 @@ pub(crate) fn forecast_query(q: &BTreeMap<String, String>) -> Result<ForecastQue
     })
 }
 
-/// A span: seconds (`3600`), or a number with `s`, `m`/`min` or `h`.
-fn parse_span_ms(text: &str) -> Option<TimeMs> {
-    let split = text
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii_digit())
-        .map_or(text.len(), |(i, _)| i);
-    let (number, unit) = text.split_at(split);
-    let unit_ms: TimeMs = match unit {
-        "" | "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.parse::<TimeMs>().ok()?.checked_mul(unit_ms)
-}
-
 /// The forecast of `patient_id` from `now_ms`: no points (and why) for a
 /// patient known to the store but not tracked now.
 pub(crate) fn forecast(
@@ -180,10 +164,6 @@ pub(crate) fn forecast(
         "count": points.len(),
         "points": points,
     }))
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

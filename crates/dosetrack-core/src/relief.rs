@@ -21,7 +21,7 @@
 use crate::drug::ChronicReliefSpec;
 use crate::pk::{PkParams, Schedule, Solution, System};
 use crate::simulate::{SimulateError, Solved, NOTICE};
-use crate::vocab::{format_rfc3339, TimeMs};
+use crate::vocab::{format_rfc3339, round3, TimeMs};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -291,10 +291,6 @@ pub fn relief_text(r: &ReliefReport) -> String {
         out.push('\n');
     }
     out
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn round4(x: f64) -> f64 {

@@ -54,7 +54,7 @@ use crate::ledger::{Ledger, LedgerInput};
 use crate::patient::{Formulary, PatientError, PatientSpec, PatientWarning, ResolvedPatient};
 use crate::pk::params::InvalidParams;
 use crate::pk::{Crossing, Direction, Output, Schedule, ScheduleError, Solution, System};
-use crate::vocab::{format_rfc3339, Route, TimeMs};
+use crate::vocab::{format_rfc3339, round3, Route, TimeMs};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

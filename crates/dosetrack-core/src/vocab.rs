@@ -40,6 +40,12 @@ pub fn parse_rfc3339_ms(text: &str) -> Result<TimeMs, TimeParseError> {
         })
 }
 
+/// Rounded to 0.001: how concentrations, doses per kg and forecasts are
+/// reported (the state message, alert details, the API's forecast, relief).
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// Format a [`TimeMs`] as RFC 3339 UTC (`2026-11-27T10:00:00Z`, with
 /// milliseconds only when they are not zero).
 pub fn format_rfc3339(t: TimeMs) -> String {

@@ -135,7 +135,3 @@ impl Tracker {
         })
     }
 }
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}

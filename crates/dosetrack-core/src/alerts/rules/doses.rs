@@ -3,7 +3,7 @@
 //! `dose_stacking` (a single dose while the previous one's Ce still rises,
 //! or sooner than the route's minimum interval).
 
-use super::{cause, clock, round1, round3, Ctx, Evaluation, MIN_MS};
+use super::{cause, clock, round1, Ctx, Evaluation, MIN_MS};
 use crate::alerts::details::{
     BolusLimit, CumulativeLimit, DoseLimit, DoseStacking, RateLimit, RuleDetails, StackingReason,
     TotalRateLimit,
@@ -11,6 +11,7 @@ use crate::alerts::details::{
 use crate::alerts::{min_ms, Priority, Rule};
 use crate::ledger::Delivery;
 use crate::pk::{Dosing, Schedule, Solution};
+use crate::vocab::round3;
 use crate::vocab::{Route, TimeMs};
 use std::sync::Arc;
 

@@ -96,11 +96,6 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// Rounded to 0.001 (a dose or rate per kg).
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 /// The delivery that drove a condition.
 fn cause(del: &Delivery) -> Cause {
     Cause {
