@@ -363,6 +363,10 @@ pub(crate) struct PatientArgs {
     /// A comedication (lower-case generic name); repeat for several.
     #[arg(long = "comedication", value_name = "NAME")]
     pub(crate) comedications: Vec<String>,
+    /// The indication (a key of the drug file's [relief.acute], e.g.
+    /// acute_pain, chronic_neuropathic); default: the drug file's default.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) indication: Option<String>,
 }
 
 impl PatientArgs {
@@ -378,6 +382,7 @@ impl PatientArgs {
             setting: self.setting,
             comedications: self.comedications.clone(),
             targets: TargetOverrides::default(),
+            indication: self.indication.clone(),
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct PatientSpec {
     /// Lower-case generic names.
     pub comedications: Vec<String>,
     pub targets: TargetOverrides,
+    /// An indication key of the drug file's `[relief.acute]`; `None`: its
+    /// default indication.
+    pub indication: Option<String>,
 }
 
 impl PatientSpec {
@@ -57,6 +60,7 @@ impl PatientSpec {
             setting: Setting::Ward,
             comedications: Vec::new(),
             targets: TargetOverrides::default(),
+            indication: None,
         }
     }
 }
@@ -66,6 +70,8 @@ impl PatientSpec {
 pub enum PatientError {
     #[error("unknown model '{key}'; the drug file has: {known}")]
     UnknownModel { key: String, known: String },
+    #[error("unknown indication '{key}'; the drug file has: {known}")]
+    UnknownIndication { key: String, known: String },
     #[error("{field} = {value} is not usable: {reason}")]
     InvalidCovariate {
         field: &'static str,
@@ -137,6 +143,31 @@ pub struct Assumption {
     pub note: Option<String>,
 }
 
+/// The indication a patient's graded acute relief and floor come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatientIndication {
+    /// Indication key (`acute_pain`).
+    pub key: String,
+    pub title: String,
+    pub ec50_ng_per_ml: f64,
+    pub hill: f64,
+    pub target_relief_fraction: f64,
+    /// The Ce at which relief reaches the target fraction.
+    pub floor_ng_per_ml: f64,
+    /// The admission named none: the drug file's default.
+    pub defaulted: bool,
+    /// Relief over weeks is part of the live state.
+    pub relief_over_weeks: bool,
+}
+
+impl PatientIndication {
+    /// Relief (fraction of the maximal relief) at an effect-site
+    /// concentration.
+    pub fn relief_at(&self, ce_ng_per_ml: f64) -> f64 {
+        crate::drug::emax_fraction(ce_ng_per_ml, self.ec50_ng_per_ml, self.hill)
+    }
+}
+
 /// Concentration targets for this patient (ng/mL).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PatientTargets {
@@ -164,6 +195,9 @@ pub struct ResolvedPatient {
     pub ke0_from_tpeak_min: Option<f64>,
     pub routes: Vec<RouteResolution>,
     pub targets: PatientTargets,
+    /// `None` when the drug file has no `[relief.acute]` (the floor is then
+    /// the drug file's single analgesic floor).
+    pub indication: Option<PatientIndication>,
     pub limits: DoseLimits,
     pub interactions: Vec<AppliedInteraction>,
     pub warnings: Vec<PatientWarning>,
@@ -207,9 +241,10 @@ pub struct Formulary {
     ke0_from_tpeak: BTreeMap<String, f64>,
     /// ka solved from tmax, per model key and route.
     ka_from_tmax: BTreeMap<(String, Route), f64>,
-    /// The assumption lists, per model key and target-override pattern
-    /// (see [`override_pattern`]): built once, shared by every patient.
-    assumption_sets: BTreeMap<(String, u8), Arc<[Assumption]>>,
+    /// The assumption lists, per model key, target-override pattern
+    /// (see [`override_pattern`]) and indication key (empty: none): built
+    /// once, shared by every patient.
+    assumption_sets: BTreeMap<(String, u8, String), Arc<[Assumption]>>,
 }
 
 /// Which targets a patient overrides, as bits: floor 1, caution 2,
@@ -262,10 +297,16 @@ impl Formulary {
             assumption_sets: BTreeMap::new(),
         };
         let mut sets = BTreeMap::new();
+        let indications: Vec<String> = match formulary.drug.acute_relief() {
+            Some(a) => a.indications.keys().cloned().collect(),
+            None => vec![String::new()],
+        };
         for key in formulary.drug.models().keys() {
             for pattern in 0..8u8 {
-                let list = formulary.assumptions_for(key, pattern);
-                sets.insert((key.clone(), pattern), Arc::from(list));
+                for ind in &indications {
+                    let list = formulary.assumptions_for(key, pattern, ind);
+                    sets.insert((key.clone(), pattern, ind.clone()), Arc::from(list));
+                }
             }
         }
         formulary.assumption_sets = sets;
@@ -441,12 +482,14 @@ impl Formulary {
         };
         params.validate()?;
 
+        let indication = self.indication_of(spec)?;
         let t = self.drug.targets();
         let targets = PatientTargets {
-            analgesic_floor_ng_per_ml: spec
-                .targets
-                .analgesic_floor_ng_per_ml
-                .unwrap_or(t.analgesic_floor_ng_per_ml.value),
+            analgesic_floor_ng_per_ml: spec.targets.analgesic_floor_ng_per_ml.unwrap_or(
+                indication
+                    .as_ref()
+                    .map_or(t.analgesic_floor_ng_per_ml.value, |i| i.floor_ng_per_ml),
+            ),
             psychotomimetic_caution_ng_per_ml: spec
                 .targets
                 .psychotomimetic_caution_ng_per_ml
@@ -468,10 +511,15 @@ impl Formulary {
         let limits = self.drug.limits().get(spec.setting).clone();
 
         let pattern = override_pattern(&spec.targets);
-        let assumptions = match self.assumption_sets.get(&(model_key.clone(), pattern)) {
-            Some(shared) => Arc::clone(shared),
-            None => Arc::from(self.assumptions_for(&model_key, pattern)),
-        };
+        let ind_key = indication.as_ref().map_or("", |i| i.key.as_str());
+        let assumptions =
+            match self
+                .assumption_sets
+                .get(&(model_key.clone(), pattern, ind_key.to_owned()))
+            {
+                Some(shared) => Arc::clone(shared),
+                None => Arc::from(self.assumptions_for(&model_key, pattern, ind_key)),
+            };
         Ok(ResolvedPatient {
             model_label: format!("{}/{}", self.drug.drug().name, model_key),
             model_title: model.title.clone(),
@@ -484,6 +532,7 @@ impl Formulary {
             ke0_from_tpeak_min,
             routes,
             targets,
+            indication,
             limits,
             interactions,
             warnings,
@@ -491,12 +540,54 @@ impl Formulary {
         })
     }
 
+    /// The patient's indication: the admission's, or the drug file's
+    /// default; `None` when the drug file has no `[relief.acute]` (an
+    /// indication named anyway is then an error, not ignored).
+    fn indication_of(&self, spec: &PatientSpec) -> Result<Option<PatientIndication>, PatientError> {
+        let Some(acute) = self.drug.acute_relief() else {
+            return match &spec.indication {
+                Some(key) => Err(PatientError::UnknownIndication {
+                    key: key.clone(),
+                    known: "(none: the drug file has no [relief.acute])".to_owned(),
+                }),
+                None => Ok(None),
+            };
+        };
+        let key = spec
+            .indication
+            .clone()
+            .unwrap_or_else(|| acute.default_indication.clone());
+        let ind = acute
+            .indications
+            .get(&key)
+            .ok_or_else(|| PatientError::UnknownIndication {
+                key: key.clone(),
+                known: acute
+                    .indications
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        Ok(Some(PatientIndication {
+            title: ind.title.clone(),
+            ec50_ng_per_ml: ind.ec50_ng_per_ml.value,
+            hill: ind.hill.value,
+            target_relief_fraction: ind.target_relief_fraction.value,
+            floor_ng_per_ml: ind.floor_ng_per_ml(),
+            defaulted: spec.indication.is_none(),
+            relief_over_weeks: ind.relief_over_weeks,
+            key,
+        }))
+    }
+
     /// The assumption-flagged values that a patient on `model_key` rests on:
     /// the model's own values and every route's, and the targets the patient
     /// has not overridden.
     /// `pattern`: the targets overridden, see [`override_pattern`].
-    fn assumptions_for(&self, model_key: &str, pattern: u8) -> Vec<Assumption> {
+    fn assumptions_for(&self, model_key: &str, pattern: u8, indication: &str) -> Vec<Assumption> {
         let model_prefix = format!("models.{model_key}.");
+        let indication_prefix = format!("relief.acute.indications.{indication}.");
         let overridden = |key: &str| {
             (key.ends_with("analgesic_floor_ng_per_ml") && pattern & 1 != 0)
                 || (key.ends_with("psychotomimetic_caution_ng_per_ml") && pattern & 2 != 0)
@@ -509,7 +600,13 @@ impl Formulary {
                 s.assumption
                     && (key.starts_with(&model_prefix)
                         || key.starts_with("routes.")
-                        || (key.starts_with("targets.") && !overridden(key)))
+                        || (!indication.is_empty()
+                            && key.starts_with(&indication_prefix)
+                            && pattern & 1 == 0)
+                        || (key.starts_with("targets.")
+                            && !overridden(key)
+                            && !(key.ends_with("analgesic_floor_ng_per_ml")
+                                && !indication.is_empty())))
             })
             .map(|(key, s): (String, &Sourced<f64>)| Assumption {
                 key,

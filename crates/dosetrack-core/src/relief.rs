@@ -3,9 +3,10 @@
 //!
 //! It owns the relief computations on a solved regimen ([`Solved`]), pure:
 //!
-//! * **Acute**: when Ce is at or above the patient's analgesic floor (a
-//!   yes/no level from the drug file's targets, not yet a graded relief
-//!   per indication): the peak, the first and last minute at or above the
+//! * **Acute**: graded relief per indication (the drug file's
+//!   `[relief.acute]`: an Emax model of relief against Ce, and the relief
+//!   fraction wanted, which sets the patient's analgesic floor): the peak,
+//!   the relief at the peak, the first and last minute at or above the
 //!   floor, and the minutes at or above it in all.
 //! * **Over weeks** (the drug file's `[relief.chronic]`, Dahan 2011): a
 //!   slow effect compartment driven by the S-ketamine concentration
@@ -18,7 +19,7 @@
 //! * **Norketamine**: not modelled yet; its keys are present and null, and
 //!   the assumptions say so.
 
-use crate::drug::ChronicReliefSpec;
+use crate::drug::{emax_fraction, ChronicReliefSpec};
 use crate::pk::{PkParams, Schedule, Solution, System};
 use crate::simulate::{SimulateError, Solved, NOTICE};
 use crate::vocab::{format_rfc3339, round3, TimeMs};
@@ -47,11 +48,22 @@ pub struct ReliefReport {
     pub assumptions: Vec<String>,
 }
 
-/// The acute relief window: Ce at or above the analgesic floor.
+/// The acute relief window: Ce at or above the analgesic floor, where the
+/// indication's relief reaches the fraction wanted.
 #[derive(Debug, Clone, Serialize)]
 pub struct AcuteRelief {
+    /// Indication key (`None`: the drug file has no `[relief.acute]`, and
+    /// the floor is its single analgesic floor).
+    pub indication: Option<String>,
+    pub indication_title: Option<String>,
+    pub ec50_ng_per_ml: Option<f64>,
+    pub hill: Option<f64>,
+    /// The relief fraction wanted; the floor is where relief reaches it.
+    pub target_relief_fraction: Option<f64>,
     pub floor_ng_per_ml: f64,
     pub peak_ce_ng_per_ml: f64,
+    /// Relief at the Ce peak, a fraction of the maximal relief.
+    pub peak_relief_fraction: Option<f64>,
     pub peak_at: Option<String>,
     /// First minute at or above the floor (`None`: never reached).
     pub relief_from: Option<String>,
@@ -105,10 +117,30 @@ pub fn relief(
     days: u32,
 ) -> Result<ReliefReport, SimulateError> {
     let acute = acute(solved);
-    let mut assumptions = vec![format!(
-        "acute relief is Ce at or above the analgesic floor ({} ng/mL), a yes/no level, not a graded relief per indication",
-        round3(acute.floor_ng_per_ml)
-    )];
+    let mut assumptions = match &solved.patient.indication {
+        Some(i) => vec![format!(
+            "acute relief for {} is relief = Ce^{} / ({}^{} + Ce^{}) of the maximal relief; the window is where it reaches {} (Ce at or above {} ng/mL)",
+            i.title,
+            i.hill,
+            round3(i.ec50_ng_per_ml),
+            i.hill,
+            i.hill,
+            i.target_relief_fraction,
+            round3(acute.floor_ng_per_ml)
+        )],
+        None => vec![format!(
+            "acute relief is Ce at or above the analgesic floor ({} ng/mL), a yes/no level: the drug file has no graded relief per indication",
+            round3(acute.floor_ng_per_ml)
+        )],
+    };
+    if solved.patient.indication.as_ref().is_some_and(|i| {
+        (i.floor_ng_per_ml - solved.patient.targets.analgesic_floor_ng_per_ml).abs() > 1e-9
+    }) {
+        assumptions.push(format!(
+            "the analgesic floor is set for this patient ({} ng/mL), not from the indication",
+            round3(solved.patient.targets.analgesic_floor_ng_per_ml)
+        ));
+    }
     let chronic = match chronic {
         Some(spec) => {
             for s in [
@@ -167,9 +199,16 @@ fn acute(solved: &Solved) -> AcuteRelief {
         }
         t += MINUTE_MS;
     }
+    let ind = solved.patient.indication.as_ref();
     AcuteRelief {
+        indication: ind.map(|i| i.key.clone()),
+        indication_title: ind.map(|i| i.title.clone()),
+        ec50_ng_per_ml: ind.map(|i| i.ec50_ng_per_ml),
+        hill: ind.map(|i| i.hill),
+        target_relief_fraction: ind.map(|i| i.target_relief_fraction),
         floor_ng_per_ml: floor,
         peak_ce_ng_per_ml: round3(peak.0),
+        peak_relief_fraction: ind.map(|i| round4(i.relief_at(peak.0))),
         peak_at: peak.1.map(format_rfc3339),
         relief_from: first.map(format_rfc3339),
         relief_until: last.map(format_rfc3339),
@@ -177,37 +216,67 @@ fn acute(solved: &Solved) -> AcuteRelief {
     }
 }
 
+/// The slow compartment's engine parameters: the patient's, with the
+/// effect site's rate set to ln 2 / t½ (the compartment is linear, so the
+/// S fraction applies to its output).
+pub fn slow_params(params: &PkParams, spec: &ChronicReliefSpec) -> PkParams {
+    let half_life_min = spec.half_life_days.value * 1440.0;
+    PkParams {
+        ke0_per_min: std::f64::consts::LN_2 / half_life_min,
+        ..params.clone()
+    }
+}
+
+/// Relief over weeks (a fraction of a responder's maximal relief) of a
+/// slow compartment's S-ketamine concentration.
+pub fn chronic_relief_of(slow_ce_ng_per_ml: f64, spec: &ChronicReliefSpec) -> f64 {
+    emax_fraction(
+        spec.s_fraction.value * slow_ce_ng_per_ml,
+        spec.c50_ng_per_ml.value,
+        spec.hill.value,
+    )
+}
+
 fn over_weeks(
     solved: &Solved,
     spec: &ChronicReliefSpec,
     days: u32,
 ) -> Result<ChronicRelief, SimulateError> {
-    let half_life_min = spec.half_life_days.value * 1440.0;
-    let params = PkParams {
-        ke0_per_min: std::f64::consts::LN_2 / half_life_min,
-        ..solved.patient.params.clone()
-    };
+    let params = slow_params(&solved.patient.params, spec);
     let schedule = Schedule::build(&params, &solved.ledger.dosing())?;
     let system = System::new(params).map_err(crate::patient::PatientError::from)?;
     let slow = Solution::new(Arc::new(system), &schedule);
+    Ok(chronic_on(
+        &slow,
+        spec,
+        solved.first_event_ms,
+        days,
+        HOUR_MS,
+    ))
+}
+
+/// Relief over weeks on a solved slow compartment ([`slow_params`]): the
+/// daily curve from `start_ms` for `days` days, the peak on a
+/// `peak_step_ms` grid, and the first whole day after the peak with relief
+/// below half of it.
+pub fn chronic_on(
+    slow: &Solution,
+    spec: &ChronicReliefSpec,
+    start_ms: TimeMs,
+    days: u32,
+    peak_step_ms: TimeMs,
+) -> ChronicRelief {
     let s_fraction = spec.s_fraction.value;
-    let (c50, hill) = (spec.c50_ng_per_ml.value, spec.hill.value);
-    let relief_of = |c: f64| {
-        if c <= 0.0 {
-            0.0
-        } else {
-            let x = c.powf(hill);
-            x / (c50.powf(hill) + x)
-        }
-    };
-    let start = solved.first_event_ms;
+    let c50 = spec.c50_ng_per_ml.value;
+    let relief_of = |c: f64| chronic_relief_of(c, spec);
+    let start = start_ms;
     let curve: Vec<DayRelief> = (0..=days)
         .map(|day| {
-            let c = s_fraction * slow.at(start + TimeMs::from(day) * DAY_MS).ce_ng_per_ml;
+            let c = slow.at(start + TimeMs::from(day) * DAY_MS).ce_ng_per_ml;
             DayRelief {
                 day,
                 relief_fraction: round4(relief_of(c)),
-                ce_slow_ng_per_ml: round4(c),
+                ce_slow_ng_per_ml: round4(s_fraction * c),
             }
         })
         .collect();
@@ -216,11 +285,11 @@ fn over_weeks(
     let end = start + TimeMs::from(days) * DAY_MS;
     let mut t = start;
     while t <= end {
-        let r = relief_of(s_fraction * slow.at(t).ce_ng_per_ml);
+        let r = relief_of(slow.at(t).ce_ng_per_ml);
         if r > peak {
             (peak, peak_ms) = (r, t);
         }
-        t += HOUR_MS;
+        t += peak_step_ms.max(MINUTE_MS);
     }
     let peak_day = (peak_ms - start) as f64 / DAY_MS as f64;
     let below_half = if peak > 0.0 {
@@ -231,7 +300,7 @@ fn over_weeks(
     } else {
         None
     };
-    Ok(ChronicRelief {
+    ChronicRelief {
         curve,
         peak_relief_fraction: round4(peak),
         peak_day: round3(peak_day),
@@ -242,7 +311,7 @@ fn over_weeks(
         placebo_response_probability: spec.placebo_response_probability.value,
         half_life_days: spec.half_life_days.value,
         c50_ng_per_ml: c50,
-    })
+    }
 }
 
 /// The answer in words a clinician can read (times in UTC).
@@ -254,10 +323,21 @@ pub fn relief_text(r: &ReliefReport) -> String {
     };
     let a = &r.acute;
     let mut out = format!("{}\nModel: {}.\n", r.notice, r.model);
+    let what = match (&a.indication_title, a.target_relief_fraction) {
+        (Some(title), Some(f)) => format!(
+            "for {title}: at least {:.0} % of the maximal relief, Ce at or above {} ng/mL",
+            f * 100.0,
+            round3(a.floor_ng_per_ml)
+        ),
+        _ => format!("Ce at or above {} ng/mL", round3(a.floor_ng_per_ml)),
+    };
+    let at_peak = a
+        .peak_relief_fraction
+        .map(|r| format!(" ({:.0} % of the maximal relief)", r * 100.0))
+        .unwrap_or_default();
     if a.relief_from.is_some() {
         out.push_str(&format!(
-            "Acute relief (Ce at or above {} ng/mL) expected from {} to {}, {} min in all; Ce peaks at {} ng/mL at {}.\n",
-            round3(a.floor_ng_per_ml),
+            "Acute relief ({what}) expected from {} to {}, {} min in all; Ce peaks at {} ng/mL{at_peak} at {}.\n",
             hm(&a.relief_from),
             hm(&a.relief_until),
             a.duration_min,
@@ -266,8 +346,7 @@ pub fn relief_text(r: &ReliefReport) -> String {
         ));
     } else {
         out.push_str(&format!(
-            "Ce never reaches the analgesic floor ({} ng/mL): no acute relief expected from the concentration (peak {} ng/mL).\n",
-            round3(a.floor_ng_per_ml),
+            "No acute relief expected from the concentration ({what} is never reached; Ce peaks at {} ng/mL{at_peak}).\n",
             a.peak_ce_ng_per_ml
         ));
     }

@@ -212,6 +212,10 @@ pub struct Derived {
     pub patient: Arc<ResolvedPatient>,
     pub ledger: Ledger,
     pub solution: Solution,
+    /// The slow effect compartment of relief over weeks
+    /// ([`crate::relief::slow_params`], the latest admission's parameters
+    /// over the whole stay), for patients whose indication carries it.
+    pub slow: Option<Solution>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -708,7 +712,13 @@ impl Tracker {
     pub fn derived(&mut self, patient_id: &str) -> Option<Arc<Derived>> {
         let dirty = self.patients.get(patient_id).is_some_and(|t| t.dirty);
         if dirty {
-            let rebuilt = self.rebuild(patient_id);
+            let rebuilt = self.rebuild(patient_id).and_then(|d| match d {
+                Some(mut d) => {
+                    d.slow = self.slow_solution(&d)?;
+                    Ok(Some(d))
+                }
+                None => Ok(None),
+            });
             if let Some(track) = self.patients.get_mut(patient_id) {
                 track.dirty = false;
                 match rebuilt {
@@ -726,6 +736,26 @@ impl Tracker {
         self.patients
             .get(patient_id)
             .and_then(|t| t.derived.clone())
+    }
+
+    /// The slow compartment of relief over weeks, when the patient's
+    /// indication asks for it and the drug file has `[relief.chronic]`.
+    fn slow_solution(&mut self, d: &Derived) -> Result<Option<Solution>, ModelError> {
+        let wanted = d
+            .patient
+            .indication
+            .as_ref()
+            .is_some_and(|i| i.relief_over_weeks);
+        let Some(spec) = self.formulary.drug().relief().map(|r| r.chronic.clone()) else {
+            return Ok(None);
+        };
+        if !wanted {
+            return Ok(None);
+        }
+        let params = crate::relief::slow_params(&d.patient.params, &spec);
+        let schedule = Schedule::build(&params, &d.ledger.dosing())?;
+        let system = self.system_for(&params)?;
+        Ok(Some(Solution::new(system, &schedule)))
     }
 
     /// Why a patient's inputs could not be solved, if they could not.
@@ -857,6 +887,7 @@ impl Tracker {
             patient,
             ledger,
             solution,
+            slow: None,
         }))
     }
 }
@@ -869,6 +900,7 @@ pub fn check_input(formulary: &Formulary, input: &Input) -> Result<(), Rejection
         if let Err(e) = formulary.resolve(&spec_of(admit)) {
             let field = match &e {
                 crate::patient::PatientError::UnknownModel { .. } => "model",
+                crate::patient::PatientError::UnknownIndication { .. } => "indication",
                 crate::patient::PatientError::InvalidTargets { .. } => "targets",
                 crate::patient::PatientError::InvalidCovariate { field, .. } => field,
                 crate::patient::PatientError::InvalidParams(_) => "model",
@@ -896,12 +928,13 @@ pub fn spec_of(admit: &Admit) -> PatientSpec {
         setting: admit.setting,
         comedications: admit.comedications.clone(),
         targets: admit.targets.clone(),
+        indication: admit.indication.clone(),
     }
 }
 
 mod release;
 mod state;
-pub use state::{ActiveInput, StateForecast, StateMessage};
+pub use state::{ActiveInput, StateForecast, StateMessage, StateRelief, StateReliefOverWeeks};
 
 #[cfg(test)]
 mod tests;

@@ -38,6 +38,12 @@ pub struct Admit {
     pub setting: Setting,
     pub comedications: Vec<String>,
     pub targets: TargetOverrides,
+    /// An indication key of the drug file (`acute_pain`,
+    /// `chronic_neuropathic`); the drug file's default when absent.
+    pub indication: Option<String>,
+    /// CYP2B6 genotype as written in the drug file (`*1/*6`); absent:
+    /// not known (no genotype effect applied).
+    pub cyp2b6_genotype: Option<String>,
 }
 
 /// `patients/{patient_id}/discharge`.
@@ -116,6 +122,8 @@ pub fn parse_admit(obj: &Map<String, Value>) -> Result<Admit, Rejection> {
     .unwrap_or_default();
     let comedications = optional(obj, "comedications", comedication_list)?.unwrap_or_default();
     let targets = optional(obj, "targets", target_overrides)?.unwrap_or_default();
+    let indication = optional(obj, "indication", name)?;
+    let cyp2b6_genotype = optional(obj, "cyp2b6_genotype", genotype)?;
     Ok(Admit {
         id,
         time_ms,
@@ -127,7 +135,30 @@ pub fn parse_admit(obj: &Map<String, Value>) -> Result<Admit, Rejection> {
         setting,
         comedications,
         targets,
+        indication,
+        cyp2b6_genotype,
     })
+}
+
+/// A genotype as written in a drug file: 1 to 16 characters of
+/// `A-Za-z0-9*/` (`*1/*6`).
+fn genotype(path: &str, value: &Value) -> Result<String, Rejection> {
+    let s = string(path, value)?;
+    let ok = !s.is_empty()
+        && s.len() <= 16
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'/'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(invalid(
+            path,
+            format!(
+                "{path} must be 1 to 16 characters of A-Za-z0-9*/ (e.g. \"*1/*6\"), got '{}'",
+                excerpt(s)
+            ),
+        ))
+    }
 }
 
 /// Validate a `discharge` payload.

@@ -331,6 +331,60 @@ pub struct RouteOverride {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReliefSpec {
     pub chronic: ChronicReliefSpec,
+    /// Graded acute relief per indication (`[relief.acute]`), if given.
+    pub acute: Option<AcuteReliefSpec>,
+}
+
+/// Graded acute relief: per indication, an Emax model of relief against Ce,
+/// `relief = Ce^hill / (ec50^hill + Ce^hill)` (a fraction of the maximal
+/// relief), and the relief fraction wanted, from which the patient's
+/// analgesic floor follows ([`IndicationSpec::floor_ng_per_ml`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AcuteReliefSpec {
+    /// The indication of a patient whose admission names none.
+    pub default_indication: String,
+    pub indications: BTreeMap<String, IndicationSpec>,
+}
+
+/// One indication's concentration–relief curve.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndicationSpec {
+    pub title: String,
+    pub ec50_ng_per_ml: Sourced<f64>,
+    pub hill: Sourced<f64>,
+    /// The relief fraction wanted (0 < f < 1).
+    pub target_relief_fraction: Sourced<f64>,
+    /// Whether relief over weeks (`[relief.chronic]`) is part of this
+    /// indication's live state (chronic pain after infusion series).
+    pub relief_over_weeks: bool,
+}
+
+impl IndicationSpec {
+    /// Relief (fraction of the maximum) at an effect-site concentration.
+    pub fn relief_at(&self, ce_ng_per_ml: f64) -> f64 {
+        emax_fraction(ce_ng_per_ml, self.ec50_ng_per_ml.value, self.hill.value)
+    }
+
+    /// The Ce at which relief reaches the target fraction:
+    /// `ec50 · (f / (1 − f))^(1/hill)`.
+    pub fn floor_ng_per_ml(&self) -> f64 {
+        let f = self.target_relief_fraction.value;
+        self.ec50_ng_per_ml.value * (f / (1.0 - f)).powf(1.0 / self.hill.value)
+    }
+}
+
+/// `c^γ / (c50^γ + c^γ)`, 0 for c ≤ 0 (and for anything not a number).
+pub fn emax_fraction(c: f64, c50: f64, hill: f64) -> f64 {
+    if c.is_nan() || c <= 0.0 {
+        0.0
+    } else {
+        let x = (c / c50).powf(hill);
+        if x.is_infinite() {
+            1.0
+        } else {
+            x / (1.0 + x)
+        }
+    }
 }
 
 /// Relief over weeks after infusions: a slow effect compartment driven by
@@ -510,6 +564,12 @@ impl DrugFile {
         self.relief.as_ref()
     }
 
+    /// The graded acute relief per indication, if the file has
+    /// `[relief.acute]`.
+    pub fn acute_relief(&self) -> Option<&AcuteReliefSpec> {
+        self.relief.as_ref().and_then(|r| r.acute.as_ref())
+    }
+
     /// The dose limits of every care setting.
     pub fn limits(&self) -> &SettingLimits {
         &self.limits
@@ -625,6 +685,17 @@ impl DrugFile {
                 format!("{p}.max_cumulative_mg_per_kg_per_24h"),
                 &l.max_cumulative_mg_per_kg_per_24h,
             ));
+        }
+        if let Some(acute) = self.acute_relief() {
+            for (key, ind) in &acute.indications {
+                let p = format!("relief.acute.indications.{key}");
+                out.push((format!("{p}.ec50_ng_per_ml"), &ind.ec50_ng_per_ml));
+                out.push((format!("{p}.hill"), &ind.hill));
+                out.push((
+                    format!("{p}.target_relief_fraction"),
+                    &ind.target_relief_fraction,
+                ));
+            }
         }
         for (key, i) in &self.interactions {
             let p = format!("interactions.{key}");

@@ -50,6 +50,26 @@ pub(super) struct RawFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRelief {
     pub(super) chronic: RawChronicRelief,
+    #[serde(default)]
+    pub(super) acute: Option<RawAcuteRelief>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcuteRelief {
+    pub(super) default_indication: String,
+    pub(super) indications: BTreeMap<String, RawIndication>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIndication {
+    pub(super) title: String,
+    pub(super) ec50_ng_per_ml: RawSourced,
+    pub(super) hill: RawSourced,
+    pub(super) target_relief_fraction: RawSourced,
+    #[serde(default)]
+    pub(super) relief_over_weeks: bool,
 }
 
 #[derive(Debug, Deserialize)]

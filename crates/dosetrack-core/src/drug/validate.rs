@@ -259,7 +259,7 @@ impl RawFile {
         }
 
         let relief = match self.relief {
-            Some(r) => Some(validate_relief(ctx, r)?),
+            Some(r) => Some(validate_relief(ctx, r, &targets)?),
             None => None,
         };
 
@@ -278,10 +278,73 @@ impl RawFile {
     }
 }
 
-fn validate_relief(ctx: &Ctx<'_>, raw: RawRelief) -> Res<ReliefSpec> {
+fn validate_acute(
+    ctx: &Ctx<'_>,
+    raw: super::raw::RawAcuteRelief,
+    targets: &Targets,
+) -> Res<AcuteReliefSpec> {
+    let mut indications = BTreeMap::new();
+    for (name, ind) in raw.indications {
+        let p = format!("relief.acute.indications.{name}");
+        ctx.name(&p, &name, "indication key", &[])?;
+        let spec = IndicationSpec {
+            title: ctx.text(&format!("{p}.title"), ind.title)?,
+            ec50_ng_per_ml: ctx.sourced(
+                &format!("{p}.ec50_ng_per_ml"),
+                ind.ec50_ng_per_ml,
+                Rule::Positive,
+            )?,
+            hill: ctx.sourced(&format!("{p}.hill"), ind.hill, Rule::Positive)?,
+            target_relief_fraction: ctx.sourced(
+                &format!("{p}.target_relief_fraction"),
+                ind.target_relief_fraction,
+                Rule::Fraction,
+            )?,
+            relief_over_weeks: ind.relief_over_weeks,
+        };
+        if spec.target_relief_fraction.value >= 1.0 {
+            return Err(ctx.invalid(
+                format!("{p}.target_relief_fraction"),
+                "must be below 1: an Emax model never reaches its maximum",
+            ));
+        }
+        let floor = spec.floor_ng_per_ml();
+        let caution = targets.psychotomimetic_caution_ng_per_ml.value;
+        if !(floor.is_finite() && floor < caution) {
+            return Err(ctx.invalid(
+                format!("{p}.target_relief_fraction"),
+                format!(
+                    "gives an analgesic floor of {floor} ng/mL, which must be below targets.psychotomimetic_caution_ng_per_ml ({caution})"
+                ),
+            ));
+        }
+        indications.insert(name, spec);
+    }
+    if !indications.contains_key(&raw.default_indication) {
+        return Err(ctx.invalid(
+            "relief.acute.default_indication",
+            format!(
+                "'{}' is not one of the indications ({})",
+                raw.default_indication,
+                indications.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok(AcuteReliefSpec {
+        default_indication: raw.default_indication,
+        indications,
+    })
+}
+
+fn validate_relief(ctx: &Ctx<'_>, raw: RawRelief, targets: &Targets) -> Res<ReliefSpec> {
+    let acute = match raw.acute {
+        Some(a) => Some(validate_acute(ctx, a, targets)?),
+        None => None,
+    };
     let c = raw.chronic;
     let key = |k: &str| format!("relief.chronic.{k}");
     Ok(ReliefSpec {
+        acute,
         chronic: ChronicReliefSpec {
             half_life_days: ctx.sourced(
                 &key("half_life_days"),

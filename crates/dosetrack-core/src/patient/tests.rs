@@ -229,8 +229,14 @@ fn assumption_lists_are_shared_per_model_and_override_pattern() {
     let c = f.resolve(&spec).unwrap();
     assert!(!Arc::ptr_eq(&a.assumptions, &c.assumptions));
     // The shared lists are what a fresh computation gives.
-    assert_eq!(a.assumptions.to_vec(), f.assumptions_for(&a.model_key, 0));
-    assert_eq!(c.assumptions.to_vec(), f.assumptions_for(&c.model_key, 4));
+    assert_eq!(
+        a.assumptions.to_vec(),
+        f.assumptions_for(&a.model_key, 0, "acute_pain")
+    );
+    assert_eq!(
+        c.assumptions.to_vec(),
+        f.assumptions_for(&c.model_key, 4, "acute_pain")
+    );
     assert_eq!(override_pattern(&spec.targets), 4);
     let has_ceiling = |p: &ResolvedPatient| {
         p.assumptions

@@ -29,6 +29,40 @@ pub struct StateForecast {
     pub horizon_h: f64,
 }
 
+/// Relief now and until when (dosetrack's addition to the state message).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateRelief {
+    /// The patient's indication key (`acute_pain`).
+    pub indication: String,
+    /// Graded acute relief at Ce now, a fraction of the maximal relief.
+    pub relief_fraction: f64,
+    /// The relief fraction wanted (reached at the analgesic floor).
+    pub target_relief_fraction: f64,
+    /// Ce is at or above the floor now: when it is forecast to fall below
+    /// it (`null`: not within the forecast horizon, or below now).
+    pub relief_until: Option<String>,
+    /// Ce is below the floor now: when it is forecast to reach it with the
+    /// doses given so far (`null`: not within the horizon, or above now).
+    pub relief_from: Option<String>,
+    /// Relief over weeks (chronic pain after infusion series), for an
+    /// indication that carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_weeks: Option<StateReliefOverWeeks>,
+}
+
+/// Relief over weeks in the state message (`[relief.chronic]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateReliefOverWeeks {
+    /// Now, a fraction of a responder's maximal relief.
+    pub relief_fraction: f64,
+    /// The highest, on a daily grid from the first dose to 90 days ahead.
+    pub peak_relief_fraction: f64,
+    /// The first day after the peak with relief below half of it: when the
+    /// next series would be due (`null`: not within 90 days).
+    pub below_half_of_peak_on: Option<String>,
+    pub response_probability: f64,
+}
+
 /// The retained `patients/{id}/state` message (contract fields first; the
 /// rest are additions the contract allows).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,6 +85,9 @@ pub struct StateMessage {
     pub warnings: Vec<PatientWarning>,
     /// Drug-file keys of the assumed values this state rests on.
     pub assumptions: Vec<String>,
+    /// Relief now and until when (`null` when the drug file has no graded
+    /// relief per indication).
+    pub relief: Option<StateRelief>,
     /// dosetrack's addition: `true` in a state published at or after the
     /// patient's discharge (the last retained state says the patient is
     /// no longer tracked); absent while the patient is in care.
@@ -84,6 +121,26 @@ impl Tracker {
                 .filter(|Crossing { direction, .. }| (*direction == Direction::Falling) == falling)
                 .map(|c| format_rfc3339(c.at_ms))
         };
+        let floor = p.targets.analgesic_floor_ng_per_ml;
+        let relief = p.indication.as_ref().map(|ind| {
+            let above = now.ce_ng_per_ml >= floor;
+            let crossing = |falling: bool| {
+                s.next_crossing(Output::Ce, floor, now_ms, horizon)
+                    .filter(|c| (c.direction == Direction::Falling) == falling)
+                    .map(|c| format_rfc3339(c.at_ms))
+            };
+            StateRelief {
+                indication: ind.key.clone(),
+                relief_fraction: round3(ind.relief_at(now.ce_ng_per_ml)),
+                target_relief_fraction: ind.target_relief_fraction,
+                relief_until: if above { crossing(true) } else { None },
+                relief_from: if above { None } else { crossing(false) },
+                over_weeks: d.slow.as_ref().and_then(|slow| {
+                    let spec = &self.formulary.drug().relief()?.chronic;
+                    over_weeks_now(slow, spec, &d.ledger, now_ms)
+                }),
+            }
+        });
         let forecast = StateForecast {
             below_floor_at: when(p.targets.analgesic_floor_ng_per_ml, true),
             above_ceiling_at: when(p.targets.ceiling_ng_per_ml, false),
@@ -131,7 +188,46 @@ impl Tracker {
             assumes: crate::pk::FORECAST_ASSUMPTIONS,
             warnings: p.warnings.clone(),
             assumptions: p.assumptions.iter().map(|a| a.key.clone()).collect(),
+            relief,
             discharged: self.stay_ended(patient_id, now_ms),
         })
     }
+}
+
+/// Relief over weeks at `now_ms` on the slow compartment: now, the peak on
+/// a daily grid from the first dose to 90 days ahead, and the first day
+/// after the peak below half of it (`None` without doses).
+fn over_weeks_now(
+    slow: &Solution,
+    spec: &crate::drug::ChronicReliefSpec,
+    ledger: &Ledger,
+    now_ms: TimeMs,
+) -> Option<StateReliefOverWeeks> {
+    const DAY_MS: TimeMs = 86_400_000;
+    let first = ledger.dosing().iter().map(|d| d.start_ms()).min()?;
+    let relief = |t: TimeMs| crate::relief::chronic_relief_of(slow.at(t).ce_ng_per_ml, spec);
+    let end = now_ms.max(first) + 90 * DAY_MS;
+    let days: Vec<(TimeMs, f64)> = (0..)
+        .map(|k: i64| first + k * DAY_MS)
+        .take_while(|t| *t <= end)
+        .map(|t| (t, relief(t)))
+        .collect();
+    let (peak_ms, peak) =
+        days.iter().copied().fold(
+            (first, 0.0_f64),
+            |acc, (t, r)| if r > acc.1 { (t, r) } else { acc },
+        );
+    let below = if peak > 0.0 {
+        days.iter()
+            .find(|(t, r)| *t > peak_ms && *r < peak / 2.0)
+            .map(|(t, _)| format_rfc3339(*t)[..10].to_owned())
+    } else {
+        None
+    };
+    Some(StateReliefOverWeeks {
+        relief_fraction: round3(relief(now_ms)),
+        peak_relief_fraction: round3(peak),
+        below_half_of_peak_on: below,
+        response_probability: spec.response_probability.value,
+    })
 }

@@ -647,3 +647,92 @@ fn a_released_patient_leaves_memory_and_a_reload_equals_a_replay() {
     }
     assert_eq!(tr.retained_inputs(), fresh.retained_inputs());
 }
+
+/// The state carries relief now and until when: graded for the patient's
+/// indication (the default when the admission names none), and relief
+/// over weeks for chronic neuropathic pain after an infusion series.
+#[test]
+fn the_state_carries_relief_now_and_until_when() {
+    let mut tr = tracker();
+    tr.apply(input(1, "dosetrack/v1/patients/P-1/admit", ADMIT));
+    tr.apply(input(2, "dosetrack/v1/patients/P-1/doses", BOLUS));
+    // 10 min after a 20 mg bolus Ce is near its peak (above 100 ng/mL?).
+    let s = tr.state("P-1", t("2026-11-27T08:10:00Z")).unwrap();
+    let r = s.relief.as_ref().unwrap();
+    assert_eq!(r.indication, "acute_pain");
+    assert_eq!(r.target_relief_fraction, 0.5);
+    let expected = s.ce_ng_per_ml / (100.0 + s.ce_ng_per_ml);
+    assert!(
+        (r.relief_fraction - expected).abs() < 2e-3,
+        "{r:?} at Ce {}",
+        s.ce_ng_per_ml
+    );
+    assert!(
+        r.over_weeks.is_none(),
+        "acute pain carries no relief over weeks"
+    );
+    if s.ce_ng_per_ml >= 100.0 {
+        assert_eq!(r.relief_until, s.forecast.below_floor_at);
+        assert!(r.relief_from.is_none());
+    } else {
+        assert!(r.relief_until.is_none());
+    }
+    // Right at the dose Ce is 0: relief from when it reaches the floor.
+    let s0 = tr.state("P-1", t("2026-11-27T08:00:00Z")).unwrap();
+    let r0 = s0.relief.unwrap();
+    assert_eq!(r0.relief_fraction, 0.0);
+    assert!(r0.relief_until.is_none());
+    let from = r0.relief_from.expect("a 20 mg bolus reaches 100 ng/mL");
+    assert!(from.as_str() > "2026-11-27T08:00:00Z" && from.as_str() < "2026-11-27T08:10:00Z");
+
+    // Chronic neuropathic pain, 5 days x 4 h at 0.35 mg/kg/h (72 kg).
+    let admit = r#"{"id":"adm-2","time":"2026-11-02T07:00:00Z","weight_kg":72,"age_years":41,"indication":"chronic_neuropathic"}"#;
+    tr.apply(input(10, "dosetrack/v1/patients/P-2/admit", admit));
+    for day in 0..5 {
+        let dose = format!(
+            r#"{{"id":"inf-{day}","time":"2026-11-0{}T08:00:00Z","route":"iv_infusion","rate_mg_per_h":25.2,"duration_min":240}}"#,
+            day + 2
+        );
+        tr.apply(input(11 + day, "dosetrack/v1/patients/P-2/doses", &dose));
+    }
+    let s = tr.state("P-2", t("2026-11-27T08:00:00Z")).unwrap();
+    assert_eq!(s.targets.analgesic_floor_ng_per_ml, 21.0);
+    let r = s.relief.unwrap();
+    assert_eq!(r.indication, "chronic_neuropathic");
+    let w = r
+        .over_weeks
+        .expect("relief over weeks for chronic neuropathic pain");
+    // Day 25 after the first infusion: fading, below its peak.
+    assert!(
+        w.relief_fraction > 0.0 && w.relief_fraction < w.peak_relief_fraction,
+        "{w:?}"
+    );
+    assert!((0.3..0.5).contains(&w.peak_relief_fraction), "{w:?}");
+    let due = w
+        .below_half_of_peak_on
+        .clone()
+        .expect("falls below half within 90 days");
+    assert!(
+        due.as_str() > "2026-11-10" && due.as_str() < "2026-12-31",
+        "{due}"
+    );
+    assert_eq!(w.response_probability, 0.67);
+    // Same as the offline command's curve on the same day.
+    let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+    let spec = &f.drug().relief().unwrap().chronic;
+    let d = tr.derived("P-2").unwrap();
+    let offline = crate::relief::chronic_on(
+        d.slow.as_ref().unwrap(),
+        spec,
+        t("2026-11-02T08:00:00Z"),
+        90,
+        3_600_000,
+    );
+    let day25 = offline
+        .curve
+        .iter()
+        .find(|x| x.day == 25)
+        .unwrap()
+        .relief_fraction;
+    assert!((day25 - w.relief_fraction).abs() < 1e-3, "{day25} vs {w:?}");
+}

@@ -173,3 +173,120 @@ fn an_oral_dose_never_reaches_the_floor_and_says_so() {
     assert_eq!(r.acute.duration_min, 0.0);
     assert!(r.acute.peak_ce_ng_per_ml > 0.0);
 }
+
+fn run_for(lines: &[serde_json::Value], indication: Option<&str>) -> ReliefReport {
+    let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+    let mut spec = PatientSpec::weight_only(70.0);
+    spec.covariates.age_years = Some(45.0);
+    spec.indication = indication.map(str::to_owned);
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let inputs = parse_events(&text).unwrap();
+    let solved = solve(&f, &spec, &inputs, None).unwrap();
+    relief(&solved, f.drug().relief().map(|r| &r.chronic), 30).unwrap()
+}
+
+/// Graded acute relief per indication: the floor is where the indication's
+/// Emax curve reaches the relief wanted (half the maximum: the EC50), the
+/// relief at the Ce peak follows the curve, and the lower chronic-pain EC50
+/// widens the same dose's window on both sides.
+#[test]
+fn acute_relief_is_graded_per_indication() {
+    let bolus = [
+        json!({"id": "b", "time": "2026-01-05T08:00:00Z", "route": "iv_bolus", "amount_mg": 24.5}),
+    ];
+    let acute = run_for(&bolus, None);
+    let a = &acute.acute;
+    assert_eq!(a.indication.as_deref(), Some("acute_pain"));
+    assert_eq!((a.ec50_ng_per_ml, a.hill), (Some(100.0), Some(1.0)));
+    assert_eq!(a.floor_ng_per_ml, 100.0);
+    let peak = a.peak_ce_ng_per_ml;
+    let expected = peak / (100.0 + peak);
+    let got = a.peak_relief_fraction.unwrap();
+    assert!((got - expected).abs() < 1e-3, "{got} vs {expected}");
+    assert!(acute.assumptions[0].contains("acute postoperative or emergency pain"));
+
+    let chronic = run_for(&bolus, Some("chronic_neuropathic"));
+    let c = &chronic.acute;
+    assert_eq!(c.indication.as_deref(), Some("chronic_neuropathic"));
+    assert_eq!(c.floor_ng_per_ml, 21.0);
+    assert_eq!(c.peak_ce_ng_per_ml, peak, "same dose, same Ce");
+    let got = c.peak_relief_fraction.unwrap();
+    assert!((got - peak / (21.0 + peak)).abs() < 1e-3);
+    assert!(c.relief_from.as_deref().unwrap() < a.relief_from.as_deref().unwrap());
+    assert!(c.relief_until.as_deref().unwrap() > a.relief_until.as_deref().unwrap());
+    assert!(
+        c.duration_min > 2.0 * a.duration_min,
+        "{} vs {}",
+        c.duration_min,
+        a.duration_min
+    );
+}
+
+/// Intranasal 50 mg (observed Cmax 77.6 ng/mL, PMC9118341): no acute
+/// relief for acute pain (never 100 ng/mL) but a window for chronic
+/// neuropathic pain, whose floor is 21; an oral 0.5 mg/kg dose reaches
+/// neither, yet its graded relief is higher for the lower EC50.
+#[test]
+fn intranasal_50_mg_relieves_chronic_neuropathic_pain_but_not_acute_pain() {
+    let nasal = [
+        json!({"id": "n", "time": "2026-01-05T08:00:00Z", "route": "intranasal", "amount_mg": 50}),
+    ];
+    let acute = run_for(&nasal, Some("acute_pain"));
+    let chronic = run_for(&nasal, Some("chronic_neuropathic"));
+    assert!(acute.acute.relief_from.is_none());
+    let peak = chronic.acute.peak_ce_ng_per_ml;
+    assert!((21.0..100.0).contains(&peak), "intranasal peak {peak}");
+    assert!(chronic.acute.relief_from.is_some() && chronic.acute.duration_min > 30.0);
+    let text = dosetrack_core::relief::relief_text(&acute);
+    assert!(text.contains("No acute relief expected"), "{text}");
+    let text = dosetrack_core::relief::relief_text(&chronic);
+    assert!(
+        text.contains("for chronic neuropathic pain or CRPS"),
+        "{text}"
+    );
+
+    let oral =
+        [json!({"id": "o", "time": "2026-01-05T08:00:00Z", "route": "oral", "amount_mg": 35})];
+    let (a, c) = (
+        run_for(&oral, Some("acute_pain")),
+        run_for(&oral, Some("chronic_neuropathic")),
+    );
+    let (ra, rc) = (
+        a.acute.peak_relief_fraction.unwrap(),
+        c.acute.peak_relief_fraction.unwrap(),
+    );
+    assert!(rc > 2.0 * ra && rc < 0.5, "oral: {ra} vs {rc}");
+}
+
+#[test]
+fn an_unknown_indication_is_refused_with_the_known_ones() {
+    let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+    let mut spec = PatientSpec::weight_only(70.0);
+    spec.indication = Some("migraine".to_owned());
+    let e = f.resolve(&spec).unwrap_err().to_string();
+    assert!(
+        e.contains("migraine") && e.contains("acute_pain, chronic_neuropathic"),
+        "{e}"
+    );
+}
+
+/// The admission's floor still overrides the indication's, and says so.
+#[test]
+fn a_floor_set_for_the_patient_overrides_the_indication() {
+    let f = Formulary::new(DrugFile::builtin().unwrap()).unwrap();
+    let mut spec = PatientSpec::weight_only(70.0);
+    spec.indication = Some("chronic_neuropathic".to_owned());
+    spec.targets.analgesic_floor_ng_per_ml = Some(60.0);
+    let p = f.resolve(&spec).unwrap();
+    assert_eq!(p.targets.analgesic_floor_ng_per_ml, 60.0);
+    assert_eq!(p.indication.as_ref().unwrap().floor_ng_per_ml, 21.0);
+    // The indication's assumption-flagged values leave the list with it.
+    assert!(!p.assumptions.iter().any(|a| a.key.contains("indications")));
+    spec.targets.analgesic_floor_ng_per_ml = None;
+    let p = f.resolve(&spec).unwrap();
+    assert!(p
+        .assumptions
+        .iter()
+        .any(|a| a.key == "relief.acute.indications.chronic_neuropathic.ec50_ng_per_ml"));
+    assert!(!p.assumptions.iter().any(|a| a.key.contains("acute_pain")));
+}

@@ -24,8 +24,36 @@ fn accepts_contract_admit_example() {
                 psychotomimetic_caution_ng_per_ml: None,
                 ceiling_ng_per_ml: Some(500.0),
             },
+            indication: None,
+            cyp2b6_genotype: None,
         }
     );
+}
+
+#[test]
+fn admit_names_an_indication_and_a_genotype() {
+    let Input::Admit(a) = accept(
+        &patient("admit"),
+        r#"{"id": "a", "time": "2026-11-27T10:00:00Z", "weight_kg": 70,
+            "indication": "chronic_neuropathic", "cyp2b6_genotype": "*1/*6"}"#,
+    ) else {
+        panic!("not an admit");
+    };
+    assert_eq!(a.indication.as_deref(), Some("chronic_neuropathic"));
+    assert_eq!(a.cyp2b6_genotype.as_deref(), Some("*1/*6"));
+    for (field, bad) in [
+        ("indication", "\"two words\""),
+        ("indication", "7"),
+        ("cyp2b6_genotype", "\"*1/*6; drop\""),
+        ("cyp2b6_genotype", "\"\""),
+    ] {
+        let payload = format!(
+            r#"{{"id": "a", "time": "2026-11-27T10:00:00Z", "weight_kg": 70, "{field}": {bad}}}"#
+        );
+        let r = reject(&patient("admit"), payload.as_bytes());
+        assert_eq!(r.code, ErrorCode::InvalidValue, "{field} = {bad}");
+        assert_eq!(r.field.as_deref(), Some(field), "{field} = {bad}");
+    }
 }
 
 #[test]
