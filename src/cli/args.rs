@@ -378,6 +378,8 @@ impl PatientArgs {
             setting: self.setting,
             comedications: self.comedications.clone(),
             targets: TargetOverrides::default(),
+            // `--cyp2b6` (the lead wires the flag).
+            cyp2b6_genotype: None,
         }
     }
 }

@@ -8,7 +8,9 @@
 //! [`PatientSpec`] into a [`ResolvedPatient`]: the model (chosen by age
 //! unless named), weight scaling, interaction multipliers, targets with the
 //! patient's overrides, the dose limits for the setting, validity-domain
-//! warnings, and the list of assumptions the result rests on.
+//! warnings, and the list of assumptions the result rests on. Covariate
+//! and genotype effects (sex, age, CYP2B6 through a well-stirred liver) are
+//! in [`effects`]; measured interaction multipliers compose after them.
 
 use crate::contract::TargetOverrides;
 use crate::drug::{
@@ -20,7 +22,11 @@ use crate::vocab::{Route, Setting, Sex};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+mod effects;
+use effects::EffectKey;
+pub use effects::{LiverResolution, PatientEffects};
 
 /// What is known about a patient.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -41,6 +47,11 @@ pub struct PatientSpec {
     /// Lower-case generic names.
     pub comedications: Vec<String>,
     pub targets: TargetOverrides,
+    /// CYP2B6 genotype as written in the drug file's `[metabolism.cyp2b6]`,
+    /// e.g. `*1/*6` (alleles in either order); `None`: unknown, no effect.
+    /// On the spec rather than [`Covariates`] because it is not a model
+    /// covariate (no validity domain) and is optional clinical data.
+    pub cyp2b6_genotype: Option<String>,
 }
 
 impl PatientSpec {
@@ -57,6 +68,7 @@ impl PatientSpec {
             setting: Setting::Ward,
             comedications: Vec::new(),
             targets: TargetOverrides::default(),
+            cyp2b6_genotype: None,
         }
     }
 }
@@ -78,6 +90,8 @@ pub enum PatientError {
         caution: f64,
         ceiling: f64,
     },
+    #[error("unknown CYP2B6 genotype '{genotype}'; the drug file has: {known}")]
+    UnknownGenotype { genotype: String, known: String },
     #[error("the drug file's parameters do not give a valid model: {0}")]
     InvalidParams(#[from] crate::pk::params::InvalidParams),
 }
@@ -94,7 +108,8 @@ pub struct DeriveError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteResolution {
     pub route: Route,
-    /// F after interaction multipliers (and the cap at 1, if it applied).
+    /// F after covariate/genotype effects and interaction multipliers (and
+    /// the cap at 1, if it applied).
     pub f: f64,
     /// F from the drug file, before interactions.
     pub f_drug_file: f64,
@@ -121,7 +136,9 @@ pub struct AppliedInteraction {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PatientWarning {
     /// `model_domain`, `age_unknown`, `unknown_comedication`,
-    /// `pk_interaction`, `pd_interaction`, `f_capped`.
+    /// `pk_interaction`, `pd_interaction`, `f_capped`, `covariate_effect`
+    /// (sex, age), `metabolism` (genotype), `liver` (the well-stirred
+    /// liver's result, or why it could not apply).
     pub code: &'static str,
     pub message: String,
 }
@@ -158,8 +175,10 @@ pub struct ResolvedPatient {
     pub setting: Setting,
     /// Disposition at this weight, before interactions.
     pub micro_drug_file: MicroConstants,
-    /// The engine parameters (interactions applied).
+    /// The engine parameters (covariate effects and interactions applied).
     pub params: PkParams,
+    /// What sex, age and genotype changed, before the interactions.
+    pub effects: PatientEffects,
     /// ke0 came from a time to peak effect (min), if it did.
     pub ke0_from_tpeak_min: Option<f64>,
     pub routes: Vec<RouteResolution>,
@@ -168,7 +187,8 @@ pub struct ResolvedPatient {
     pub interactions: Vec<AppliedInteraction>,
     pub warnings: Vec<PatientWarning>,
     /// Shared by every patient on the same model with the same target
-    /// overrides (built once per drug file, see [`Formulary::new`]).
+    /// overrides and no covariate effects (built once per drug file, see
+    /// [`Formulary::new`]); with effects, shared per effect combination.
     #[serde(serialize_with = "serialize_assumptions")]
     pub assumptions: Arc<[Assumption]>,
 }
@@ -210,7 +230,13 @@ pub struct Formulary {
     /// The assumption lists, per model key and target-override pattern
     /// (see [`override_pattern`]): built once, shared by every patient.
     assumption_sets: BTreeMap<(String, u8), Arc<[Assumption]>>,
+    /// The lists of patients with covariate effects, built on first use.
+    effect_sets: Arc<EffectSets>,
 }
+
+/// The assumption lists of patients with covariate effects, per model key,
+/// target-override pattern and effect combination.
+type EffectSets = Mutex<BTreeMap<(String, u8, EffectKey), Arc<[Assumption]>>>;
 
 /// Which targets a patient overrides, as bits: floor 1, caution 2,
 /// ceiling 4 (the assumption list leaves the overridden ones out).
@@ -260,6 +286,7 @@ impl Formulary {
             ke0_from_tpeak,
             ka_from_tmax,
             assumption_sets: BTreeMap::new(),
+            effect_sets: Arc::default(),
         };
         let mut sets = BTreeMap::new();
         for key in formulary.drug.models().keys() {
@@ -322,6 +349,14 @@ impl Formulary {
         domain_warnings(model, cov, &mut warnings);
 
         let micro = model.disposition.micro_at_weight(cov.weight_kg);
+        let (effects, effect_key) = effects::resolve_effects(
+            &self.drug,
+            model,
+            &micro,
+            cov,
+            spec.cyp2b6_genotype.as_deref(),
+            &mut warnings,
+        )?;
         let (ke0, ke0_from_tpeak_min) = match &model.effect_site {
             EffectSite::Ke0 { ke0_per_min } => (ke0_per_min.value, None),
             EffectSite::Tpeak { tpeak_min } => (
@@ -403,12 +438,19 @@ impl Formulary {
                 ),
             };
             let mult = f_multipliers.get(&route).copied().unwrap_or(1.0);
-            let mut f = rs.f.value * mult;
+            let liver_mult = effects.route_f_multipliers.get(&route).copied();
+            let mut f = match liver_mult {
+                Some(l) => rs.f.value * l * mult,
+                None => rs.f.value * mult,
+            };
             if f > 1.0 {
+                let by_liver = liver_mult
+                    .map(|l| format!(" × liver {l:.3}"))
+                    .unwrap_or_default();
                 warnings.push(PatientWarning {
                     code: "f_capped",
                     message: format!(
-                        "{route}: bioavailability {:.3} × interaction multipliers {:.3} = {:.3} exceeds 1; 1 is used",
+                        "{route}: bioavailability {:.3}{by_liver} × interaction multipliers {:.3} = {:.3} exceeds 1; 1 is used",
                         rs.f.value, mult, f
                     ),
                 });
@@ -431,7 +473,11 @@ impl Formulary {
 
         let params = PkParams {
             v1_l: micro.v1_l,
-            k10_per_min: micro.k10_per_min * cl_multiplier,
+            k10_per_min: if effects.clearance_multiplier == 1.0 {
+                micro.k10_per_min * cl_multiplier
+            } else {
+                micro.k10_per_min * effects.clearance_multiplier * cl_multiplier
+            },
             k12_per_min: micro.k12_per_min,
             k21_per_min: micro.k21_per_min,
             k13_per_min: micro.k13_per_min,
@@ -468,9 +514,13 @@ impl Formulary {
         let limits = self.drug.limits().get(spec.setting).clone();
 
         let pattern = override_pattern(&spec.targets);
-        let assumptions = match self.assumption_sets.get(&(model_key.clone(), pattern)) {
-            Some(shared) => Arc::clone(shared),
-            None => Arc::from(self.assumptions_for(&model_key, pattern)),
+        let assumptions = if effect_key.is_empty() {
+            match self.assumption_sets.get(&(model_key.clone(), pattern)) {
+                Some(shared) => Arc::clone(shared),
+                None => Arc::from(self.assumptions_for(&model_key, pattern)),
+            }
+        } else {
+            self.effect_assumptions(&model_key, pattern, effect_key)
         };
         Ok(ResolvedPatient {
             model_label: format!("{}/{}", self.drug.drug().name, model_key),
@@ -481,6 +531,7 @@ impl Formulary {
             setting: spec.setting,
             micro_drug_file: micro,
             params,
+            effects,
             ke0_from_tpeak_min,
             routes,
             targets,
@@ -489,6 +540,42 @@ impl Formulary {
             warnings,
             assumptions,
         })
+    }
+
+    /// The assumption list of a patient with covariate effects: the shared
+    /// list plus the flagged values of the effects that applied; built once
+    /// per combination and shared after (the cache is small: models ×
+    /// override patterns × sex/age/genotype).
+    fn effect_assumptions(
+        &self,
+        model_key: &str,
+        pattern: u8,
+        key: EffectKey,
+    ) -> Arc<[Assumption]> {
+        let cache_key = (model_key.to_owned(), pattern, key);
+        if let Ok(cache) = self.effect_sets.lock() {
+            if let Some(shared) = cache.get(&cache_key) {
+                return Arc::clone(shared);
+            }
+        }
+        let mut list = self.assumptions_for(model_key, pattern);
+        list.extend(
+            self.drug
+                .sourced_values()
+                .into_iter()
+                .filter(|(k, s)| s.assumption && cache_key.2.covers(k))
+                .map(|(k, s)| Assumption {
+                    key: k,
+                    value: s.value,
+                    source: s.source.clone(),
+                    note: s.note.clone(),
+                }),
+        );
+        let list: Arc<[Assumption]> = Arc::from(list);
+        if let Ok(mut cache) = self.effect_sets.lock() {
+            cache.insert(cache_key, Arc::clone(&list));
+        }
+        list
     }
 
     /// The assumption-flagged values that a patient on `model_key` rests on:

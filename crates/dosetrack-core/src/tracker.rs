@@ -872,6 +872,7 @@ pub fn check_input(formulary: &Formulary, input: &Input) -> Result<(), Rejection
                 crate::patient::PatientError::InvalidTargets { .. } => "targets",
                 crate::patient::PatientError::InvalidCovariate { field, .. } => field,
                 crate::patient::PatientError::InvalidParams(_) => "model",
+                crate::patient::PatientError::UnknownGenotype { .. } => "cyp2b6_genotype",
             };
             return Err(Rejection {
                 code: crate::contract::ErrorCode::InvalidValue,
@@ -896,6 +897,8 @@ pub fn spec_of(admit: &Admit) -> PatientSpec {
         setting: admit.setting,
         comedications: admit.comedications.clone(),
         targets: admit.targets.clone(),
+        // The admit message's `cyp2b6_genotype` (the lead wires the contract).
+        cyp2b6_genotype: None,
     }
 }
 
