@@ -185,7 +185,8 @@ pub(super) fn resolve_effects(
                 let slope = a.qh_age_slope_l_per_h_per_year.value;
                 qh_age_delta = slope * (age - threshold);
                 if qh_age_delta != 0.0 {
-                    age_note = Some((age, slope, threshold));
+                    let source = a.qh_age_slope_l_per_h_per_year.source.clone();
+                    age_note = Some((age, slope, threshold, source));
                 }
             }
         }
@@ -195,13 +196,13 @@ pub(super) fn resolve_effects(
         if genotype_note.is_some() || age_note.is_some() {
             match well_stirred(l, model, micro, cov.weight_kg, qh_age_delta, m) {
                 Ok(r) => {
-                    if let Some((age, slope, threshold)) = age_note {
+                    if let Some((age, slope, threshold, source)) = &age_note {
                         key.age = true;
                         warnings.push(PatientWarning {
                             code: "covariate_effect",
                             message: format!(
                                 "age {age} y: hepatic blood flow {:.1} → {:.1} L/h ({slope} L/h per year above {threshold} y; {})",
-                                r.qh_l_per_h, r.qh_patient_l_per_h, l.hepatic_blood_flow_l_per_h.source
+                                r.qh_l_per_h, r.qh_patient_l_per_h, source
                             ),
                         });
                     }
@@ -224,7 +225,7 @@ pub(super) fn resolve_effects(
                     warnings.push(PatientWarning {
                         code: "liver",
                         message: format!(
-                            "well-stirred liver (Qh {:.1} L/h, intrinsic clearance {:.1} × {} L/h): elimination clearance {:.1} → {:.1} L/h (× {:.3}); hepatic F × {:.3}, applied to the swallowed share of F: {}",
+                            "well-stirred liver (Qh {:.1} L/h, intrinsic clearance {:.1} L/h × {}): elimination clearance {:.1} → {:.1} L/h (× {:.3}); hepatic F × {:.3}, applied to the swallowed share of F: {}",
                             r.qh_patient_l_per_h,
                             r.intrinsic_clearance_l_per_h,
                             r.intrinsic_clearance_multiplier,
@@ -294,7 +295,7 @@ fn well_stirred(
     let cl_h = l.hepatic_fraction_of_clearance.value * cl_model;
     if cl_h >= qh || cl_h.is_nan() || qh.is_nan() {
         return Err(format!(
-            "its hepatic clearance {cl_h:.1} L/h is not below hepatic blood flow {qh:.1} L/h"
+            "its hepatic clearance {cl_h:.2} L/h is not below hepatic blood flow {qh:.2} L/h"
         ));
     }
     if qh_patient <= 0.0 || qh_patient.is_nan() {
