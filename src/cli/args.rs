@@ -367,6 +367,10 @@ pub(crate) struct PatientArgs {
     /// acute_pain, chronic_neuropathic); default: the drug file's default.
     #[arg(long, value_name = "KEY")]
     pub(crate) indication: Option<String>,
+    /// CYP2B6 genotype as written in the drug file's [metabolism.cyp2b6],
+    /// e.g. '*1/*6'; default: unknown (no genotype effect).
+    #[arg(long = "cyp2b6", value_name = "GENOTYPE")]
+    pub(crate) cyp2b6_genotype: Option<String>,
 }
 
 impl PatientArgs {
@@ -383,6 +387,7 @@ impl PatientArgs {
             comedications: self.comedications.clone(),
             targets: TargetOverrides::default(),
             indication: self.indication.clone(),
+            cyp2b6_genotype: self.cyp2b6_genotype.clone(),
         }
     }
 }

@@ -8,7 +8,9 @@
 //! [`PatientSpec`] into a [`ResolvedPatient`]: the model (chosen by age
 //! unless named), weight scaling, interaction multipliers, targets with the
 //! patient's overrides, the dose limits for the setting, validity-domain
-//! warnings, and the list of assumptions the result rests on.
+//! warnings, and the list of assumptions the result rests on. Covariate
+//! and genotype effects (sex, age, CYP2B6 through a well-stirred liver) are
+//! in [`effects`]; measured interaction multipliers compose after them.
 
 use crate::contract::TargetOverrides;
 use crate::drug::{
@@ -20,7 +22,11 @@ use crate::vocab::{Route, Setting, Sex};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+mod effects;
+use effects::EffectKey;
+pub use effects::{LiverResolution, PatientEffects};
 
 /// What is known about a patient.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,6 +50,11 @@ pub struct PatientSpec {
     /// An indication key of the drug file's `[relief.acute]`; `None`: its
     /// default indication.
     pub indication: Option<String>,
+    /// CYP2B6 genotype as written in the drug file's `[metabolism.cyp2b6]`,
+    /// e.g. `*1/*6` (alleles in either order); `None`: unknown, no effect.
+    /// On the spec rather than [`Covariates`] because it is not a model
+    /// covariate (no validity domain) and is optional clinical data.
+    pub cyp2b6_genotype: Option<String>,
 }
 
 impl PatientSpec {
@@ -61,6 +72,7 @@ impl PatientSpec {
             comedications: Vec::new(),
             targets: TargetOverrides::default(),
             indication: None,
+            cyp2b6_genotype: None,
         }
     }
 }
@@ -84,6 +96,8 @@ pub enum PatientError {
         caution: f64,
         ceiling: f64,
     },
+    #[error("unknown CYP2B6 genotype '{genotype}'; the drug file has: {known}")]
+    UnknownGenotype { genotype: String, known: String },
     #[error("the drug file's parameters do not give a valid model: {0}")]
     InvalidParams(#[from] crate::pk::params::InvalidParams),
 }
@@ -100,7 +114,8 @@ pub struct DeriveError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteResolution {
     pub route: Route,
-    /// F after interaction multipliers (and the cap at 1, if it applied).
+    /// F after covariate/genotype effects and interaction multipliers (and
+    /// the cap at 1, if it applied).
     pub f: f64,
     /// F from the drug file, before interactions.
     pub f_drug_file: f64,
@@ -127,7 +142,9 @@ pub struct AppliedInteraction {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PatientWarning {
     /// `model_domain`, `age_unknown`, `unknown_comedication`,
-    /// `pk_interaction`, `pd_interaction`, `f_capped`.
+    /// `pk_interaction`, `pd_interaction`, `f_capped`, `covariate_effect`
+    /// (sex, age), `metabolism` (genotype), `liver` (the well-stirred
+    /// liver's result, or why it could not apply).
     pub code: &'static str,
     pub message: String,
 }
@@ -189,8 +206,10 @@ pub struct ResolvedPatient {
     pub setting: Setting,
     /// Disposition at this weight, before interactions.
     pub micro_drug_file: MicroConstants,
-    /// The engine parameters (interactions applied).
+    /// The engine parameters (covariate effects and interactions applied).
     pub params: PkParams,
+    /// What sex, age and genotype changed, before the interactions.
+    pub effects: PatientEffects,
     /// ke0 came from a time to peak effect (min), if it did.
     pub ke0_from_tpeak_min: Option<f64>,
     pub routes: Vec<RouteResolution>,
@@ -202,7 +221,8 @@ pub struct ResolvedPatient {
     pub interactions: Vec<AppliedInteraction>,
     pub warnings: Vec<PatientWarning>,
     /// Shared by every patient on the same model with the same target
-    /// overrides (built once per drug file, see [`Formulary::new`]).
+    /// overrides and no covariate effects (built once per drug file, see
+    /// [`Formulary::new`]); with effects, shared per effect combination.
     #[serde(serialize_with = "serialize_assumptions")]
     pub assumptions: Arc<[Assumption]>,
 }
@@ -245,7 +265,13 @@ pub struct Formulary {
     /// (see [`override_pattern`]) and indication key (empty: none): built
     /// once, shared by every patient.
     assumption_sets: BTreeMap<(String, u8, String), Arc<[Assumption]>>,
+    /// The lists of patients with covariate effects, built on first use.
+    effect_sets: Arc<EffectSets>,
 }
+
+/// The assumption lists of patients with covariate effects, per model key,
+/// target-override pattern and effect combination.
+type EffectSets = Mutex<BTreeMap<(String, u8, String, EffectKey), Arc<[Assumption]>>>;
 
 /// Which targets a patient overrides, as bits: floor 1, caution 2,
 /// ceiling 4 (the assumption list leaves the overridden ones out).
@@ -295,6 +321,7 @@ impl Formulary {
             ke0_from_tpeak,
             ka_from_tmax,
             assumption_sets: BTreeMap::new(),
+            effect_sets: Arc::default(),
         };
         let mut sets = BTreeMap::new();
         let indications: Vec<String> = match formulary.drug.acute_relief() {
@@ -363,6 +390,14 @@ impl Formulary {
         domain_warnings(model, cov, &mut warnings);
 
         let micro = model.disposition.micro_at_weight(cov.weight_kg);
+        let (effects, effect_key) = effects::resolve_effects(
+            &self.drug,
+            model,
+            &micro,
+            cov,
+            spec.cyp2b6_genotype.as_deref(),
+            &mut warnings,
+        )?;
         let (ke0, ke0_from_tpeak_min) = match &model.effect_site {
             EffectSite::Ke0 { ke0_per_min } => (ke0_per_min.value, None),
             EffectSite::Tpeak { tpeak_min } => (
@@ -444,12 +479,19 @@ impl Formulary {
                 ),
             };
             let mult = f_multipliers.get(&route).copied().unwrap_or(1.0);
-            let mut f = rs.f.value * mult;
+            let liver_mult = effects.route_f_multipliers.get(&route).copied();
+            let mut f = match liver_mult {
+                Some(l) => rs.f.value * l * mult,
+                None => rs.f.value * mult,
+            };
             if f > 1.0 {
+                let by_liver = liver_mult
+                    .map(|l| format!(" × liver {l:.3}"))
+                    .unwrap_or_default();
                 warnings.push(PatientWarning {
                     code: "f_capped",
                     message: format!(
-                        "{route}: bioavailability {:.3} × interaction multipliers {:.3} = {:.3} exceeds 1; 1 is used",
+                        "{route}: bioavailability {:.3}{by_liver} × interaction multipliers {:.3} = {:.3} exceeds 1; 1 is used",
                         rs.f.value, mult, f
                     ),
                 });
@@ -472,7 +514,11 @@ impl Formulary {
 
         let params = PkParams {
             v1_l: micro.v1_l,
-            k10_per_min: micro.k10_per_min * cl_multiplier,
+            k10_per_min: if effects.clearance_multiplier == 1.0 {
+                micro.k10_per_min * cl_multiplier
+            } else {
+                micro.k10_per_min * effects.clearance_multiplier * cl_multiplier
+            },
             k12_per_min: micro.k12_per_min,
             k21_per_min: micro.k21_per_min,
             k13_per_min: micro.k13_per_min,
@@ -512,14 +558,17 @@ impl Formulary {
 
         let pattern = override_pattern(&spec.targets);
         let ind_key = indication.as_ref().map_or("", |i| i.key.as_str());
-        let assumptions =
+        let assumptions = if effect_key.is_empty() {
             match self
                 .assumption_sets
                 .get(&(model_key.clone(), pattern, ind_key.to_owned()))
             {
                 Some(shared) => Arc::clone(shared),
                 None => Arc::from(self.assumptions_for(&model_key, pattern, ind_key)),
-            };
+            }
+        } else {
+            self.effect_assumptions(&model_key, pattern, ind_key, effect_key)
+        };
         Ok(ResolvedPatient {
             model_label: format!("{}/{}", self.drug.drug().name, model_key),
             model_title: model.title.clone(),
@@ -529,6 +578,7 @@ impl Formulary {
             setting: spec.setting,
             micro_drug_file: micro,
             params,
+            effects,
             ke0_from_tpeak_min,
             routes,
             targets,
@@ -579,6 +629,43 @@ impl Formulary {
             relief_over_weeks: ind.relief_over_weeks,
             key,
         }))
+    }
+
+    /// The assumption list of a patient with covariate effects: the shared
+    /// list plus the flagged values of the effects that applied; built once
+    /// per combination and shared after (the cache is small: models ×
+    /// override patterns × sex/age/genotype).
+    fn effect_assumptions(
+        &self,
+        model_key: &str,
+        pattern: u8,
+        indication: &str,
+        key: EffectKey,
+    ) -> Arc<[Assumption]> {
+        let cache_key = (model_key.to_owned(), pattern, indication.to_owned(), key);
+        if let Ok(cache) = self.effect_sets.lock() {
+            if let Some(shared) = cache.get(&cache_key) {
+                return Arc::clone(shared);
+            }
+        }
+        let mut list = self.assumptions_for(model_key, pattern, indication);
+        list.extend(
+            self.drug
+                .sourced_values()
+                .into_iter()
+                .filter(|(k, s)| s.assumption && cache_key.3.covers(k))
+                .map(|(k, s)| Assumption {
+                    key: k,
+                    value: s.value,
+                    source: s.source.clone(),
+                    note: s.note.clone(),
+                }),
+        );
+        let list: Arc<[Assumption]> = Arc::from(list);
+        if let Ok(mut cache) = self.effect_sets.lock() {
+            cache.insert(cache_key, Arc::clone(&list));
+        }
+        list
     }
 
     /// The assumption-flagged values that a patient on `model_key` rests on:

@@ -292,14 +292,20 @@ fn used_routes(ledger: &Ledger) -> Vec<Route> {
     routes
 }
 
-/// The patient's assumptions, keeping route values only for routes used.
+/// The patient's assumptions, keeping route values (and the liver's
+/// per-route swallowed shares) only for routes used.
 fn relevant_assumptions(patient: &ResolvedPatient, routes: &[Route]) -> Vec<Assumption> {
     patient
         .assumptions
         .iter()
-        .filter(|a| match a.key.strip_prefix("routes.") {
-            Some(rest) => routes.iter().any(|r| rest.starts_with(&format!("{r}."))),
-            None => true,
+        .filter(|a| {
+            if let Some(rest) = a.key.strip_prefix("routes.") {
+                routes.iter().any(|r| rest.starts_with(&format!("{r}.")))
+            } else if let Some(route) = a.key.strip_prefix("liver.swallowed_share_of_f.") {
+                routes.iter().any(|r| r.as_str() == route)
+            } else {
+                true
+            }
         })
         .cloned()
         .collect()

@@ -904,6 +904,7 @@ pub fn check_input(formulary: &Formulary, input: &Input) -> Result<(), Rejection
                 crate::patient::PatientError::InvalidTargets { .. } => "targets",
                 crate::patient::PatientError::InvalidCovariate { field, .. } => field,
                 crate::patient::PatientError::InvalidParams(_) => "model",
+                crate::patient::PatientError::UnknownGenotype { .. } => "cyp2b6_genotype",
             };
             return Err(Rejection {
                 code: crate::contract::ErrorCode::InvalidValue,
@@ -929,6 +930,7 @@ pub fn spec_of(admit: &Admit) -> PatientSpec {
         comedications: admit.comedications.clone(),
         targets: admit.targets.clone(),
         indication: admit.indication.clone(),
+        cyp2b6_genotype: admit.cyp2b6_genotype.clone(),
     }
 }
 

@@ -107,6 +107,60 @@ pub struct DrugFile {
     pd_warnings: BTreeMap<String, PdWarning>,
     /// The relief models (`[relief]`), if the file has them.
     relief: Option<ReliefSpec>,
+    /// The well-stirred liver (`[liver]`), if the file has it.
+    liver: Option<LiverSpec>,
+    /// Published covariate effects (`[covariate_effects]`), if any.
+    covariate_effects: Option<CovariateEffects>,
+    /// Metabolic genotypes (`[metabolism]`), if any; needs `[liver]`.
+    metabolism: Option<MetabolismSpec>,
+}
+
+/// The liver as a well-stirred organ (`[liver]`): hepatic blood flow and
+/// how much of a model's clearance is hepatic, so that a change in
+/// intrinsic clearance or in blood flow moves IV clearance and first-pass
+/// F each by its own formula.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiverSpec {
+    /// Hepatic blood flow Qh at `qh_reference_weight_kg`, age ≤ threshold.
+    pub hepatic_blood_flow_l_per_h: Sourced<f64>,
+    /// Qh is scaled as the model's clearance: `(W/ref)^clearance_exponent`
+    /// (exponent 1 for `kind = "micro"`, whose clearance is linear in weight).
+    pub qh_reference_weight_kg: Sourced<f64>,
+    /// Share of the model's clearance that is hepatic (0 < x ≤ 1).
+    pub hepatic_fraction_of_clearance: Sourced<f64>,
+    /// Age effect on Qh: `slope` (≤ 0) per year above `threshold`.
+    pub age_effect: Option<QhAgeEffect>,
+    /// Per first-pass route, the share of that route's F that arrives after
+    /// passing the liver (oral 1); only that share moves with hepatic F.
+    pub swallowed_share_of_f: BTreeMap<Route, Sourced<f64>>,
+}
+
+/// Qh falls by `slope` L/h per year of age above `threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QhAgeEffect {
+    pub qh_age_slope_l_per_h_per_year: Sourced<f64>,
+    pub qh_age_threshold_years: Sourced<f64>,
+}
+
+/// Published covariate effects on clearance (`[covariate_effects]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CovariateEffects {
+    /// Multiplies the elimination clearance of women.
+    pub female_clearance_multiplier: Option<Sourced<f64>>,
+}
+
+/// Metabolic genotypes (`[metabolism]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetabolismSpec {
+    /// CYP2B6 genotypes (e.g. `*1/*6`), each a multiplier on hepatic
+    /// intrinsic clearance.
+    pub cyp2b6: BTreeMap<String, GenotypeEffect>,
+}
+
+/// What one genotype does to hepatic intrinsic clearance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenotypeEffect {
+    pub intrinsic_clearance_multiplier: Sourced<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -212,6 +266,18 @@ fn ratio_volume(v1: f64, k_out: f64, k_back: f64) -> f64 {
 }
 
 impl Disposition {
+    /// The exponent by which this model's elimination clearance scales with
+    /// weight: `clearance_exponent`, or 1 for `kind = "micro"` (k10 is not
+    /// weight-scaled and V1 is linear in weight).
+    pub fn clearance_weight_exponent(&self) -> f64 {
+        match self {
+            Disposition::Micro { .. } => 1.0,
+            Disposition::Clearance {
+                clearance_exponent, ..
+            } => clearance_exponent.value,
+        }
+    }
+
     /// Micro constants for a patient of `weight_kg` (weight scaling only).
     pub fn micro_at_weight(&self, weight_kg: f64) -> MicroConstants {
         let val = |s: &Option<Sourced<f64>>| s.as_ref().map_or(0.0, |s| s.value);
@@ -570,6 +636,21 @@ impl DrugFile {
         self.relief.as_ref().and_then(|r| r.acute.as_ref())
     }
 
+    /// The well-stirred liver, if the file has a `[liver]` section.
+    pub fn liver(&self) -> Option<&LiverSpec> {
+        self.liver.as_ref()
+    }
+
+    /// Published covariate effects, if the file has `[covariate_effects]`.
+    pub fn covariate_effects(&self) -> Option<&CovariateEffects> {
+        self.covariate_effects.as_ref()
+    }
+
+    /// Metabolic genotypes, if the file has a `[metabolism]` section.
+    pub fn metabolism(&self) -> Option<&MetabolismSpec> {
+        self.metabolism.as_ref()
+    }
+
     /// The dose limits of every care setting.
     pub fn limits(&self) -> &SettingLimits {
         &self.limits
@@ -708,8 +789,53 @@ impl DrugFile {
                 out.push((format!("{p}.route_f_multipliers.{route}"), m));
             }
         }
+        if let Some(l) = &self.liver {
+            out.push((
+                "liver.hepatic_blood_flow_l_per_h".to_owned(),
+                &l.hepatic_blood_flow_l_per_h,
+            ));
+            out.push((
+                "liver.qh_reference_weight_kg".to_owned(),
+                &l.qh_reference_weight_kg,
+            ));
+            out.push((
+                "liver.hepatic_fraction_of_clearance".to_owned(),
+                &l.hepatic_fraction_of_clearance,
+            ));
+            if let Some(a) = &l.age_effect {
+                out.push((
+                    "liver.qh_age_slope_l_per_h_per_year".to_owned(),
+                    &a.qh_age_slope_l_per_h_per_year,
+                ));
+                out.push((
+                    "liver.qh_age_threshold_years".to_owned(),
+                    &a.qh_age_threshold_years,
+                ));
+            }
+            for (route, s) in &l.swallowed_share_of_f {
+                out.push((format!("liver.swallowed_share_of_f.{route}"), s));
+            }
+        }
+        if let Some(c) = &self.covariate_effects {
+            opt(
+                &mut out,
+                "covariate_effects.female_clearance_multiplier".to_owned(),
+                &c.female_clearance_multiplier,
+            );
+        }
+        if let Some(m) = &self.metabolism {
+            for (genotype, g) in &m.cyp2b6 {
+                out.push((genotype_key(genotype), &g.intrinsic_clearance_multiplier));
+            }
+        }
         out
     }
+}
+
+/// The dotted drug-file key of a CYP2B6 genotype's multiplier, quoted as
+/// TOML quotes it: `metabolism.cyp2b6."*1/*6".intrinsic_clearance_multiplier`.
+pub fn genotype_key(genotype: &str) -> String {
+    format!("metabolism.cyp2b6.\"{genotype}\".intrinsic_clearance_multiplier")
 }
 
 fn push_absorption<'a>(out: &mut Vec<(String, &'a Sourced<f64>)>, prefix: &str, a: &'a Absorption) {

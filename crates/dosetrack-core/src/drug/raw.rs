@@ -44,6 +44,43 @@ pub(super) struct RawFile {
     pub(super) pd_warnings: BTreeMap<String, RawPdWarning>,
     #[serde(default)]
     pub(super) relief: Option<RawRelief>,
+    #[serde(default)]
+    pub(super) liver: Option<RawLiver>,
+    #[serde(default)]
+    pub(super) covariate_effects: Option<RawCovariateEffects>,
+    #[serde(default)]
+    pub(super) metabolism: Option<RawMetabolism>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLiver {
+    pub(super) hepatic_blood_flow_l_per_h: RawSourced,
+    pub(super) qh_reference_weight_kg: RawSourced,
+    pub(super) hepatic_fraction_of_clearance: RawSourced,
+    pub(super) qh_age_slope_l_per_h_per_year: Option<RawSourced>,
+    pub(super) qh_age_threshold_years: Option<RawSourced>,
+    #[serde(default)]
+    pub(super) swallowed_share_of_f: BTreeMap<String, RawSourced>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCovariateEffects {
+    pub(super) female_clearance_multiplier: Option<RawSourced>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetabolism {
+    #[serde(default)]
+    pub(super) cyp2b6: BTreeMap<String, RawGenotype>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGenotype {
+    pub(super) intrinsic_clearance_multiplier: RawSourced,
 }
 
 #[derive(Debug, Deserialize)]

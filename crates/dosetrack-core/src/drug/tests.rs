@@ -1309,3 +1309,163 @@ fn rejects_non_positive_molar_mass() {
     let t = replace_once(BUILTIN_TOML, "value = 237.725", "value = 0.0");
     expect_invalid(&t, "drug.molar_mass_g_per_mol", "greater than 0");
 }
+
+// ---- liver, covariate effects, metabolism (issue #14) -------------------
+
+/// The shipped file without the three optional sections.
+fn without_effect_sections() -> String {
+    let t = remove_tables(BUILTIN_TOML, "[liver");
+    let t = remove_tables(&t, "[covariate_effects");
+    remove_tables(&t, "[metabolism")
+}
+
+#[test]
+fn shipped_liver_covariate_and_metabolism_values() {
+    let d = shipped();
+    let l = d.liver().expect("shipped [liver]");
+    assert_eq!(l.hepatic_blood_flow_l_per_h.value, 151.0);
+    assert!(!l.hepatic_blood_flow_l_per_h.assumption);
+    assert!(l.qh_reference_weight_kg.assumption);
+    assert_eq!(l.hepatic_fraction_of_clearance.value, 1.0);
+    assert!(l.hepatic_fraction_of_clearance.assumption);
+    let a = l.age_effect.as_ref().expect("age effect");
+    assert_eq!(a.qh_age_slope_l_per_h_per_year.value, -2.19);
+    assert_eq!(a.qh_age_threshold_years.value, 60.0);
+    let share = |r: Route| l.swallowed_share_of_f.get(&r).map(|s| s.value);
+    assert_eq!(share(Route::Oral), Some(1.0));
+    assert_close(share(Route::Sublingual).unwrap_or(0.0), 0.1775 / 0.29, 1e-4);
+    assert_close(share(Route::Intranasal).unwrap_or(0.0), 0.092 / 0.13, 1e-4);
+    assert_eq!(share(Route::Im), None);
+    let c = d.covariate_effects().expect("shipped [covariate_effects]");
+    assert_eq!(sourced_value(&c.female_clearance_multiplier), Some(1.2));
+    let m = d.metabolism().expect("shipped [metabolism]");
+    let mult = |g: &str| {
+        m.cyp2b6
+            .get(g)
+            .map(|x| x.intrinsic_clearance_multiplier.value)
+    };
+    assert_eq!(mult("*1/*1"), Some(1.0));
+    assert_eq!(mult("*1/*6"), Some(0.5));
+    assert_close(mult("*6/*6").unwrap_or(0.0), 1.0 / 6.0, 1e-3);
+    assert!(m.cyp2b6["*6/*6"].intrinsic_clearance_multiplier.assumption);
+    let keys: Vec<String> = d.sourced_values().into_iter().map(|(k, _)| k).collect();
+    assert!(keys.contains(&"metabolism.cyp2b6.\"*1/*6\".intrinsic_clearance_multiplier".to_owned()));
+}
+
+#[test]
+fn the_effect_sections_are_optional() {
+    let d = match parse(&without_effect_sections()) {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(d.liver().is_none() && d.covariate_effects().is_none() && d.metabolism().is_none());
+    // Everything else is as shipped.
+    assert_eq!(d.models(), shipped().models());
+    assert_eq!(d.routes(), shipped().routes());
+}
+
+#[test]
+fn rejects_bad_liver_covariate_and_metabolism_values() {
+    let t = BUILTIN_TOML;
+    let slope = "[liver.qh_age_slope_l_per_h_per_year]\nvalue = -2.19";
+    expect_invalid(
+        &replace_once(
+            t,
+            slope,
+            "[liver.qh_age_slope_l_per_h_per_year]\nvalue = 2.19",
+        ),
+        "liver.qh_age_slope_l_per_h_per_year",
+        "must be 0 or less",
+    );
+    expect_invalid(
+        &remove_tables(t, "[liver.qh_age_threshold_years]"),
+        "liver.qh_age_threshold_years",
+        "missing",
+    );
+    expect_invalid(
+        &replace_once(
+            t,
+            "[liver.hepatic_blood_flow_l_per_h]\nvalue = 151.0",
+            "[liver.hepatic_blood_flow_l_per_h]\nvalue = 0.0",
+        ),
+        "liver.hepatic_blood_flow_l_per_h",
+        "greater than 0",
+    );
+    expect_invalid(
+        &replace_once(
+            t,
+            "[liver.hepatic_fraction_of_clearance]\nvalue = 1.0",
+            "[liver.hepatic_fraction_of_clearance]\nvalue = 1.5",
+        ),
+        "liver.hepatic_fraction_of_clearance",
+        "at most 1",
+    );
+    expect_invalid(
+        &replace_once(
+            t,
+            "[liver.swallowed_share_of_f.sublingual]\nvalue = 0.6121",
+            "[liver.swallowed_share_of_f.sublingual]\nvalue = 1.2",
+        ),
+        "liver.swallowed_share_of_f.sublingual",
+        "at most 1",
+    );
+    expect_invalid(
+        &replace_once(
+            t,
+            "[liver.swallowed_share_of_f.oral]",
+            "[liver.swallowed_share_of_f.iv_bolus]",
+        ),
+        "liver.swallowed_share_of_f.iv_bolus",
+        "no first pass",
+    );
+    expect_invalid(
+        &replace_once(
+            t,
+            "[liver.swallowed_share_of_f.oral]",
+            "[liver.swallowed_share_of_f.orl]",
+        ),
+        "liver.swallowed_share_of_f.orl",
+        "unknown route",
+    );
+    expect_invalid(
+        &replace_once(
+            t,
+            "[covariate_effects.female_clearance_multiplier]\nvalue = 1.2",
+            "[covariate_effects.female_clearance_multiplier]\nvalue = -1.2",
+        ),
+        "covariate_effects.female_clearance_multiplier",
+        "greater than 0",
+    );
+    expect_invalid(
+        &replace_once(
+            t,
+            "[metabolism.cyp2b6.\"*6/*6\".intrinsic_clearance_multiplier]\nvalue = 0.1667",
+            "[metabolism.cyp2b6.\"*6/*6\".intrinsic_clearance_multiplier]\nvalue = 0",
+        ),
+        "metabolism.cyp2b6.\"*6/*6\".intrinsic_clearance_multiplier",
+        "greater than 0",
+    );
+    expect_invalid(
+        &replace_once(
+            t,
+            "[metabolism.cyp2b6.\"*1/*1\"",
+            "[metabolism.cyp2b6.\"1/1\"",
+        ),
+        "metabolism.cyp2b6.\"1/1\"",
+        "*<allele>/*<allele>",
+    );
+    expect_invalid(
+        &remove_tables(t, "[liver"),
+        "metabolism",
+        "needs a [liver] section",
+    );
+    expect_invalid(
+        &replace_once(
+            t,
+            "[liver.qh_age_threshold_years]\nvalue = 60.0",
+            "[liver.qh_age_threshold_years]\nvalue = 60.0\nunits = \"y\"",
+        ),
+        "liver.qh_age_threshold_years.units",
+        "unknown field",
+    );
+}

@@ -3,8 +3,9 @@
 //! the dotted key (e.g. `models.domino.disposition.k10_per_min`).
 
 use super::raw::{
-    Ctx, RawBounds, RawDisposition, RawEffectSite, RawFile, RawInteraction, RawModel,
-    RawModelSelection, RawRelief, RawRoute, RawSourced, RawTargets,
+    Ctx, RawBounds, RawCovariateEffects, RawDisposition, RawEffectSite, RawFile, RawInteraction,
+    RawLiver, RawMetabolism, RawModel, RawModelSelection, RawRelief, RawRoute, RawSourced,
+    RawTargets,
 };
 use super::*;
 
@@ -19,6 +20,8 @@ enum Rule {
     Fraction,
     /// 0 ≤ x ≤ 2: allometric exponents.
     Exponent,
+    /// ≤ 0: slopes that can only lower a value (Qh with age).
+    NonPositive,
 }
 
 impl Rule {
@@ -28,6 +31,7 @@ impl Rule {
             Rule::NonNegative => x >= 0.0,
             Rule::Fraction => x > 0.0 && x <= 1.0,
             Rule::Exponent => (0.0..=2.0).contains(&x),
+            Rule::NonPositive => x <= 0.0,
         }
     }
 
@@ -37,6 +41,7 @@ impl Rule {
             Rule::NonNegative => "must be 0 or greater",
             Rule::Fraction => "must be greater than 0 and at most 1",
             Rule::Exponent => "must be between 0 and 2",
+            Rule::NonPositive => "must be 0 or less",
         }
     }
 }
@@ -263,6 +268,16 @@ impl RawFile {
             None => None,
         };
 
+        let liver = self.liver.map(|l| validate_liver(ctx, l)).transpose()?;
+        let covariate_effects = self
+            .covariate_effects
+            .map(|c| validate_covariate_effects(ctx, c))
+            .transpose()?;
+        let metabolism = self
+            .metabolism
+            .map(|m| validate_metabolism(ctx, m, liver.is_some()))
+            .transpose()?;
+
         Ok(DrugFile {
             schema_version: SCHEMA_VERSION,
             drug,
@@ -274,8 +289,129 @@ impl RawFile {
             interactions,
             pd_warnings,
             relief,
+            liver,
+            covariate_effects,
+            metabolism,
         })
     }
+}
+
+fn validate_liver(ctx: &Ctx<'_>, raw: RawLiver) -> Res<LiverSpec> {
+    let key = |k: &str| format!("liver.{k}");
+    let hepatic_blood_flow_l_per_h = ctx.sourced(
+        &key("hepatic_blood_flow_l_per_h"),
+        raw.hepatic_blood_flow_l_per_h,
+        Rule::Positive,
+    )?;
+    let qh_reference_weight_kg = ctx.sourced(
+        &key("qh_reference_weight_kg"),
+        raw.qh_reference_weight_kg,
+        Rule::Positive,
+    )?;
+    let hepatic_fraction_of_clearance = ctx.sourced(
+        &key("hepatic_fraction_of_clearance"),
+        raw.hepatic_fraction_of_clearance,
+        Rule::Fraction,
+    )?;
+    let age_effect = match (
+        raw.qh_age_slope_l_per_h_per_year,
+        raw.qh_age_threshold_years,
+    ) {
+        (Some(slope), Some(threshold)) => Some(QhAgeEffect {
+            qh_age_slope_l_per_h_per_year: ctx.sourced(
+                &key("qh_age_slope_l_per_h_per_year"),
+                slope,
+                Rule::NonPositive,
+            )?,
+            qh_age_threshold_years: ctx.sourced(
+                &key("qh_age_threshold_years"),
+                threshold,
+                Rule::NonNegative,
+            )?,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ctx.invalid(
+                key("qh_age_threshold_years"),
+                "missing: qh_age_slope_l_per_h_per_year needs the age it applies above",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ctx.invalid(
+                key("qh_age_slope_l_per_h_per_year"),
+                "missing: qh_age_threshold_years needs a slope",
+            ))
+        }
+    };
+    let mut swallowed_share_of_f = BTreeMap::new();
+    for (name, share) in raw.swallowed_share_of_f {
+        let k = key(&format!("swallowed_share_of_f.{name}"));
+        let route = ctx.route_key(&k, &name)?;
+        if route.is_intravenous() {
+            return Err(ctx.invalid(
+                k,
+                "intravenous doses have no first pass (the liver changes IV exposure through clearance)",
+            ));
+        }
+        swallowed_share_of_f.insert(route, ctx.sourced(&k, share, Rule::Fraction)?);
+    }
+    Ok(LiverSpec {
+        hepatic_blood_flow_l_per_h,
+        qh_reference_weight_kg,
+        hepatic_fraction_of_clearance,
+        age_effect,
+        swallowed_share_of_f,
+    })
+}
+
+fn validate_covariate_effects(ctx: &Ctx<'_>, raw: RawCovariateEffects) -> Res<CovariateEffects> {
+    Ok(CovariateEffects {
+        female_clearance_multiplier: ctx.optional(
+            "covariate_effects.female_clearance_multiplier",
+            raw.female_clearance_multiplier,
+            Rule::Positive,
+        )?,
+    })
+}
+
+/// A genotype is written `*<allele>/*<allele>`, e.g. `*1/*6`.
+fn is_genotype(name: &str) -> bool {
+    let allele = |a: &str| {
+        a.strip_prefix('*').is_some_and(|rest| {
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+        })
+    };
+    name.split_once('/')
+        .is_some_and(|(a, b)| allele(a) && allele(b))
+}
+
+fn validate_metabolism(ctx: &Ctx<'_>, raw: RawMetabolism, has_liver: bool) -> Res<MetabolismSpec> {
+    if !has_liver {
+        return Err(ctx.invalid(
+            "metabolism",
+            "needs a [liver] section: genotype multipliers act on intrinsic clearance in the liver",
+        ));
+    }
+    let mut cyp2b6 = BTreeMap::new();
+    for (genotype, g) in raw.cyp2b6 {
+        let k = genotype_key(&genotype);
+        if !is_genotype(&genotype) {
+            return Err(ctx.invalid(
+                format!("metabolism.cyp2b6.\"{genotype}\""),
+                format!(
+                    "genotype '{genotype}' must be written *<allele>/*<allele>, e.g. \"*1/*6\""
+                ),
+            ));
+        }
+        let m = ctx.sourced(&k, g.intrinsic_clearance_multiplier, Rule::Positive)?;
+        cyp2b6.insert(
+            genotype,
+            GenotypeEffect {
+                intrinsic_clearance_multiplier: m,
+            },
+        );
+    }
+    Ok(MetabolismSpec { cyp2b6 })
 }
 
 fn validate_acute(

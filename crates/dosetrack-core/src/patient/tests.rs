@@ -245,3 +245,310 @@ fn assumption_lists_are_shared_per_model_and_override_pattern() {
     };
     assert!(has_ceiling(&a) && !has_ceiling(&c));
 }
+
+// ---- sex, age and CYP2B6 through the well-stirred liver (issue #14) -----
+
+/// The shipped file without `[liver]`, `[covariate_effects]`, `[metabolism]`.
+fn formulary_without_effects() -> Formulary {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in crate::drug::BUILTIN_TOML.lines() {
+        if line.starts_with('[') || line.starts_with('#') {
+            skipping = ["[liver", "[covariate_effects", "[metabolism"]
+                .iter()
+                .any(|p| line.starts_with(p));
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let drug = DrugFile::from_toml_str(&out, std::path::Path::new("test")).unwrap();
+    assert!(drug.liver().is_none() && drug.metabolism().is_none());
+    Formulary::new(drug).unwrap()
+}
+
+fn adult(age: f64, sex: Sex, genotype: Option<&str>) -> PatientSpec {
+    let mut spec = PatientSpec::weight_only(70.0);
+    spec.covariates.age_years = Some(age);
+    spec.covariates.sex = Some(sex);
+    spec.cyp2b6_genotype = genotype.map(str::to_owned);
+    spec
+}
+
+fn cl_l_per_h(p: &ResolvedPatient) -> f64 {
+    p.params.cl_l_per_min() * 60.0
+}
+
+fn codes(p: &ResolvedPatient) -> Vec<&'static str> {
+    p.warnings.iter().map(|w| w.code).collect()
+}
+
+/// kamp2020 at 70 kg: CL 84 L/h, Qh 151 L/h.
+fn clint_kamp_l_per_h() -> f64 {
+    84.0 * 151.0 / (151.0 - 84.0)
+}
+
+#[test]
+fn a_womans_clearance_is_1_2_times_a_mans() {
+    let f = formulary();
+    let man = f.resolve(&adult(40.0, Sex::Male, None)).unwrap();
+    let woman = f.resolve(&adult(40.0, Sex::Female, None)).unwrap();
+    assert!((cl_l_per_h(&man) - 84.0).abs() < 1e-9);
+    assert!((cl_l_per_h(&woman) / cl_l_per_h(&man) - 1.2).abs() < 1e-12);
+    // Measured after IV only: F and volumes unchanged.
+    assert_eq!(woman.params.routes, man.params.routes);
+    assert_eq!(woman.params.v1_l, man.params.v1_l);
+    assert!(man.warnings.is_empty(), "{:?}", man.warnings);
+    assert_eq!(codes(&woman), vec!["covariate_effect"]);
+    assert!(woman.warnings[0].message.contains("× 1.2"));
+    assert_eq!(woman.effects.female_clearance_multiplier, Some(1.2));
+    let flagged = |p: &ResolvedPatient| {
+        p.assumptions
+            .iter()
+            .any(|a| a.key == "covariate_effects.female_clearance_multiplier")
+    };
+    assert!(flagged(&woman) && !flagged(&man));
+}
+
+#[test]
+fn age_80_lowers_hepatic_blood_flow_and_clearance() {
+    let f = formulary();
+    let at50 = f.resolve(&adult(50.0, Sex::Male, None)).unwrap();
+    let at80 = f.resolve(&adult(80.0, Sex::Male, None)).unwrap();
+    assert_eq!(at50.effects.liver, None);
+    assert!((cl_l_per_h(&at50) - 84.0).abs() < 1e-9);
+    let liver = at80.effects.liver.as_ref().unwrap();
+    let qh80: f64 = 151.0 - 2.19 * 20.0;
+    assert!((qh80 - 107.2).abs() < 1e-9);
+    assert!((liver.qh_patient_l_per_h - qh80).abs() < 1e-9);
+    let clint = clint_kamp_l_per_h();
+    let cl80 = qh80 * clint / (qh80 + clint);
+    assert!(
+        (cl_l_per_h(&at80) - cl80).abs() < 1e-9,
+        "{}",
+        cl_l_per_h(&at80)
+    );
+    assert!((cl80 / 84.0 - 0.8148).abs() < 1e-4);
+    // With m = 1 hepatic F falls by the same ratio, so oral AUC (F/CL)
+    // is unchanged and IV AUC rises by 1/0.8148.
+    let oral = |p: &ResolvedPatient| p.params.route(Route::Oral).f;
+    assert!((oral(&at80) / oral(&at50) - cl80 / 84.0).abs() < 1e-12);
+    let codes80 = codes(&at80);
+    assert!(codes80.contains(&"covariate_effect") && codes80.contains(&"liver"));
+    assert!(at80
+        .assumptions
+        .iter()
+        .any(|a| a.key == "liver.qh_age_slope_l_per_h_per_year"));
+}
+
+#[test]
+fn cyp2b6_poor_metabolisers_lose_iv_clearance_and_gain_oral_f() {
+    let f = formulary();
+    let base = f.resolve(&adult(40.0, Sex::Male, None)).unwrap();
+    let clint = clint_kamp_l_per_h();
+    let fh = 151.0 / (151.0 + clint);
+    for (genotype, m, cl_ratio, f_ratio) in [
+        ("*1/*6", 0.5, 0.6927, 1.3853),
+        ("*6/*6", 0.1667, 0.3108, 1.8641),
+    ] {
+        let p = f.resolve(&adult(40.0, Sex::Male, Some(genotype))).unwrap();
+        // The formulas, by hand.
+        let cl = 151.0 * m * clint / (151.0 + m * clint);
+        let ratio_f = (151.0 / (151.0 + m * clint)) / fh;
+        assert!((cl_l_per_h(&p) - cl).abs() < 1e-9, "{genotype}");
+        assert!(
+            (cl / 84.0 - cl_ratio).abs() < 1e-4,
+            "{genotype}: {}",
+            cl / 84.0
+        );
+        assert!((ratio_f - f_ratio).abs() < 1e-4, "{genotype}: {ratio_f}");
+        let fr = |r: Route| p.params.route(r).f / base.params.route(r).f;
+        assert!((fr(Route::Oral) - ratio_f).abs() < 1e-12);
+        // Swallowed share only: intranasal and sublingual move less.
+        let share_in = 0.7077;
+        let share_sl = 0.6121;
+        assert!((fr(Route::Intranasal) - (1.0 + share_in * (ratio_f - 1.0))).abs() < 1e-12);
+        assert!((fr(Route::Sublingual) - (1.0 + share_sl * (ratio_f - 1.0))).abs() < 1e-12);
+        assert!(1.0 < fr(Route::Intranasal) && fr(Route::Intranasal) < fr(Route::Oral));
+        // No first pass: IM and IV F unchanged.
+        assert_eq!(fr(Route::Im), 1.0);
+        assert_eq!(p.params.route(Route::IvBolus).f, 1.0);
+        // The asymmetry: oral AUC (F/CL) rises more than IV AUC (1/CL);
+        // in a well-stirred liver the oral AUC ratio is 1/m.
+        let iv_auc_ratio = cl_l_per_h(&base) / cl_l_per_h(&p);
+        let oral_auc_ratio = fr(Route::Oral) * iv_auc_ratio;
+        assert!(oral_auc_ratio > iv_auc_ratio && iv_auc_ratio > 1.0);
+        assert!((oral_auc_ratio - 1.0 / m).abs() < 1e-9, "{oral_auc_ratio}");
+        let cs = codes(&p);
+        assert!(
+            cs.contains(&"metabolism") && cs.contains(&"liver"),
+            "{cs:?}"
+        );
+        assert!(p
+            .assumptions
+            .iter()
+            .any(|a| a.key
+                == format!("metabolism.cyp2b6.\"{genotype}\".intrinsic_clearance_multiplier")));
+        assert_eq!(p.effects.cyp2b6_genotype.as_deref(), Some(genotype));
+    }
+    // Alleles in either order; the reference genotype changes nothing.
+    let swapped = f.resolve(&adult(40.0, Sex::Male, Some("*6/*1"))).unwrap();
+    let one_six = f.resolve(&adult(40.0, Sex::Male, Some("*1/*6"))).unwrap();
+    assert_eq!(swapped.params, one_six.params);
+    let wild = f.resolve(&adult(40.0, Sex::Male, Some("*1/*1"))).unwrap();
+    assert_eq!(wild.params, base.params);
+    assert!(wild.warnings.is_empty());
+}
+
+/// The clinical review's worked number: at an extraction of 0.72, m = 0.5
+/// lowers IV clearance ~22 % and raises hepatic F ~56 %.
+#[test]
+fn the_reviews_worked_numbers_come_back() {
+    let text = crate::drug::BUILTIN_TOML.replacen(
+        "[models.kamp2020.disposition.cl_l_per_h]\nvalue = 84.0",
+        "[models.kamp2020.disposition.cl_l_per_h]\nvalue = 108.72",
+        1,
+    );
+    let f =
+        Formulary::new(DrugFile::from_toml_str(&text, std::path::Path::new("t")).unwrap()).unwrap();
+    let p = f.resolve(&adult(40.0, Sex::Male, Some("*1/*6"))).unwrap();
+    let l = p.effects.liver.unwrap();
+    assert!(
+        (l.clearance_ratio - 0.78125).abs() < 1e-9,
+        "{}",
+        l.clearance_ratio
+    );
+    assert!(
+        (l.hepatic_f_ratio - 1.5625).abs() < 1e-9,
+        "{}",
+        l.hepatic_f_ratio
+    );
+}
+
+#[test]
+fn effects_compose_with_measured_interactions_and_age() {
+    let f = formulary();
+    let base = f.resolve(&adult(40.0, Sex::Male, None)).unwrap();
+    let g = f.resolve(&adult(40.0, Sex::Male, Some("*6/*6"))).unwrap();
+    let mut spec = adult(40.0, Sex::Female, Some("*6/*6"));
+    spec.comedications = vec!["rifampicin".into()];
+    let p = f.resolve(&spec).unwrap();
+    let expected_cl = cl_l_per_h(&g) * 1.2 * 1.1628;
+    assert!((cl_l_per_h(&p) - expected_cl).abs() < 1e-9);
+    let oral = |x: &ResolvedPatient| x.params.route(Route::Oral).f;
+    assert!((oral(&p) - oral(&g) * 0.1628).abs() < 1e-12);
+    // Stacked with an inhibitor, F is capped and the warning names the liver.
+    let mut spec = adult(40.0, Sex::Male, Some("*6/*6"));
+    spec.comedications = vec!["grapefruit".into(), "clarithromycin".into()];
+    let p = f.resolve(&spec).unwrap();
+    assert_eq!(oral(&p), 1.0);
+    assert!(p
+        .warnings
+        .iter()
+        .any(|w| w.code == "f_capped" && w.message.contains("liver")));
+    // Age and genotype together: Qh' and m in one formula.
+    let both = f.resolve(&adult(80.0, Sex::Male, Some("*1/*6"))).unwrap();
+    let clint = clint_kamp_l_per_h();
+    let (qh, m) = (107.2, 0.5);
+    let cl = qh * m * clint / (qh + m * clint);
+    assert!((cl_l_per_h(&both) - cl).abs() < 1e-9);
+    assert!(cl_l_per_h(&both) < cl_l_per_h(&base));
+}
+
+#[test]
+fn without_the_sections_nothing_changes_bit_for_bit() {
+    let plain = formulary_without_effects();
+    let full = formulary();
+    // A patient none of the effects touches: identical on both files.
+    let neutral = adult(50.0, Sex::Male, None);
+    let a = plain.resolve(&neutral).unwrap();
+    let b = full.resolve(&neutral).unwrap();
+    assert_eq!(a.params, b.params);
+    assert!(a.effects.is_empty() && b.effects.is_empty());
+    // On the plain file sex and age change nothing, bit for bit.
+    for spec in [
+        adult(80.0, Sex::Female, None),
+        adult(95.0, Sex::Male, None),
+        PatientSpec::weight_only(70.0),
+    ] {
+        let p = plain.resolve(&spec).unwrap();
+        assert_eq!(p.params, a.params, "{:?}", spec.covariates);
+        assert!(p.effects.is_empty());
+        assert!(!codes(&p).contains(&"covariate_effect"));
+    }
+    // A genotype without genotype data: a warning, no change.
+    let p = plain
+        .resolve(&adult(50.0, Sex::Male, Some("*6/*6")))
+        .unwrap();
+    assert_eq!(p.params, a.params);
+    assert_eq!(codes(&p), vec!["metabolism"]);
+    // With interactions too.
+    let mut spec = adult(70.0, Sex::Female, None);
+    spec.comedications = vec!["rifampicin".into(), "clarithromycin".into()];
+    let p = plain.resolve(&spec).unwrap();
+    let mut spec_m = adult(50.0, Sex::Male, None);
+    spec_m.comedications = spec.comedications.clone();
+    assert_eq!(p.params, full.resolve(&spec_m).unwrap().params);
+}
+
+#[test]
+fn unknown_genotypes_are_refused_with_the_known_ones() {
+    let f = formulary();
+    let err = f
+        .resolve(&adult(40.0, Sex::Male, Some("*4/*9")))
+        .unwrap_err();
+    match &err {
+        PatientError::UnknownGenotype { genotype, known } => {
+            assert_eq!(genotype, "*4/*9");
+            assert_eq!(known, "*1/*1, *1/*6, *6/*6");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("*1/*6"));
+}
+
+#[test]
+fn a_model_clearing_at_hepatic_blood_flow_is_left_alone() {
+    let f = formulary();
+    // hijazi: 1.08 L/kg × 0.0333/min = 151.0 L/h at 70 kg, not below Qh.
+    let mut spec = adult(80.0, Sex::Male, Some("*6/*6"));
+    spec.model = Some("hijazi".into());
+    let p = f.resolve(&spec).unwrap();
+    let mut plain = adult(50.0, Sex::Male, None);
+    plain.model = Some("hijazi".into());
+    let q = f.resolve(&plain).unwrap();
+    assert_eq!(p.params, q.params);
+    assert!(p.effects.liver.is_none());
+    assert!(p
+        .warnings
+        .iter()
+        .any(|w| w.code == "liver" && w.message.contains("not applied")));
+}
+
+#[test]
+fn effect_assumption_lists_are_shared_per_combination() {
+    let f = formulary();
+    let a = f.resolve(&adult(40.0, Sex::Female, None)).unwrap();
+    let mut heavier = adult(40.0, Sex::Female, None);
+    heavier.covariates.weight_kg = 90.0;
+    let b = f.resolve(&heavier).unwrap();
+    assert!(Arc::ptr_eq(&a.assumptions, &b.assumptions));
+    // Men without genotype or age effect keep the list of Formulary::new.
+    let m = f.resolve(&adult(40.0, Sex::Male, None)).unwrap();
+    let w = f.resolve(&PatientSpec::weight_only(70.0)).unwrap();
+    assert!(Arc::ptr_eq(&m.assumptions, &w.assumptions));
+    assert_eq!(a.assumptions.len(), m.assumptions.len() + 1);
+    let g = f.resolve(&adult(40.0, Sex::Female, Some("*1/*6"))).unwrap();
+    assert!(!Arc::ptr_eq(&a.assumptions, &g.assumptions));
+    for key in [
+        "liver.qh_reference_weight_kg",
+        "liver.hepatic_fraction_of_clearance",
+        "liver.swallowed_share_of_f.intranasal",
+        "covariate_effects.female_clearance_multiplier",
+    ] {
+        assert!(g.assumptions.iter().any(|x| x.key == key), "{key}");
+    }
+    // Not the age effect's: this patient is 40.
+    assert!(!g.assumptions.iter().any(|x| x.key.contains("qh_age")));
+}
