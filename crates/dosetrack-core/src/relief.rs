@@ -16,11 +16,14 @@
 //!   compartment is the PK engine's own effect site with ke0 = ln 2 / t½
 //!   (linear, so the S fraction applies afterwards): exact, no integration
 //!   step.
-//! * **Norketamine**: not modelled yet; its keys are present and null, and
-//!   the assumptions say so.
+//! * **Norketamine** (the drug file's `[norketamine]`): its exposure over
+//!   the acute window (peak on the same 1-minute grid, exact AUC), from the
+//!   parent–metabolite model of [`crate::pk::metabolite`]. Its potency is 0
+//!   (a labelled sensitivity setting): it is not counted in either relief.
+//!   Without the section the keys are present and null.
 
-use crate::drug::{emax_fraction, ChronicReliefSpec};
-use crate::pk::{PkParams, Schedule, Solution, System};
+use crate::drug::{emax_fraction, ChronicReliefSpec, NorketamineSpec};
+use crate::pk::{MetaboliteParams, MetaboliteSolution, PkParams, Schedule, Solution, System};
 use crate::simulate::{SimulateError, Solved, NOTICE};
 use crate::vocab::{format_rfc3339, round3, TimeMs};
 use serde::Serialize;
@@ -102,11 +105,18 @@ pub struct DayRelief {
     pub ce_slow_ng_per_ml: f64,
 }
 
-/// Norketamine exposure (not modelled yet: null).
+/// Norketamine exposure over the acute window (from the first input to
+/// [`ACUTE_SCAN_AFTER_LAST_MS`] after the last); every key null when the
+/// drug file has no `[norketamine]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Norketamine {
+    /// Highest plasma concentration on the window's 1-minute grid.
     pub peak_ng_per_ml: Option<f64>,
+    pub peak_at: Option<String>,
+    /// Area under the plasma curve over the window (exact).
     pub auc_ng_h_per_ml: Option<f64>,
+    /// That area over ketamine's (Cp) over the same window.
+    pub auc_ratio_to_ketamine: Option<f64>,
 }
 
 /// The relief of a solved regimen: acute window, and over `days` days when
@@ -164,19 +174,98 @@ pub fn relief(
             None
         }
     };
-    assumptions.push(
-        "norketamine is not modelled: its exposure is not reported and its effect (disputed) not counted".to_owned(),
-    );
+    let norketamine = match &solved.norketamine {
+        Some(spec) => {
+            assumptions.extend(norketamine_assumptions(spec));
+            norketamine(solved, spec)?
+        }
+        None => {
+            assumptions.push(
+                "the drug file has no [norketamine]: norketamine exposure is not reported and its effect (disputed) not counted".to_owned(),
+            );
+            Norketamine {
+                peak_ng_per_ml: None,
+                peak_at: None,
+                auc_ng_h_per_ml: None,
+                auc_ratio_to_ketamine: None,
+            }
+        }
+    };
     Ok(ReliefReport {
         notice: NOTICE,
         model: solved.patient.model_label.clone(),
         acute,
         chronic,
-        norketamine: Norketamine {
-            peak_ng_per_ml: None,
-            auc_ng_h_per_ml: None,
-        },
+        norketamine,
         assumptions,
+    })
+}
+
+/// What the norketamine figures assume, in words.
+fn norketamine_assumptions(spec: &NorketamineSpec) -> Vec<String> {
+    let mut out = vec![format!(
+        "norketamine's potency is {} (a sensitivity setting of the drug file): it is not counted in the acute relief or the relief over weeks (its effect is disputed: Olofsen 2012 found it opposes analgesia, Sigtermans 2009 no contribution)",
+        spec.potency_relative_to_ketamine.value
+    )];
+    out.push(format!(
+        "norketamine: {} of ketamine's elimination becomes norketamine, and part of an oral, sublingual or intranasal dose becomes norketamine on first pass (that share of the first-pass loss held constant: an interaction that raises F lowers it); disposition from esketamine data (Perez-Ruixo 2021) used for racemic ketamine",
+        spec.formation_fraction.value
+    ));
+    out.push(
+        "norketamine exposure is over the acute window (first input to 48 h after the last): peak on its 1-minute grid, area exact".to_owned(),
+    );
+    out
+}
+
+/// Norketamine's exposure over the acute window.
+fn norketamine(solved: &Solved, spec: &NorketamineSpec) -> Result<Norketamine, SimulateError> {
+    let patient = &solved.patient;
+    let (v_l, cl_l_per_h, vp_l, q_l_per_h) = spec.at_weight(patient.covariates.weight_kg);
+    let mut first_pass = [0.0; 9];
+    for r in &patient.routes {
+        if let Some(fp) = spec.first_pass_fraction.get(&r.route) {
+            // The share of the first-pass loss (1 − F) that becomes
+            // norketamine is the drug file's; an interaction that raises F
+            // leaves less to lose.
+            let share = if r.f_drug_file < 1.0 {
+                fp.value / (1.0 - r.f_drug_file)
+            } else {
+                0.0
+            };
+            first_pass[r.route.index()] = (share * (1.0 - r.f)).clamp(0.0, 1.0 - r.f);
+        }
+    }
+    let params = MetaboliteParams::from_clearances(
+        v_l,
+        cl_l_per_h,
+        vp_l,
+        q_l_per_h,
+        spec.formation_fraction.value,
+        first_pass,
+    );
+    let nk = MetaboliteSolution::new(&solved.solution, &params)
+        .map_err(crate::patient::PatientError::from)?;
+    let from = solved.first_event_ms;
+    let to = solved.last_event_ms + ACUTE_SCAN_AFTER_LAST_MS;
+    let to_grid = from + (to - from) / MINUTE_MS * MINUTE_MS;
+    let (peak, peak_ms) =
+        nk.sample(from, to_grid, MINUTE_MS)
+            .iter()
+            .fold((0.0_f64, None), |(best, at), s| {
+                if s.c_ng_per_ml > best {
+                    (s.c_ng_per_ml, Some(s.t_ms))
+                } else {
+                    (best, at)
+                }
+            });
+    let (start, end) = (nk.at(from), nk.at(to_grid));
+    let auc = end.auc_ng_h_per_ml - start.auc_ng_h_per_ml;
+    let parent_auc = end.parent_auc_ng_h_per_ml - start.parent_auc_ng_h_per_ml;
+    Ok(Norketamine {
+        peak_ng_per_ml: Some(round3(peak)),
+        peak_at: peak_ms.map(format_rfc3339),
+        auc_ng_h_per_ml: Some(round3(auc)),
+        auc_ratio_to_ketamine: (parent_auc > 0.0).then(|| round3(auc / parent_auc)),
     })
 }
 
@@ -362,6 +451,17 @@ pub fn relief_text(r: &ReliefReport) -> String {
                 c.peak_relief_fraction, c.peak_day, c.response_probability, c.placebo_response_probability
             )),
         }
+    }
+    let n = &r.norketamine;
+    if let (Some(peak), Some(auc)) = (n.peak_ng_per_ml, n.auc_ng_h_per_ml) {
+        let ratio = n
+            .auc_ratio_to_ketamine
+            .map(|x| format!(", {x:.2} times ketamine's"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "Norketamine (reported, not counted in relief): peaks at {peak} ng/mL at {}; AUC {auc} ng·h/mL over the acute window{ratio}.\n",
+            hm(&n.peak_at)
+        ));
     }
     out.push_str("Assumptions:\n");
     for a in &r.assumptions {

@@ -183,6 +183,8 @@ pub struct Solved {
     pub solution: Solution,
     pub first_event_ms: TimeMs,
     pub last_event_ms: TimeMs,
+    /// The drug file's norketamine model, if it has one (for `relief`).
+    pub norketamine: Option<crate::drug::NorketamineSpec>,
 }
 
 /// Resolve the patient and solve the inputs that occurred at or before
@@ -211,6 +213,7 @@ pub fn solve(
         solution,
         first_event_ms,
         last_event_ms,
+        norketamine: formulary.drug().norketamine().cloned(),
     })
 }
 
@@ -589,6 +592,9 @@ pub struct ModelReport {
     /// The drug file's relief models (`dosetrack relief`), each value with
     /// its source; `None` when the file has none.
     pub relief: Option<crate::drug::ReliefSpec>,
+    /// The drug file's norketamine model (reported by `relief`), each value
+    /// with its source; `None` when the file has none.
+    pub norketamine: Option<crate::drug::NorketamineSpec>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -638,6 +644,7 @@ pub fn model_report(
         warnings: p.warnings.clone(),
         assumptions: p.assumptions.to_vec(),
         relief: formulary.drug().relief().cloned(),
+        norketamine: formulary.drug().norketamine().cloned(),
     })
 }
 

@@ -113,6 +113,8 @@ pub struct DrugFile {
     covariate_effects: Option<CovariateEffects>,
     /// Metabolic genotypes (`[metabolism]`), if any; needs `[liver]`.
     metabolism: Option<MetabolismSpec>,
+    /// The metabolite model (`[norketamine]`), if the file has it.
+    norketamine: Option<NorketamineSpec>,
 }
 
 /// The liver as a well-stirred organ (`[liver]`): hepatic blood flow and
@@ -466,6 +468,43 @@ pub struct ChronicReliefSpec {
     pub placebo_response_probability: Sourced<f64>,
 }
 
+/// The norketamine model (`[norketamine]`): a two-compartment metabolite
+/// formed from the parent's elimination (`formation_fraction`) and, for
+/// some routes, on first pass (`first_pass_fraction`, a fraction of the
+/// dose). Volumes and clearances are at `reference_weight_kg`, scaled as
+/// `V × (W/ref)^volume_exponent`, `CL, Q × (W/ref)^clearance_exponent`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NorketamineSpec {
+    pub reference_weight_kg: f64,
+    pub v_l: Sourced<f64>,
+    pub cl_l_per_h: Sourced<f64>,
+    pub vp_l: Sourced<f64>,
+    pub q_l_per_h: Sourced<f64>,
+    pub volume_exponent: Sourced<f64>,
+    pub clearance_exponent: Sourced<f64>,
+    pub formation_fraction: Sourced<f64>,
+    /// Extravascular routes only; a route not listed has none.
+    pub first_pass_fraction: BTreeMap<Route, Sourced<f64>>,
+    /// Effect relative to ketamine; a sensitivity setting, 0 (not counted)
+    /// by default and, for now, the only value accepted.
+    pub potency_relative_to_ketamine: Sourced<f64>,
+}
+
+impl NorketamineSpec {
+    /// `(v_l, cl_l_per_h, vp_l, q_l_per_h)` at a body weight.
+    pub fn at_weight(&self, weight_kg: f64) -> (f64, f64, f64, f64) {
+        let r = weight_kg / self.reference_weight_kg;
+        let v = r.powf(self.volume_exponent.value);
+        let c = r.powf(self.clearance_exponent.value);
+        (
+            self.v_l.value * v,
+            self.cl_l_per_h.value * c,
+            self.vp_l.value * v,
+            self.q_l_per_h.value * c,
+        )
+    }
+}
+
 /// Concentration thresholds, ng/mL; floor < caution < ceiling.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Targets {
@@ -651,6 +690,11 @@ impl DrugFile {
         self.metabolism.as_ref()
     }
 
+    /// The norketamine model, if the file has a `[norketamine]` section.
+    pub fn norketamine(&self) -> Option<&NorketamineSpec> {
+        self.norketamine.as_ref()
+    }
+
     /// The dose limits of every care setting.
     pub fn limits(&self) -> &SettingLimits {
         &self.limits
@@ -827,6 +871,26 @@ impl DrugFile {
             for (genotype, g) in &m.cyp2b6 {
                 out.push((genotype_key(genotype), &g.intrinsic_clearance_multiplier));
             }
+        }
+        if let Some(n) = &self.norketamine {
+            for (k, s) in [
+                ("v_l", &n.v_l),
+                ("cl_l_per_h", &n.cl_l_per_h),
+                ("vp_l", &n.vp_l),
+                ("q_l_per_h", &n.q_l_per_h),
+                ("volume_exponent", &n.volume_exponent),
+                ("clearance_exponent", &n.clearance_exponent),
+                ("formation_fraction", &n.formation_fraction),
+            ] {
+                out.push((format!("norketamine.{k}"), s));
+            }
+            for (route, s) in &n.first_pass_fraction {
+                out.push((format!("norketamine.first_pass_fraction.{route}"), s));
+            }
+            out.push((
+                "norketamine.potency_relative_to_ketamine".to_owned(),
+                &n.potency_relative_to_ketamine,
+            ));
         }
         out
     }

@@ -50,6 +50,8 @@ pub(super) struct RawFile {
     pub(super) covariate_effects: Option<RawCovariateEffects>,
     #[serde(default)]
     pub(super) metabolism: Option<RawMetabolism>,
+    #[serde(default)]
+    pub(super) norketamine: Option<RawNorketamine>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +83,22 @@ pub(super) struct RawMetabolism {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGenotype {
     pub(super) intrinsic_clearance_multiplier: RawSourced,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNorketamine {
+    pub(super) reference_weight_kg: f64,
+    pub(super) v_l: RawSourced,
+    pub(super) cl_l_per_h: RawSourced,
+    pub(super) vp_l: RawSourced,
+    pub(super) q_l_per_h: RawSourced,
+    pub(super) volume_exponent: RawSourced,
+    pub(super) clearance_exponent: RawSourced,
+    pub(super) formation_fraction: RawSourced,
+    #[serde(default)]
+    pub(super) first_pass_fraction: BTreeMap<String, RawSourced>,
+    pub(super) potency_relative_to_ketamine: RawSourced,
 }
 
 #[derive(Debug, Deserialize)]

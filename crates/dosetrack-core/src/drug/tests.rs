@@ -1469,3 +1469,97 @@ fn rejects_bad_liver_covariate_and_metabolism_values() {
         "unknown field",
     );
 }
+
+// ---- [norketamine] ------------------------------------------------------
+
+#[test]
+fn shipped_norketamine_has_the_derived_values() {
+    let d = shipped();
+    let n = match d.norketamine() {
+        Some(n) => n,
+        None => panic!("the shipped file has [norketamine]"),
+    };
+    assert_eq!(n.v_l.value, 70.0);
+    assert_eq!(n.cl_l_per_h.value, 38.0);
+    assert_eq!(n.formation_fraction.value, 0.71);
+    assert_eq!(n.potency_relative_to_ketamine.value, 0.0);
+    assert!(n.potency_relative_to_ketamine.assumption);
+    let fp = |r: Route| n.first_pass_fraction.get(&r).map(|s| s.value);
+    assert_eq!(fp(Route::Oral), Some(0.33));
+    assert_eq!(fp(Route::Sublingual), Some(0.29));
+    assert_eq!(fp(Route::Intranasal), Some(0.15));
+    assert_eq!(fp(Route::Im), None);
+    // The derivations written in the sources.
+    assert_close(0.64 * 0.72 * 0.71, 0.33, 0.01);
+    assert_close((1.0 - 0.29) / (1.0 - 0.20) * 0.33, 0.29, 0.02);
+    assert_close(0.46 * 0.33, 0.15, 0.02);
+    assert_close(2.77 / (2.77 + 1.11), 0.71, 0.01);
+    // Scaling: volumes linear, clearances to the 3/4.
+    let (v, cl, vp, q) = n.at_weight(140.0);
+    assert_close(v, 140.0, 1e-12);
+    assert_close(vp, 230.0, 1e-12);
+    assert_close(cl, 38.0 * 2f64.powf(0.75), 1e-12);
+    assert_close(q, 26.1 * 2f64.powf(0.75), 1e-12);
+}
+
+#[test]
+fn norketamine_is_optional() {
+    let text = remove_tables(BUILTIN_TOML, "[norketamine");
+    match parse(&text) {
+        Ok(d) => assert!(d.norketamine().is_none()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn norketamine_potency_other_than_0_is_refused_not_ignored() {
+    let t = replace_once(
+        BUILTIN_TOML,
+        "[norketamine.potency_relative_to_ketamine]\nvalue = 0.0\n",
+        "[norketamine.potency_relative_to_ketamine]\nvalue = 0.3\n",
+    );
+    expect_invalid(
+        &t,
+        "norketamine.potency_relative_to_ketamine",
+        "only 0 is supported",
+    );
+}
+
+#[test]
+fn norketamine_first_pass_is_checked() {
+    let oral = "[norketamine.first_pass_fraction.oral]\nvalue = 0.33\n";
+    let t = replace_once(
+        BUILTIN_TOML,
+        oral,
+        "[norketamine.first_pass_fraction.oral]\nvalue = 0.9\n",
+    );
+    expect_invalid(
+        &t,
+        "norketamine.first_pass_fraction.oral",
+        "more than the dose",
+    );
+    let t = replace_once(
+        BUILTIN_TOML,
+        oral,
+        "[norketamine.first_pass_fraction.iv_bolus]\nvalue = 0.1\n",
+    );
+    expect_invalid(
+        &t,
+        "norketamine.first_pass_fraction.iv_bolus",
+        "no first pass",
+    );
+    let t = replace_once(
+        BUILTIN_TOML,
+        oral,
+        "[norketamine.first_pass_fraction.nasal]\nvalue = 0.1\n",
+    );
+    expect_invalid(&t, "norketamine.first_pass_fraction.nasal", "unknown route");
+    let t = replace_once(
+        BUILTIN_TOML,
+        "[norketamine.formation_fraction]\nvalue = 0.71\n",
+        "[norketamine.formation_fraction]\nvalue = 1.71\n",
+    );
+    expect_invalid(&t, "norketamine.formation_fraction", "at most 1");
+    let t = remove_tables(BUILTIN_TOML, "[norketamine.vp_l]");
+    expect_invalid(&t, "norketamine.vp_l", "missing field");
+}

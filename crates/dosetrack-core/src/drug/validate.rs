@@ -4,8 +4,8 @@
 
 use super::raw::{
     Ctx, RawBounds, RawCovariateEffects, RawDisposition, RawEffectSite, RawFile, RawInteraction,
-    RawLiver, RawMetabolism, RawModel, RawModelSelection, RawRelief, RawRoute, RawSourced,
-    RawTargets,
+    RawLiver, RawMetabolism, RawModel, RawModelSelection, RawNorketamine, RawRelief, RawRoute,
+    RawSourced, RawTargets,
 };
 use super::*;
 
@@ -277,6 +277,10 @@ impl RawFile {
             .metabolism
             .map(|m| validate_metabolism(ctx, m, liver.is_some()))
             .transpose()?;
+        let norketamine = match self.norketamine {
+            Some(n) => Some(validate_norketamine(ctx, n, &routes)?),
+            None => None,
+        };
 
         Ok(DrugFile {
             schema_version: SCHEMA_VERSION,
@@ -292,6 +296,7 @@ impl RawFile {
             liver,
             covariate_effects,
             metabolism,
+            norketamine,
         })
     }
 }
@@ -412,6 +417,81 @@ fn validate_metabolism(ctx: &Ctx<'_>, raw: RawMetabolism, has_liver: bool) -> Re
         );
     }
     Ok(MetabolismSpec { cyp2b6 })
+}
+
+fn validate_norketamine(
+    ctx: &Ctx<'_>,
+    raw: RawNorketamine,
+    routes: &RouteTable,
+) -> Res<NorketamineSpec> {
+    let key = |k: &str| format!("norketamine.{k}");
+    let reference_weight_kg = ctx.number(
+        &key("reference_weight_kg"),
+        raw.reference_weight_kg,
+        Rule::Positive,
+    )?;
+    let mut first_pass_fraction = BTreeMap::new();
+    for (name, s) in raw.first_pass_fraction {
+        let k = key(&format!("first_pass_fraction.{name}"));
+        let route = ctx.route_key(&k, &name)?;
+        if route.is_intravenous() {
+            return Err(ctx.invalid(
+                k,
+                "intravenous doses reach the circulation directly: no first pass",
+            ));
+        }
+        let fp = ctx.sourced(&k, s, Rule::Fraction)?;
+        let f = routes.get(route).f.value;
+        if fp.value + f > 1.0 {
+            return Err(ctx.invalid(
+                k,
+                format!(
+                    "the first-pass fraction ({}) and the route's F ({f}) add up to more than the dose",
+                    fp.value
+                ),
+            ));
+        }
+        first_pass_fraction.insert(route, fp);
+    }
+    let potency = ctx.sourced(
+        &key("potency_relative_to_ketamine"),
+        raw.potency_relative_to_ketamine,
+        Rule::NonNegative,
+    )?;
+    if potency.value != 0.0 {
+        return Err(ctx.invalid(
+            key("potency_relative_to_ketamine"),
+            format!(
+                "only 0 is supported for now (got {}): counting norketamine's effect in the relief \
+                 needs a norketamine effect site, which is not implemented",
+                potency.value
+            ),
+        ));
+    }
+    Ok(NorketamineSpec {
+        reference_weight_kg,
+        v_l: ctx.sourced(&key("v_l"), raw.v_l, Rule::Positive)?,
+        cl_l_per_h: ctx.sourced(&key("cl_l_per_h"), raw.cl_l_per_h, Rule::Positive)?,
+        vp_l: ctx.sourced(&key("vp_l"), raw.vp_l, Rule::Positive)?,
+        q_l_per_h: ctx.sourced(&key("q_l_per_h"), raw.q_l_per_h, Rule::Positive)?,
+        volume_exponent: ctx.sourced(
+            &key("volume_exponent"),
+            raw.volume_exponent,
+            Rule::Exponent,
+        )?,
+        clearance_exponent: ctx.sourced(
+            &key("clearance_exponent"),
+            raw.clearance_exponent,
+            Rule::Exponent,
+        )?,
+        formation_fraction: ctx.sourced(
+            &key("formation_fraction"),
+            raw.formation_fraction,
+            Rule::Fraction,
+        )?,
+        first_pass_fraction,
+        potency_relative_to_ketamine: potency,
+    })
 }
 
 fn validate_acute(

@@ -29,14 +29,18 @@
 //! * [`schedule`]: dosing (boluses, infusions, patches) → input events.
 //! * [`solution`]: checkpoints, evaluation, sampling on a grid.
 //! * [`forecast`]: the next time Cp or Ce crosses a level.
+//! * [`metabolite`]: the metabolite (norketamine) beside a solved parent,
+//!   exact the same way, without slowing the parent engine.
 
 pub mod forecast;
+pub mod metabolite;
 pub mod params;
 pub mod schedule;
 pub mod solution;
 pub mod system;
 
 pub use forecast::{Crossing, Direction, Output, FORECAST_ASSUMPTIONS};
+pub use metabolite::{MetaboliteAt, MetaboliteParams, MetaboliteSample, MetaboliteSolution};
 pub use params::{PkParams, RouteParams};
 pub use schedule::{Dosing, Schedule, ScheduleError};
 pub use solution::{Concentrations, Sample, Solution};

@@ -380,6 +380,12 @@ impl System {
         t
     }
 
+    /// The system matrix `M` of `x' = M x` (per minute), for models built
+    /// on top of this one (the metabolite's augmented system).
+    pub fn matrix(&self) -> &[[f64; N]; N] {
+        &self.dynamics.matrix
+    }
+
     /// Time derivative of component `i` in state `x` (per minute).
     pub fn derivative(&self, x: &State, i: usize) -> f64 {
         self.dynamics.matrix[i]
