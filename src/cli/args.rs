@@ -472,6 +472,9 @@ pub(crate) struct ReliefArgs {
     pub(crate) days: u32,
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) format: ReportFormat,
+    /// Also draw the relief over weeks, with the target (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) plot: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -117,10 +117,18 @@ pub(crate) fn relief(f: &Formulary, a: &ReliefArgs, out: &mut impl Write) -> any
     if !(1..=730).contains(&a.days) {
         return Err(input_error(format!("--days {}: must be 1 to 730", a.days)));
     }
+    if let Some(path) = &a.plot {
+        check_plot_path(path)?;
+    }
     let inputs = read_events(&a.events)?;
     let solved = simulate::solve(f, &a.patient.spec(), &inputs, None).map_err(sim_err)?;
     let chronic = f.drug().relief().map(|r| &r.chronic);
     let report = dosetrack::relief::relief(&solved, chronic, a.days).map_err(sim_err)?;
+    if let Some(path) = &a.plot {
+        let title = format!("Ketamine — relief over weeks ({} kg)", a.patient.weight_kg);
+        dosetrack::plot::write_relief_plot(path, &report, &title)
+            .with_context(|| format!("writing the plot to {}", path.display()))?;
+    }
     match a.format {
         ReportFormat::Text => out.write_all(dosetrack::relief::relief_text(&report).as_bytes())?,
         ReportFormat::Json => {
@@ -169,6 +177,79 @@ pub(crate) fn model_show(
                     r.ka_per_min
                         .map_or_else(|| "-".to_owned(), |k| format!("{k:.5}/min")),
                     r.lag_min
+                )?;
+            }
+            if let Some(i) = &report.indication {
+                writeln!(
+                    out,
+                    "indication: {} ({}{}): relief = Ce^{} / ({}^{} + Ce^{}); {} of the maximum wanted, reached at Ce {} ng/mL",
+                    i.key,
+                    i.title,
+                    if i.defaulted { ", the drug file's default" } else { "" },
+                    i.hill,
+                    i.ec50_ng_per_ml,
+                    i.hill,
+                    i.hill,
+                    i.target_relief_fraction,
+                    dosetrack::vocab::round3(i.floor_ng_per_ml)
+                )?;
+            }
+            writeln!(
+                out,
+                "targets (ng/mL): floor {}  caution {}  ceiling {}",
+                report.targets.analgesic_floor_ng_per_ml,
+                report.targets.psychotomimetic_caution_ng_per_ml,
+                report.targets.ceiling_ng_per_ml
+            )?;
+            let e = &report.effects;
+            if e.clearance_multiplier != 1.0 || !e.route_f_multipliers.is_empty() {
+                let fs: Vec<String> = e
+                    .route_f_multipliers
+                    .iter()
+                    .map(|(r, m)| format!("{} F x{m:.3}", r.as_str()))
+                    .collect();
+                writeln!(
+                    out,
+                    "covariate and metabolism effects: clearance x{:.3}{}{}",
+                    e.clearance_multiplier,
+                    if fs.is_empty() { "" } else { "; " },
+                    fs.join(", ")
+                )?;
+            }
+            if let Some(acute) = report.relief.as_ref().and_then(|r| r.acute.as_ref()) {
+                writeln!(
+                    out,
+                    "graded acute relief per indication (default {}):",
+                    acute.default_indication
+                )?;
+                for (key, ind) in &acute.indications {
+                    for (name, v) in [
+                        ("EC50 (ng/mL)", &ind.ec50_ng_per_ml),
+                        ("steepness", &ind.hill),
+                        ("relief wanted", &ind.target_relief_fraction),
+                    ] {
+                        writeln!(
+                            out,
+                            "  {key:<20} {name:<14} {}{} — {}",
+                            v.value,
+                            if v.assumption { " (assumption)" } else { "" },
+                            v.source
+                        )?;
+                    }
+                }
+            }
+            if let Some(n) = &report.norketamine {
+                writeln!(
+                    out,
+                    "norketamine (exposure only; potency {}, a sensitivity setting): V {} L, CL {} L/h, Vp {} L, Q {} L/h per {} kg; formation fraction {} — {}",
+                    n.potency_relative_to_ketamine.value,
+                    n.v_l.value,
+                    n.cl_l_per_h.value,
+                    n.vp_l.value,
+                    n.q_l_per_h.value,
+                    n.reference_weight_kg,
+                    n.formation_fraction.value,
+                    n.v_l.source
                 )?;
             }
             if let Some(r) = &report.relief {

@@ -39,6 +39,7 @@ mod header;
 mod lanes;
 mod layout;
 mod prepare;
+mod relief;
 #[cfg(test)]
 mod tests;
 
@@ -61,6 +62,7 @@ pub const PLOT_WIDTH_PX: u32 = 1200;
 pub const PLOT_HEIGHT_PX: u32 = 700;
 
 pub use dosetrack_core::chart::{DoseMark, PlotSpec, SpanMark, TargetLines};
+pub use relief::write_relief_plot;
 
 /// Output format, chosen from the file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

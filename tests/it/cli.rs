@@ -17,8 +17,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_dosetrack");
 const HEADER: &str = "time,t_min,cp_ng_per_ml,ce_ng_per_ml";
 const NOTICE: &str = "not a certified medical device";
 
-/// Ce at 2026-11-27T09:00:00Z for the ward day, 72 kg (measured: 111.2763).
-const CE_AT_0900: f64 = 135.1666;
+/// Ce at 2026-11-27T09:00:00Z for the ward day, 72 kg woman (her
+/// clearance × 1.2, Sigtermans 2009; 135.1666 before the sex effect).
+const CE_AT_0900: f64 = 123.4139;
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -1138,7 +1139,7 @@ fn relief_answers_with_the_acute_window_and_the_weeks_after() {
     // The text answers in sentences a clinician can read.
     let t = run_ok(&base).stdout;
     assert!(
-        t.contains("Acute relief (Ce at or above 100 ng/mL) expected from 2026-01-05"),
+        t.contains("for acute postoperative or emergency pain: at least 50 % of the maximal relief, Ce at or above 100 ng/mL) expected from 2026-01-05"),
         "{t}"
     );
     assert!(t.contains(&format!("until {due}")), "{t}");
@@ -1147,4 +1148,59 @@ fn relief_answers_with_the_acute_window_and_the_weeks_after() {
     let mut bad = base.to_vec();
     bad.extend(["--days", "0"]);
     assert_input_error(&bad, &["--days"]);
+    let mut bad = base.to_vec();
+    bad.extend(["--indication", "migraine"]);
+    assert_input_error(&bad, &["migraine", "chronic_neuropathic"]);
+    let mut bad = base.to_vec();
+    bad.extend(["--cyp2b6", "*9/*9"]);
+    assert_input_error(&bad, &["*9/*9"]);
+    let mut bad = base.to_vec();
+    bad.extend(["--plot", "relief.gif"]);
+    assert_input_error(&bad, &["--plot"]);
+
+    // The indication moves the acute answer: chronic neuropathic pain's
+    // floor is 21 ng/mL, so the same series relieves for longer each day.
+    let mut args = base.to_vec();
+    args.extend(["--format", "json", "--indication", "chronic_neuropathic"]);
+    let c = json(&run_ok(&args));
+    assert_eq!(c["acute"]["indication"], "chronic_neuropathic");
+    assert_eq!(num(&c["acute"]["floor_ng_per_ml"]), 21.0);
+    assert!(num(&c["acute"]["duration_min"]) > num(&v["acute"]["duration_min"]));
+    // The genotype moves it too: a CYP2B6 *6/*6 patient clears less, so
+    // Ce peaks higher on the same series.
+    let mut args = base.to_vec();
+    args.extend(["--format", "json", "--cyp2b6", "*6/*6"]);
+    let g = json(&run_ok(&args));
+    assert!(num(&g["acute"]["peak_ce_ng_per_ml"]) > 1.2 * num(&v["acute"]["peak_ce_ng_per_ml"]));
+    // Norketamine exposure is reported.
+    assert!(num(&v["norketamine"]["peak_ng_per_ml"]) > 0.0);
+    assert!(num(&v["norketamine"]["auc_ng_h_per_ml"]) > 0.0);
+
+    // --plot draws relief over days with the target.
+    let svg = dir.path().join("relief.svg");
+    let mut args = base.to_vec();
+    let svg_arg = svg.to_str().unwrap().to_owned();
+    args.extend(["--plot", svg_arg.as_str()]);
+    run_ok(&args);
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg"), "not an SVG");
+    for label in [
+        "days from the first dose",
+        "half of the peak",
+        "below half of the peak",
+        "probability of response 0.67",
+    ] {
+        assert!(drawn.contains(label), "the plot lacks '{label}'");
+    }
+    let png = dir.path().join("relief.png");
+    let png_arg = png.to_str().unwrap().to_owned();
+    let mut args = base.to_vec();
+    args.extend(["--plot", png_arg.as_str()]);
+    run_ok(&args);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "{} bytes",
+        bytes.len()
+    );
 }

@@ -595,6 +595,10 @@ pub struct ModelReport {
     /// The drug file's norketamine model (reported by `relief`), each value
     /// with its source; `None` when the file has none.
     pub norketamine: Option<crate::drug::NorketamineSpec>,
+    /// The patient's indication (graded acute relief, the floor).
+    pub indication: Option<crate::patient::PatientIndication>,
+    /// What sex, age and genotype did to clearance and F.
+    pub effects: crate::patient::PatientEffects,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -645,6 +649,8 @@ pub fn model_report(
         assumptions: p.assumptions.to_vec(),
         relief: formulary.drug().relief().cloned(),
         norketamine: formulary.drug().norketamine().cloned(),
+        indication: p.indication.clone(),
+        effects: p.effects.clone(),
     })
 }
 

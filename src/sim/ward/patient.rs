@@ -466,6 +466,14 @@ impl PatientSim {
         );
         m.insert("height_cm".into(), num(self.height_cm));
         m.insert("setting".into(), Value::from("ward"));
+        // Intranasal, oral and patch regimens are the pain clinic's
+        // (chronic neuropathic pain); infusions and injections the ward's
+        // acute pain. The indication sets the patient's floor.
+        let indication = match self.archetype {
+            Archetype::Intranasal | Archetype::PatchOral => "chronic_neuropathic",
+            Archetype::IvInfusion | Archetype::Injections { .. } => "acute_pain",
+        };
+        m.insert("indication".into(), Value::from(indication));
         if !self.comedications.is_empty() {
             m.insert(
                 "comedications".into(),
