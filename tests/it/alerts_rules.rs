@@ -1210,3 +1210,54 @@ fn redose_due_waits_until_the_ce_peak_of_the_dose_just_given() {
         );
     }
 }
+
+/// One fact, one alert: between intermittent doses the fall below the
+/// floor is `redose_due`'s (low) to say, and `subtherapeutic` (medium)
+/// stays quiet while it is open; while an infusion runs below the floor,
+/// `subtherapeutic` says its rate is too low.
+#[test]
+fn subtherapeutic_does_not_repeat_an_open_redose_due_between_intermittent_doses() {
+    let raised = |d: &Derived, to: TimeMs| -> Vec<(Rule, String)> {
+        drive(d, &[], &AlertConfig::default(), T0, to, 15 * S)
+            .into_iter()
+            .filter(|m| m.phase == Phase::Raised)
+            .map(|m| (m.rule, t(m.time_ms)))
+            .collect()
+    };
+    // An IM bolus: Ce rises over the floor and falls below it an hour later.
+    let mut w = World::new();
+    w.admit("P-1", T0, json!({}));
+    w.dose("P-1", "im-1", T0, json!({"route": "im", "amount_mg": 40}));
+    let d = w.derived("P-1");
+    let floor = d.patient.targets.analgesic_floor_ng_per_ml;
+    let below = d
+        .solution
+        .next_crossing(Output::Ce, floor, T0 + 15 * MIN, HORIZON)
+        .expect("the bolus's Ce falls below the floor")
+        .at_ms;
+    let r = raised(&d, below + 2 * H);
+    assert!(
+        r.iter().any(|(rule, _)| *rule == Rule::RedoseDue),
+        "redose_due raised: {r:?}"
+    );
+    assert!(
+        !r.iter().any(|(rule, _)| *rule == Rule::Subtherapeutic),
+        "subtherapeutic repeats the open redose_due: {r:?}"
+    );
+    // An infusion too slow for the floor, running: subtherapeutic.
+    let mut w = World::new();
+    w.admit("P-1", T0, json!({}));
+    w.dose(
+        "P-1",
+        "inf-1",
+        T0,
+        json!({"route": "iv_infusion", "rate_mg_per_h": 3, "duration_min": 600}),
+    );
+    let d = w.derived("P-1");
+    assert!(ce(&d, T0 + 3 * H) < floor);
+    let r = raised(&d, T0 + 4 * H);
+    assert!(
+        r.iter().any(|(rule, _)| *rule == Rule::Subtherapeutic),
+        "subtherapeutic while an infusion runs below the floor: {r:?}"
+    );
+}

@@ -36,6 +36,12 @@ const DAY_MS: TimeMs = 86_400_000;
 /// How far after the last input the acute window is looked for.
 pub const ACUTE_SCAN_AFTER_LAST_MS: TimeMs = 48 * HOUR_MS;
 
+/// Below this peak (a fraction of a responder's maximal relief) the text
+/// says no lasting relief is expected instead of how long a negligible
+/// relief stays above half of itself. Wording only: the JSON carries the
+/// numbers either way.
+pub const NEGLIGIBLE_RELIEF_OVER_WEEKS: f64 = 0.1;
+
 /// Default length of the curve over weeks (days from the first input).
 pub const DEFAULT_DAYS: u32 = 90;
 
@@ -442,6 +448,10 @@ pub fn relief_text(r: &ReliefReport) -> String {
     if let Some(c) = &r.chronic {
         let weeks = c.below_half_of_peak_day.map(|d| f64::from(d) / 7.0);
         match (weeks, &c.next_series_due) {
+            _ if c.peak_relief_fraction < NEGLIGIBLE_RELIEF_OVER_WEEKS => out.push_str(&format!(
+                "No lasting relief over the following weeks is expected from this regimen (its peak is {:.2} of a responder's maximum).\n",
+                c.peak_relief_fraction
+            )),
             (Some(w), Some(due)) => out.push_str(&format!(
                 "Over the following weeks relief peaks at {:.2} of a responder's maximum (day {:.0}) and stays above half of that for about {:.1} weeks, until {due} (probability of response {:.2}, {:.2} on placebo).\n",
                 c.peak_relief_fraction, c.peak_day, w, c.response_probability, c.placebo_response_probability

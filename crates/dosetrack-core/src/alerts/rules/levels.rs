@@ -194,6 +194,20 @@ impl Ctx<'_> {
         }
         let floor = self.d.patient.targets.analgesic_floor_ng_per_ml;
         let was = self.is_active(Rule::Subtherapeutic, "ce");
+        // Between intermittent doses (no infusion or patch running) a fall
+        // below the floor is what an open `redose_due` already says: one
+        // fact, one alert (docs/alerts-ward-day.md). While a continuous
+        // delivery runs, Ce below the floor says its rate is too low: that
+        // is this rule's own message.
+        let continuous = self
+            .d
+            .ledger
+            .deliveries
+            .iter()
+            .any(|del| del.start_ms <= self.now && del.is_running_at(self.now));
+        if !was && !continuous && self.is_active(Rule::RedoseDue, "floor") {
+            return;
+        }
         let level = if was {
             floor * (1.0 + self.cfg.level_hysteresis)
         } else {
