@@ -1022,6 +1022,15 @@ fn every_raised_alert_held_at_raise_time() {
         T0 + 5 * H,
         json!({"kind": "infusion_stopped", "patient_id": "P-1", "reason": "alarm"}),
     );
+    // A manual infusion too slow for the floor (subtherapeutic while it
+    // runs; between the intermittent doses above, the open redose_due
+    // says it).
+    w.dose(
+        "P-1",
+        "slow",
+        T0 + 9 * H,
+        json!({"route": "iv_infusion", "rate_mg_per_h": 3, "duration_min": 360}),
+    );
     let d = w.derived("P-1");
     let floor = d.patient.targets.analgesic_floor_ng_per_ml;
     let ceiling = d.patient.targets.ceiling_ng_per_ml;
@@ -1030,7 +1039,7 @@ fn every_raised_alert_held_at_raise_time() {
         last_heard_ms: T0 + 5 * H,
     }];
     let cfg = AlertConfig::default();
-    let out = drive(&d, &devices, &cfg, T0, T0 + 12 * H, 15 * S);
+    let out = drive(&d, &devices, &cfg, T0, T0 + 15 * H, 15 * S);
     let raised: Vec<_> = out.iter().filter(|m| m.phase == Phase::Raised).collect();
     eprintln!(
         "{:?}",

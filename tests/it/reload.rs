@@ -213,6 +213,18 @@ fn sighup_applies_a_new_ceiling_refuses_a_broker_change_and_keeps_a_broken_confi
             "[targets.analgesic_floor_ng_per_ml]\nvalue = 100.0",
             "[targets.analgesic_floor_ng_per_ml]\nvalue = 10.0",
             1,
+        )
+        // Each indication's floor (its EC50 at half the maximal relief)
+        // must stay below the caution level too.
+        .replacen(
+            "[relief.acute.indications.acute_pain.ec50_ng_per_ml]\nvalue = 100.0",
+            "[relief.acute.indications.acute_pain.ec50_ng_per_ml]\nvalue = 10.0",
+            1,
+        )
+        .replacen(
+            "[relief.acute.indications.chronic_neuropathic.ec50_ng_per_ml]\nvalue = 21.0",
+            "[relief.acute.indications.chronic_neuropathic.ec50_ng_per_ml]\nvalue = 10.0",
+            1,
         );
     std::fs::write(&drug, &lowered).unwrap();
     d.signal("HUP");

@@ -45,6 +45,25 @@ fn params() -> impl Strategy<Value = PkParams> {
     })
 }
 
+/// As [`params`], with the slow effect compartment of relief over weeks:
+/// ke0 from 1e-5 to 1e-3 per minute (Dahan 2011's ln 2 / 10.9 d is
+/// 4.4e-5/min).
+fn slow_params() -> impl Strategy<Value = PkParams> {
+    common::strategies::params(common::strategies::ParamRanges {
+        v1_l: 1.0..100.0,
+        k10: 0.002..1.0,
+        k12: 0.002..1.0,
+        k21: 0.002..1.0,
+        k13: 0.001..0.5,
+        k31: 0.001..0.5,
+        ke0: 1e-5..1e-3,
+        f: 0.05..=1.0,
+        ka: 0.005..2.0,
+        lag_min: prop_oneof![Just(0.0), 0.0f64..30.0].boxed(),
+        iv_infusion_lag_min: (0.0f64..10.0).boxed(),
+    })
+}
+
 fn dosing() -> impl Strategy<Value = Dosing> {
     // Times on a 1-ms grid within the first 12 h.
     let t = 0i64..12 * H;
@@ -338,6 +357,38 @@ proptest! {
                     let rel = ((ours - theirs) / theirs).abs();
                     prop_assert!(rel <= 1e-6, "{} at {} ms: engine {} vs rk45 {} (rel {:e})", name, t, ours, theirs, rel);
                 }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The slow effect compartment (relief over weeks) is the engine's
+    /// effect site with a tiny ke0: the same exactness over three days.
+    #[test]
+    fn slow_effect_compartment_matches_rk45(
+        p in slow_params(),
+        regimen in proptest::collection::vec(dosing(), 1..6),
+        checks in proptest::collection::vec(0i64..72 * H, 8),
+    ) {
+        let mut times = checks;
+        times.sort_unstable();
+        times.dedup();
+        let s = solve(p.clone(), &regimen);
+        let expected = reference(&p, None, &regimen, &times);
+        prop_assert_eq!(expected.len(), times.len());
+        let dense = s.sample(0, 72 * H, 60_000);
+        let mut ce_peak = dense.iter().map(|d| d.ce_ng_per_ml).fold(0.0, f64::max);
+        for e in &expected {
+            ce_peak = ce_peak.max(e.ce);
+        }
+        for (t, e) in times.iter().zip(&expected) {
+            let ours = s.at(*t).ce_ng_per_ml;
+            if e.ce > 1e-3 * ce_peak {
+                let rel = ((ours - e.ce) / e.ce).abs();
+                prop_assert!(rel <= 1e-6, "slow Ce at {} ms: engine {} vs rk45 {} (rel {:e})", t, ours, e.ce, rel);
             }
         }
     }
