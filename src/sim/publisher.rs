@@ -290,7 +290,9 @@ async fn publish(
     let mut acks = Acks::default();
     // About one real second of simulated time per window, at least 1 s.
     let window_ms = ((spec.speedup * 1000.0).min(MS_PER_H as f64) as i64).max(1_000);
-    let mut window_start = sim_start;
+    // A ward admitted before its start (`lead_in_ms`, the demo's): those
+    // messages are past on the clock and go out at once, in time order.
+    let mut window_start = sim_start.saturating_sub(ward.spec().lead_in_ms.max(0));
     let mut cancelled = false;
     let mut client_error = None;
     'windows: while window_start < sim_end {

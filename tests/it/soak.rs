@@ -546,6 +546,7 @@ async fn sustained_rate_then_idle() {
         prefix: prefix.clone(),
         heartbeat_interval_ms: size.heartbeat_ms,
         incidents: None,
+        lead_in_ms: 0,
     });
     let mut publisher = Publisher::connect(broker.port).await;
 
@@ -794,6 +795,7 @@ async fn build_db(db: &Path, n: usize, patients: usize) -> String {
         prefix: prefix.clone(),
         heartbeat_interval_ms: 60_000,
         incidents: None,
+        lead_in_ms: 0,
     });
     let mut written = 0usize;
     let mut pending = Vec::with_capacity(4096);

@@ -100,6 +100,10 @@ pub const NOTICE: &str = crate::simulate::NOTICE;
 /// (the simulator starts regimens 10–30 min after admission).
 pub const DEFAULT_SEED: u64 = 1283;
 
+/// How long before the demo's start its patients without an incident
+/// were admitted.
+const DEMO_LEAD_IN_MS: i64 = 3 * 3_600_000;
+
 /// The incident's IV bolus is this many times the drug file's ward bolus
 /// limit (a simulation input: clearly over it, within what a syringe mix-up
 /// gives).
@@ -397,6 +401,10 @@ async fn run_with_broker(
     spec.incidents = Some(Incidents {
         bolus_mg_per_kg: limit_mg_per_kg * INCIDENT_BOLUS_TIMES_LIMIT,
     });
+    // The other patients are mid-course when the demo starts (admitted
+    // 3 h before), so the ward shows a mix — in range, due soon, below —
+    // not everyone rising from Ce 0.
+    spec.lead_in_ms = DEMO_LEAD_IN_MS;
     let publish = PublishSpec {
         host: host.to_owned(),
         port,

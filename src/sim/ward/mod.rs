@@ -145,6 +145,9 @@ pub struct WardSpec {
     /// The scripted incidents (see "Incidents" in the module doc); `None`
     /// (the default): none.
     pub incidents: Option<Incidents>,
+    /// Patients without a scripted incident are admitted this long before
+    /// `start_ms` (default 0): a ward already mid-course.
+    pub lead_in_ms: i64,
 }
 
 /// The demo's scripted incidents, each early in the simulated hour (see
@@ -166,6 +169,7 @@ impl WardSpec {
             prefix: DEFAULT_PREFIX.to_owned(),
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             incidents: None,
+            lead_in_ms: 0,
         }
     }
 }

@@ -319,7 +319,19 @@ impl PatientSim {
         } else {
             None
         };
-        let admit_at = spec.start_ms.saturating_add(rng.random_range(0..120_000));
+        // Patients without a scripted incident may have been admitted
+        // `lead_in_ms` before the start (the demo's ward is mid-course, not
+        // everyone at Ce 0): their past messages are published at once.
+        let incident_patient = spec.incidents.is_some() && index <= 2;
+        let lead_in = if incident_patient {
+            0
+        } else {
+            spec.lead_in_ms.max(0)
+        };
+        let admit_at = spec
+            .start_ms
+            .saturating_sub(lead_in)
+            .saturating_add(rng.random_range(0..120_000));
         let mut first_at =
             admit_at.saturating_add(rng.random_range(10 * MS_PER_MIN..45 * MS_PER_MIN));
         // The incidents (module doc of `ward`): forced archetypes, early
