@@ -64,6 +64,7 @@
       document.getElementById("now").replaceChildren(
         card("Ce now (ng/mL)", num(p.ce_ng_per_ml)), card("Cp now (ng/mL)", num(p.cp_ng_per_ml)),
         card("Trend", p.trend || "—"), card("Below floor at", fc.below_floor_at ? time(fc.below_floor_at) : "—"),
+        card("Relief now", p.state && p.state.relief ? Math.round(p.state.relief.relief_fraction * 100) + " % (" + p.state.relief.indication.replace(/_/g, " ") + ")" : "—"),
         card("Last input", age(p.last_input_age_s)), card("Data", p.stale ? "STALE: " + p.stale_reasons.join("; ") : "current"),
         card("Status", p.in_care ? "in care since " + dayTime(p.admitted_at) : "discharged " + dayTime(p.discharged_at)));
       serverNow(ahead.time);

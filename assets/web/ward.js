@@ -30,14 +30,29 @@
       a.acknowledged ? el("span", { class: "acked" }, "✓ acknowledged by " + a.acknowledged.by + " at " + time(a.acknowledged.at))
         : ackMode !== "off" ? el("button", { type: "button", class: "ack", "data-ack": a.alert_id }, "Acknowledge") : null)));
   }
+  // Relief now (graded for the patient's indication) and until when, or
+  // from when the doses given reach the floor; relief over weeks if any.
+  function relief(st) {
+    const r = st && st.relief;
+    if (!r) return "—";
+    const pct = Math.round(r.relief_fraction * 100) + " %";
+    const when = r.relief_until ? "until " + time(r.relief_until)
+      : r.relief_from ? "from " + time(r.relief_from)
+      : r.relief_fraction >= r.target_relief_fraction ? "" : "below target";
+    const weeks = r.over_weeks ? el("div", { class: "muted" }, el("small", {},
+      "weeks: " + Math.round(r.over_weeks.relief_fraction * 100) + " %" +
+      (r.over_weeks.below_half_of_peak_on ? ", next series " + r.over_weeks.below_half_of_peak_on : ""))) : null;
+    return el("div", { title: r.indication.replace(/_/g, " ") + ": relief as a share of the maximal relief; wanted " + Math.round(r.target_relief_fraction * 100) + " %" },
+      el("b", {}, pct), when ? " " + when : "", weeks);
+  }
   function row(p) {
     const trend = { rising: "↑ rising", falling: "↓ falling", steady: "→ steady" }[p.trend] || "—";
     return el("tr", { class: "u" + p.urgency, "data-patient": p.patient_id, "data-last-input": p.last_input_at || "" },
       el("td", {}, el("a", { href: "/patients/" + encodeURIComponent(p.patient_id) }, p.patient_id)),
       el("td", { class: "num", "data-ce": p.ce_ng_per_ml === null ? "" : String(p.ce_ng_per_ml) }, num(p.ce_ng_per_ml)),
       el("td", {}, trend),
-      el("td", { "data-below-floor": (p.state && p.state.forecast && p.state.forecast.below_floor_at) || "" },
-        p.state && p.state.forecast && p.state.forecast.below_floor_at ? time(p.state.forecast.below_floor_at) : "—"),
+      el("td", { "data-below-floor": (p.state && p.state.forecast && p.state.forecast.below_floor_at) || "",
+        "data-relief": (p.state && p.state.relief) ? String(p.state.relief.relief_fraction) : "" }, relief(p.state)),
       el("td", {}, running(p.running)),
       el("td", {}, alerts(p.alerts)),
       el("td", {}, age(p.last_input_age_s), el("br"), el("small", { class: "muted" }, time(p.last_input_at))),
