@@ -2,9 +2,11 @@
 //!
 //! The ledger owns the meaning of delivery events: which manual doses,
 //! pump segments and patches a patient has had, when each started and ended,
-//! and which are still running. It is rebuilt from the patient's inputs in
-//! occurrence order (ties keep arrival order), so a late or out-of-order
-//! input is handled by rebuilding, never by patching.
+//! and which are still running. It is a fold over the patient's inputs in
+//! occurrence order (ties keep arrival order): [`Ledger::build`] folds them
+//! all; [`LedgerLog`] keeps how to undo each step, so an input later than
+//! the rest is one more step and a late one rewinds to just before it and
+//! replays from there — the same fold, so the same ledger, never a patch.
 //!
 //! Rules, per device:
 //!
@@ -261,6 +263,23 @@ impl Ledger {
     /// The engine's dosing for these deliveries.
     pub fn dosing(&self) -> Vec<Dosing> {
         self.deliveries.iter().map(Delivery::to_dosing).collect()
+    }
+
+    /// The engine's dosing of the deliveries that may reach `from_ms` or
+    /// later when given with a lag of at most `max_lag_ms`, in order: the
+    /// dosing [`crate::pk::Schedule::rebuild_from`] needs.
+    pub fn dosing_reaching(&self, from_ms: TimeMs, max_lag_ms: TimeMs) -> Vec<Dosing> {
+        let reaches = |t: TimeMs| t.saturating_add(max_lag_ms) >= from_ms;
+        self.deliveries
+            .iter()
+            .filter(|d| match d.route {
+                // As `to_dosing` reads them.
+                Route::Transdermal => reaches(d.end_ms.unwrap_or(d.start_ms)),
+                Route::IvInfusion => d.end_ms.is_none_or(reaches),
+                _ => reaches(d.start_ms),
+            })
+            .map(Delivery::to_dosing)
+            .collect()
     }
 
     /// The engine's dosing as if every delivery from `source` running at

@@ -42,17 +42,38 @@
 //! ([`Tracker::needs_reload`]) is preceded by [`Tracker::reload`] with
 //! their stored inputs, which gives exactly the tracker a full replay gives.
 //!
-//! # Recompute, don't patch
+//! # Extend, or recompute from the input's time
 //!
-//! Every input marks the patients it can affect as dirty. A dirty patient's
-//! ledger, schedule and solution are rebuilt from all of their inputs in
-//! occurrence order, so a late or out-of-order input gives exactly the state
-//! a clean replay gives.
+//! A patient's model (ledger, schedule, solution, and the slow solution of
+//! relief over weeks) is kept across inputs with what it is extended from
+//! ([`LedgerLog`], the schedules). A dose, or a device event that moves no
+//! device, is *pending* until the model is next read ([`Tracker::derived`]):
+//! then the ledger is rewound to just before the earliest pending input
+//! (nothing to undo when it is later than every other: the common case),
+//! the pending inputs are inserted in occurrence order and the rest
+//! replayed; the schedules' events from its time on are rebuilt
+//! ([`Schedule::rebuild_from`]) and the solutions resumed from their last
+//! checkpoint before it ([`Solution::resume_from`]). Nothing before that
+//! time depends on the input, and everything after it is the same
+//! computation a full replay does, so the model is bit for bit the one a
+//! full replay gives (`tests/it/incremental.rs`). A discharge changes no
+//! model (only stays). The daemon recomputes history points and alerts from
+//! the input's time itself.
+//!
+//! These fall back to a rebuild from all of the patient's inputs in
+//! occurrence order (what every input did before): an admission (new
+//! parameters from its time on, orphan doses taken in), a device event
+//! that changes an association (every patient the device served), a
+//! drug-file reload ([`Tracker::reconfigure`]), a released patient's reload,
+//! a model that could not be solved, and dosing the schedule refuses.
+//! [`Tracker::set_full_rebuild`] makes every change a full rebuild: the
+//! reference the tests and benchmarks compare with.
 
 use crate::contract::{Admit, DeviceEvent, Dose, Input, InputTopic, Rejection};
 use crate::ledger::{Ledger, LedgerInput, LedgerLog};
 use crate::patient::{Formulary, PatientError, PatientSpec, PatientWarning, ResolvedPatient};
 use crate::pk::params::InvalidParams;
+use crate::pk::schedule::lag_ms;
 use crate::pk::{Crossing, Direction, Output, Schedule, ScheduleError, Solution, System};
 use crate::vocab::{format_rfc3339, round3, Route, TimeMs};
 use serde::Serialize;
@@ -865,7 +886,16 @@ impl Tracker {
         let Some(from_ms) = inc.log.insert(&mut d.ledger, pending) else {
             return true;
         };
-        let dosing = d.ledger.dosing();
+        // Only deliveries that reach `from_ms` (with the longest lag of any
+        // route, in any parameters in force) matter from there on.
+        let max_lag_ms = params
+            .iter()
+            .map(|(_, p)| *p)
+            .chain(inc.slow.as_ref().map(|(p, _)| p))
+            .flat_map(|p| Route::ALL.iter().map(|&r| lag_ms(p.route(r).lag_min)))
+            .max()
+            .unwrap_or(0);
+        let dosing = d.ledger.dosing_reaching(from_ms, max_lag_ms);
         if inc
             .schedule
             .rebuild_from(&params, &dosing, from_ms)

@@ -242,7 +242,9 @@ impl Schedule {
     /// result equals `build_piecewise(params, dosing)` exactly: events
     /// before `from_ms` depend on no delivery changed; the rates from
     /// `from_ms` on are summed over the same segments, in the same order.
-    /// Only dosing that reaches `from_ms` or later is looked at (checked).
+    /// Only dosing that reaches `from_ms` or later (lag included) is looked
+    /// at (and checked); `dosing` may leave out any other, as long as it
+    /// keeps the order of the rest.
     /// On an error the schedule is left truncated: build it again.
     pub fn rebuild_from(
         &mut self,
@@ -260,18 +262,6 @@ impl Schedule {
         };
         let keep = self.events.partition_point(|e| e.at_ms < from_ms);
         self.events.truncate(keep);
-        // The totals in force before `from_ms`: the last set of each.
-        let mut current = [0.0f64; 2];
-        for (k, component) in [RATE_CENTRAL, RATE_SKIN].into_iter().enumerate() {
-            if let Some(rate) = self
-                .events
-                .iter()
-                .rev()
-                .find_map(|e| e.rates.iter().rev().find(|r| r.0 == component))
-            {
-                current[k] = rate.1;
-            }
-        }
         let mut additions: Vec<(TimeMs, usize, f64)> = Vec::new();
         let mut segments: Vec<Segment> = Vec::new();
         for (index, d) in dosing.iter().enumerate() {
@@ -344,6 +334,24 @@ impl Schedule {
                     });
                 }
             }
+        }
+        // The totals in force just before `from_ms`: what `build` compares
+        // the first total from `from_ms` with. Its last total before then
+        // was summed at the last boundary before `from_ms`, over the same
+        // segments in the same order as here (any later boundary before
+        // `from_ms` left the total equal), so the values compare equal.
+        let mut current = [0.0f64; 2];
+        for (k, component) in [RATE_CENTRAL, RATE_SKIN].into_iter().enumerate() {
+            let before = from_ms.saturating_sub(1);
+            current[k] = segments
+                .iter()
+                .filter(|s| {
+                    s.component == component
+                        && s.start_ms <= before
+                        && s.end_ms.is_none_or(|e| before < e)
+                })
+                .map(|s| s.rate_mg_per_min)
+                .sum();
         }
         let mut times: Vec<TimeMs> = additions.iter().map(|a| a.0).collect();
         for s in &segments {
