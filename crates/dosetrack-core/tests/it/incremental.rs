@@ -89,15 +89,21 @@ fn kind() -> impl Strategy<Value = Kind> {
     ]
 }
 
-/// An input: its patient, its device (for device events), its time (min
-/// after T0) and its kind; and how many places it arrives late.
+/// An input: its patient, its device (for device events), its time (s
+/// after T0: often on a whole minute, so ties are common; often in the
+/// first 20 minutes, so inputs are close together) and its kind; and
+/// how many places it arrives late.
 type Step = (usize, usize, u32, Kind, u32);
 
 fn step() -> impl Strategy<Value = Step> {
     (
         0..PATIENTS.len(),
         0..DEVICES.len(),
-        0u32..900,
+        (
+            prop_oneof![0u32..900, 0u32..20],
+            prop_oneof![Just(0u32), 1u32..60],
+        )
+            .prop_map(|(m, s)| m * 60 + s),
         kind(),
         prop_oneof![3 => Just(0u32), 1 => 1u32..12],
     )
@@ -126,9 +132,10 @@ fn admit(seq: i64, p: usize, time: TimeMs, weight_kg: u32) -> TrackedInput {
     )
 }
 
-fn to_input(seq: i64, (p, d, minute, kind, _): &Step) -> TrackedInput {
+fn to_input(seq: i64, (p, d, second, kind, _): &Step) -> TrackedInput {
     let pid = PATIENTS[*p];
-    let time = format_rfc3339(T0 + TimeMs::from(*minute) * MIN);
+    let at = T0 + TimeMs::from(*second) * 1000;
+    let time = format_rfc3339(at);
     let id = format!("i-{seq}");
     let device_topic = format!("dosetrack/v1/devices/{}/events", DEVICES[*d]);
     let dose_topic = format!("dosetrack/v1/patients/{pid}/doses");
@@ -147,7 +154,7 @@ fn to_input(seq: i64, (p, d, minute, kind, _): &Step) -> TrackedInput {
         )
     };
     match kind {
-        Kind::Readmit { weight_kg } => admit(seq, *p, T0 + TimeMs::from(*minute) * MIN, *weight_kg),
+        Kind::Readmit { weight_kg } => admit(seq, *p, at, *weight_kg),
         Kind::Discharge => input(
             seq,
             format!("dosetrack/v1/patients/{pid}/discharge"),
