@@ -96,7 +96,6 @@ fn run(
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let (seq, t) = *next;
-        let held = if shared { tr.derived(PID) } else { None };
         let timed = match kind {
             Kind::InOrder => pump_event(seq, seq, t),
             Kind::Late => {
@@ -105,6 +104,7 @@ fn run(
                 dose(seq + 1, t - 10 * 60_000 + 1_000)
             }
         };
+        let held = if shared { tr.derived(PID) } else { None };
         let start = Instant::now();
         tr.apply(timed);
         black_box(tr.derived(PID));
