@@ -2,9 +2,11 @@
 //!
 //! The ledger owns the meaning of delivery events: which manual doses,
 //! pump segments and patches a patient has had, when each started and ended,
-//! and which are still running. It is rebuilt from the patient's inputs in
-//! occurrence order (ties keep arrival order), so a late or out-of-order
-//! input is handled by rebuilding, never by patching.
+//! and which are still running. It is a fold over the patient's inputs in
+//! occurrence order (ties keep arrival order): [`Ledger::build`] folds them
+//! all; [`LedgerLog`] keeps how to undo each step, so an input later than
+//! the rest is one more step and a late one rewinds to just before it and
+//! replays from there — the same fold, so the same ledger, never a patch.
 //!
 //! Rules, per device:
 //!
@@ -200,7 +202,7 @@ pub struct Ledger {
     pub alarms: Vec<DeviceAlarm>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct DeviceState {
     /// Index into `deliveries` of the open pump segment.
     open_infusion: Option<usize>,
@@ -214,31 +216,70 @@ impl Ledger {
         let mut order: Vec<&LedgerInput> = inputs.iter().collect();
         order.sort_by_key(|i| i.time_ms()); // stable: ties keep arrival order
         let mut ledger = Ledger::default();
-        let mut devices: BTreeMap<&str, DeviceState> = BTreeMap::new();
+        let mut devices = Devices::default();
+        let mut journal = Vec::new();
         for input in order {
-            match input {
-                LedgerInput::Dose(dose) => ledger.manual(dose),
-                LedgerInput::Device { device_id, event } => {
-                    let state = devices.entry(device_id.as_str()).or_default();
-                    ledger.device(input, state, event);
-                    ledger.device_alarm(device_id, &input.source(), event);
-                }
-                LedgerInput::DeviceMoved {
-                    device_id,
-                    time_ms,
-                    to_patient_id,
-                } => {
-                    let state = devices.entry(device_id.as_str()).or_default();
-                    ledger.moved(&input.source(), state, *time_ms, to_patient_id);
-                }
-            }
+            ledger.step(input, &mut devices, &mut journal);
+            journal.clear();
         }
         ledger
+    }
+
+    /// Apply one input (the next in occurrence order) to the ledger; every
+    /// end changed on an entry that existed before is written to `journal`
+    /// (old value first), and the device state the input changed is
+    /// returned (index and state before), so the step can be undone.
+    fn step(
+        &mut self,
+        input: &LedgerInput,
+        devices: &mut Devices,
+        journal: &mut Vec<Change>,
+    ) -> Option<(usize, DeviceState)> {
+        match input {
+            LedgerInput::Dose(dose) => {
+                self.manual(dose);
+                None
+            }
+            LedgerInput::Device { device_id, event } => {
+                let (k, state) = devices.get(device_id);
+                let before = *state;
+                self.device(input, state, event, journal);
+                self.device_alarm(device_id, &input.source(), event, journal);
+                Some((k, before))
+            }
+            LedgerInput::DeviceMoved {
+                device_id,
+                time_ms,
+                to_patient_id,
+            } => {
+                let (k, state) = devices.get(device_id);
+                let before = *state;
+                self.moved(&input.source(), state, *time_ms, to_patient_id, journal);
+                Some((k, before))
+            }
+        }
     }
 
     /// The engine's dosing for these deliveries.
     pub fn dosing(&self) -> Vec<Dosing> {
         self.deliveries.iter().map(Delivery::to_dosing).collect()
+    }
+
+    /// The engine's dosing of the deliveries that may reach `from_ms` or
+    /// later when given with a lag of at most `max_lag_ms`, in order: the
+    /// dosing [`crate::pk::Schedule::rebuild_from`] needs.
+    pub fn dosing_reaching(&self, from_ms: TimeMs, max_lag_ms: TimeMs) -> Vec<Dosing> {
+        let reaches = |t: TimeMs| t.saturating_add(max_lag_ms) >= from_ms;
+        self.deliveries
+            .iter()
+            .filter(|d| match d.route {
+                // As `to_dosing` reads them.
+                Route::Transdermal => reaches(d.end_ms.unwrap_or(d.start_ms)),
+                Route::IvInfusion => d.end_ms.is_none_or(reaches),
+                _ => reaches(d.start_ms),
+            })
+            .map(Delivery::to_dosing)
+            .collect()
     }
 
     /// The engine's dosing as if every delivery from `source` running at
@@ -292,9 +333,16 @@ impl Ledger {
         }
     }
 
-    fn close_alarm(&mut self, device_id: &str, code: &str, t_ms: TimeMs) {
-        for a in self.alarms.iter_mut() {
+    fn close_alarm(
+        &mut self,
+        device_id: &str,
+        code: &str,
+        t_ms: TimeMs,
+        journal: &mut Vec<Change>,
+    ) {
+        for (i, a) in self.alarms.iter_mut().enumerate() {
             if a.device_id == device_id && a.code == code && a.end_ms.is_none() {
+                journal.push(Change::AlarmEnd(i, a.end_ms));
                 a.end_ms = Some(t_ms);
             }
         }
@@ -307,7 +355,13 @@ impl Ledger {
             .filter(move |d| d.is_running_at(t_ms))
     }
 
-    fn device_alarm(&mut self, device_id: &str, source: &str, event: &DeviceEvent) {
+    fn device_alarm(
+        &mut self,
+        device_id: &str,
+        source: &str,
+        event: &DeviceEvent,
+        journal: &mut Vec<Change>,
+    ) {
         match &event.kind {
             DeviceEventKind::Alarm { code, message } => self.open_alarm(
                 device_id,
@@ -317,13 +371,13 @@ impl Ledger {
                 message.clone(),
             ),
             DeviceEventKind::AlarmCleared { code } => {
-                self.close_alarm(device_id, code.as_str(), event.time_ms)
+                self.close_alarm(device_id, code.as_str(), event.time_ms, journal)
             }
             DeviceEventKind::PatchDetached => {
                 self.open_alarm(device_id, source, event, "patch_detached".to_owned(), None)
             }
             DeviceEventKind::PatchApplied { .. } => {
-                self.close_alarm(device_id, "patch_detached", event.time_ms)
+                self.close_alarm(device_id, "patch_detached", event.time_ms, journal)
             }
             _ => {}
         }
@@ -366,7 +420,13 @@ impl Ledger {
         self.deliveries.push(delivery);
     }
 
-    fn device(&mut self, input: &LedgerInput, state: &mut DeviceState, event: &DeviceEvent) {
+    fn device(
+        &mut self,
+        input: &LedgerInput,
+        state: &mut DeviceState,
+        event: &DeviceEvent,
+        journal: &mut Vec<Change>,
+    ) {
         let t = event.time_ms;
         let source = input.source();
         let note = |message: String| LedgerNote {
@@ -392,7 +452,7 @@ impl Ledger {
         match &event.kind {
             DeviceEventKind::InfusionStarted(rate) => {
                 if let Some(i) = state.open_infusion.take() {
-                    self.close(i, t);
+                    self.close(i, t, journal);
                     self.notes.push(note(format!(
                         "infusion_started while a segment was running since {}: that segment ends here",
                         format_rfc3339(self.deliveries[i].start_ms)
@@ -404,7 +464,7 @@ impl Ledger {
             }
             DeviceEventKind::InfusionRateChanged(rate) => {
                 match state.open_infusion.take() {
-                    Some(i) => self.close(i, t),
+                    Some(i) => self.close(i, t, journal),
                     None => self.notes.push(note(
                         "infusion_rate_changed with no running segment: taken as a start"
                             .to_owned(),
@@ -415,7 +475,7 @@ impl Ledger {
                 state.open_infusion = Some(self.deliveries.len() - 1);
             }
             DeviceEventKind::InfusionStopped { .. } => match state.open_infusion.take() {
-                Some(i) => self.close(i, t),
+                Some(i) => self.close(i, t, journal),
                 None => self.notes.push(note(
                     "infusion_stopped with no running segment: nothing to stop".to_owned(),
                 )),
@@ -439,7 +499,7 @@ impl Ledger {
             } => {
                 if let Some(i) = state.open_patch.take() {
                     if self.deliveries[i].end_ms.is_none_or(|end| end > t) {
-                        self.close(i, t);
+                        self.close(i, t, journal);
                         self.notes.push(note(
                             "patch_applied while a patch was on: the earlier patch ends here"
                                 .to_owned(),
@@ -457,7 +517,7 @@ impl Ledger {
             DeviceEventKind::PatchRemoved | DeviceEventKind::PatchDetached => {
                 match state.open_patch.take() {
                     Some(i) if self.deliveries[i].end_ms.is_none_or(|end| end > t) => {
-                        self.close(i, t)
+                        self.close(i, t, journal)
                     }
                     Some(_) => {}
                     None => self.notes.push(note(format!(
@@ -474,7 +534,14 @@ impl Ledger {
 
     /// The device now delivers to another patient: its open segment and its
     /// patch (if still on) end at `t`, each with a note.
-    fn moved(&mut self, source: &str, state: &mut DeviceState, t: TimeMs, to: &str) {
+    fn moved(
+        &mut self,
+        source: &str,
+        state: &mut DeviceState,
+        t: TimeMs,
+        to: &str,
+        journal: &mut Vec<Change>,
+    ) {
         let open = [state.open_infusion.take(), state.open_patch.take()];
         for i in open.into_iter().flatten() {
             let Some(d) = self.deliveries.get(i) else {
@@ -489,7 +556,7 @@ impl Ledger {
                 format_rfc3339(d.start_ms)
             );
             let input_id = d.input_id.clone();
-            self.close(i, t);
+            self.close(i, t, journal);
             self.notes.push(LedgerNote {
                 time_ms: t,
                 source: source.to_owned(),
@@ -499,11 +566,183 @@ impl Ledger {
         }
     }
 
-    fn close(&mut self, index: usize, t: TimeMs) {
+    fn close(&mut self, index: usize, t: TimeMs, journal: &mut Vec<Change>) {
         if let Some(d) = self.deliveries.get_mut(index) {
+            journal.push(Change::DeliveryEnd(index, d.end_ms));
             d.end_ms = Some(match d.end_ms {
                 Some(end) => end.min(t),
                 None => t,
+            });
+        }
+    }
+}
+
+/// A change a ledger step made to an entry that existed before it: the
+/// index and the value before.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Change {
+    DeliveryEnd(usize, Option<TimeMs>),
+    AlarmEnd(usize, Option<TimeMs>),
+}
+
+/// Per-device state while building, by device id (indices are stable: a
+/// device, once seen, keeps its slot; an unused slot is the default state,
+/// which is what an unseen device has).
+#[derive(Debug, Clone, Default)]
+struct Devices {
+    index: BTreeMap<String, usize>,
+    states: Vec<DeviceState>,
+}
+
+impl Devices {
+    fn get(&mut self, device_id: &str) -> (usize, &mut DeviceState) {
+        let k = match self.index.get(device_id) {
+            Some(&k) => k,
+            None => {
+                self.index.insert(device_id.to_owned(), self.states.len());
+                self.states.push(DeviceState::default());
+                self.states.len() - 1
+            }
+        };
+        (k, &mut self.states[k])
+    }
+}
+
+/// How to undo one ledger step.
+#[derive(Debug, Clone)]
+struct Undo {
+    deliveries: usize,
+    notes: usize,
+    alarms: usize,
+    device: Option<(usize, DeviceState)>,
+    /// Ends changed on earlier entries, in the order changed.
+    changes: Vec<Change>,
+}
+
+/// A ledger that can be extended and rewound: the patient's inputs in
+/// occurrence order (ties: arrival order, `seq`), and how to undo each
+/// one's step. Appending an input later than every other is one step;
+/// an input that falls earlier rewinds the ledger to just before it,
+/// inserts it and replays those after it. Either way the ledger equals
+/// [`Ledger::build`] of the same inputs, exactly: it is the same fold,
+/// resumed from the same intermediate state.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerLog {
+    /// `(time, seq)` of each input, increasing.
+    keys: Vec<(TimeMs, i64)>,
+    inputs: Vec<LedgerInput>,
+    undo: Vec<Undo>,
+    devices: Devices,
+}
+
+impl LedgerLog {
+    /// The log and ledger of `inputs`, given as `(seq, input)` in any order.
+    pub fn build(mut inputs: Vec<(i64, LedgerInput)>) -> (LedgerLog, Ledger) {
+        // As `Ledger::build` orders them: arrival order, then (stably)
+        // occurrence time.
+        inputs.sort_by_key(|(seq, _)| *seq);
+        inputs.sort_by_key(|(_, i)| i.time_ms());
+        let mut log = LedgerLog {
+            keys: inputs.iter().map(|(s, i)| (i.time_ms(), *s)).collect(),
+            inputs: inputs.into_iter().map(|(_, i)| i).collect(),
+            undo: Vec::new(),
+            devices: Devices::default(),
+        };
+        let mut ledger = Ledger::default();
+        log.replay(&mut ledger, 0);
+        (log, ledger)
+    }
+
+    /// How many inputs the log holds.
+    pub fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// True when the log holds no input.
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    /// Occurrence time of the latest input.
+    pub fn last_time_ms(&self) -> Option<TimeMs> {
+        self.keys.last().map(|k| k.0)
+    }
+
+    /// Add `inputs` (`(seq, input)`, any order) to `ledger`, which must be
+    /// the ledger this log built. Returns the earliest occurrence time
+    /// among them: the ledger is unchanged before it (an entry that
+    /// started before it may have a new end, at or after it). `None`: no
+    /// input given.
+    pub fn insert(
+        &mut self,
+        ledger: &mut Ledger,
+        mut inputs: Vec<(i64, LedgerInput)>,
+    ) -> Option<TimeMs> {
+        inputs.sort_by_key(|(s, i)| (i.time_ms(), *s));
+        let first = inputs.first().map(|(s, i)| (i.time_ms(), *s))?;
+        let pos = self.keys.partition_point(|k| *k < first);
+        self.rewind(ledger, pos);
+        for (seq, input) in inputs {
+            let key = (input.time_ms(), seq);
+            let at = pos + self.keys[pos..].partition_point(|k| *k <= key);
+            self.keys.insert(at, key);
+            self.inputs.insert(at, input);
+        }
+        self.replay(ledger, pos);
+        Some(first.0)
+    }
+
+    /// Undo the steps of inputs `pos..` (the latest first).
+    fn rewind(&mut self, ledger: &mut Ledger, pos: usize) {
+        while self.undo.len() > pos {
+            let Some(u) = self.undo.pop() else { break };
+            for change in u.changes.iter().rev() {
+                match *change {
+                    Change::DeliveryEnd(i, end) => {
+                        if let Some(d) = ledger.deliveries.get_mut(i) {
+                            d.end_ms = end;
+                        }
+                    }
+                    Change::AlarmEnd(i, end) => {
+                        if let Some(a) = ledger.alarms.get_mut(i) {
+                            a.end_ms = end;
+                        }
+                    }
+                }
+            }
+            ledger.deliveries.truncate(u.deliveries);
+            ledger.notes.truncate(u.notes);
+            ledger.alarms.truncate(u.alarms);
+            if let Some((k, state)) = u.device {
+                if let Some(s) = self.devices.states.get_mut(k) {
+                    *s = state;
+                }
+            }
+        }
+    }
+
+    /// Apply the steps of inputs `from..` (the ledger holds those before).
+    fn replay(&mut self, ledger: &mut Ledger, from: usize) {
+        for input in self.inputs.iter().skip(from) {
+            let (deliveries, notes, alarms) = (
+                ledger.deliveries.len(),
+                ledger.notes.len(),
+                ledger.alarms.len(),
+            );
+            let mut changes = Vec::new();
+            let device = ledger.step(input, &mut self.devices, &mut changes);
+            // Changes to entries this step added need no undo: truncating
+            // removes them.
+            changes.retain(|c| match *c {
+                Change::DeliveryEnd(i, _) => i < deliveries,
+                Change::AlarmEnd(i, _) => i < alarms,
+            });
+            self.undo.push(Undo {
+                deliveries,
+                notes,
+                alarms,
+                device,
+                changes,
             });
         }
     }

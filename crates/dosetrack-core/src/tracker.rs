@@ -42,17 +42,38 @@
 //! ([`Tracker::needs_reload`]) is preceded by [`Tracker::reload`] with
 //! their stored inputs, which gives exactly the tracker a full replay gives.
 //!
-//! # Recompute, don't patch
+//! # Extend, or recompute from the input's time
 //!
-//! Every input marks the patients it can affect as dirty. A dirty patient's
-//! ledger, schedule and solution are rebuilt from all of their inputs in
-//! occurrence order, so a late or out-of-order input gives exactly the state
-//! a clean replay gives.
+//! A patient's model (ledger, schedule, solution, and the slow solution of
+//! relief over weeks) is kept across inputs with what it is extended from
+//! ([`LedgerLog`], the schedules). A dose, or a device event that moves no
+//! device, is *pending* until the model is next read ([`Tracker::derived`]):
+//! then the ledger is rewound to just before the earliest pending input
+//! (nothing to undo when it is later than every other: the common case),
+//! the pending inputs are inserted in occurrence order and the rest
+//! replayed; the schedules' events from its time on are rebuilt
+//! ([`Schedule::rebuild_from`]) and the solutions resumed from their last
+//! checkpoint before it ([`Solution::resume_from`]). Nothing before that
+//! time depends on the input, and everything after it is the same
+//! computation a full replay does, so the model is bit for bit the one a
+//! full replay gives (`tests/it/incremental.rs`). A discharge changes no
+//! model (only stays). The daemon recomputes history points and alerts from
+//! the input's time itself.
+//!
+//! These fall back to a rebuild from all of the patient's inputs in
+//! occurrence order (what every input did before): an admission (new
+//! parameters from its time on, orphan doses taken in), a device event
+//! that changes an association (every patient the device served), a
+//! drug-file reload ([`Tracker::reconfigure`]), a released patient's reload,
+//! a model that could not be solved, and dosing the schedule refuses.
+//! [`Tracker::set_full_rebuild`] makes every change a full rebuild: the
+//! reference the tests and benchmarks compare with.
 
 use crate::contract::{Admit, DeviceEvent, Dose, Input, InputTopic, Rejection};
-use crate::ledger::{Ledger, LedgerInput};
+use crate::ledger::{Ledger, LedgerInput, LedgerLog};
 use crate::patient::{Formulary, PatientError, PatientSpec, PatientWarning, ResolvedPatient};
 use crate::pk::params::InvalidParams;
+use crate::pk::schedule::lag_ms;
 use crate::pk::{Crossing, Direction, Output, Schedule, ScheduleError, Solution, System};
 use crate::vocab::{format_rfc3339, round3, Route, TimeMs};
 use serde::Serialize;
@@ -231,9 +252,27 @@ struct PatientTrack {
     stays: Vec<Stay>,
     doses: Vec<(i64, Dose)>,
     derived: Option<Arc<Derived>>,
+    /// What `derived` is extended from (`None`: only a full rebuild).
+    inc: Option<Box<Incremental>>,
+    /// Inputs applied since `derived` was brought up to date that can
+    /// extend it (doses, and events of a device whose associations did not
+    /// change), with their `seq`.
+    pending: Vec<(i64, LedgerInput)>,
     /// Why the last rebuild failed, if it did.
     error: Option<ModelError>,
+    /// The model must be rebuilt from all of the patient's inputs.
     dirty: bool,
+}
+
+/// What a patient's model is extended from: the ledger's inputs with how
+/// to undo each step, and the schedules the solutions were solved with.
+#[derive(Debug, Clone)]
+struct Incremental {
+    log: LedgerLog,
+    schedule: Schedule,
+    /// The slow compartment's parameters and schedule (relief over weeks),
+    /// when the patient has one.
+    slow: Option<(crate::pk::PkParams, Schedule)>,
 }
 
 /// One stay: from an admission that opened it to the discharge that closed
@@ -353,6 +392,9 @@ pub struct Tracker {
     /// Patients dropped from memory after their last stay ended
     /// ([`Tracker::release`]).
     released: BTreeSet<String>,
+    /// Rebuild every changed model from all of its inputs (never extend):
+    /// the reference the incremental path is tested and measured against.
+    full_rebuild: bool,
 }
 
 impl Tracker {
@@ -367,6 +409,24 @@ impl Tracker {
             refused: BTreeMap::new(),
             dynamics: BTreeMap::new(),
             released: BTreeSet::new(),
+            full_rebuild: false,
+        }
+    }
+
+    /// Rebuild every changed model from all of the patient's inputs
+    /// instead of extending it (`true`): the reference the incremental
+    /// path must equal, for tests and benchmarks. Takes effect for the
+    /// next change.
+    pub fn set_full_rebuild(&mut self, on: bool) {
+        self.full_rebuild = on;
+        for track in self.patients.values_mut() {
+            if on && !track.pending.is_empty() {
+                track.dirty = true;
+            }
+            if on {
+                track.inc = None;
+                track.pending.clear();
+            }
         }
     }
 
@@ -433,14 +493,24 @@ impl Tracker {
                     .partition_point(|&(t, s)| (t, s) <= (d.time_ms, input.seq));
                 track.discharges.insert(pos, (d.time_ms, input.seq));
                 track.restay();
-                track.dirty = true;
+                // The model does not depend on stays: only the reference
+                // path rebuilds it.
+                if self.full_rebuild {
+                    track.dirty = true;
+                }
                 touched.insert(patient_id);
             }
             (InputTopic::Dose { patient_id }, Input::Dose(dose)) => {
                 match self.patients.get_mut(&patient_id) {
                     Some(track) if !track.admits.is_empty() => {
+                        if self.full_rebuild {
+                            track.dirty = true;
+                        } else {
+                            track
+                                .pending
+                                .push((input.seq, LedgerInput::Dose(dose.clone())));
+                        }
                         track.doses.push((input.seq, dose));
-                        track.dirty = true;
                         touched.insert(patient_id);
                     }
                     _ => self
@@ -452,6 +522,7 @@ impl Tracker {
             }
             (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(event)) => {
                 let mut quiet = BTreeSet::new();
+                let mut moved = false;
                 let device = self
                     .devices
                     .entry(device_id.clone())
@@ -494,6 +565,7 @@ impl Tracker {
                             .or_default()
                             .insert(device_id.clone());
                         touched.extend(before);
+                        moved = true;
                     }
                 }
                 let owner = device.owner(&event).map(str::to_owned);
@@ -505,6 +577,21 @@ impl Tracker {
                     event.kind,
                     crate::contract::DeviceEventKind::Heartbeat { .. }
                 );
+                // The event extends its owner's model when no association
+                // changed and the owner's model reads this device's events
+                // (a rebuild reads only devices ever associated with them).
+                let extends = !moved
+                    && !heartbeat
+                    && !self.full_rebuild
+                    && owner.as_ref().is_some_and(|pid| {
+                        self.patient_devices
+                            .get(pid)
+                            .is_some_and(|d| d.contains(&device_id))
+                    });
+                let model_input = extends.then(|| LedgerInput::Device {
+                    device_id: device_id.clone(),
+                    event: event.clone(),
+                });
                 if !heartbeat || owner.is_none() {
                     device.events.push((input.seq, event));
                 }
@@ -516,9 +603,23 @@ impl Tracker {
                         quiet.insert(owner);
                     }
                 }
-                for pid in &touched {
-                    if let Some(track) = self.patients.get_mut(pid) {
-                        track.dirty = true;
+                match model_input {
+                    Some(model_input) => {
+                        if let Some(track) =
+                            touched.first().and_then(|pid| self.patients.get_mut(pid))
+                        {
+                            track.pending.push((input.seq, model_input));
+                        }
+                    }
+                    // An owner that cannot read the event (never associated
+                    // with the device) gets no model change in either path.
+                    None if !moved && !self.full_rebuild => {}
+                    None => {
+                        for pid in &touched {
+                            if let Some(track) = self.patients.get_mut(pid) {
+                                track.dirty = true;
+                            }
+                        }
                     }
                 }
                 touched.extend(quiet);
@@ -710,24 +811,46 @@ impl Tracker {
     /// for a patient never admitted, or whose inputs cannot be solved (see
     /// [`Tracker::error`]).
     pub fn derived(&mut self, patient_id: &str) -> Option<Arc<Derived>> {
+        let (dirty, pending) = self
+            .patients
+            .get(patient_id)
+            .map_or((false, false), |t| (t.dirty, !t.pending.is_empty()));
+        if pending && !dirty && !self.extend(patient_id) {
+            if let Some(track) = self.patients.get_mut(patient_id) {
+                track.dirty = true;
+            }
+        }
         let dirty = self.patients.get(patient_id).is_some_and(|t| t.dirty);
         if dirty {
-            let rebuilt = self.rebuild(patient_id).and_then(|d| match d {
-                Some(mut d) => {
-                    d.slow = self.slow_solution(&d)?;
-                    Ok(Some(d))
+            let keep = !self.full_rebuild;
+            let rebuilt = self.rebuild(patient_id, keep).and_then(|d| match d {
+                Some((mut d, mut inc)) => {
+                    let slow = self.slow_solution(&d)?;
+                    if let Some(inc) = inc.as_mut() {
+                        inc.slow = slow.as_ref().map(|(p, s, _)| (p.clone(), s.clone()));
+                    }
+                    d.slow = slow.map(|(_, _, s)| s);
+                    Ok(Some((d, inc)))
                 }
                 None => Ok(None),
             });
             if let Some(track) = self.patients.get_mut(patient_id) {
                 track.dirty = false;
+                track.pending.clear();
                 match rebuilt {
-                    Ok(d) => {
-                        track.derived = d.map(Arc::new);
+                    Ok(Some((d, inc))) => {
+                        track.derived = Some(Arc::new(d));
+                        track.inc = inc.map(Box::new);
+                        track.error = None;
+                    }
+                    Ok(None) => {
+                        track.derived = None;
+                        track.inc = None;
                         track.error = None;
                     }
                     Err(e) => {
                         track.derived = None;
+                        track.inc = None;
                         track.error = Some(e);
                     }
                 }
@@ -738,9 +861,72 @@ impl Tracker {
             .and_then(|t| t.derived.clone())
     }
 
+    /// Bring the patient's model up to date with their pending inputs by
+    /// extending it (see the module doc): the ledger rewound to just before
+    /// the earliest of them and replayed, the schedules rebuilt and the
+    /// solutions resumed from its time. False when it cannot be (no model
+    /// to extend, or the dosing is refused): rebuild it in full.
+    fn extend(&mut self, patient_id: &str) -> bool {
+        let Some(track) = self.patients.get_mut(patient_id) else {
+            return false;
+        };
+        let pending = std::mem::take(&mut track.pending);
+        let (Some(derived), Some(inc)) = (track.derived.as_mut(), track.inc.as_mut()) else {
+            return false;
+        };
+        let mut params = Vec::with_capacity(track.admits.len());
+        for (t, _, r, _) in &track.admits {
+            match r {
+                Ok((p, _)) => params.push((*t, &p.params)),
+                Err(_) => return false,
+            }
+        }
+        // Copies the model only if someone else still holds it.
+        let d = Arc::make_mut(derived);
+        let Some(from_ms) = inc.log.insert(&mut d.ledger, pending) else {
+            return true;
+        };
+        // Only deliveries that reach `from_ms` (with the longest lag of any
+        // route, in any parameters in force) matter from there on.
+        let max_lag_ms = params
+            .iter()
+            .map(|(_, p)| *p)
+            .chain(inc.slow.as_ref().map(|(p, _)| p))
+            .flat_map(|p| Route::ALL.iter().map(|&r| lag_ms(p.route(r).lag_min)))
+            .max()
+            .unwrap_or(0);
+        let dosing = d.ledger.dosing_reaching(from_ms, max_lag_ms);
+        if inc
+            .schedule
+            .rebuild_from(&params, &dosing, from_ms)
+            .is_err()
+        {
+            return false;
+        }
+        d.solution.resume_from(&inc.schedule, from_ms);
+        match (inc.slow.as_mut(), d.slow.as_mut()) {
+            (Some((slow_params, schedule)), Some(slow)) => {
+                if schedule
+                    .rebuild_from(&[(TimeMs::MIN, &*slow_params)], &dosing, from_ms)
+                    .is_err()
+                {
+                    return false;
+                }
+                slow.resume_from(schedule, from_ms);
+                true
+            }
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     /// The slow compartment of relief over weeks, when the patient's
-    /// indication asks for it and the drug file has `[relief.chronic]`.
-    fn slow_solution(&mut self, d: &Derived) -> Result<Option<Solution>, ModelError> {
+    /// indication asks for it and the drug file has `[relief.chronic]`:
+    /// its parameters, schedule and solution.
+    fn slow_solution(
+        &mut self,
+        d: &Derived,
+    ) -> Result<Option<(crate::pk::PkParams, Schedule, Solution)>, ModelError> {
         let wanted = d
             .patient
             .indication
@@ -755,7 +941,8 @@ impl Tracker {
         let params = crate::relief::slow_params(&d.patient.params, &spec);
         let schedule = Schedule::build(&params, &d.ledger.dosing())?;
         let system = self.system_for(&params)?;
-        Ok(Some(Solution::new(system, &schedule)))
+        let solution = Solution::new(system, &schedule);
+        Ok(Some((params, schedule, solution)))
     }
 
     /// Why a patient's inputs could not be solved, if they could not.
@@ -815,7 +1002,13 @@ impl Tracker {
         Ok((Arc::new(patient), system))
     }
 
-    fn rebuild(&self, patient_id: &str) -> Result<Option<Derived>, ModelError> {
+    /// The patient's model from all of their inputs; with `keep`, also what
+    /// it can be extended from.
+    fn rebuild(
+        &self,
+        patient_id: &str,
+        keep: bool,
+    ) -> Result<Option<(Derived, Option<Incremental>)>, ModelError> {
         let Some(track) = self.patients.get(patient_id) else {
             return Ok(None);
         };
@@ -868,8 +1061,13 @@ impl Tracker {
         }
         // Arrival order for ties in occurrence time.
         inputs.sort_by_key(|(seq, _)| *seq);
-        let inputs: Vec<LedgerInput> = inputs.into_iter().map(|(_, i)| i).collect();
-        let ledger = Ledger::build(&inputs);
+        let (ledger, log) = if keep {
+            let (log, ledger) = LedgerLog::build(inputs);
+            (ledger, Some(log))
+        } else {
+            let inputs: Vec<LedgerInput> = inputs.into_iter().map(|(_, i)| i).collect();
+            (Ledger::build(&inputs), None)
+        };
         let param_segments: Vec<(TimeMs, &crate::pk::PkParams)> =
             resolved.iter().map(|(t, p, _)| (*t, &p.params)).collect();
         let schedule = Schedule::build_piecewise(&param_segments, &ledger.dosing())?;
@@ -883,12 +1081,20 @@ impl Tracker {
             .last()
             .map(|(_, p, _)| Arc::clone(p))
             .ok_or(ModelError::NoAdmission)?;
-        Ok(Some(Derived {
-            patient,
-            ledger,
-            solution,
+        let inc = log.map(|log| Incremental {
+            log,
+            schedule,
             slow: None,
-        }))
+        });
+        Ok(Some((
+            Derived {
+                patient,
+                ledger,
+                solution,
+                slow: None,
+            },
+            inc,
+        )))
     }
 }
 

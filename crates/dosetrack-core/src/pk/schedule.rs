@@ -233,6 +233,183 @@ impl Schedule {
         Ok(Schedule { events })
     }
 
+    /// Replace the events at or after `from_ms` by those `dosing` gives
+    /// there, when `dosing` differs from the dosing this schedule was built
+    /// from only at or after `from_ms` (new deliveries starting then or
+    /// later, ends moved to then or later) and every change to the dosing
+    /// order is at its end — what an input at `from_ms` does to a ledger.
+    /// `params` are as for [`Self::build_piecewise`] and unchanged. The
+    /// result equals `build_piecewise(params, dosing)` exactly: events
+    /// before `from_ms` depend on no delivery changed; the rates from
+    /// `from_ms` on are summed over the same segments, in the same order.
+    /// Only dosing that reaches `from_ms` or later (lag included) is looked
+    /// at (and checked); `dosing` may leave out any other, as long as it
+    /// keeps the order of the rest.
+    /// On an error the schedule is left truncated: build it again.
+    pub fn rebuild_from(
+        &mut self,
+        params: &[(TimeMs, &PkParams)],
+        dosing: &[Dosing],
+        from_ms: TimeMs,
+    ) -> Result<(), ScheduleError> {
+        let Some(first) = params.first() else {
+            *self = Schedule::default();
+            return Ok(());
+        };
+        let params_at = |t: TimeMs| {
+            let k = params.partition_point(|(from, _)| *from <= t);
+            params.get(k.saturating_sub(1)).map_or(first.1, |p| p.1)
+        };
+        let keep = self.events.partition_point(|e| e.at_ms < from_ms);
+        self.events.truncate(keep);
+        let mut additions: Vec<(TimeMs, usize, f64)> = Vec::new();
+        let mut segments: Vec<Segment> = Vec::new();
+        for (index, d) in dosing.iter().enumerate() {
+            match *d {
+                Dosing::Bolus {
+                    at_ms,
+                    route,
+                    amount_mg,
+                } => {
+                    check(index, "amount_mg", amount_mg, "above 0", amount_mg > 0.0)?;
+                    if matches!(route, Route::IvInfusion | Route::Transdermal) {
+                        return Err(ScheduleError::NotABolusRoute { index, route });
+                    }
+                    let rp = params_at(at_ms).route(route);
+                    let at = at_ms + lag_ms(rp.lag_min);
+                    if at < from_ms {
+                        continue;
+                    }
+                    let component = depot_of(route).unwrap_or(CENTRAL);
+                    additions.push((at, component, rp.f * amount_mg));
+                }
+                Dosing::Infusion {
+                    start_ms,
+                    end_ms,
+                    rate_mg_per_h,
+                } => {
+                    let rp = params_at(start_ms).route(Route::IvInfusion);
+                    let lag = lag_ms(rp.lag_min);
+                    if end_ms.is_some_and(|e| e + lag < from_ms) {
+                        continue;
+                    }
+                    check(
+                        index,
+                        "rate_mg_per_h",
+                        rate_mg_per_h,
+                        "≥ 0",
+                        rate_mg_per_h >= 0.0,
+                    )?;
+                    check_order(index, start_ms, end_ms)?;
+                    segments.push(Segment {
+                        component: RATE_CENTRAL,
+                        start_ms: start_ms + lag,
+                        end_ms: end_ms.map(|e| e + lag),
+                        rate_mg_per_min: rp.f * rate_mg_per_h / 60.0,
+                    });
+                }
+                Dosing::Patch {
+                    start_ms,
+                    end_ms,
+                    release_rate_mg_per_h,
+                } => {
+                    let rp = params_at(start_ms).route(Route::Transdermal);
+                    let lag = lag_ms(rp.lag_min);
+                    if end_ms + lag < from_ms {
+                        continue;
+                    }
+                    check(
+                        index,
+                        "release_rate_mg_per_h",
+                        release_rate_mg_per_h,
+                        "≥ 0",
+                        release_rate_mg_per_h >= 0.0,
+                    )?;
+                    check_order(index, start_ms, Some(end_ms))?;
+                    segments.push(Segment {
+                        component: RATE_SKIN,
+                        start_ms: start_ms + lag,
+                        end_ms: Some(end_ms + lag),
+                        rate_mg_per_min: rp.f * release_rate_mg_per_h / 60.0,
+                    });
+                }
+            }
+        }
+        // The totals in force just before `from_ms`: what `build` compares
+        // the first total from `from_ms` with. Its last total before then
+        // was summed at the last boundary before `from_ms`, over the same
+        // segments in the same order as here (any later boundary before
+        // `from_ms` left the total equal), so the values compare equal.
+        let mut current = [0.0f64; 2];
+        for (k, component) in [RATE_CENTRAL, RATE_SKIN].into_iter().enumerate() {
+            let before = from_ms.saturating_sub(1);
+            current[k] = segments
+                .iter()
+                .filter(|s| {
+                    s.component == component
+                        && s.start_ms <= before
+                        && s.end_ms.is_none_or(|e| before < e)
+                })
+                .map(|s| s.rate_mg_per_min)
+                .sum();
+        }
+        let mut times: Vec<TimeMs> = additions.iter().map(|a| a.0).collect();
+        for s in &segments {
+            times.push(s.start_ms);
+            times.extend(s.end_ms);
+        }
+        times.retain(|&t| t >= from_ms);
+        times.sort_unstable();
+        times.dedup();
+        // A sweep: the segments active at each time, in dosing order (the
+        // order `build` sums them in, so the totals are the same bits).
+        let mut by_start: Vec<usize> = (0..segments.len()).collect();
+        by_start.sort_by_key(|&i| segments[i].start_ms);
+        let mut by_end: Vec<usize> = (0..segments.len())
+            .filter(|&i| segments[i].end_ms.is_some())
+            .collect();
+        by_end.sort_by_key(|&i| segments[i].end_ms);
+        let mut active: [std::collections::BTreeSet<usize>; 2] = Default::default();
+        let slot = |component: usize| usize::from(component != RATE_CENTRAL);
+        let (mut si, mut ei) = (0, 0);
+        let tail_start = self.events.len();
+        for &t in &times {
+            while let Some(&i) = by_start.get(si).filter(|&&i| segments[i].start_ms <= t) {
+                active[slot(segments[i].component)].insert(i);
+                si += 1;
+            }
+            while let Some(&i) = by_end
+                .get(ei)
+                .filter(|&&i| segments[i].end_ms.is_some_and(|e| e <= t))
+            {
+                active[slot(segments[i].component)].remove(&i);
+                ei += 1;
+            }
+            let mut event = Event {
+                at_ms: t,
+                additions: Vec::new(),
+                rates: Vec::new(),
+            };
+            for (k, component) in [RATE_CENTRAL, RATE_SKIN].into_iter().enumerate() {
+                let total: f64 = active[k].iter().map(|&i| segments[i].rate_mg_per_min).sum();
+                if total != current[k] {
+                    event.rates.push((component, total));
+                    current[k] = total;
+                }
+            }
+            self.events.push(event);
+        }
+        let mut tail = self.events.split_off(tail_start);
+        for (t, component, amount) in additions {
+            if let Ok(i) = tail.binary_search_by_key(&t, |e| e.at_ms) {
+                tail[i].additions.push((component, amount));
+            }
+        }
+        tail.retain(|e| !e.additions.is_empty() || !e.rates.is_empty());
+        self.events.append(&mut tail);
+        Ok(())
+    }
+
     /// The events, in time order.
     pub fn events(&self) -> &[Event] {
         &self.events

@@ -106,6 +106,55 @@ impl Solution {
         }
     }
 
+    /// Recompute from `from_ms` on: keep the checkpoints before it, drop
+    /// the rest, and advance from the last one kept through `schedule`'s
+    /// events at or after `from_ms` (and the changes of system there).
+    /// When `schedule` equals the one this solution was solved with before
+    /// `from_ms`, the result equals [`Self::piecewise`] with the same
+    /// systems and `schedule`, bit for bit: the same advances, in the same
+    /// order, from the same state.
+    pub fn resume_from(&mut self, schedule: &Schedule, from_ms: TimeMs) {
+        if self.systems.is_empty() {
+            return;
+        }
+        let keep = self.times.partition_point(|&t| t < from_ms);
+        self.times.truncate(keep);
+        self.states.truncate(keep);
+        self.system_of.truncate(keep);
+        let events = schedule.events();
+        let mut e = events.partition_point(|ev| ev.at_ms < from_ms);
+        let mut instants: Vec<TimeMs> = events[e..].iter().map(|ev| ev.at_ms).collect();
+        instants.extend(
+            self.system_from
+                .iter()
+                .skip(1)
+                .copied()
+                .filter(|&t| t >= from_ms),
+        );
+        instants.sort_unstable();
+        instants.dedup();
+        let (mut x, mut k, mut prev) = match keep.checked_sub(1) {
+            Some(i) => (self.states[i], self.system_of[i], Some(self.times[i])),
+            None => ([0.0; N], 0, None),
+        };
+        for t in instants {
+            if let Some(pt) = prev {
+                self.systems[k].advance(&mut x, t - pt);
+            }
+            while k + 1 < self.system_from.len() && self.system_from[k + 1] <= t {
+                k += 1;
+            }
+            if let Some(ev) = events.get(e).filter(|ev| ev.at_ms == t) {
+                apply_event(&mut x, ev);
+                e += 1;
+            }
+            self.times.push(t);
+            self.states.push(x);
+            self.system_of.push(k);
+            prev = Some(t);
+        }
+    }
+
     /// The system in force at `t_ms`.
     pub fn system_at(&self, t_ms: TimeMs) -> &System {
         let k = self

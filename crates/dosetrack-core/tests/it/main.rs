@@ -4,6 +4,8 @@
 //!   metabolite (norketamine), against an independent RK45 integration;
 //! * `forecast_vs_brute_force` — property test: crossing forecasts against
 //!   a brute-force scan;
+//! * `incremental` — property test: incremental apply (in order and late)
+//!   gives exactly the model and state of a full replay;
 //! * `invariants` — mass balance, non-negativity and other invariants for any
 //!   valid parameters and regimen;
 //! * `reference_vectors` — other engines' published vectors and the Domino
@@ -26,6 +28,7 @@ mod common;
 mod alerts_lifecycle;
 mod engine_vs_rk45;
 mod forecast_vs_brute_force;
+mod incremental;
 mod invariants;
 mod norketamine;
 mod published_observations;
