@@ -762,8 +762,8 @@ impl Formulary {
                             && pattern & 1 == 0)
                         || (key.starts_with("targets.")
                             && !overridden(key)
-                            && !(key.ends_with("analgesic_floor_ng_per_ml")
-                                && !indication.is_empty())))
+                            && (!key.ends_with("analgesic_floor_ng_per_ml")
+                                || indication.is_empty())))
             })
             .map(|(key, s): (String, &Sourced<f64>)| Assumption {
                 key,

@@ -28,7 +28,7 @@ const HALF_MARGIN: f64 = 1.5 * f64::EPSILON;
 /// Append `x` as `format!("{x:.4}")` would.
 pub(crate) fn push_fixed4(out: &mut Vec<u8>, x: f64) {
     let a = x.abs();
-    if !(a < FAST_LIMIT) {
+    if a.is_nan() || a >= FAST_LIMIT {
         out.extend_from_slice(format!("{x:.4}").as_bytes());
         return;
     }
@@ -237,7 +237,7 @@ mod tests {
             -1e-12,
             1e-300,
             4535.1474,
-            4414.432_449_999,
+            4_414.432_449_999,
             1e10 + 0.5,
             99_999_999_999.0,
             1e11,
@@ -271,7 +271,7 @@ mod tests {
                 }
                 _ => rng.unit() * 1000.0,
             };
-            let x = if rng.next() % 4 == 0 { -x } else { x };
+            let x = if rng.next().is_multiple_of(4) { -x } else { x };
             assert_eq!(fixed4(x), old_fixed4(x), "{x:e}");
             assert_eq!(trimmed4(x), old_trimmed4(x), "{x:e}");
         }
@@ -304,7 +304,11 @@ mod tests {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         for _ in 0..200_000 {
             let t = (rng.next() % 260_000_000_000_000) as i64 - 3_000_000_000_000;
-            let t = if rng.next() % 2 == 0 { t - t % 1000 } else { t };
+            let t = if rng.next().is_multiple_of(2) {
+                t - t % 1000
+            } else {
+                t
+            };
             assert_eq!(rfc3339(t), format_rfc3339(t), "{t}");
         }
         // One writer over a rising sequence (the cached date), across
