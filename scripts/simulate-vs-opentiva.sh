@@ -19,9 +19,12 @@ VENV=target/opentiva-venv
 find_python() {
     if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
     for v in 3.10 3.9 3.8; do
-        if command -v "python$v" >/dev/null; then command -v "python$v"; return; fi
-        for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v"; do
-            if [ -x "$p" ]; then echo "$p"; return; fi
+        # The first that runs (a pyenv shim of an inactive version does not).
+        for p in "$(command -v "python$v" || true)" \
+                 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v"; do
+            if [ -n "$p" ] && [ -x "$p" ] && "$p" -c 'import venv' 2>/dev/null; then
+                echo "$p"; return
+            fi
         done
     done
     echo "no python 3.8-3.10 found (opentiva 1.1.2 does not build on 3.11+): set PYTHON" >&2
