@@ -56,14 +56,18 @@ pub(crate) fn now_ms() -> TimeMs {
     dosetrack::clock::Clock::system().now_ms()
 }
 
-/// The drug file: `--drug-file`, else the built-in one.
+/// The drug file: `--drug-file`, else the built-in one. Its models are
+/// derived on demand ([`Formulary::on_demand`]): a command derives only
+/// the models of the patients it resolves (`simulate` one, `model list`
+/// none), and a model that cannot be derived is an input error of the
+/// command that needs it.
 pub(crate) fn formulary(path: Option<&Path>) -> anyhow::Result<Formulary> {
     let drug = match path {
         Some(p) => dosetrack::drug_file::load(p),
         None => DrugFile::builtin(),
     }
     .map_err(input_error)?;
-    Formulary::new(drug).map_err(input_error)
+    Ok(Formulary::on_demand(drug))
 }
 
 /// An RFC 3339 time argument (`option` names it in the error).

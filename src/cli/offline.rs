@@ -59,7 +59,7 @@ pub(crate) fn simulate(
         );
     }
     match a.format {
-        TableFormat::Csv => out.write_all(simulate::to_csv(&report).as_bytes())?,
+        TableFormat::Csv => simulate::write_csv(&report, out)?,
         TableFormat::Json => {
             serde_json::to_writer_pretty(&mut *out, &report)?;
             writeln!(out)?;

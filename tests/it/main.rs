@@ -32,6 +32,8 @@
 //!   only inside stays and rewritten after a late input, release of ended
 //!   stays, the backlog rate and memory after many stays (issue #13 items
 //!   1, 4, 5);
+//! * `scaling` — two instances on one broker, one per unit, each tracking
+//!   only its own patients (issue #16 item 5, `docs/scaling.md`);
 //! * `schemas` — the AsyncAPI document and JSON Schemas against the code;
 //! * `ward_acknowledge` — acknowledging an alert from the ward page: off by
 //!   default, the operator from a token or the proxy's header, refusals;
@@ -65,6 +67,7 @@ mod operations;
 mod reliability;
 mod reload;
 mod retained_outputs;
+mod scaling;
 mod schemas;
 mod soak;
 mod stays;

@@ -22,9 +22,10 @@ use crate::vocab::{Route, Setting, Sex};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 mod effects;
+mod known;
 use effects::EffectKey;
 pub use effects::{LiverResolution, PatientEffects};
 
@@ -100,6 +101,11 @@ pub enum PatientError {
     UnknownGenotype { genotype: String, known: String },
     #[error("the drug file's parameters do not give a valid model: {0}")]
     InvalidParams(#[from] crate::pk::params::InvalidParams),
+    /// The patient's model could not be derived (only from a
+    /// [`Formulary::on_demand`]; [`Formulary::new`] refuses such a drug
+    /// file).
+    #[error("the drug file's model cannot be used: {0}")]
+    Derive(#[from] DeriveError),
 }
 
 /// A drug file could not be prepared (a tmax or tpeak with no solution).
@@ -221,8 +227,8 @@ pub struct ResolvedPatient {
     pub interactions: Vec<AppliedInteraction>,
     pub warnings: Vec<PatientWarning>,
     /// Shared by every patient on the same model with the same target
-    /// overrides and no covariate effects (built once per drug file, see
-    /// [`Formulary::new`]); with effects, shared per effect combination.
+    /// overrides and no covariate effects (built once per model, see
+    /// [`Formulary`]); with effects, shared per effect combination.
     #[serde(serialize_with = "serialize_assumptions")]
     pub assumptions: Arc<[Assumption]>,
 }
@@ -254,19 +260,35 @@ impl ResolvedPatient {
 }
 
 /// A validated drug file with its derived absorption and effect-site rates.
+///
+/// Two ways to build one, with the same results: [`Formulary::new`]
+/// derives every model at once (the daemon: a drug file that cannot be
+/// derived stops the start, before any patient), [`Formulary::on_demand`]
+/// derives a model the first time a patient on it is resolved (the command
+/// line: `dosetrack simulate` for one Domino patient derives Domino only,
+/// not the six models' 36 absorption rates).
 #[derive(Debug, Clone)]
 pub struct Formulary {
     drug: DrugFile,
-    /// ke0 solved from tpeak, per model key.
-    ke0_from_tpeak: BTreeMap<String, f64>,
-    /// ka solved from tmax, per model key and route.
-    ka_from_tmax: BTreeMap<(String, Route), f64>,
-    /// The assumption lists, per model key, target-override pattern
-    /// (see [`override_pattern`]) and indication key (empty: none): built
-    /// once, shared by every patient.
-    assumption_sets: BTreeMap<(String, u8, String), Arc<[Assumption]>>,
+    /// Per model key: its derived values, once derived (or why they could
+    /// not be).
+    derived: BTreeMap<String, OnceLock<Result<Arc<ModelDerived>, DeriveError>>>,
     /// The lists of patients with covariate effects, built on first use.
     effect_sets: Arc<EffectSets>,
+}
+
+/// What a [`Formulary`] derives for one model, against that model at the
+/// drug file's reference weight.
+#[derive(Debug)]
+struct ModelDerived {
+    /// ke0 solved from tpeak, when the model gives a tpeak.
+    ke0_from_tpeak: Option<f64>,
+    /// ka solved from tmax, per route (index [`route_index`]).
+    ka_from_tmax: [Option<f64>; 9],
+    /// The assumption lists, per target-override pattern (see
+    /// [`override_pattern`]) and indication key (empty: none): built once,
+    /// shared by every patient on the model.
+    assumption_sets: BTreeMap<(u8, String), Arc<[Assumption]>>,
 }
 
 /// The assumption lists of patients with covariate effects, per model key,
@@ -282,62 +304,104 @@ fn override_pattern(overrides: &TargetOverrides) -> u8 {
 }
 
 impl Formulary {
-    /// Derive every tmax- and tpeak-based rate once, each against its own
-    /// model at the drug file's reference weight.
+    /// Derive every model's tmax- and tpeak-based rates and assumption
+    /// lists now, each against its own model at the drug file's reference
+    /// weight; the first model (in key order) that cannot be derived is the
+    /// error.
     pub fn new(drug: DrugFile) -> Result<Self, DeriveError> {
+        let formulary = Formulary::on_demand(drug);
+        for key in formulary.drug.models().keys() {
+            formulary.derived_model(key)?;
+        }
+        Ok(formulary)
+    }
+
+    /// Derive nothing yet: each model is derived the first time a patient
+    /// on it is resolved, with the same values [`Formulary::new`] gives (a
+    /// model that cannot be derived is then that patient's error,
+    /// [`PatientError::Derive`]).
+    pub fn on_demand(drug: DrugFile) -> Self {
+        let derived = drug
+            .models()
+            .keys()
+            .map(|k| (k.clone(), OnceLock::new()))
+            .collect();
+        Formulary {
+            drug,
+            derived,
+            effect_sets: Arc::default(),
+        }
+    }
+
+    /// The derived values of `key` (derived now if they were not yet);
+    /// `None` for a key the drug file does not have.
+    fn derived_model(&self, key: &str) -> Result<Option<Arc<ModelDerived>>, DeriveError> {
+        match self.derived.get(key) {
+            None => Ok(None),
+            Some(cell) => cell
+                .get_or_init(|| self.derive_model(key).map(Arc::new))
+                .clone()
+                .map(Some),
+        }
+    }
+
+    /// Derive one model: its ke0 from tpeak, each route's ka from tmax,
+    /// and its assumption lists.
+    fn derive_model(&self, key: &str) -> Result<ModelDerived, DeriveError> {
+        let drug = &self.drug;
         let reference_weight_kg = drug.model_selection().reference_weight_kg;
-        let mut ke0_from_tpeak = BTreeMap::new();
-        let mut ka_from_tmax = BTreeMap::new();
-        for (key, model) in drug.models() {
-            let micro = model.disposition.micro_at_weight(reference_weight_kg);
-            if let EffectSite::Tpeak { tpeak_min } = &model.effect_site {
-                let ke0 =
-                    solve_ke0_for_tpeak(&micro, tpeak_min.value).ok_or_else(|| DeriveError {
+        let Some(model) = drug.model(key) else {
+            return Err(DeriveError {
+                what: format!("models.{key}"),
+                reason: "no such model".to_owned(),
+            });
+        };
+        let micro = model.disposition.micro_at_weight(reference_weight_kg);
+        let ke0_from_tpeak = match &model.effect_site {
+            EffectSite::Tpeak { tpeak_min } => Some(
+                known::lookup(known::Solved::Ke0ForTpeak, &micro, tpeak_min.value)
+                    .or_else(|| solve_ke0_for_tpeak(&micro, tpeak_min.value))
+                    .ok_or_else(|| DeriveError {
                         what: format!("models.{key}.effect_site.ke0"),
                         reason: format!("no ke0 gives a peak effect at {} min", tpeak_min.value),
-                    })?;
-                ke0_from_tpeak.insert(key.clone(), ke0);
-            }
-            // Each model's own ka for each tmax, so the time to peak holds
-            // for every model (a ka solved on one model and reused peaks
-            // late or early in another).
-            for route in Route::ALL {
-                if let Absorption::Tmax { tmax_min } = drug.route(key, route).absorption {
-                    let ka = solve_ka_for_tmax(&micro, tmax_min.value).ok_or_else(|| {
-                        DeriveError {
-                            what: format!("models.{key}: {route} ka"),
-                            reason: format!(
-                                "no absorption rate gives a peak at {} min in a {reference_weight_kg} kg patient",
-                                tmax_min.value
-                            ),
-                        }
-                    })?;
-                    ka_from_tmax.insert((key.clone(), route), ka);
-                }
+                    })?,
+            ),
+            EffectSite::Ke0 { .. } => None,
+        };
+        // Each model's own ka for each tmax, so the time to peak holds for
+        // every model (a ka solved on one model and reused peaks late or
+        // early in another).
+        let mut ka_from_tmax = [None; 9];
+        for route in Route::ALL {
+            if let Absorption::Tmax { tmax_min } = drug.route(key, route).absorption {
+                let ka = known::lookup(known::Solved::KaForTmax, &micro, tmax_min.value)
+                    .or_else(|| solve_ka_for_tmax(&micro, tmax_min.value))
+                    .ok_or_else(|| DeriveError {
+                    what: format!("models.{key}: {route} ka"),
+                    reason: format!(
+                        "no absorption rate gives a peak at {} min in a {reference_weight_kg} kg patient",
+                        tmax_min.value
+                    ),
+                })?;
+                ka_from_tmax[route_index(route)] = Some(ka);
             }
         }
-        let mut formulary = Formulary {
-            drug,
-            ke0_from_tpeak,
-            ka_from_tmax,
-            assumption_sets: BTreeMap::new(),
-            effect_sets: Arc::default(),
-        };
-        let mut sets = BTreeMap::new();
-        let indications: Vec<String> = match formulary.drug.acute_relief() {
+        let indications: Vec<String> = match drug.acute_relief() {
             Some(a) => a.indications.keys().cloned().collect(),
             None => vec![String::new()],
         };
-        for key in formulary.drug.models().keys() {
-            for pattern in 0..8u8 {
-                for ind in &indications {
-                    let list = formulary.assumptions_for(key, pattern, ind);
-                    sets.insert((key.clone(), pattern, ind.clone()), Arc::from(list));
-                }
+        let mut assumption_sets = BTreeMap::new();
+        for pattern in 0..8u8 {
+            for ind in &indications {
+                let list = self.assumptions_for(key, pattern, ind);
+                assumption_sets.insert((pattern, ind.clone()), Arc::from(list));
             }
         }
-        formulary.assumption_sets = sets;
-        Ok(formulary)
+        Ok(ModelDerived {
+            ke0_from_tpeak,
+            ka_from_tmax,
+            assumption_sets,
+        })
     }
 
     /// The drug file.
@@ -387,6 +451,18 @@ impl Formulary {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
+        let derived =
+            self.derived_model(&model_key)?
+                .ok_or_else(|| PatientError::UnknownModel {
+                    key: model_key.clone(),
+                    known: self
+                        .drug
+                        .models()
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
         domain_warnings(model, cov, &mut warnings);
 
         let micro = model.disposition.micro_at_weight(cov.weight_kg);
@@ -401,10 +477,7 @@ impl Formulary {
         let (ke0, ke0_from_tpeak_min) = match &model.effect_site {
             EffectSite::Ke0 { ke0_per_min } => (ke0_per_min.value, None),
             EffectSite::Tpeak { tpeak_min } => (
-                self.ke0_from_tpeak
-                    .get(&model_key)
-                    .copied()
-                    .unwrap_or(f64::NAN),
+                derived.ke0_from_tpeak.unwrap_or(f64::NAN),
                 Some(tpeak_min.value),
             ),
         };
@@ -474,7 +547,7 @@ impl Formulary {
                 Absorption::None => (None, None),
                 Absorption::Ka { ka_per_min } => (Some(ka_per_min.value), None),
                 Absorption::Tmax { tmax_min } => (
-                    self.ka_from_tmax.get(&(model_key.clone(), route)).copied(),
+                    derived.ka_from_tmax[route_index(route)],
                     Some(tmax_min.value),
                 ),
             };
@@ -559,10 +632,7 @@ impl Formulary {
         let pattern = override_pattern(&spec.targets);
         let ind_key = indication.as_ref().map_or("", |i| i.key.as_str());
         let assumptions = if effect_key.is_empty() {
-            match self
-                .assumption_sets
-                .get(&(model_key.clone(), pattern, ind_key.to_owned()))
-            {
+            match derived.assumption_sets.get(&(pattern, ind_key.to_owned())) {
                 Some(shared) => Arc::clone(shared),
                 None => Arc::from(self.assumptions_for(&model_key, pattern, ind_key)),
             }

@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+mod csv;
+
 /// The notice every report and chart carries.
 pub const NOTICE: &str = "decision support and research software, not a certified medical device";
 
@@ -332,20 +334,35 @@ fn serialize_samples<S: serde::Serializer>(samples: &[Sample], s: S) -> Result<S
 /// The CSV form: header `time,t_min,cp_ng_per_ml,ce_ng_per_ml`, one row per
 /// sample, `t_min` in minutes since `from`.
 pub fn to_csv(report: &SimulationReport) -> String {
-    let mut out = String::with_capacity(report.samples.len() * 48 + 40);
-    out.push_str("time,t_min,cp_ng_per_ml,ce_ng_per_ml\n");
+    let mut out = Vec::with_capacity(report.samples.len() * 48 + 40);
+    // Writing to a Vec cannot fail.
+    let _ = write_csv(report, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`to_csv`], written to `out` in chunks of about 64 KiB (a day at 1-s
+/// steps is 4 MB of text: not held whole).
+pub fn write_csv(report: &SimulationReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    const CHUNK: usize = 64 * 1024;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 256);
+    buf.extend_from_slice(b"time,t_min,cp_ng_per_ml,ce_ng_per_ml\n");
+    let mut times = csv::Rfc3339Writer::new();
     for s in &report.samples {
         let t_min = (s.t_ms - report.from_ms) as f64 / 60_000.0;
-        let _ = writeln!(
-            out,
-            "{},{},{:.4},{:.4}",
-            format_rfc3339(s.t_ms),
-            trim_float(t_min, 4),
-            s.cp_ng_per_ml,
-            s.ce_ng_per_ml
-        );
+        times.push(&mut buf, s.t_ms);
+        buf.push(b',');
+        csv::push_trimmed4(&mut buf, t_min);
+        buf.push(b',');
+        csv::push_fixed4(&mut buf, s.cp_ng_per_ml);
+        buf.push(b',');
+        csv::push_fixed4(&mut buf, s.ce_ng_per_ml);
+        buf.push(b'\n');
+        if buf.len() >= CHUNK {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
     }
-    out
+    out.write_all(&buf)
 }
 
 fn trim_float(x: f64, decimals: usize) -> String {
@@ -682,6 +699,52 @@ mod tests {
         assert_eq!(lines.next(), Some("time,t_min,cp_ng_per_ml,ce_ng_per_ml"));
         assert_eq!(csv.lines().count(), 62);
         assert!(csv.contains("\n2026-11-27T08:01:00Z,1,"));
+    }
+
+    /// The CSV as `format!` wrote it before the hand-written formatter
+    /// (`simulate/csv.rs`): the new one must give the same bytes.
+    fn to_csv_with_format(report: &SimulationReport) -> String {
+        let mut out = String::new();
+        out.push_str("time,t_min,cp_ng_per_ml,ce_ng_per_ml\n");
+        for s in &report.samples {
+            let t_min = (s.t_ms - report.from_ms) as f64 / 60_000.0;
+            let _ = writeln!(
+                out,
+                "{},{},{:.4},{:.4}",
+                format_rfc3339(s.t_ms),
+                trim_float(t_min, 4),
+                s.cp_ng_per_ml,
+                s.ce_ng_per_ml
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn csv_is_byte_for_byte_the_format_output() {
+        let f = formulary();
+        let inputs = parse_events(EVENTS).unwrap();
+        let solved = solve(&f, &PatientSpec::weight_only(70.0), &inputs, None).unwrap();
+        // A day at 1 s, and odd steps and starts (milliseconds in the
+        // times, minutes with four decimals).
+        for (from, to, step) in [
+            (None, "24h", 1_000),
+            (Some(1_795_766_400_123), "3h", 1_234),
+            (Some(1_795_766_399_999), "30min", 7),
+        ] {
+            let report = simulate(&solved, from, Some(to), step).unwrap();
+            let new = to_csv(&report);
+            let old = to_csv_with_format(&report);
+            let mut streamed = Vec::new();
+            write_csv(&report, &mut streamed).unwrap();
+            assert_eq!(streamed, old.as_bytes());
+            assert!(report.samples.len() > 1_000);
+            assert_eq!(new.len(), old.len());
+            for (n, (a, b)) in new.lines().zip(old.lines()).enumerate() {
+                assert_eq!(a, b, "line {n}");
+            }
+            assert_eq!(new, old);
+        }
     }
 
     #[test]

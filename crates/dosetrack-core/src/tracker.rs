@@ -1109,7 +1109,8 @@ pub fn check_input(formulary: &Formulary, input: &Input) -> Result<(), Rejection
                 crate::patient::PatientError::UnknownIndication { .. } => "indication",
                 crate::patient::PatientError::InvalidTargets { .. } => "targets",
                 crate::patient::PatientError::InvalidCovariate { field, .. } => field,
-                crate::patient::PatientError::InvalidParams(_) => "model",
+                crate::patient::PatientError::InvalidParams(_)
+                | crate::patient::PatientError::Derive(_) => "model",
                 crate::patient::PatientError::UnknownGenotype { .. } => "cyp2b6_genotype",
             };
             return Err(Rejection {

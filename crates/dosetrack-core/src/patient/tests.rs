@@ -552,3 +552,146 @@ fn effect_assumption_lists_are_shared_per_combination() {
     // Not the age effect's: this patient is 40.
     assert!(!g.assumptions.iter().any(|x| x.key.contains("qh_age")));
 }
+
+/// `Formulary::on_demand` derives a model only when a patient on it is
+/// resolved, and gives exactly what `Formulary::new` gives (same ka, ke0,
+/// assumption lists: the whole `ResolvedPatient` compares equal).
+#[test]
+fn on_demand_derives_only_the_model_asked_for_with_the_same_results() {
+    let eager = formulary();
+    let lazy = Formulary::on_demand(DrugFile::builtin().unwrap());
+    let derived = |f: &Formulary| -> Vec<String> {
+        f.derived
+            .iter()
+            .filter(|(_, cell)| cell.get().is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    assert!(derived(&lazy).is_empty());
+    assert_eq!(derived(&eager).len(), eager.drug().models().len());
+
+    let mut spec = PatientSpec::weight_only(70.0);
+    spec.model = Some("domino".to_owned());
+    let a = lazy.resolve(&spec).unwrap();
+    assert_eq!(derived(&lazy), vec!["domino".to_owned()]);
+    assert_eq!(a, eager.resolve(&spec).unwrap());
+
+    // Every model, with and without covariate effects and overrides.
+    let keys: Vec<String> = eager.drug().models().keys().cloned().collect();
+    for key in &keys {
+        for (age, sex, floor) in [
+            (None, None, None),
+            (Some(8.0), Some(Sex::Female), Some(80.0)),
+            (Some(70.0), Some(Sex::Male), None),
+        ] {
+            let mut spec = PatientSpec::weight_only(25.0);
+            spec.model = Some(key.clone());
+            spec.covariates.age_years = age;
+            spec.covariates.sex = sex;
+            spec.targets.analgesic_floor_ng_per_ml = floor;
+            let (l, e) = (lazy.resolve(&spec), eager.resolve(&spec));
+            assert_eq!(l, e, "{key} {age:?} {sex:?} {floor:?}");
+            let p = l.unwrap();
+            for r in &p.routes {
+                // Bit for bit, not just equal as floats.
+                let other = e
+                    .as_ref()
+                    .unwrap()
+                    .routes
+                    .iter()
+                    .find(|o| o.route == r.route)
+                    .unwrap();
+                assert_eq!(
+                    r.ka_per_min.map(f64::to_bits),
+                    other.ka_per_min.map(f64::to_bits)
+                );
+            }
+        }
+    }
+    assert_eq!(derived(&lazy).len(), keys.len());
+}
+
+/// A model that cannot be derived: `new` refuses the drug file, and
+/// `on_demand` refuses only the patients on that model, with the same
+/// reason.
+#[test]
+fn on_demand_reports_an_underivable_model_when_it_is_used() {
+    let text = crate::drug::BUILTIN_TOML.replacen(
+        "[routes.oral.tmax_min]\nvalue = 60.0",
+        "[routes.oral.tmax_min]\nvalue = 0.000001",
+        1,
+    );
+    assert_ne!(text, crate::drug::BUILTIN_TOML);
+    let Ok(drug) = DrugFile::from_toml_str(&text, std::path::Path::new("t")) else {
+        panic!("the edited drug file still parses");
+    };
+    let err = Formulary::new(drug.clone()).unwrap_err();
+    let lazy = Formulary::on_demand(drug);
+    let mut spec = PatientSpec::weight_only(70.0);
+    spec.model = Some("domino".to_owned());
+    match lazy.resolve(&spec) {
+        Err(PatientError::Derive(e)) => assert_eq!(e.reason, err.reason),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The table of known derivations (`patient/known.rs`) holds exactly the
+/// shipped drug file's tmax and tpeak derivations, each with the solver's
+/// own bits; `DOSETRACK_WRITE_KNOWN=1` rewrites it.
+#[test]
+fn known_derivations_are_the_solvers() {
+    let drug = DrugFile::builtin().unwrap();
+    let w = drug.model_selection().reference_weight_kg;
+    let mut entries = Vec::new();
+    for (key, model) in drug.models() {
+        let micro = model.disposition.micro_at_weight(w);
+        if let EffectSite::Tpeak { tpeak_min } = &model.effect_site {
+            let ke0 = solve_ke0_for_tpeak(&micro, tpeak_min.value).unwrap();
+            entries.push((
+                known::Solved::Ke0ForTpeak,
+                micro,
+                tpeak_min.value,
+                ke0,
+                format!("{key} ke0"),
+            ));
+        }
+        for route in Route::ALL {
+            if let Absorption::Tmax { tmax_min } = drug.route(key, route).absorption {
+                let ka = solve_ka_for_tmax(&micro, tmax_min.value).unwrap();
+                entries.push((
+                    known::Solved::KaForTmax,
+                    micro,
+                    tmax_min.value,
+                    ka,
+                    format!("{key} {route} ka"),
+                ));
+            }
+        }
+    }
+    let text = known::table_text(&entries);
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/patient/known/known_table.rs");
+    if std::env::var_os("DOSETRACK_WRITE_KNOWN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        on_disk == text,
+        "{} is not the shipped drug file's: rerun with DOSETRACK_WRITE_KNOWN=1",
+        path.display()
+    );
+    // And the lookup gives each value bit for bit.
+    for (what, micro, target, value, label) in &entries {
+        assert_eq!(
+            known::lookup(*what, micro, *target).map(f64::to_bits),
+            Some(value.to_bits()),
+            "{label}"
+        );
+    }
+    // Anything else misses.
+    let (_, micro, target, _, _) = &entries[0];
+    assert_eq!(
+        known::lookup(known::Solved::KaForTmax, micro, target + 1.0),
+        None
+    );
+}

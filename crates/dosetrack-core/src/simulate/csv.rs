@@ -1,0 +1,330 @@
+//! The CSV table of `dosetrack simulate`, written without `format!` per
+//! field: a day at 1-s steps is 86,400 rows, and formatting them through
+//! `core::fmt` (exact decimal expansion of every float, chrono for every
+//! time) took most of the command's time. The output is byte for byte what
+//! the `format!` version gave (`{:.4}`, [`format_rfc3339`], the trimmed
+//! minutes); the tests compare the two.
+//!
+//! * Floats with 4 decimals ([`push_fixed4`]): `x · 10⁴` rounded to an
+//!   integer, written with its sign; when that product lies within its own
+//!   rounding error of a rounding boundary (or the value is large, not
+//!   finite), the exact `{:.4}` decides instead.
+//! * Times ([`Rfc3339Writer`]): the civil date of the day number (Howard
+//!   Hinnant's `civil_from_days`, once per day written), for years
+//!   1970–9999; other times go through [`format_rfc3339`].
+
+use crate::vocab::{format_rfc3339, TimeMs};
+
+/// Largest |x| written by the fast path: `|x| · 10⁴` stays below 1e15
+/// (< 2⁵³), where the product is off the exact value by at most half an
+/// ulp of 1e15, 0.0625; subtracting its floor is exact.
+const FAST_LIMIT: f64 = 1e11;
+
+/// Three times the relative error of one product (2⁻⁵³): the scaled
+/// value's distance to a rounding boundary must exceed `scaled ·
+/// HALF_MARGIN` for the fast path to decide.
+const HALF_MARGIN: f64 = 1.5 * f64::EPSILON;
+
+/// Append `x` as `format!("{x:.4}")` would.
+pub(crate) fn push_fixed4(out: &mut Vec<u8>, x: f64) {
+    let a = x.abs();
+    if a.is_nan() || a >= FAST_LIMIT {
+        out.extend_from_slice(format!("{x:.4}").as_bytes());
+        return;
+    }
+    let scaled = a * 10_000.0;
+    // Truncation is the floor here (non-negative); `scaled` < 1e15 < 2⁵³,
+    // so both conversions and the subtraction are exact.
+    let whole = scaled as u64;
+    let frac = scaled - whole as f64;
+    // The product is within scaled · 2⁻⁵³ of the exact x · 10⁴; closer
+    // than that to a half, only the exact expansion can tell the side.
+    if (frac - 0.5).abs() <= scaled * HALF_MARGIN + f64::MIN_POSITIVE {
+        out.extend_from_slice(format!("{x:.4}").as_bytes());
+        return;
+    }
+    let units = whole + u64::from(frac > 0.5);
+    // Right to left: four decimals, the point, the integer part, the sign.
+    let mut buf = [0u8; 24];
+    let mut i = buf.len();
+    let mut d = units % 10_000;
+    for _ in 0..4 {
+        i -= 1;
+        buf[i] = b'0' + (d % 10) as u8;
+        d /= 10;
+    }
+    i -= 1;
+    buf[i] = b'.';
+    let mut n = units / 10_000;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if x.is_sign_negative() {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Append `x` with at most 4 decimals, trailing zeros (and a trailing
+/// point) removed: `1.5000` → `1.5`, `2.0000` → `2`.
+pub(crate) fn push_trimmed4(out: &mut Vec<u8>, x: f64) {
+    let start = out.len();
+    push_fixed4(out, x);
+    if out[start..].contains(&b'.') {
+        while out.last() == Some(&b'0') {
+            out.pop();
+        }
+        if out.last() == Some(&b'.') {
+            out.pop();
+        }
+    }
+}
+
+/// Two decimal digits (`n` < 100).
+fn two(n: i64) -> [u8; 2] {
+    [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]
+}
+
+/// 1970-01-01 … 9999-12-31T23:59:59.999Z in Unix ms.
+const FAST_TIMES: std::ops::Range<TimeMs> = 0..253_402_300_800_000;
+
+/// Append `t` as [`format_rfc3339`] would.
+#[cfg(test)]
+pub(crate) fn push_rfc3339(out: &mut Vec<u8>, t: TimeMs) {
+    Rfc3339Writer::new().push(out, t);
+}
+
+/// Writes times as [`format_rfc3339`] would, keeping the date of the last
+/// day written (a table's rows share it).
+pub(crate) struct Rfc3339Writer {
+    day: i64,
+    /// `YYYY-MM-DDT` of `day`.
+    date: [u8; 11],
+}
+
+impl Rfc3339Writer {
+    pub(crate) fn new() -> Self {
+        Rfc3339Writer {
+            day: i64::MIN,
+            date: [0; 11],
+        }
+    }
+
+    /// Append `t`.
+    pub(crate) fn push(&mut self, out: &mut Vec<u8>, t: TimeMs) {
+        if !FAST_TIMES.contains(&t) {
+            out.extend_from_slice(format_rfc3339(t).as_bytes());
+            return;
+        }
+        let day = t.div_euclid(86_400_000);
+        if day != self.day {
+            let (y, m, d) = civil_from_days(day);
+            // In range: y 1970..=9999.
+            let (y1, y2) = (two(y / 100), two(y % 100));
+            let (mo, da) = (two(m), two(d));
+            self.date = [
+                y1[0], y1[1], y2[0], y2[1], b'-', mo[0], mo[1], b'-', da[0], da[1], b'T',
+            ];
+            self.day = day;
+        }
+        let ms_of_day = t.rem_euclid(86_400_000);
+        let secs = ms_of_day / 1000;
+        let ms = ms_of_day % 1000;
+        let (hh, mi, ss) = (two(secs / 3600), two(secs / 60 % 60), two(secs % 60));
+        out.extend_from_slice(&self.date);
+        out.extend_from_slice(&[hh[0], hh[1], b':', mi[0], mi[1], b':', ss[0], ss[1]]);
+        if ms != 0 {
+            out.extend_from_slice(&[
+                b'.',
+                b'0' + (ms / 100) as u8,
+                b'0' + (ms / 10 % 10) as u8,
+                b'0' + (ms % 10) as u8,
+            ]);
+        }
+        out.push(b'Z');
+    }
+}
+
+/// The proleptic Gregorian (year, month, day) of a day number (days since
+/// 1970-01-01); Howard Hinnant, "chrono-Compatible Low-Level Date
+/// Algorithms".
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn old_fixed4(x: f64) -> String {
+        format!("{x:.4}")
+    }
+
+    fn old_trimmed4(x: f64) -> String {
+        let s = format!("{x:.4}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            s
+        }
+    }
+
+    fn fixed4(x: f64) -> String {
+        let mut s = Vec::new();
+        push_fixed4(&mut s, x);
+        String::from_utf8(s).unwrap()
+    }
+
+    fn trimmed4(x: f64) -> String {
+        let mut s = Vec::new();
+        push_trimmed4(&mut s, x);
+        String::from_utf8(s).unwrap()
+    }
+
+    fn rfc3339(t: TimeMs) -> String {
+        let mut s = Vec::new();
+        push_rfc3339(&mut s, t);
+        String::from_utf8(s).unwrap()
+    }
+
+    /// A small deterministic generator (xorshift64*), no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[test]
+    fn fixed4_matches_format_on_chosen_values() {
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.00005,
+            0.00015,
+            0.00025,
+            0.49995,
+            0.5,
+            1.23445,
+            1.23455,
+            9.99995,
+            99_999.999_95,
+            0.03125,
+            -0.03125,
+            -1e-12,
+            1e-300,
+            4535.1474,
+            4_414.432_449_999,
+            1e10 + 0.5,
+            99_999_999_999.0,
+            1e11,
+            1e11 + 1.0,
+            -2.5e15,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for x in values {
+            assert_eq!(fixed4(x), old_fixed4(x), "{x:e}");
+            assert_eq!(trimmed4(x), old_trimmed4(x), "{x:e}");
+        }
+    }
+
+    #[test]
+    fn fixed4_matches_format_on_a_million_values() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for i in 0..1_000_000u32 {
+            // Every magnitude from 1e-8 to 1e12, and values on or near a
+            // decimal boundary (k/20000 ± a few ulps).
+            let x = match i % 3 {
+                0 => 10f64.powf(rng.unit() * 20.0 - 8.0),
+                1 => {
+                    let k = (rng.next() % 2_000_000_000) as f64;
+                    let b = k / 20_000.0;
+                    let ulps = (rng.next() % 7) as i64 - 3;
+                    f64::from_bits((b.to_bits() as i64 + ulps) as u64)
+                }
+                _ => rng.unit() * 1000.0,
+            };
+            let x = if rng.next().is_multiple_of(4) { -x } else { x };
+            assert_eq!(fixed4(x), old_fixed4(x), "{x:e}");
+            assert_eq!(trimmed4(x), old_trimmed4(x), "{x:e}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_matches_format_rfc3339() {
+        let chosen = [
+            0,
+            1,
+            999,
+            1000,
+            86_399_999,
+            86_400_000,
+            -1,
+            -86_400_000,
+            951_782_400_000,     // 2000-02-29
+            4_107_542_400_000,   // 2100-03-01
+            1_795_737_600_000,   // 2026-11-27
+            1_795_737_600_250,   // .250
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000,
+            -62_135_596_800_000,
+            i64::MIN,
+            i64::MAX,
+        ];
+        for t in chosen {
+            assert_eq!(rfc3339(t), format_rfc3339(t), "{t}");
+        }
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..200_000 {
+            let t = (rng.next() % 260_000_000_000_000) as i64 - 3_000_000_000_000;
+            let t = if rng.next().is_multiple_of(2) {
+                t - t % 1000
+            } else {
+                t
+            };
+            assert_eq!(rfc3339(t), format_rfc3339(t), "{t}");
+        }
+        // One writer over a rising sequence (the cached date), across
+        // midnights and with odd steps.
+        let mut w = Rfc3339Writer::new();
+        let mut t = 1_795_737_600_000 - 3_600_000;
+        while t < 1_795_737_600_000 + 3 * 86_400_000 {
+            let mut s = Vec::new();
+            w.push(&mut s, t);
+            assert_eq!(String::from_utf8(s).unwrap(), format_rfc3339(t), "{t}");
+            t += 977_777;
+        }
+        // Every day of 400 years (a whole Gregorian cycle), at midnight.
+        for day in 0..146_097i64 {
+            let t = day * 86_400_000;
+            assert_eq!(rfc3339(t), format_rfc3339(t), "{t}");
+        }
+    }
+}
