@@ -112,125 +112,18 @@ impl Schedule {
         let Some(first) = params.first() else {
             return Ok(Schedule::default());
         };
-        Self::build_with(
-            |t| {
-                let k = params.partition_point(|(from, _)| *from <= t);
-                params.get(k.saturating_sub(1)).map_or(first.1, |p| p.1)
-            },
-            dosing,
-        )
+        Self::build_with(|t| in_force(params, first.1, t), dosing)
     }
 
+    /// A whole build is the events from the beginning of time onto an
+    /// empty schedule.
     fn build_with<'p>(
         params_at: impl Fn(TimeMs) -> &'p PkParams,
         dosing: &[Dosing],
     ) -> Result<Self, ScheduleError> {
-        let mut additions: Vec<(TimeMs, usize, f64)> = Vec::new();
-        let mut segments: Vec<Segment> = Vec::new();
-        for (index, d) in dosing.iter().enumerate() {
-            match *d {
-                Dosing::Bolus {
-                    at_ms,
-                    route,
-                    amount_mg,
-                } => {
-                    check(index, "amount_mg", amount_mg, "above 0", amount_mg > 0.0)?;
-                    if matches!(route, Route::IvInfusion | Route::Transdermal) {
-                        return Err(ScheduleError::NotABolusRoute { index, route });
-                    }
-                    let rp = params_at(at_ms).route(route);
-                    let component = depot_of(route).unwrap_or(CENTRAL);
-                    additions.push((at_ms + lag_ms(rp.lag_min), component, rp.f * amount_mg));
-                }
-                Dosing::Infusion {
-                    start_ms,
-                    end_ms,
-                    rate_mg_per_h,
-                } => {
-                    check(
-                        index,
-                        "rate_mg_per_h",
-                        rate_mg_per_h,
-                        "≥ 0",
-                        rate_mg_per_h >= 0.0,
-                    )?;
-                    check_order(index, start_ms, end_ms)?;
-                    let rp = params_at(start_ms).route(Route::IvInfusion);
-                    let lag = lag_ms(rp.lag_min);
-                    segments.push(Segment {
-                        component: RATE_CENTRAL,
-                        start_ms: start_ms + lag,
-                        end_ms: end_ms.map(|e| e + lag),
-                        rate_mg_per_min: rp.f * rate_mg_per_h / 60.0,
-                    });
-                }
-                Dosing::Patch {
-                    start_ms,
-                    end_ms,
-                    release_rate_mg_per_h,
-                } => {
-                    check(
-                        index,
-                        "release_rate_mg_per_h",
-                        release_rate_mg_per_h,
-                        "≥ 0",
-                        release_rate_mg_per_h >= 0.0,
-                    )?;
-                    check_order(index, start_ms, Some(end_ms))?;
-                    let rp = params_at(start_ms).route(Route::Transdermal);
-                    let lag = lag_ms(rp.lag_min);
-                    segments.push(Segment {
-                        component: RATE_SKIN,
-                        start_ms: start_ms + lag,
-                        end_ms: Some(end_ms + lag),
-                        rate_mg_per_min: rp.f * release_rate_mg_per_h / 60.0,
-                    });
-                }
-            }
-        }
-
-        let mut times: Vec<TimeMs> = additions.iter().map(|a| a.0).collect();
-        for s in &segments {
-            times.push(s.start_ms);
-            times.extend(s.end_ms);
-        }
-        times.sort_unstable();
-        times.dedup();
-
-        let mut events = Vec::with_capacity(times.len());
-        let mut current = [0.0f64; 2];
-        for &t in &times {
-            let mut event = Event {
-                at_ms: t,
-                additions: Vec::new(),
-                rates: Vec::new(),
-            };
-            for (k, component) in [RATE_CENTRAL, RATE_SKIN].into_iter().enumerate() {
-                let total: f64 = segments
-                    .iter()
-                    .filter(|s| {
-                        s.component == component
-                            && s.start_ms <= t
-                            && s.end_ms.is_none_or(|e| t < e)
-                    })
-                    .map(|s| s.rate_mg_per_min)
-                    .sum();
-                if total != current[k] {
-                    event.rates.push((component, total));
-                    current[k] = total;
-                }
-            }
-            events.push(event);
-        }
-        // Additions, in dosing order within an instant (sums are exact per
-        // component either way).
-        for (t, component, amount) in additions {
-            if let Ok(i) = events.binary_search_by_key(&t, |e| e.at_ms) {
-                events[i].additions.push((component, amount));
-            }
-        }
-        events.retain(|e| !e.additions.is_empty() || !e.rates.is_empty());
-        Ok(Schedule { events })
+        let mut schedule = Schedule::default();
+        schedule.events_from(params_at, dosing, TimeMs::MIN)?;
+        Ok(schedule)
     }
 
     /// Replace the events at or after `from_ms` by those `dosing` gives
@@ -256,10 +149,20 @@ impl Schedule {
             *self = Schedule::default();
             return Ok(());
         };
-        let params_at = |t: TimeMs| {
-            let k = params.partition_point(|(from, _)| *from <= t);
-            params.get(k.saturating_sub(1)).map_or(first.1, |p| p.1)
-        };
+        self.events_from(|t| in_force(params, first.1, t), dosing, from_ms)
+    }
+
+    /// The events at or after `from_ms` from `dosing`, in place of this
+    /// schedule's (see [`Self::rebuild_from`]; `TimeMs::MIN`: all of them,
+    /// a whole build). Rates are summed over the segments active at each
+    /// time in dosing order, so the totals are the same bits whichever
+    /// `from_ms` the events are built from.
+    fn events_from<'p>(
+        &mut self,
+        params_at: impl Fn(TimeMs) -> &'p PkParams,
+        dosing: &[Dosing],
+        from_ms: TimeMs,
+    ) -> Result<(), ScheduleError> {
         let keep = self.events.partition_point(|e| e.at_ms < from_ms);
         self.events.truncate(keep);
         let mut additions: Vec<(TimeMs, usize, f64)> = Vec::new();
@@ -341,7 +244,13 @@ impl Schedule {
         // segments in the same order as here (any later boundary before
         // `from_ms` left the total equal), so the values compare equal.
         let mut current = [0.0f64; 2];
-        for (k, component) in [RATE_CENTRAL, RATE_SKIN].into_iter().enumerate() {
+        // From the beginning of time nothing was in force before.
+        let components = if from_ms == TimeMs::MIN {
+            &[][..]
+        } else {
+            &[RATE_CENTRAL, RATE_SKIN][..]
+        };
+        for (k, &component) in components.iter().enumerate() {
             let before = from_ms.saturating_sub(1);
             current[k] = segments
                 .iter()
@@ -419,6 +328,13 @@ impl Schedule {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
+}
+
+/// The parameters in force at `t`: the last of `params` (increasing
+/// `from_ms`) starting at or before `t`, `first` before them all.
+fn in_force<'p>(params: &[(TimeMs, &'p PkParams)], first: &'p PkParams, t: TimeMs) -> &'p PkParams {
+    let k = params.partition_point(|(from, _)| *from <= t);
+    params.get(k.saturating_sub(1)).map_or(first, |p| p.1)
 }
 
 /// A lag in minutes as whole milliseconds (nearest).
