@@ -438,31 +438,18 @@ impl Formulary {
                 self.drug.select_model(cov.age_years).to_owned()
             }
         };
-        let model = self
-            .drug
-            .model(&model_key)
-            .ok_or_else(|| PatientError::UnknownModel {
-                key: model_key.clone(),
-                known: self
-                    .drug
-                    .models()
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
-        let derived =
-            self.derived_model(&model_key)?
-                .ok_or_else(|| PatientError::UnknownModel {
-                    key: model_key.clone(),
-                    known: self
-                        .drug
-                        .models()
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+        let unknown_model = || PatientError::UnknownModel {
+            key: model_key.clone(),
+            known: self
+                .drug
+                .models()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let model = self.drug.model(&model_key).ok_or_else(unknown_model)?;
+        let derived = self.derived_model(&model_key)?.ok_or_else(unknown_model)?;
         domain_warnings(model, cov, &mut warnings);
 
         let micro = model.disposition.micro_at_weight(cov.weight_kg);
