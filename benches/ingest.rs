@@ -868,6 +868,294 @@ async fn baseline_consume(
 }
 
 // ---------------------------------------------------------------------------
+// The relay baseline (issue #16 item 3).
+// ---------------------------------------------------------------------------
+
+/// Set (to `port,client id,input prefix,output prefix,n,payload bytes`) in
+/// the environment of the relay process: this bench binary run again as the
+/// relay, so that its CPU is its own process's.
+const RELAY_CHILD_ENV: &str = "DOSETRACK_BENCH_RELAY_CHILD";
+
+/// Size class of the relay's output message. A daemon state message of the
+/// throughput stream (a patient with a pump running and a few doses) is
+/// 1.0–1.4 KB of JSON; the relay pads its message to this many bytes.
+const RELAY_PAYLOAD_BYTES: usize = 1_100;
+
+/// What the relay process reports on its last stdout line.
+#[derive(Debug, Clone, Copy, Default)]
+struct RelayReport {
+    /// First input received (µs, wall clock).
+    first_us: i64,
+    /// The N-th input's acknowledgement handed to the client (µs).
+    last_ack_us: i64,
+    /// The N-th PUBACK of its own publishes received (µs).
+    last_puback_us: i64,
+    /// Its own CPU (user + sys, s) at CONNACK and at the N-th ack.
+    cpu_connected_s: f64,
+    cpu_done_s: f64,
+}
+
+impl RelayReport {
+    fn line(&self) -> String {
+        format!(
+            "RELAY-DONE first_us={} last_ack_us={} last_puback_us={} cpu_connected_s={} cpu_done_s={}",
+            self.first_us, self.last_ack_us, self.last_puback_us, self.cpu_connected_s, self.cpu_done_s
+        )
+    }
+
+    fn parse(line: &str) -> Option<RelayReport> {
+        let rest = line.strip_prefix("RELAY-DONE ")?;
+        let field = |key: &str| -> Option<&str> {
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        };
+        Some(RelayReport {
+            first_us: field("first_us")?.parse().ok()?,
+            last_ack_us: field("last_ack_us")?.parse().ok()?,
+            last_puback_us: field("last_puback_us")?.parse().ok()?,
+            cpu_connected_s: field("cpu_connected_s")?.parse().ok()?,
+            cpu_done_s: field("cpu_done_s")?.parse().ok()?,
+        })
+    }
+}
+
+/// The relay's message for one input: a ~`bytes` JSON object naming the
+/// input's topic, its receipt time and its payload (as a string), padded.
+fn relay_payload(topic: &str, input: &[u8], received_us: i64, bytes: usize) -> Vec<u8> {
+    let text = String::from_utf8_lossy(input);
+    let mut v = serde_json::to_vec(&json!({
+        "relay_of": topic,
+        "received_at_ms": received_us / 1000,
+        "input": text,
+        "padding": "",
+    }))
+    .unwrap();
+    if v.len() + 1 < bytes {
+        // Fill the empty padding string (just before `"}`).
+        let at = v.len() - 2;
+        let fill = vec![b'.'; bytes - v.len()];
+        v.splice(at..at, fill);
+    }
+    v
+}
+
+/// The relay's output topic for an input topic `{in}/v1/{kind}/{id}/...`:
+/// `{out}/v1/relay/{id}/state`, one retained message per patient or device
+/// named by the inputs' topics (in this stream pump `i` serves patient `i`:
+/// at most 2 × P retained topics, against the daemon's P).
+fn relay_topic(out_prefix: &str, in_topic: &str) -> String {
+    let id = in_topic.split('/').nth(3).unwrap_or("unknown");
+    format!("{out_prefix}/v1/relay/{id}/state")
+}
+
+/// The relay process's main: resume the persistent session, and for each
+/// input publish its relay message (QoS 1, retained) and then acknowledge
+/// it — the ack is handed to the client after the publish, the analogue of
+/// the daemon acknowledging after its commit. Prints `RELAY-CONNECTED` at
+/// the CONNACK and a [`RelayReport`] line when all N inputs are
+/// acknowledged and all N publishes PUBACKed.
+fn relay_child(spec: &str) {
+    let f: Vec<&str> = spec.split(',').collect();
+    assert_eq!(f.len(), 6, "{RELAY_CHILD_ENV}={spec}");
+    let port: u16 = f[0].parse().unwrap();
+    let (id, out_prefix) = (f[1].to_owned(), f[3].to_owned());
+    let n: usize = f[4].parse().unwrap();
+    let bytes: usize = f[5].parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(relay_run(port, id, out_prefix, n, bytes));
+    println!("{}", report.line());
+}
+
+async fn relay_run(
+    port: u16,
+    id: String,
+    out_prefix: String,
+    n: usize,
+    bytes: usize,
+) -> RelayReport {
+    use std::io::Write as _;
+    // A request channel of 100: "handed to the client" is close to "on the
+    // wire" (with 10,000 the whole small stream's publishes and acks were
+    // queued in the channel at once, long before they were sent).
+    let (client, mut eventloop) = AsyncClient::new(options(&id, port, false, true), 100);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Publish)>();
+    let report = Arc::new(Mutex::new(RelayReport::default()));
+    // The worker: publish, then acknowledge, in arrival order.
+    let worker = {
+        let client = client.clone();
+        let report = report.clone();
+        tokio::spawn(async move {
+            let mut count = 0usize;
+            while let Some((t, p)) = rx.recv().await {
+                let topic = relay_topic(&out_prefix, &p.topic);
+                let payload = relay_payload(&p.topic, &p.payload, t, bytes);
+                client
+                    .publish(topic, QoS::AtLeastOnce, true, payload)
+                    .await
+                    .unwrap();
+                client.ack(&p).await.unwrap();
+                count += 1;
+                if count == n {
+                    let mut r = report.lock().unwrap();
+                    r.last_ack_us = now_us();
+                    r.cpu_done_s = cpu_s(std::process::id());
+                    break;
+                }
+            }
+        })
+    };
+    let (mut received, mut pubacked) = (0usize, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while received < n || pubacked < n {
+        assert!(
+            Instant::now() < deadline,
+            "relay: {received} of {n} received, {pubacked} PUBACKed"
+        );
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                report.lock().unwrap().cpu_connected_s = cpu_s(std::process::id());
+                println!("RELAY-CONNECTED");
+                std::io::stdout().flush().unwrap();
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let t = now_us();
+                if received == 0 {
+                    report.lock().unwrap().first_us = t;
+                }
+                received += 1;
+                tx.send((t, p)).unwrap();
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                pubacked += 1;
+                if pubacked == n {
+                    report.lock().unwrap().last_puback_us = now_us();
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("relay: {e}"),
+        }
+    }
+    worker.await.unwrap();
+    // The acks are queued before the DISCONNECT.
+    client.disconnect().await.unwrap();
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let r = *report.lock().unwrap();
+    r
+}
+
+/// The relay process, as seen from the bench.
+struct RelayProcess {
+    child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl RelayProcess {
+    fn spawn(port: u16, id: &str, in_prefix: &str, out_prefix: &str, n: usize) -> RelayProcess {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .env(
+                RELAY_CHILD_ENV,
+                format!("{port},{id},{in_prefix},{out_prefix},{n},{RELAY_PAYLOAD_BYTES}"),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        RelayProcess { child, lines }
+    }
+
+    /// The next line that starts with `prefix` (panics if the relay exits).
+    async fn line(&mut self, prefix: &str) -> String {
+        loop {
+            match self.lines.recv().await {
+                Some(l) if l.starts_with(prefix) => return l,
+                Some(_) => continue,
+                None => panic!("the relay process exited before `{prefix}`"),
+            }
+        }
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+/// The relay phase: the same stream through the relay, same broker, same
+/// delivery mode. Rate = N / (N-th ack handed to the client − first
+/// receipt), as the daemon's is N / (N-th commit − first receipt);
+/// `consumer_cpu_s` is the relay process's CPU over that span.
+async fn relay_phase(
+    broker: &Broker,
+    mode: &str,
+    inputs: &[Input],
+    tag: &str,
+) -> (Rate, RelayReport) {
+    let prefix = format!("dtb-{tag}-{}", std::process::id());
+    let id = format!("{prefix}-relay");
+    let out = format!("{prefix}-out");
+    make_session(broker.port, &id, &prefix).await;
+    let n = inputs.len();
+    let cpu_b0;
+    let report_line = if mode == "preload" {
+        publish_all(broker.port, &format!("{prefix}-pub"), &prefix, inputs).await;
+        cpu_b0 = cpu_s(broker.pid());
+        let mut relay = RelayProcess::spawn(broker.port, &id, &prefix, &out, n);
+        let l = relay.line("RELAY-DONE").await;
+        let _ = relay.child.wait();
+        l
+    } else {
+        cpu_b0 = cpu_s(broker.pid());
+        let mut relay = RelayProcess::spawn(broker.port, &id, &prefix, &out, n);
+        relay.line("RELAY-CONNECTED").await;
+        publish_all(broker.port, &format!("{prefix}-pub"), &prefix, inputs).await;
+        let l = relay.line("RELAY-DONE").await;
+        let _ = relay.child.wait();
+        l
+    };
+    let r = RelayReport::parse(&report_line)
+        .unwrap_or_else(|| panic!("relay report unreadable: {report_line}"));
+    let elapsed_s = (r.last_ack_us - r.first_us) as f64 / 1e6;
+    (
+        Rate {
+            per_s: n as f64 / elapsed_s,
+            broker_cpu_s: cpu_s(broker.pid()) - cpu_b0,
+            consumer_cpu_s: r.cpu_done_s - r.cpu_connected_s,
+            elapsed_s,
+        },
+        r,
+    )
+}
+
+/// The 1-, 5- and 15-minute load averages.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join("/"))
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
 // 1. Throughput.
 // ---------------------------------------------------------------------------
 
@@ -1000,42 +1288,60 @@ async fn throughput(scale: &Scale, bin: &Path, dir: &Path) {
                 scale.weight_decimals,
             );
             let tag = format!("w{window}-{mode}");
+            let load_a = loadavg();
             let a = baseline_phase(&broker, mode, &inputs, &format!("{tag}-a")).await;
+            let load_r = loadavg();
+            let (r, rr) = relay_phase(&broker, mode, &inputs, &format!("{tag}-r")).await;
+            let load_b = loadavg();
             let (b, stats, threads) =
                 daemon_phase(&broker, bin, dir, mode, &inputs, &format!("{tag}-b")).await;
+            let load_end = loadavg();
             let ratio = b.per_s / a.per_s;
+            let relay_ratio = b.per_s / r.per_s;
             let per_commit = stats.ops as f64 / stats.commits.max(1) as f64;
+            let n = scale.n as f64;
+            let relay_out_s = (rr.last_puback_us - rr.first_us) as f64 / 1e6;
             println!(
-                "   {mode:>7}: baseline {:>8.0} msg/s ({:.2} s)   daemon {:>7.0} inputs/s ({:.2} s)   ratio {:.3}",
-                a.per_s, a.elapsed_s, b.per_s, b.elapsed_s, ratio
+                "   {mode:>7}: relay {:>8.0} inputs/s ({:.2} s; its publishes all PUBACKed at {relay_out_s:.2} s)   daemon {:>7.0} inputs/s ({:.2} s)   relay ratio {relay_ratio:.3}",
+                r.per_s, r.elapsed_s, b.per_s, b.elapsed_s
             );
             println!(
-                "            broker CPU {:.2} s (A) / {:.2} s (B); daemon CPU {:.2} s = {:.0} µs/input; writer {} ops in {} commits ({:.1} ops/commit)",
+                "            receive-and-ack baseline (old yardstick) {:>8.0} msg/s ({:.2} s), daemon / it {ratio:.3}",
+                a.per_s, a.elapsed_s
+            );
+            println!(
+                "            CPU per input: daemon {:.1} µs, relay {:.1} µs; broker CPU {:.2} s (ack baseline) / {:.2} s (relay) / {:.2} s (daemon)",
+                b.consumer_cpu_s / n * 1e6,
+                r.consumer_cpu_s / n * 1e6,
                 a.broker_cpu_s,
+                r.broker_cpu_s,
                 b.broker_cpu_s,
-                b.consumer_cpu_s,
-                b.consumer_cpu_s / scale.n as f64 * 1e6,
-                stats.ops,
-                stats.commits,
-                per_commit
+            );
+            println!(
+                "            writer {} ops in {} commits ({per_commit:.1} ops/commit); load average before the ack baseline {load_a}, the relay {load_r}, the daemon {load_b}, after {load_end}",
+                stats.ops, stats.commits,
             );
             println!("            daemon CPU by thread over its life: {threads}");
             println!(
-                "RESULT ingest scale={} mode={mode} window={window} n={} patients={} baseline_per_s={:.0} daemon_per_s={:.0} ingest_ratio={:.3} baseline_s={:.3} daemon_s={:.3} broker_cpu_a_s={:.2} broker_cpu_b_s={:.2} daemon_cpu_s={:.2} writer_ops={} writer_commits={} ops_per_commit={:.1}",
+                "RESULT ingest scale={} mode={mode} window={window} n={} patients={} relay_per_s={:.0} daemon_per_s={:.0} relay_ratio={relay_ratio:.3} daemon_cpu_us_per_input={:.1} relay_cpu_us_per_input={:.1} ack_baseline_per_s={:.0} ack_baseline_ratio={ratio:.3} relay_s={:.3} relay_out_s={relay_out_s:.3} daemon_s={:.3} ack_baseline_s={:.3} broker_cpu_ack_s={:.2} broker_cpu_relay_s={:.2} broker_cpu_daemon_s={:.2} daemon_cpu_s={:.2} relay_cpu_s={:.2} writer_ops={} writer_commits={} ops_per_commit={per_commit:.1} load_before_daemon={load_b} load_after={load_end}",
                 scale.name,
                 scale.n,
                 scale.patients,
-                a.per_s,
+                r.per_s,
                 b.per_s,
-                ratio,
-                a.elapsed_s,
+                b.consumer_cpu_s / n * 1e6,
+                r.consumer_cpu_s / n * 1e6,
+                a.per_s,
+                r.elapsed_s,
                 b.elapsed_s,
+                a.elapsed_s,
                 a.broker_cpu_s,
+                r.broker_cpu_s,
                 b.broker_cpu_s,
                 b.consumer_cpu_s,
+                r.consumer_cpu_s,
                 stats.ops,
                 stats.commits,
-                per_commit
             );
         }
     }
@@ -1347,11 +1653,20 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path) {
     next_state.sort_by(f64::total_cmp);
     showing_rate.sort_by(f64::total_cmp);
     let rate_changes = sent.iter().filter(|s| s.rate.is_some()).count();
+    let state_bytes: Vec<usize> = log.iter().map(|(_, _, b)| b.len()).collect();
+    let mean_state_bytes =
+        state_bytes.iter().sum::<usize>() as f64 / state_bytes.len().max(1) as f64;
     let p = |v: &[f64], q: f64| percentile(v, q);
     println!(
         "   paced {total} inputs in {paced_s:.2} s ({:.0}/s); daemon caught up: {caught_up}; daemon CPU {daemon_cpu:.2} s ({:.0} % of one core), broker CPU {broker_cpu:.2} s",
         total as f64 / paced_s,
         daemon_cpu / paced_s * 100.0
+    );
+    println!(
+        "   state messages: {} received, {mean_state_bytes:.0} bytes on average (min {}, max {})",
+        state_bytes.len(),
+        state_bytes.iter().min().copied().unwrap_or(0),
+        state_bytes.iter().max().copied().unwrap_or(0)
     );
     println!(
         "   publish → next state of the patient: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} measured, {unmatched} without a later state)",
@@ -1376,7 +1691,7 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path) {
         showing_rate.len()
     );
     println!(
-        "RESULT latency scale={} rate_per_s={} duration_s={} patients={patients} inputs={total} measured={} unmatched={unmatched} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} rate_shown_p50_ms={:.2} rate_shown_p99_ms={:.2} rate_shown_measured={} first_tenth_p99_ms={:.2} last_tenth_p50_ms={:.2} last_tenth_p99_ms={:.2} daemon_cpu_pct={:.0}",
+        "RESULT latency scale={} rate_per_s={} duration_s={} patients={patients} inputs={total} measured={} unmatched={unmatched} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} rate_shown_p50_ms={:.2} rate_shown_p99_ms={:.2} rate_shown_measured={} first_tenth_p99_ms={:.2} last_tenth_p50_ms={:.2} last_tenth_p99_ms={:.2} daemon_cpu_pct={:.0} daemon_cpu_us_per_input={:.1} mean_state_bytes={mean_state_bytes:.0} load={}",
         scale.name,
         scale.latency_rate,
         scale.latency_s,
@@ -1391,7 +1706,9 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path) {
         p(&early, 99.0),
         p(&late, 50.0),
         p(&late, 99.0),
-        daemon_cpu / paced_s * 100.0
+        daemon_cpu / paced_s * 100.0,
+        daemon_cpu / total as f64 * 1e6,
+        loadavg()
     );
 }
 
@@ -1472,6 +1789,11 @@ async fn memory(scale: &Scale, bin: &Path, dir: &Path) {
 // ---------------------------------------------------------------------------
 
 fn main() {
+    // This binary run again as the relay process of the relay baseline.
+    if let Ok(spec) = std::env::var(RELAY_CHILD_ENV) {
+        relay_child(&spec);
+        return;
+    }
     let bench = std::env::args().any(|a| a == "--bench");
     if !bench && std::env::var_os("DOSETRACK_BENCH_SCALE").is_none() {
         println!("ingest benchmark: run with `cargo bench --bench ingest` (skipped)");
