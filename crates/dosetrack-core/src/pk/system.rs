@@ -30,9 +30,10 @@
 //! rows are the identity. The exponential of a block-triangular matrix keeps
 //! those zeros exactly, and [`System::advance`] exploits that.
 
-use super::params::{InvalidParams, PkParams};
+use super::params::{route_index, InvalidParams, PkParams};
 use crate::vocab::{Route, TimeMs, MS_PER_MIN};
 use nalgebra::DMatrix;
+use std::collections::HashMap;
 
 /// Length of the state vector.
 pub const N: usize = 14;
@@ -175,7 +176,25 @@ pub struct Dynamics {
     /// (the eliminated amount, which grows without bound, left at 0);
     /// `None` if the system has none (then only the first bound is used).
     steady_per_unit_rate: Option<[State; 2]>,
+    /// Memo of [`System::unit_dose_ce_peak_ms`], keyed by what it depends
+    /// on beyond these dynamics: the route and the bits of V1, its F and
+    /// its lag. A pure cache (same answer as computing it); at most
+    /// [`PEAK_MEMO_MAX`] entries, past which answers are computed and not
+    /// kept.
+    peak_memo: std::sync::Mutex<HashMap<PeakKey, Option<TimeMs>>>,
 }
+
+/// (route index, V1 bits, F bits, lag bits).
+type PeakKey = (usize, u64, u64, u64);
+
+/// Most entries of one [`Dynamics`]'s peak memo (one per route and
+/// distinct V1/F/lag: a few per patient weight).
+const PEAK_MEMO_MAX: usize = 4_096;
+
+/// The grid on which [`System::unit_dose_ce_peak_ms`] looks for the peak.
+const UNIT_PEAK_STEP_MS: TimeMs = 15_000;
+/// How far [`System::unit_dose_ce_peak_ms`] looks.
+const UNIT_PEAK_SPAN_MS: TimeMs = 12 * 3_600_000;
 
 impl std::fmt::Debug for Dynamics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,6 +233,7 @@ impl Dynamics {
             levels,
             envelopes,
             steady_per_unit_rate,
+            peak_memo: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -280,6 +300,59 @@ impl System {
     /// The shared part.
     pub fn dynamics(&self) -> &std::sync::Arc<Dynamics> {
         &self.dynamics
+    }
+
+    /// Time from a single 1 mg dose by `route` (alone, on this system) to
+    /// its Ce peak: the sample with the highest Ce on a 15-s grid over 12 h
+    /// (the latest of equal maxima); `None` if that dose cannot be
+    /// scheduled. It depends only on the dynamics, V1 and the route's F
+    /// and lag, so it is computed once per such set and kept on the shared
+    /// dynamics (the dose-stacking rule asks for it at every evaluation of
+    /// a patient with a recent dose: 2,881 samples each time).
+    pub fn unit_dose_ce_peak_ms(&self, route: Route) -> Option<TimeMs> {
+        let r = self.params.route(route);
+        let key: PeakKey = (
+            route_index(route),
+            self.params.v1_l.to_bits(),
+            r.f.to_bits(),
+            r.lag_min.to_bits(),
+        );
+        if let Some(hit) = self
+            .dynamics
+            .peak_memo
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied())
+        {
+            return hit;
+        }
+        let peak = self.compute_unit_dose_ce_peak_ms(route);
+        if let Ok(mut m) = self.dynamics.peak_memo.lock() {
+            if m.len() < PEAK_MEMO_MAX {
+                m.insert(key, peak);
+            }
+        }
+        peak
+    }
+
+    fn compute_unit_dose_ce_peak_ms(&self, route: Route) -> Option<TimeMs> {
+        use super::schedule::{Dosing, Schedule};
+        use super::solution::Solution;
+        let schedule = Schedule::build(
+            self.params(),
+            &[Dosing::Bolus {
+                at_ms: 0,
+                route,
+                amount_mg: 1.0,
+            }],
+        )
+        .ok()?;
+        let sol = Solution::new(std::sync::Arc::new(self.clone()), &schedule);
+        // Ce of one dose rises to a single peak.
+        sol.sample(0, UNIT_PEAK_SPAN_MS, UNIT_PEAK_STEP_MS)
+            .iter()
+            .max_by(|a, b| a.ce_ng_per_ml.total_cmp(&b.ce_ng_per_ml))
+            .map(|s| s.t_ms)
     }
 
     /// Number of dyadic levels: `exp(M · 2^j ms)` exists for `j < levels()`.
@@ -640,5 +713,32 @@ mod tests {
         sys.advance(&mut x, 10 * 365 * 24 * 3_600_000);
         let css = 1.0 / sys.params().cl_l_per_min() * 1000.0;
         assert!((sys.cp_ng_per_ml(&x) - css).abs() < 1e-6 * css);
+    }
+
+    /// The memoised unit-dose peak is the computed one, for systems that
+    /// share dynamics but differ in V1 and a route's lag (the memo's key),
+    /// on the first (computed) and second (memo) call alike; and the lag
+    /// moves it.
+    #[test]
+    fn the_unit_dose_peak_memo_gives_the_computed_answer() {
+        let base = domino_70kg();
+        let a = System::new(base.clone()).unwrap();
+        let mut p = base.clone();
+        p.v1_l = 0.063 * 90.0;
+        p.route_mut(Route::Oral).lag_min = 20.0;
+        let b = System::with_dynamics(p, a.dynamics().clone(), &Dynamics::key(&base)).unwrap();
+        for sys in [&a, &b] {
+            for route in Route::ALL {
+                let computed = sys.compute_unit_dose_ce_peak_ms(route);
+                assert_eq!(sys.unit_dose_ce_peak_ms(route), computed, "{route:?}");
+                assert_eq!(sys.unit_dose_ce_peak_ms(route), computed, "{route:?} (memo)");
+            }
+        }
+        let (pa, pb) = (
+            a.unit_dose_ce_peak_ms(Route::Oral).unwrap(),
+            b.unit_dose_ce_peak_ms(Route::Oral).unwrap(),
+        );
+        assert!(pb > pa, "a later lag, a later peak: {pa} vs {pb}");
+        assert!(a.unit_dose_ce_peak_ms(Route::IvBolus).unwrap() > 0);
     }
 }

@@ -10,10 +10,8 @@ use crate::alerts::details::{
 };
 use crate::alerts::{min_ms, Priority, Rule};
 use crate::ledger::Delivery;
-use crate::pk::{Dosing, Schedule, Solution};
 use crate::vocab::round3;
 use crate::vocab::{Route, TimeMs};
-use std::sync::Arc;
 
 impl Ctx<'_> {
     pub(super) fn dose_limit(&self, ev: &mut Evaluation) {
@@ -229,23 +227,9 @@ impl Ctx<'_> {
     /// Time from a single dose by `route` at `at_ms` to its Ce peak, for
     /// this patient's model.
     fn ce_peak_after(&self, route: Route, at_ms: TimeMs) -> Option<TimeMs> {
-        let system = self.d.solution.system_at(at_ms).clone();
-        let schedule = Schedule::build(
-            system.params(),
-            &[Dosing::Bolus {
-                at_ms: 0,
-                route,
-                amount_mg: 1.0,
-            }],
-        )
-        .ok()?;
-        let sol = Solution::new(Arc::new(system), &schedule);
-        // Ce of one dose rises to a single peak: 15 s grid over 12 h.
-        let samples = sol.sample(0, 12 * 3_600_000, 15_000);
-        samples
-            .iter()
-            .max_by(|a, b| a.ce_ng_per_ml.total_cmp(&b.ce_ng_per_ml))
-            .map(|s| s.t_ms)
+        // Ce of one dose rises to a single peak: 15 s grid over 12 h
+        // (memoised on the shared dynamics: the same answer every time).
+        self.d.solution.system_at(at_ms).unit_dose_ce_peak_ms(route)
     }
 
     pub(super) fn dose_stacking(&self, ev: &mut Evaluation) {
