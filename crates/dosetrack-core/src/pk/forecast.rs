@@ -234,6 +234,24 @@ impl Solution {
         if !(level_ng_per_ml.is_finite() && level_ng_per_ml > 0.0) || horizon_ms <= 0 {
             return None;
         }
+        // The same question on the same solution: the same answer.
+        let key = (output, level_ng_per_ml.to_bits(), from_ms, horizon_ms);
+        if let Some(known) = self.crossings.get(&key) {
+            return known;
+        }
+        let found = self.search_crossing(output, level_ng_per_ml, from_ms, horizon_ms);
+        self.crossings.put(key, found);
+        found
+    }
+
+    /// [`Solution::next_crossing`]'s search (for a valid level and horizon).
+    fn search_crossing(
+        &self,
+        output: Output,
+        level_ng_per_ml: f64,
+        from_ms: TimeMs,
+        horizon_ms: TimeMs,
+    ) -> Option<Crossing> {
         let (start_state, start_system) = self.state_and_system_at(from_ms);
         let mut probe = Probe {
             system: start_system,

@@ -11,6 +11,7 @@
 //! checkpoint like an input event; the state (amounts, Ce) carries over and
 //! the new system governs what follows.
 
+use super::forecast::{Crossing, Output};
 use super::schedule::{Event, Schedule};
 use super::system::{State, System, Transition, N};
 use crate::vocab::TimeMs;
@@ -32,6 +33,55 @@ pub struct Sample {
     pub ce_ng_per_ml: f64,
 }
 
+/// Recent [`Solution::next_crossing`] answers of one solution: a pure
+/// memo (the same answer as searching again), emptied whenever the
+/// solution changes ([`Solution::resume_from`]). The state message and the
+/// alert rules ask for the same crossings (Ce's floor and ceiling from
+/// "now" over the forecast horizon) of the same patient at the same moment.
+#[derive(Default)]
+pub(super) struct CrossingMemo(std::sync::Mutex<Vec<(CrossingKey, Option<Crossing>)>>);
+
+/// (output, level bits, from, horizon).
+pub(super) type CrossingKey = (Output, u64, TimeMs, TimeMs);
+
+/// Most answers one solution keeps (the oldest goes first).
+const CROSSING_MEMO_MAX: usize = 8;
+
+impl CrossingMemo {
+    pub(super) fn get(&self, key: &CrossingKey) -> Option<Option<Crossing>> {
+        let memo = self.0.lock().ok()?;
+        memo.iter().find(|(k, _)| k == key).map(|(_, c)| *c)
+    }
+
+    pub(super) fn put(&self, key: CrossingKey, crossing: Option<Crossing>) {
+        if let Ok(mut memo) = self.0.lock() {
+            if memo.len() >= CROSSING_MEMO_MAX {
+                memo.remove(0);
+            }
+            memo.push((key, crossing));
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = CrossingMemo::default();
+    }
+}
+
+impl Clone for CrossingMemo {
+    fn clone(&self) -> Self {
+        CrossingMemo(std::sync::Mutex::new(
+            self.0.lock().map(|m| m.clone()).unwrap_or_default(),
+        ))
+    }
+}
+
+impl std::fmt::Debug for CrossingMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not part of the solution's value.
+        f.write_str("CrossingMemo")
+    }
+}
+
 /// A regimen solved for one patient.
 #[derive(Debug, Clone)]
 pub struct Solution {
@@ -45,6 +95,8 @@ pub struct Solution {
     states: Vec<State>,
     /// `system_of[i]`: index of the system in force from `times[i]` on.
     system_of: Vec<usize>,
+    /// Recent forecasts (`next_crossing`) on this solution.
+    pub(super) crossings: CrossingMemo,
 }
 
 impl Solution {
@@ -69,6 +121,7 @@ impl Solution {
                 times,
                 states,
                 system_of,
+                crossings: CrossingMemo::default(),
             };
         }
         // Checkpoint instants: every event and every change after the first.
@@ -103,6 +156,7 @@ impl Solution {
             times,
             states,
             system_of,
+            crossings: CrossingMemo::default(),
         }
     }
 
@@ -114,6 +168,7 @@ impl Solution {
     /// systems and `schedule`, bit for bit: the same advances, in the same
     /// order, from the same state.
     pub fn resume_from(&mut self, schedule: &Schedule, from_ms: TimeMs) {
+        self.crossings.clear();
         if self.systems.is_empty() {
             return;
         }
@@ -285,6 +340,45 @@ mod tests {
         let p = domino_70kg();
         let schedule = Schedule::build(&p, dosing).unwrap();
         Solution::new(Arc::new(System::new(p).unwrap()), &schedule)
+    }
+
+    /// The forecast memo answers as a fresh search does, and forgets what
+    /// it knew when the solution is recomputed: after `resume_from` with a
+    /// second dose, the crossing is the new schedule's, not the old one's.
+    #[test]
+    fn a_remembered_crossing_is_forgotten_when_the_solution_changes() {
+        use crate::pk::forecast::Output;
+        let first = [Dosing::Bolus {
+            at_ms: 0,
+            route: Route::IvBolus,
+            amount_mg: 35.0,
+        }];
+        let both = [
+            first[0].clone(),
+            Dosing::Bolus {
+                at_ms: 300_000,
+                route: Route::IvBolus,
+                amount_mg: 35.0,
+            },
+        ];
+        let (from, horizon) = (600_000, 12 * 3_600_000);
+        let mut s = solve(&first);
+        // Half of Ce at `from`: crossed falling, later with a second dose.
+        let level = s.at(from).ce_ng_per_ml / 2.0;
+        let before = s.next_crossing(Output::Ce, level, from, horizon);
+        assert!(before.is_some());
+        assert_eq!(s.next_crossing(Output::Ce, level, from, horizon), before);
+        let fresh = solve(&both);
+        let after = fresh.next_crossing(Output::Ce, level, from, horizon);
+        assert_ne!(after, before, "the second dose moves the crossing");
+        let p = domino_70kg();
+        s.resume_from(&Schedule::build(&p, &both).unwrap(), 300_000);
+        assert_eq!(s.next_crossing(Output::Ce, level, from, horizon), after);
+        // A copy answers from its own memo, the same.
+        assert_eq!(
+            s.clone().next_crossing(Output::Ce, level, from, horizon),
+            after
+        );
     }
 
     #[test]

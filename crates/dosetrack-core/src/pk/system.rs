@@ -731,7 +731,11 @@ mod tests {
             for route in Route::ALL {
                 let computed = sys.compute_unit_dose_ce_peak_ms(route);
                 assert_eq!(sys.unit_dose_ce_peak_ms(route), computed, "{route:?}");
-                assert_eq!(sys.unit_dose_ce_peak_ms(route), computed, "{route:?} (memo)");
+                assert_eq!(
+                    sys.unit_dose_ce_peak_ms(route),
+                    computed,
+                    "{route:?} (memo)"
+                );
             }
         }
         let (pa, pb) = (
