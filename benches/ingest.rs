@@ -5,22 +5,41 @@
 //! a Mosquitto it starts itself on a free port, with a temporary SQLite
 //! database, and measures:
 //!
-//! 1. **Throughput ratio.** The same stream of N contract inputs (admits for
-//!    P patients, a pump start per patient, then infusion rate changes,
-//!    heartbeats attributed through the pump's association, and manual
-//!    doses) is consumed by (A) a baseline subscriber that only receives and
-//!    acknowledges (rumqttc, persistent session, QoS 1, manual acks, acked on
-//!    receipt) and (B) the daemon, which stores every input durably
-//!    (SQLite, WAL, `synchronous=FULL`) before acknowledging it. Rates are
-//!    measured from the first receipt to the last receipt (A) or to the
-//!    moment the N-th input is committed (B, polled in the database).
+//! 1. **Throughput ratio against a relay** (issue #16 item 3). The same
+//!    stream of N contract inputs (admits for P patients, a pump start per
+//!    patient, then infusion rate changes, heartbeats attributed through
+//!    the pump's association, and manual doses) is consumed, one after the
+//!    other through the same broker, by:
+//!    (A) the old yardstick, a subscriber that only receives and
+//!    acknowledges (rumqttc, persistent session, QoS 1, manual acks, acked
+//!    on receipt), kept for comparison (`ack_baseline_*`);
+//!    (R) **the relay**, the least any implementation of the contract can
+//!    do: this bench binary run again as a process of its own
+//!    (`DOSETRACK_BENCH_RELAY_CHILD`, current-thread tokio, one rumqttc
+//!    connection, persistent session, QoS 1, manual acks, request channel
+//!    100) that for each input publishes one retained QoS 1 message of
+//!    ~1.1 KB of JSON (the size class of a state message) to
+//!    `{its prefix}/v1/relay/{patient or device id}/state` and then
+//!    acknowledges it — the ack handed to the client after the publish, as
+//!    the daemon acks after its commit;
+//!    (B) the daemon, which stores every input durably (SQLite, WAL,
+//!    `synchronous=FULL`) before acknowledging it and publishes a state per
+//!    touched patient per batch. Rates: N / (last − first receipt) for A;
+//!    N / (the N-th ack handed to the client − the first receipt) for R;
+//!    N / (the moment the N-th input is committed, polled in the database,
+//!    − the first input's `received_at_ms`) for B. `relay_ratio` = B / R.
+//!    CPU per input: user + sys of the daemon process (from /proc, over
+//!    its phase) / N, and the relay process's own over its span / N.
 //!    Two delivery modes: `preload` (the stream is queued in the broker
 //!    while the consumer is offline, then drained: the consumer alone sets
 //!    the pace) and `live` (the consumer is online while a publisher sends
 //!    the stream as fast as it can). Each broker in-flight window in
-//!    `DOSETRACK_BENCH_WINDOWS` gets its own broker.
+//!    `DOSETRACK_BENCH_WINDOWS` gets its own broker. The load average is
+//!    printed with each phase: the machine is shared.
 //! 2. **Latency** from the publish of an input to the receipt of the next
-//!    `state` message of its patient, with inputs paced at a fixed rate.
+//!    `state` message of its patient, with inputs paced at a fixed rate
+//!    (1,000/s); also the daemon's CPU per input and the mean size of its
+//!    state messages.
 //! 3. **Memory** (VmRSS/VmHWM of the daemon) when empty and after admitting
 //!    patients, each with a pump start and a dose.
 //! 4. **Stock broker limits** (`stock`): the same stream as one live burst
@@ -35,8 +54,10 @@
 //! Run:
 //!
 //! ```sh
-//! cargo bench --bench ingest                               # small, < 2 min
-//! DOSETRACK_BENCH_SCALE=full cargo bench --bench ingest    # long
+//! cargo bench --bench ingest                               # small, < 1 min
+//! DOSETRACK_BENCH_SCALE=full cargo bench --bench ingest    # ~3 min a window
+//! DOSETRACK_BENCH_SCALE=full DOSETRACK_BENCH_WINDOWS=1000 \
+//!     DOSETRACK_BENCH_ONLY=throughput cargo bench --bench ingest
 //! ```
 //!
 //! Every measurement prints one `RESULT ...` line (key=value, for scripts).
@@ -879,7 +900,7 @@ const RELAY_CHILD_ENV: &str = "DOSETRACK_BENCH_RELAY_CHILD";
 /// Size class of the relay's output message. A daemon state message of the
 /// throughput stream (a patient with a pump running and a few doses) is
 /// 1.0–1.4 KB of JSON; the relay pads its message to this many bytes.
-const RELAY_PAYLOAD_BYTES: usize = 1_100;
+const RELAY_PAYLOAD_BYTES: usize = 2_100;
 
 /// What the relay process reports on its last stdout line.
 #[derive(Debug, Clone, Copy, Default)]

@@ -187,9 +187,12 @@ pub struct Dynamics {
 /// (route index, V1 bits, F bits, lag bits).
 type PeakKey = (usize, u64, u64, u64);
 
-/// Most entries of one [`Dynamics`]'s peak memo (one per route and
-/// distinct V1/F/lag: a few per patient weight).
-const PEAK_MEMO_MAX: usize = 4_096;
+/// Most entries of one [`Dynamics`]'s peak memo: one per route given and
+/// distinct V1/F/lag, so up to 9 per patient weight when every adult
+/// shares the dynamics (weights to 0.1 kg: ~2,000 distinct, ~18,000
+/// entries). ~50 bytes an entry: at most ~3 MiB. (At 4,096, 1,000 patients
+/// dosed by 5 routes overflowed it and every evaluation computed again.)
+const PEAK_MEMO_MAX: usize = 65_536;
 
 /// The grid on which [`System::unit_dose_ce_peak_ms`] looks for the peak.
 const UNIT_PEAK_STEP_MS: TimeMs = 15_000;
