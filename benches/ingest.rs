@@ -18,7 +18,7 @@
 //!    (`DOSETRACK_BENCH_RELAY_CHILD`, current-thread tokio, one rumqttc
 //!    connection, persistent session, QoS 1, manual acks, request channel
 //!    100) that for each input publishes one retained QoS 1 message of
-//!    ~1.1 KB of JSON (the size class of a state message) to
+//!    ~2.1 KB of JSON (the size class of a state message) to
 //!    `{its prefix}/v1/relay/{patient or device id}/state` and then
 //!    acknowledges it — the ack handed to the client after the publish, as
 //!    the daemon acks after its commit;
@@ -897,9 +897,9 @@ async fn baseline_consume(
 /// relay, so that its CPU is its own process's.
 const RELAY_CHILD_ENV: &str = "DOSETRACK_BENCH_RELAY_CHILD";
 
-/// Size class of the relay's output message. A daemon state message of the
-/// throughput stream (a patient with a pump running and a few doses) is
-/// 1.0–1.4 KB of JSON; the relay pads its message to this many bytes.
+/// Size class of the relay's output message: the daemon's state messages
+/// in the latency phase are 2,084 bytes of JSON on average (1,553–2,676,
+/// 4 Dec 2026); the relay pads its message to this many bytes.
 const RELAY_PAYLOAD_BYTES: usize = 2_100;
 
 /// What the relay process reports on its last stdout line.
