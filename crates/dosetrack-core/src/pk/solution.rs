@@ -12,7 +12,7 @@
 //! the new system governs what follows.
 
 use super::schedule::{Event, Schedule};
-use super::system::{State, System, Transition, N};
+use super::system::{SparseStep, State, System, Transition, N};
 use crate::vocab::TimeMs;
 use serde::Serialize;
 use std::sync::Arc;
@@ -247,6 +247,7 @@ impl Solution {
         Samples {
             solution: self,
             steps: vec![None; if empty { 0 } else { self.systems.len() }],
+            step: None,
             k,
             t: from_ms,
             x: if empty {
@@ -266,6 +267,9 @@ pub struct Samples<'a> {
     solution: &'a Solution,
     /// The transition over one step, per system (built on first use).
     steps: Vec<Option<Transition>>,
+    /// That transition for the steps from the last checkpoint on (terms
+    /// that stay zero left out; bit for bit the same, see [`SparseStep`]).
+    step: Option<SparseStep>,
     /// The system in force at `t`.
     k: usize,
     /// The time of the next sample and the state then.
@@ -304,11 +308,17 @@ impl Iterator for Samples<'_> {
                 self.x = s.states[last];
                 s.systems[self.k].advance(&mut self.x, tn - s.times[last]);
                 self.next_event = idx;
+                self.step = None;
             } else {
-                let (k, step_ms) = (self.k, self.step_ms);
-                self.steps[k]
-                    .get_or_insert_with(|| s.systems[k].transition(step_ms))
-                    .apply(&mut self.x);
+                if self.step.is_none() {
+                    let (k, step_ms) = (self.k, self.step_ms);
+                    let full =
+                        self.steps[k].get_or_insert_with(|| s.systems[k].transition(step_ms));
+                    self.step = Some(full.from_state(&self.x));
+                }
+                if let Some(step) = &self.step {
+                    step.apply(&mut self.x);
+                }
             }
             self.t = tn;
         }

@@ -51,7 +51,7 @@ pub(crate) type Row = [u8; ROW_MAX];
 
 /// `|x| · 10⁴` rounded to an integer, when the fast path can tell (see the
 /// module docs); `None` when only the exact `{:.4}` can.
-#[inline]
+#[inline(always)]
 fn units4(x: f64) -> Option<u64> {
     let a = x.abs();
     if a.is_nan() || a >= FAST_LIMIT {
@@ -70,10 +70,27 @@ fn units4(x: f64) -> Option<u64> {
     Some(whole + u64::from(frac > 0.5))
 }
 
+/// The four decimal digits of `n` < 10⁴ (leading zeros kept) as ASCII,
+/// the first digit in the lowest byte.
+#[inline(always)]
+fn digits4(n: u32) -> u32 {
+    let (hi, lo) = (PAIRS[(n / 100) as usize], PAIRS[(n % 100) as usize]);
+    u32::from_le_bytes([hi[0], hi[1], lo[0], lo[1]])
+}
+
 /// Write `n` in decimal at `row[at..]`; returns the end. `n` < 10¹¹ (the
-/// integer part of a value below [`FAST_LIMIT`]): at most 11 digits.
-#[inline]
+/// integer part of a value below [`FAST_LIMIT`]): at most 11 digits. Below
+/// 10⁴ (nearly every value) without a branch on the number of digits: four
+/// digits shifted past the leading zeros, four bytes written, the end
+/// moved by the length (what lies past it is overwritten next).
+#[inline(always)]
 fn put_uint(row: &mut Row, at: usize, n: u64) -> usize {
+    if n < 10_000 {
+        let len = 1 + usize::from(n >= 10) + usize::from(n >= 100) + usize::from(n >= 1000);
+        let digits = digits4(n as u32) >> (8 * (4 - len));
+        row[at..at + 4].copy_from_slice(&digits.to_le_bytes());
+        return at + len;
+    }
     let mut len = 1;
     let mut m = n;
     while m >= 10 {
@@ -101,53 +118,37 @@ fn put_uint(row: &mut Row, at: usize, n: u64) -> usize {
 }
 
 /// Write the sign (if negative) and the integer part of `units / 10⁴`.
-#[inline]
-fn put_sign_and_integer(row: &mut Row, mut at: usize, negative: bool, units: u64) -> usize {
-    if negative {
-        row[at] = b'-';
-        at += 1;
-    }
-    put_uint(row, at, units / 10_000)
+#[inline(always)]
+fn put_sign_and_integer(row: &mut Row, at: usize, negative: bool, units: u64) -> usize {
+    row[at] = b'-';
+    put_uint(row, at + usize::from(negative), units / 10_000)
 }
 
 /// Write `x` as `format!("{x:.4}")` would, at `row[at..]`; returns the
 /// end, or `None` (nothing meaningful written) when the fast path cannot
 /// tell.
-#[inline]
+#[inline(always)]
 fn put_fixed4(row: &mut Row, at: usize, x: f64) -> Option<usize> {
     let units = units4(x)?;
     let at = put_sign_and_integer(row, at, x.is_sign_negative(), units);
-    let d = (units % 10_000) as usize;
-    let (hi, lo) = (PAIRS[d / 100], PAIRS[d % 100]);
     row[at] = b'.';
-    row[at + 1] = hi[0];
-    row[at + 2] = hi[1];
-    row[at + 3] = lo[0];
-    row[at + 4] = lo[1];
+    let d = digits4((units % 10_000) as u32);
+    row[at + 1..at + 5].copy_from_slice(&d.to_le_bytes());
     Some(at + 5)
 }
 
 /// [`put_fixed4`] with trailing zeros (and a trailing point) removed.
-#[inline]
+#[inline(always)]
 fn put_trimmed4(row: &mut Row, at: usize, x: f64) -> Option<usize> {
     let units = units4(x)?;
     let at = put_sign_and_integer(row, at, x.is_sign_negative(), units);
-    let mut d = units % 10_000;
-    if d == 0 {
-        return Some(at);
-    }
-    let mut width = 4;
-    while d % 10 == 0 {
-        d /= 10;
-        width -= 1;
-    }
+    let d = (units % 10_000) as u32;
     row[at] = b'.';
-    let end = at + 1 + width;
-    for i in (at + 1..end).rev() {
-        row[i] = b'0' + (d % 10) as u8;
-        d /= 10;
-    }
-    Some(end)
+    row[at + 1..at + 5].copy_from_slice(&digits4(d).to_le_bytes());
+    // The point and 4 digits less the trailing zeros; nothing when all are.
+    let zeros = usize::from(d % 10 == 0) + usize::from(d % 100 == 0) + usize::from(d % 1000 == 0);
+    let len = if d == 0 { 0 } else { 5 - zeros };
+    Some(at + len)
 }
 
 /// Append `x` as `format!("{x:.4}")` would.
