@@ -59,15 +59,16 @@ fn units4(x: f64) -> Option<u64> {
     }
     let scaled = a * 10_000.0;
     // Truncation is the floor here (non-negative); `scaled` < 1e15 < 2⁵³,
-    // so both conversions and the subtraction are exact.
-    let whole = scaled as u64;
+    // so both conversions and the subtraction are exact (through i64: one
+    // instruction each way on x86-64, where u64 takes several).
+    let whole = scaled as i64;
     let frac = scaled - whole as f64;
     // The product is within scaled · 2⁻⁵³ of the exact x · 10⁴; closer
     // than that to a half, only the exact expansion can tell the side.
     if (frac - 0.5).abs() <= scaled * HALF_MARGIN + f64::MIN_POSITIVE {
         return None;
     }
-    Some(whole + u64::from(frac > 0.5))
+    Some(whole.unsigned_abs() + u64::from(frac > 0.5))
 }
 
 /// The four decimal digits of `n` < 10⁴ (leading zeros kept) as ASCII,
