@@ -12,10 +12,10 @@
 //! * Times ([`Rfc3339Writer`]): the civil date of the day number (Howard
 //!   Hinnant's `civil_from_days`, once per day written), for years
 //!   1970–9999; other times go through [`format_rfc3339`].
-//! * Rows ([`RowWriter`]): the four fields of a row are written into one
-//!   small array (digits two at a time from a table) and appended with one
-//!   copy; a row any of whose fields needs the exact path is written field
-//!   by field through the functions above.
+//! * Rows ([`RowWriter`]): the four fields of a row are written in place
+//!   (at the end of the output chunk, or into one small array), digits two
+//!   at a time from a table; a row any of whose fields needs the exact path
+//!   is written field by field through the functions above.
 
 use crate::pk::Sample;
 use crate::vocab::{format_rfc3339, TimeMs};
@@ -261,7 +261,6 @@ pub(crate) struct RowWriter {
     times: Rfc3339Writer,
     /// `t_min` counts from here.
     from_ms: TimeMs,
-    row: Row,
 }
 
 impl RowWriter {
@@ -269,16 +268,15 @@ impl RowWriter {
         RowWriter {
             times: Rfc3339Writer::new(),
             from_ms,
-            row: [0; ROW_MAX],
         }
     }
 
     /// Append the row of `s`, newline included.
-    #[inline]
     pub(crate) fn push(&mut self, out: &mut Vec<u8>, s: &Sample) {
         let t_min = (s.t_ms - self.from_ms) as f64 / 60_000.0;
-        if let Some(end) = self.fast_row(s, t_min) {
-            out.extend_from_slice(&self.row[..end]);
+        let mut row = [0; ROW_MAX];
+        if let Some(end) = self.fast_row(&mut row, s, t_min) {
+            out.extend_from_slice(&row[..end]);
             return;
         }
         self.times.push(out, s.t_ms);
@@ -291,11 +289,17 @@ impl RowWriter {
         out.push(b'\n');
     }
 
-    /// The whole row in `self.row`, or `None` if a field needs the exact
-    /// path.
+    /// Write the row of `s` (newline included) at the start of `row`;
+    /// returns its length, or `None` if a field needs the exact path (then
+    /// [`Self::push`] writes it).
     #[inline]
-    fn fast_row(&mut self, s: &Sample, t_min: f64) -> Option<usize> {
-        let row = &mut self.row;
+    pub(crate) fn put(&mut self, row: &mut Row, s: &Sample) -> Option<usize> {
+        let t_min = (s.t_ms - self.from_ms) as f64 / 60_000.0;
+        self.fast_row(row, s, t_min)
+    }
+
+    #[inline(always)]
+    fn fast_row(&mut self, row: &mut Row, s: &Sample, t_min: f64) -> Option<usize> {
         let mut at = self.times.put(row, 0, s.t_ms)?;
         row[at] = b',';
         at = put_trimmed4(row, at + 1, t_min)?;
