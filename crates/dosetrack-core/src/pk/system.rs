@@ -148,8 +148,13 @@ impl Transition {
         let no_negative =
             |i: usize, js: &[usize]| js.iter().all(|&j| !self.m[i][j].is_sign_negative());
         let mut idle = [false; N];
-        for j in FIRST_DEPOT..SKIN_DEPOT {
-            idle[j] = plus_zero(x[j]) && no_negative(j, &[j]);
+        for (j, idle_j) in idle
+            .iter_mut()
+            .enumerate()
+            .take(SKIN_DEPOT)
+            .skip(FIRST_DEPOT)
+        {
+            *idle_j = plus_zero(x[j]) && no_negative(j, &[j]);
         }
         idle[RATE_SKIN] = plus_zero(x[RATE_SKIN]);
         idle[RATE_CENTRAL] = plus_zero(x[RATE_CENTRAL]);
@@ -168,18 +173,18 @@ impl Transition {
                 )
             }),
         };
-        for j in 0..N {
+        for (j, &idle_j) in idle.iter().enumerate() {
             let mut column = [0.0; DENSE_ROWS];
             for (i, c) in column.iter_mut().enumerate() {
                 *c = self.m[i][j];
             }
-            if !idle[j] && column.iter().any(|&m| m != 0.0) {
+            if !idle_j && column.iter().any(|&m| m != 0.0) {
                 step.columns[step.column_count] = (j, column);
                 step.column_count += 1;
             }
         }
-        for j in FIRST_DEPOT..SKIN_DEPOT {
-            if !idle[j] {
+        for (j, &idle_j) in idle.iter().enumerate().take(SKIN_DEPOT).skip(FIRST_DEPOT) {
+            if !idle_j {
                 step.depots[step.depot_count] = (j, self.m[j][j]);
                 step.depot_count += 1;
             }

@@ -147,7 +147,9 @@ fn put_trimmed4(row: &mut Row, at: usize, x: f64) -> Option<usize> {
     row[at] = b'.';
     row[at + 1..at + 5].copy_from_slice(&digits4(d).to_le_bytes());
     // The point and 4 digits less the trailing zeros; nothing when all are.
-    let zeros = usize::from(d % 10 == 0) + usize::from(d % 100 == 0) + usize::from(d % 1000 == 0);
+    let zeros = usize::from(d.is_multiple_of(10))
+        + usize::from(d.is_multiple_of(100))
+        + usize::from(d.is_multiple_of(1000));
     let len = if d == 0 { 0 } else { 5 - zeros };
     Some(at + len)
 }
