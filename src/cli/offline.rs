@@ -45,7 +45,15 @@ pub(crate) fn simulate(
         .map(|t| time_arg("--from", t))
         .transpose()?;
     let solved = simulate::solve(f, &a.patient.spec(), &inputs, None).map_err(sim_err)?;
-    let report = simulate::simulate(&solved, from, a.to.as_deref(), step).map_err(sim_err)?;
+    // A CSV table alone is written as its samples are computed (a day at
+    // 1-s steps is 86,400 of them); JSON and charts need them all.
+    let streamed = matches!(a.format, TableFormat::Csv) && a.plot.is_none();
+    let report = if streamed {
+        simulate::simulate_table(&solved, from, a.to.as_deref(), step)
+    } else {
+        simulate::simulate(&solved, from, a.to.as_deref(), step)
+    }
+    .map_err(sim_err)?;
     for w in &report.warnings {
         eprintln!("warning [{}]: {}", w.code, w.message);
     }
@@ -59,6 +67,7 @@ pub(crate) fn simulate(
         );
     }
     match a.format {
+        TableFormat::Csv if streamed => simulate::write_csv_streamed(&solved, &report, out)?,
         TableFormat::Csv => simulate::write_csv(&report, out)?,
         TableFormat::Json => {
             serde_json::to_writer_pretty(&mut *out, &report)?;

@@ -199,6 +199,95 @@ fn simulate_csv_covers_the_ward_day_minute_by_minute() {
     assert!(r.stderr.contains("warning [age_unknown]"), "{}", r.stderr);
 }
 
+/// The day of `scripts/simulate_vs_opentiva.py` (the regimen of
+/// `benches/engine.rs`: bolus, pump at 20/15/10/5 mg/h, IM, SC, IN, PO, SL,
+/// a patch), and its IV part.
+fn opentiva_day(full: bool) -> String {
+    let mut lines = vec![
+        r#"{"id":"b0","time":"2026-11-27T00:00:00Z","route":"iv_bolus","amount_mg":20.0}"#,
+        r#"{"device_id":"pump-1","id":"p0","time":"2026-11-27T00:00:00Z","kind":"infusion_started","patient_id":"P-1","rate_mg_per_h":20.0}"#,
+        r#"{"device_id":"pump-1","id":"p1","time":"2026-11-27T02:00:00Z","kind":"infusion_rate_changed","patient_id":"P-1","rate_mg_per_h":15.0}"#,
+        r#"{"device_id":"pump-1","id":"p2","time":"2026-11-27T06:00:00Z","kind":"infusion_rate_changed","patient_id":"P-1","rate_mg_per_h":10.0}"#,
+        r#"{"device_id":"pump-1","id":"p3","time":"2026-11-27T10:00:00Z","kind":"infusion_rate_changed","patient_id":"P-1","rate_mg_per_h":5.0}"#,
+        r#"{"device_id":"pump-1","id":"p-stop","time":"2026-11-27T14:00:00Z","kind":"infusion_stopped"}"#,
+    ];
+    if full {
+        lines.extend([
+            r#"{"id":"d0","time":"2026-11-27T03:00:00Z","route":"im","amount_mg":25.0}"#,
+            r#"{"id":"d1","time":"2026-11-27T07:13:00Z","route":"sc","amount_mg":20.0}"#,
+            r#"{"id":"d2","time":"2026-11-27T11:00:00Z","route":"intranasal","amount_mg":50.0}"#,
+            r#"{"id":"d3","time":"2026-11-27T15:30:00Z","route":"oral","amount_mg":50.0}"#,
+            r#"{"id":"d4","time":"2026-11-27T19:00:00Z","route":"sublingual","amount_mg":25.0}"#,
+            r#"{"id":"patch","time":"2026-11-27T12:00:00Z","route":"transdermal","release_rate_mg_per_h":1.04,"wear_h":24.0}"#,
+        ]);
+    }
+    lines.join("\n") + "\n"
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A whole day at 1-s steps (86,401 rows), as the command writes it (rows
+/// sampled and formatted as they are written): byte for byte the `format!`
+/// rendering of the library's samples, and the very bytes the command
+/// wrote at aa0031b, before rows were streamed and the sampling step left
+/// out its zero terms (length and FNV-1a hash pinned from that binary's
+/// output; a deliberate change of the model's numbers changes them).
+#[test]
+fn simulate_a_day_at_one_second_is_byte_for_byte_as_before() {
+    use dosetrack::drug::DrugFile;
+    use dosetrack::patient::{Formulary, PatientSpec};
+    use dosetrack::simulate;
+    use std::fmt::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    for (full, pinned_len, pinned_hash) in [
+        (true, 3_994_083, 0x401a_e882_4908_8ffd_u64),
+        (false, 3_927_981, 0x9044_2ec9_2f1a_94aa_u64),
+    ] {
+        let text = opentiva_day(full);
+        let ev = write(dir.path(), "day.jsonl", &text);
+        let r = run_ok(&[
+            "simulate",
+            "--events",
+            &ev,
+            "--weight-kg",
+            "70",
+            "--model",
+            "domino",
+            "--step",
+            "1s",
+        ]);
+        let mut spec = PatientSpec::weight_only(70.0);
+        spec.model = Some("domino".to_owned());
+        let f = Formulary::on_demand(DrugFile::builtin().unwrap());
+        let inputs = simulate::parse_events(&text).unwrap();
+        let solved = simulate::solve(&f, &spec, &inputs, None).unwrap();
+        let report = simulate::simulate(&solved, None, None, 1_000).unwrap();
+        assert_eq!(report.samples.len(), 86_401);
+        let mut expected = format!("{HEADER}\n");
+        for s in &report.samples {
+            let t_min = format!("{:.4}", (s.t_ms - report.from_ms) as f64 / 60_000.0);
+            let t_min = t_min.trim_end_matches('0').trim_end_matches('.');
+            let time = dosetrack::vocab::format_rfc3339(s.t_ms);
+            let (cp, ce) = (s.cp_ng_per_ml, s.ce_ng_per_ml);
+            writeln!(expected, "{time},{t_min},{cp:.4},{ce:.4}").unwrap();
+        }
+        assert!(
+            r.stdout == expected,
+            "full day {full}: not the format! rendering"
+        );
+        assert_eq!(
+            (r.stdout.len(), fnv1a(r.stdout.as_bytes())),
+            (pinned_len, pinned_hash),
+            "full day {full}: not the bytes of aa0031b"
+        );
+    }
+}
+
 #[test]
 fn simulate_json_has_model_notice_samples_and_assumptions() {
     let ev = ward_day();

@@ -233,12 +233,34 @@ pub struct SimulationReport {
     pub assumptions: Vec<Assumption>,
     #[serde(skip)]
     pub from_ms: TimeMs,
+    /// The end asked for (the last grid point is the last not after it).
+    #[serde(skip)]
+    pub to_ms: TimeMs,
+    /// The samples; empty from [`simulate_table`], which leaves them to be
+    /// computed as they are written ([`write_csv_streamed`]).
     #[serde(serialize_with = "serialize_samples")]
     pub samples: Vec<Sample>,
 }
 
 /// Sample a solved regimen on a grid.
 pub fn simulate(
+    solved: &Solved,
+    from_ms: Option<TimeMs>,
+    to: Option<&str>,
+    step_ms: TimeMs,
+) -> Result<SimulationReport, SimulateError> {
+    let mut report = simulate_table(solved, from_ms, to, step_ms)?;
+    report.samples = solved
+        .solution
+        .sample(report.from_ms, report.to_ms, report.step_ms);
+    Ok(report)
+}
+
+/// [`simulate`] without the samples: the grid, the model, the warnings and
+/// assumptions, checked as [`simulate`] checks them. The samples are
+/// computed as they are written by [`write_csv_streamed`] (a day at 1-s
+/// steps is 86,400 of them: not held).
+pub fn simulate_table(
     solved: &Solved,
     from_ms: Option<TimeMs>,
     to: Option<&str>,
@@ -286,7 +308,8 @@ pub fn simulate(
         ledger_notes: solved.ledger.notes.clone(),
         assumptions: relevant_assumptions(&solved.patient, &routes_used),
         from_ms,
-        samples: solved.solution.sample(from_ms, to_ms, step_ms),
+        to_ms,
+        samples: Vec::new(),
     })
 }
 
@@ -343,26 +366,59 @@ pub fn to_csv(report: &SimulationReport) -> String {
 /// [`to_csv`], written to `out` in chunks of about 64 KiB (a day at 1-s
 /// steps is 4 MB of text: not held whole).
 pub fn write_csv(report: &SimulationReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    write_csv_rows(report.from_ms, report.samples.iter().copied(), out)
+}
+
+/// The CSV of a report from [`simulate_table`], its samples computed as
+/// they are written: the same bytes as [`write_csv`] of [`simulate`]'s
+/// report, without the samples held in memory.
+pub fn write_csv_streamed(
+    solved: &Solved,
+    report: &SimulationReport,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let samples = solved
+        .solution
+        .samples(report.from_ms, report.to_ms, report.step_ms);
+    write_csv_rows(report.from_ms, samples, out)
+}
+
+/// The header and one row per sample of `samples`, `t_min` counted from
+/// `from_ms`, in chunks of about 64 KiB: each row written in place at the
+/// end of the chunk (a row needing the exact path is written apart).
+fn write_csv_rows(
+    from_ms: TimeMs,
+    samples: impl IntoIterator<Item = Sample>,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     const CHUNK: usize = 64 * 1024;
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 256);
-    buf.extend_from_slice(b"time,t_min,cp_ng_per_ml,ce_ng_per_ml\n");
-    let mut times = csv::Rfc3339Writer::new();
-    for s in &report.samples {
-        let t_min = (s.t_ms - report.from_ms) as f64 / 60_000.0;
-        times.push(&mut buf, s.t_ms);
-        buf.push(b',');
-        csv::push_trimmed4(&mut buf, t_min);
-        buf.push(b',');
-        csv::push_fixed4(&mut buf, s.cp_ng_per_ml);
-        buf.push(b',');
-        csv::push_fixed4(&mut buf, s.ce_ng_per_ml);
-        buf.push(b'\n');
-        if buf.len() >= CHUNK {
-            out.write_all(&buf)?;
-            buf.clear();
+    const HEADER: &[u8] = b"time,t_min,cp_ng_per_ml,ce_ng_per_ml\n";
+    // Below CHUNK bytes before every row, so a whole row fits after them.
+    let mut buf = vec![0u8; CHUNK + csv::ROW_MAX];
+    buf[..HEADER.len()].copy_from_slice(HEADER);
+    let mut len = HEADER.len();
+    let mut rows = csv::RowWriter::new(from_ms);
+    let mut apart = Vec::new();
+    for s in samples {
+        let row = buf
+            .get_mut(len..)
+            .and_then(|b| b.first_chunk_mut::<{ csv::ROW_MAX }>());
+        match row.and_then(|row| rows.put(row, &s)) {
+            Some(n) => len += n,
+            None => {
+                apart.clear();
+                rows.push(&mut apart, &s);
+                out.write_all(&buf[..len])?;
+                out.write_all(&apart)?;
+                len = 0;
+            }
+        }
+        if len >= CHUNK {
+            out.write_all(&buf[..len])?;
+            len = 0;
         }
     }
-    out.write_all(&buf)
+    out.write_all(&buf[..len])
 }
 
 fn trim_float(x: f64, decimals: usize) -> String {
@@ -738,6 +794,13 @@ mod tests {
             let mut streamed = Vec::new();
             write_csv(&report, &mut streamed).unwrap();
             assert_eq!(streamed, old.as_bytes());
+            // Sampled as written (the command line's path): the same bytes.
+            let table = simulate_table(&solved, from, Some(to), step).unwrap();
+            assert!(table.samples.is_empty());
+            assert_eq!((table.from_ms, table.to_ms), (report.from_ms, report.to_ms));
+            let mut computed_as_written = Vec::new();
+            write_csv_streamed(&solved, &table, &mut computed_as_written).unwrap();
+            assert_eq!(computed_as_written, old.as_bytes());
             assert!(report.samples.len() > 1_000);
             assert_eq!(new.len(), old.len());
             for (n, (a, b)) in new.lines().zip(old.lines()).enumerate() {
@@ -745,6 +808,47 @@ mod tests {
             }
             assert_eq!(new, old);
         }
+    }
+
+    #[test]
+    fn csv_rows_that_need_the_exact_path_are_written_in_order() {
+        let from_ms = 1_795_766_400_000;
+        let odd = [f64::NAN, f64::MAX, -0.0, 1e11, 0.00005, -1e300];
+        let samples: Vec<Sample> = (0..20_000i64)
+            .map(|i| Sample {
+                t_ms: if i % 4_999 == 7 {
+                    -62_135_596_800_000
+                } else {
+                    from_ms + i * 1_001
+                },
+                cp_ng_per_ml: if i % 97 == 3 {
+                    odd[(i as usize / 97) % odd.len()]
+                } else {
+                    i as f64 / 7.0
+                },
+                ce_ng_per_ml: if i % 1_013 == 5 {
+                    f64::INFINITY
+                } else {
+                    (i as f64).sqrt()
+                },
+            })
+            .collect();
+        let mut expected = String::from("time,t_min,cp_ng_per_ml,ce_ng_per_ml\n");
+        for s in &samples {
+            let t_min = (s.t_ms - from_ms) as f64 / 60_000.0;
+            let _ = writeln!(
+                expected,
+                "{},{},{:.4},{:.4}",
+                format_rfc3339(s.t_ms),
+                trim_float(t_min, 4),
+                s.cp_ng_per_ml,
+                s.ce_ng_per_ml
+            );
+        }
+        let mut out = Vec::new();
+        write_csv_rows(from_ms, samples.iter().copied(), &mut out).unwrap();
+        assert!(expected.len() > 3 * 64 * 1024);
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
     }
 
     #[test]

@@ -547,9 +547,68 @@ pub struct PdWarning {
     pub assumption: bool,
 }
 
+/// Whether every integer in `v` fits an `i64` (what a `toml::Value` holds).
+fn integers_fit_i64(v: &toml::de::DeValue<'_>) -> bool {
+    use toml::de::DeValue;
+    match v {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).is_ok(),
+        DeValue::Array(a) => a.iter().all(|e| integers_fit_i64(e.get_ref())),
+        DeValue::Table(t) => t.iter().all(|(_, e)| integers_fit_i64(e.get_ref())),
+        DeValue::String(_) | DeValue::Float(_) | DeValue::Boolean(_) | DeValue::Datetime(_) => true,
+    }
+}
+
 impl DrugFile {
     /// Parse and validate drug-file text; `path_for_errors` only labels errors.
+    ///
+    /// A sound file is parsed once ([`Self::parse_once`]); a file with any
+    /// fault is read again the long way, which finds and words the fault.
     pub fn from_toml_str(text: &str, path_for_errors: &Path) -> Result<Self, DrugFileError> {
+        match Self::parse_once(text) {
+            Some(raw) => raw.validate(&raw::Ctx {
+                path: path_for_errors,
+            }),
+            None => Self::from_toml_str_in_steps(text, path_for_errors),
+        }
+    }
+
+    /// The structure of a file the long way ([`Self::from_toml_str_in_steps`])
+    /// would accept up to its validation, from one parse, or `None` when
+    /// that way might find a fault here.
+    ///
+    /// The long way parses the text twice: into a `toml::Table` (syntax,
+    /// then the schema version), then into the structure. `toml::from_str`
+    /// is a parse into toml's `DeTable` and a deserialisation from it, so
+    /// one `DeTable` serves both when it has no fault: the first step fails
+    /// on exactly a syntax error (the same parse) or an integer outside
+    /// `i64` (a `toml::Value` holds `i64`; the structure's `f64` fields
+    /// would take one), so both are looked for; the schema version must be
+    /// the integer the long way checks; and the structure must deserialise.
+    /// Otherwise `None`, and the long way gives its error word for word.
+    fn parse_once(text: &str) -> Option<raw::RawFile> {
+        use serde::Deserialize as _;
+        let root = toml::de::DeTable::parse(text).ok()?;
+        if !root
+            .get_ref()
+            .iter()
+            .all(|(_, v)| integers_fit_i64(v.get_ref()))
+        {
+            return None;
+        }
+        let version = root
+            .get_ref()
+            .iter()
+            .find(|(k, _)| k.get_ref() == "schema_version")
+            .and_then(|(_, v)| v.get_ref().as_integer())
+            .and_then(|v| i64::from_str_radix(v.as_str(), v.radix()).ok());
+        if version != Some(i64::from(SCHEMA_VERSION)) {
+            return None;
+        }
+        raw::RawFile::deserialize(toml::de::Deserializer::from(root)).ok()
+    }
+
+    /// [`Self::from_toml_str`] step by step: every fault found and worded.
+    fn from_toml_str_in_steps(text: &str, path_for_errors: &Path) -> Result<Self, DrugFileError> {
         let path = path_for_errors.to_path_buf();
         let ctx = raw::Ctx { path: &path };
 

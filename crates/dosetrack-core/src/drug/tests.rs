@@ -59,8 +59,20 @@ fn remove_tables(text: &str, header_prefix: &str) -> String {
     out
 }
 
+/// Load `text`, checking that the one-parse way and the long way agree:
+/// the same file, or the same error word for word (every test here that
+/// loads a text checks it).
+#[track_caller]
 fn parse(text: &str) -> Result<DrugFile, DrugFileError> {
-    DrugFile::from_toml_str(text, Path::new("test/ketamine.toml"))
+    let path = Path::new("test/ketamine.toml");
+    let got = DrugFile::from_toml_str(text, path);
+    let long_way = DrugFile::from_toml_str_in_steps(text, path);
+    match (&got, &long_way) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        _ => panic!("the two ways disagree: {got:?} against {long_way:?}"),
+    }
+    got
 }
 
 #[track_caller]
@@ -587,6 +599,54 @@ fn absent_lag_defaults_to_zero_as_an_assumption_and_integers_are_accepted() {
     assert_eq!(lag.source, NO_LAG_SOURCE);
     assert!(lag.assumption);
     assert_eq!(d.routes[&Route::IvBolus].f.value, 1.0);
+}
+
+#[test]
+fn one_parse_and_the_long_way_agree_on_the_edge_cases() {
+    // Each through `parse`, which compares the two ways.
+    assert!(parse(BUILTIN_TOML).is_ok());
+    assert!(parse(&replace_once(
+        BUILTIN_TOML,
+        "schema_version = 1\n",
+        "schema_version = 0x1\n"
+    ))
+    .is_ok());
+    for version in ["1.0", "\"1\"", "2", "-1", "99999999999999999999", "true"] {
+        let t = replace_once(
+            BUILTIN_TOML,
+            "schema_version = 1\n",
+            &format!("schema_version = {version}\n"),
+        );
+        assert!(parse(&t).is_err(), "{version}");
+    }
+    // An integer only a u64 holds, where the structure takes an f64: the
+    // long way refuses it at its first step (a toml::Value holds i64).
+    let t = replace_once(
+        BUILTIN_TOML,
+        "[targets.ceiling_ng_per_ml]\nvalue = 500.0\n",
+        "[targets.ceiling_ng_per_ml]\nvalue = 18446744073709551615\n",
+    );
+    assert!(matches!(parse(&t), Err(DrugFileError::Parse { .. })));
+    // The same inside an array, and a duplicate key.
+    let t = replace_once(
+        BUILTIN_TOML,
+        "schema_version = 1\n",
+        "schema_version = 1\nx = [1, [18446744073709551615]]\n",
+    );
+    assert!(matches!(parse(&t), Err(DrugFileError::Parse { .. })));
+    let t = replace_once(
+        BUILTIN_TOML,
+        "schema_version = 1\n",
+        "schema_version = 1\nschema_version = 1\n",
+    );
+    assert!(matches!(parse(&t), Err(DrugFileError::Parse { .. })));
+    // An integer where a float is wanted: accepted both ways.
+    let t = replace_once(
+        BUILTIN_TOML,
+        "[targets.ceiling_ng_per_ml]\nvalue = 500.0\n",
+        "[targets.ceiling_ng_per_ml]\nvalue = 500\n",
+    );
+    assert!(parse(&t).is_ok());
 }
 
 #[test]

@@ -43,5 +43,5 @@ pub use forecast::{Crossing, Direction, Output, FORECAST_ASSUMPTIONS};
 pub use metabolite::{MetaboliteAt, MetaboliteParams, MetaboliteSample, MetaboliteSolution};
 pub use params::{PkParams, RouteParams};
 pub use schedule::{Dosing, Schedule, ScheduleError};
-pub use solution::{Concentrations, Sample, Solution};
+pub use solution::{Concentrations, Sample, Samples, Solution};
 pub use system::System;

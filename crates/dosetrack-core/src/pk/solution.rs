@@ -13,7 +13,7 @@
 
 use super::forecast::{Crossing, Output};
 use super::schedule::{Event, Schedule};
-use super::system::{State, System, Transition, N};
+use super::system::{SparseStep, State, System, Transition, N};
 use crate::vocab::TimeMs;
 use serde::Serialize;
 use std::sync::Arc;
@@ -270,55 +270,122 @@ impl Solution {
     }
 
     /// Cp and Ce every `step_ms` from `from_ms` to `to_ms` inclusive (the
-    /// last point is the last grid point not after `to_ms`). A fixed step
-    /// costs one precomputed matrix-vector product per point; a step that
-    /// contains a checkpoint restarts from the last checkpoint in it.
+    /// last point is the last grid point not after `to_ms`): [`Self::samples`]
+    /// collected.
     pub fn sample(&self, from_ms: TimeMs, to_ms: TimeMs, step_ms: TimeMs) -> Vec<Sample> {
-        if step_ms <= 0 || to_ms < from_ms || self.systems.is_empty() {
-            return Vec::new();
-        }
-        let count = ((to_ms - from_ms) / step_ms + 1) as usize;
-        let mut out = Vec::with_capacity(count);
-        let mut steps: Vec<Option<Transition>> = vec![None; self.systems.len()];
+        let samples = self.samples(from_ms, to_ms, step_ms);
+        let mut out = Vec::with_capacity(samples.len());
+        out.extend(samples);
+        out
+    }
+
+    /// The samples of [`Self::sample`], one at a time, as they are computed
+    /// (a day at 1-s steps need not be held: `dosetrack simulate` writes
+    /// each row as it comes). A fixed step costs one precomputed
+    /// matrix-vector product per point; a step that contains a checkpoint
+    /// restarts from the last checkpoint in it.
+    pub fn samples(&self, from_ms: TimeMs, to_ms: TimeMs, step_ms: TimeMs) -> Samples<'_> {
+        let empty = step_ms <= 0 || to_ms < from_ms || self.systems.is_empty();
+        let remaining = if empty {
+            0
+        } else {
+            ((to_ms - from_ms) / step_ms + 1) as usize
+        };
         let first = self.times.partition_point(|&ti| ti <= from_ms);
-        let mut k = match first.checked_sub(1) {
+        let k = match first.checked_sub(1) {
             Some(i) => self.system_of[i],
             None => self
                 .system_from
                 .partition_point(|&f| f <= from_ms)
                 .saturating_sub(1),
         };
-        let mut t = from_ms;
-        let mut x = self.state_at(from_ms);
-        let mut next_event = first;
-        loop {
-            let sys = &self.systems[k];
-            out.push(Sample {
-                t_ms: t,
-                cp_ng_per_ml: sys.cp_ng_per_ml(&x),
-                ce_ng_per_ml: sys.ce_ng_per_ml(&x),
-            });
-            let tn = t + step_ms;
-            if tn > to_ms {
-                break;
-            }
-            if next_event < self.times.len() && self.times[next_event] <= tn {
-                let idx = self.times.partition_point(|&ti| ti <= tn);
-                let last = idx - 1;
-                k = self.system_of[last];
-                x = self.states[last];
-                self.systems[k].advance(&mut x, tn - self.times[last]);
-                next_event = idx;
+        Samples {
+            solution: self,
+            steps: vec![None; if empty { 0 } else { self.systems.len() }],
+            step: None,
+            k,
+            t: from_ms,
+            x: if empty {
+                [0.0; N]
             } else {
-                steps[k]
-                    .get_or_insert_with(|| self.systems[k].transition(step_ms))
-                    .apply(&mut x);
-            }
-            t = tn;
+                self.state_at(from_ms)
+            },
+            next_event: first,
+            step_ms,
+            remaining,
         }
-        out
     }
 }
+
+/// Cp and Ce on a grid, one sample at a time ([`Solution::samples`]).
+pub struct Samples<'a> {
+    solution: &'a Solution,
+    /// The transition over one step, per system (built on first use).
+    steps: Vec<Option<Transition>>,
+    /// That transition for the steps from the last checkpoint on (terms
+    /// that stay zero left out; bit for bit the same, see [`SparseStep`]).
+    step: Option<SparseStep>,
+    /// The system in force at `t`.
+    k: usize,
+    /// The time of the next sample and the state then.
+    t: TimeMs,
+    x: State,
+    /// The first checkpoint after `t`.
+    next_event: usize,
+    step_ms: TimeMs,
+    /// Samples still to give.
+    remaining: usize,
+}
+
+impl Iterator for Samples<'_> {
+    type Item = Sample;
+
+    #[inline]
+    fn next(&mut self) -> Option<Sample> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let s = self.solution;
+        let sys = &s.systems[self.k];
+        let sample = Sample {
+            t_ms: self.t,
+            cp_ng_per_ml: sys.cp_ng_per_ml(&self.x),
+            ce_ng_per_ml: sys.ce_ng_per_ml(&self.x),
+        };
+        if self.remaining > 0 {
+            // Move to the next grid point (not past the last one given).
+            let tn = self.t + self.step_ms;
+            if self.next_event < s.times.len() && s.times[self.next_event] <= tn {
+                let idx = s.times.partition_point(|&ti| ti <= tn);
+                let last = idx - 1;
+                self.k = s.system_of[last];
+                self.x = s.states[last];
+                s.systems[self.k].advance(&mut self.x, tn - s.times[last]);
+                self.next_event = idx;
+                self.step = None;
+            } else {
+                if self.step.is_none() {
+                    let (k, step_ms) = (self.k, self.step_ms);
+                    let full =
+                        self.steps[k].get_or_insert_with(|| s.systems[k].transition(step_ms));
+                    self.step = Some(full.from_state(&self.x));
+                }
+                if let Some(step) = &self.step {
+                    step.apply(&mut self.x);
+                }
+            }
+            self.t = tn;
+        }
+        Some(sample)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for Samples<'_> {}
 
 fn apply_event(x: &mut State, e: &Event) {
     for &(component, amount) in &e.additions {
@@ -434,6 +501,119 @@ mod tests {
         }
         assert!(std::ptr::eq(two.system_at(0), &*a));
         assert!(std::ptr::eq(two.system_at(600_000), &*b));
+    }
+
+    /// `Solution::sample` as it was before it became an iterator
+    /// (`Solution::samples`): the samples must be the same, bit for bit.
+    fn sample_as_before(
+        s: &Solution,
+        from_ms: TimeMs,
+        to_ms: TimeMs,
+        step_ms: TimeMs,
+    ) -> Vec<Sample> {
+        if step_ms <= 0 || to_ms < from_ms || s.systems.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut steps: Vec<Option<Transition>> = vec![None; s.systems.len()];
+        let first = s.times.partition_point(|&ti| ti <= from_ms);
+        let mut k = match first.checked_sub(1) {
+            Some(i) => s.system_of[i],
+            None => s
+                .system_from
+                .partition_point(|&f| f <= from_ms)
+                .saturating_sub(1),
+        };
+        let mut t = from_ms;
+        let mut x = s.state_at(from_ms);
+        let mut next_event = first;
+        loop {
+            let sys = &s.systems[k];
+            out.push(Sample {
+                t_ms: t,
+                cp_ng_per_ml: sys.cp_ng_per_ml(&x),
+                ce_ng_per_ml: sys.ce_ng_per_ml(&x),
+            });
+            let tn = t + step_ms;
+            if tn > to_ms {
+                break;
+            }
+            if next_event < s.times.len() && s.times[next_event] <= tn {
+                let idx = s.times.partition_point(|&ti| ti <= tn);
+                let last = idx - 1;
+                k = s.system_of[last];
+                x = s.states[last];
+                s.systems[k].advance(&mut x, tn - s.times[last]);
+                next_event = idx;
+            } else {
+                steps[k]
+                    .get_or_insert_with(|| s.systems[k].transition(step_ms))
+                    .apply(&mut x);
+            }
+            t = tn;
+        }
+        out
+    }
+
+    fn bits(samples: &[Sample]) -> Vec<(TimeMs, u64, u64)> {
+        samples
+            .iter()
+            .map(|s| (s.t_ms, s.cp_ng_per_ml.to_bits(), s.ce_ng_per_ml.to_bits()))
+            .collect()
+    }
+
+    #[test]
+    fn samples_are_bit_for_bit_those_of_the_old_sampler() {
+        let p = domino_70kg();
+        let mut heavier = p.clone();
+        heavier.v1_l *= 1.5;
+        heavier.k10_per_min *= 0.8;
+        let dosing = [
+            Dosing::Bolus {
+                at_ms: 0,
+                route: Route::IvBolus,
+                amount_mg: 20.0,
+            },
+            Dosing::Infusion {
+                start_ms: 0,
+                end_ms: Some(7_200_000),
+                rate_mg_per_h: 20.0,
+            },
+            Dosing::Bolus {
+                at_ms: 10_800_500,
+                route: Route::Im,
+                amount_mg: 25.0,
+            },
+            Dosing::Bolus {
+                at_ms: 39_600_000,
+                route: Route::Oral,
+                amount_mg: 50.0,
+            },
+        ];
+        let schedule = Schedule::build(&p, &dosing).unwrap();
+        let a = Arc::new(System::new(p).unwrap());
+        let b = Arc::new(System::new(heavier).unwrap());
+        let one = Solution::new(a.clone(), &schedule);
+        let two = Solution::piecewise(vec![(i64::MIN, a), (5_000_000, b)], &schedule);
+        let empty = Solution::piecewise(Vec::new(), &schedule);
+        for s in [&one, &two, &empty] {
+            for (from, to, step) in [
+                (0, 86_400_000, 1_000),
+                (-3_000, 86_399_999, 1_000),
+                (10_800_000, 10_801_000, 7),
+                (5_000_000, 5_000_000, 60_000),
+                (1_234, 50_000_000, 61_111),
+                (10, 5, 1_000),
+                (0, 1_000, 0),
+            ] {
+                let before = sample_as_before(s, from, to, step);
+                let now = s.sample(from, to, step);
+                assert_eq!(bits(&now), bits(&before), "{from} {to} {step}");
+                let it = s.samples(from, to, step);
+                assert_eq!(it.len(), before.len());
+                assert_eq!(bits(&it.collect::<Vec<_>>()), bits(&before));
+            }
+        }
     }
 
     #[test]
