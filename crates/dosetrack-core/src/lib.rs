@@ -40,5 +40,7 @@ pub mod relief;
 pub mod reload;
 pub mod republish;
 pub mod simulate;
+#[cfg(test)]
+mod test_rng;
 pub mod tracker;
 pub mod vocab;

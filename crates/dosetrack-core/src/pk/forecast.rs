@@ -34,10 +34,10 @@
 //! it in a flat tail, is not a crossing. No optimiser, no squared error: the
 //! result is the first moment on the other side, to the millisecond.
 
+pub use super::crossing::{Crossing, Direction, Output};
 use super::solution::Solution;
 use super::system::{State, System, Watched, CENTRAL, EFFECT};
 use crate::vocab::TimeMs;
-use serde::Serialize;
 
 /// What a forecast assumes about inputs after "now", in words (states,
 /// alerts and reports carry it).
@@ -54,31 +54,6 @@ const MAX_SKIP_LEVEL: usize = 22;
 
 /// Relative band around the level treated as "on the level".
 const ON_LEVEL_REL: f64 = 1e-9;
-
-/// Which concentration to watch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Output {
-    Cp,
-    Ce,
-}
-
-/// Which way a crossing goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// From below the level to above it.
-    Rising,
-    /// From above the level to below it.
-    Falling,
-}
-
-/// A crossing: the first millisecond on the new side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Crossing {
-    pub at_ms: TimeMs,
-    pub direction: Direction,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {

@@ -28,10 +28,12 @@
 //! * [`system`]: the state layout, the matrix `M`, the transition tables.
 //! * [`schedule`]: dosing (boluses, infusions, patches) → input events.
 //! * [`solution`]: checkpoints, evaluation, sampling on a grid.
+//! * [`crossing`]: what a forecast looks for, and a solution's memo of it.
 //! * [`forecast`]: the next time Cp or Ce crosses a level.
 //! * [`metabolite`]: the metabolite (norketamine) beside a solved parent,
 //!   exact the same way, without slowing the parent engine.
 
+pub mod crossing;
 pub mod forecast;
 pub mod metabolite;
 pub mod params;

@@ -11,10 +11,10 @@
 //! checkpoint like an input event; the state (amounts, Ce) carries over and
 //! the new system governs what follows.
 
-use super::forecast::{Crossing, Output};
-use super::schedule::{Event, Schedule};
+use super::crossing::CrossingMemo;
+use super::schedule::{Dosing, Event, Schedule};
 use super::system::{SparseStep, State, System, Transition, N};
-use crate::vocab::TimeMs;
+use crate::vocab::{Route, TimeMs};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -31,55 +31,6 @@ pub struct Sample {
     pub t_ms: TimeMs,
     pub cp_ng_per_ml: f64,
     pub ce_ng_per_ml: f64,
-}
-
-/// Recent [`Solution::next_crossing`] answers of one solution: a pure
-/// memo (the same answer as searching again), emptied whenever the
-/// solution changes ([`Solution::resume_from`]). The state message and the
-/// alert rules ask for the same crossings (Ce's floor and ceiling from
-/// "now" over the forecast horizon) of the same patient at the same moment.
-#[derive(Default)]
-pub(super) struct CrossingMemo(std::sync::Mutex<Vec<(CrossingKey, Option<Crossing>)>>);
-
-/// (output, level bits, from, horizon).
-pub(super) type CrossingKey = (Output, u64, TimeMs, TimeMs);
-
-/// Most answers one solution keeps (the oldest goes first).
-const CROSSING_MEMO_MAX: usize = 8;
-
-impl CrossingMemo {
-    pub(super) fn get(&self, key: &CrossingKey) -> Option<Option<Crossing>> {
-        let memo = self.0.lock().ok()?;
-        memo.iter().find(|(k, _)| k == key).map(|(_, c)| *c)
-    }
-
-    pub(super) fn put(&self, key: CrossingKey, crossing: Option<Crossing>) {
-        if let Ok(mut memo) = self.0.lock() {
-            if memo.len() >= CROSSING_MEMO_MAX {
-                memo.remove(0);
-            }
-            memo.push((key, crossing));
-        }
-    }
-
-    fn clear(&mut self) {
-        *self = CrossingMemo::default();
-    }
-}
-
-impl Clone for CrossingMemo {
-    fn clone(&self) -> Self {
-        CrossingMemo(std::sync::Mutex::new(
-            self.0.lock().map(|m| m.clone()).unwrap_or_default(),
-        ))
-    }
-}
-
-impl std::fmt::Debug for CrossingMemo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Not part of the solution's value.
-        f.write_str("CrossingMemo")
-    }
 }
 
 /// A regimen solved for one patient.
@@ -393,6 +344,45 @@ fn apply_event(x: &mut State, e: &Event) {
     }
     for &(component, rate) in &e.rates {
         x[component] = rate;
+    }
+}
+
+/// The grid on which [`System::unit_dose_ce_peak_ms`] looks for the peak.
+const UNIT_PEAK_STEP_MS: TimeMs = 15_000;
+/// How far [`System::unit_dose_ce_peak_ms`] looks.
+const UNIT_PEAK_SPAN_MS: TimeMs = 12 * 3_600_000;
+
+/// The dose-stacking rule's question about a system, answered by solving
+/// one dose on it (so here, not in [`super::system`], which the solution
+/// builds on).
+impl System {
+    /// Time from a single 1 mg dose by `route` (alone, on this system) to
+    /// its Ce peak: the sample with the highest Ce on a 15-s grid over 12 h
+    /// (the latest of equal maxima); `None` if that dose cannot be
+    /// scheduled. It depends only on the dynamics, V1 and the route's F
+    /// and lag, so it is computed once per such set and kept on the shared
+    /// dynamics (the dose-stacking rule asks for it at every evaluation of
+    /// a patient with a recent dose: 2,881 samples each time).
+    pub fn unit_dose_ce_peak_ms(&self, route: Route) -> Option<TimeMs> {
+        self.unit_dose_peak_memo(route, || self.compute_unit_dose_ce_peak_ms(route))
+    }
+
+    pub(super) fn compute_unit_dose_ce_peak_ms(&self, route: Route) -> Option<TimeMs> {
+        let schedule = Schedule::build(
+            self.params(),
+            &[Dosing::Bolus {
+                at_ms: 0,
+                route,
+                amount_mg: 1.0,
+            }],
+        )
+        .ok()?;
+        let sol = Solution::new(std::sync::Arc::new(self.clone()), &schedule);
+        // Ce of one dose rises to a single peak.
+        sol.sample(0, UNIT_PEAK_SPAN_MS, UNIT_PEAK_STEP_MS)
+            .iter()
+            .max_by(|a, b| a.ce_ng_per_ml.total_cmp(&b.ce_ng_per_ml))
+            .map(|s| s.t_ms)
     }
 }
 

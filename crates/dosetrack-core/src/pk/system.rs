@@ -301,11 +301,6 @@ type PeakKey = (usize, u64, u64, u64);
 /// dosed by 5 routes overflowed it and every evaluation computed again.)
 const PEAK_MEMO_MAX: usize = 65_536;
 
-/// The grid on which [`System::unit_dose_ce_peak_ms`] looks for the peak.
-const UNIT_PEAK_STEP_MS: TimeMs = 15_000;
-/// How far [`System::unit_dose_ce_peak_ms`] looks.
-const UNIT_PEAK_SPAN_MS: TimeMs = 12 * 3_600_000;
-
 impl std::fmt::Debug for Dynamics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dynamics").finish_non_exhaustive()
@@ -412,14 +407,14 @@ impl System {
         &self.dynamics
     }
 
-    /// Time from a single 1 mg dose by `route` (alone, on this system) to
-    /// its Ce peak: the sample with the highest Ce on a 15-s grid over 12 h
-    /// (the latest of equal maxima); `None` if that dose cannot be
-    /// scheduled. It depends only on the dynamics, V1 and the route's F
-    /// and lag, so it is computed once per such set and kept on the shared
-    /// dynamics (the dose-stacking rule asks for it at every evaluation of
-    /// a patient with a recent dose: 2,881 samples each time).
-    pub fn unit_dose_ce_peak_ms(&self, route: Route) -> Option<TimeMs> {
+    /// The answer of [`System::unit_dose_ce_peak_ms`] for `route`: from
+    /// the shared dynamics' memo, or `compute`d and kept (the computation
+    /// solves a dose, so it lives with [`super::solution`]).
+    pub(super) fn unit_dose_peak_memo(
+        &self,
+        route: Route,
+        compute: impl FnOnce() -> Option<TimeMs>,
+    ) -> Option<TimeMs> {
         let r = self.params.route(route);
         let key: PeakKey = (
             route_index(route),
@@ -436,33 +431,13 @@ impl System {
         {
             return hit;
         }
-        let peak = self.compute_unit_dose_ce_peak_ms(route);
+        let peak = compute();
         if let Ok(mut m) = self.dynamics.peak_memo.lock() {
             if m.len() < PEAK_MEMO_MAX {
                 m.insert(key, peak);
             }
         }
         peak
-    }
-
-    fn compute_unit_dose_ce_peak_ms(&self, route: Route) -> Option<TimeMs> {
-        use super::schedule::{Dosing, Schedule};
-        use super::solution::Solution;
-        let schedule = Schedule::build(
-            self.params(),
-            &[Dosing::Bolus {
-                at_ms: 0,
-                route,
-                amount_mg: 1.0,
-            }],
-        )
-        .ok()?;
-        let sol = Solution::new(std::sync::Arc::new(self.clone()), &schedule);
-        // Ce of one dose rises to a single peak.
-        sol.sample(0, UNIT_PEAK_SPAN_MS, UNIT_PEAK_STEP_MS)
-            .iter()
-            .max_by(|a, b| a.ce_ng_per_ml.total_cmp(&b.ce_ng_per_ml))
-            .map(|s| s.t_ms)
     }
 
     /// Number of dyadic levels: `exp(M · 2^j ms)` exists for `j < levels()`.
@@ -711,19 +686,7 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (xorshift64*).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::test_rng::Rng;
 
     #[test]
     fn sparse_steps_are_bit_for_bit_the_full_product() {

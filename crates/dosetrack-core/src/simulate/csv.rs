@@ -365,19 +365,7 @@ mod tests {
         String::from_utf8(s).unwrap()
     }
 
-    /// A small deterministic generator (xorshift64*), no dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::test_rng::Rng;
 
     #[test]
     fn fixed4_matches_format_on_chosen_values() {
