@@ -70,7 +70,7 @@ pub mod systemd;
 pub use progress::RunSummary;
 pub use reload::Reloads;
 pub use settings::{formulary, DrugLoadError};
-pub use stage_b::{rebuild, Rebuilt, BATCH_MAX, REBUILD_PAGE};
+pub use stage_b::{rebuild, start_from_store, Rebuilt, BATCH_MAX, REBUILD_PAGE};
 
 use crate::alerts::{AlertBook, AlertEngine};
 use crate::clock::Clock;
@@ -193,11 +193,20 @@ async fn run_inner(
 
     let mut tracker = Tracker::new(formulary.clone(), tracker_config(&cfg));
     let unapplied: BTreeSet<i64> = reader.unapplied_commands()?.into_iter().collect();
+    let started = std::time::Instant::now();
     let Rebuilt {
         replayed,
+        released,
         pending_commands,
         unreadable,
-    } = rebuild(&reader, &mut tracker, &unapplied)?;
+    } = start_from_store(
+        &reader,
+        &mut tracker,
+        &unapplied,
+        clock
+            .now_ms()
+            .saturating_sub(stage_b::release_after_ms(&cfg)),
+    )?;
     let open_alerts = reader.open_alerts()?;
     let book = AlertBook::restore(
         cfg.alerts.clone(),
@@ -208,6 +217,8 @@ async fn run_inner(
     let failpoints = Failpoints::from_env();
     info!(
         replayed,
+        released,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         database = %cfg.database.path.display(),
         tracked = tracker.tracked(clock.now_ms()).len(),
         "state rebuilt from the database"

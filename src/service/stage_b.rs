@@ -32,7 +32,9 @@
 //! concerns one later reloads their stored inputs first
 //! ([`reload_released`]).
 //!
-//! At start, [`rebuild`] replays every stored input into the tracker.
+//! At start, [`start_from_store`] applies what the patients in care need
+//! (the stored inputs a full replay, [`rebuild`], would still hold after
+//! releasing the patients whose stays ended before the release cut-off).
 
 use crate::alerts::{AlertEngine, Scope};
 use crate::clock::Clock;
@@ -117,16 +119,69 @@ pub fn rebuild(
     }
     Ok(Rebuilt {
         replayed,
+        released: 0,
         pending_commands: commands,
         unreadable,
     })
 }
 
-/// What [`rebuild`] did.
+/// Build the tracker at start from what the patients in care need
+/// ([`Reader::start_inputs`]): the stored inputs a full replay would still
+/// hold after releasing everyone whose last stay ended at or before
+/// `release_before_ms`, applied in arrival order; then the devices'
+/// last-heard times and the released patients restored. The tracker equals
+/// [`rebuild`] followed by [`Tracker::release`] of everyone
+/// [`Tracker::releasable`] at `release_before_ms` (`tests/it/restart.rs`);
+/// the cost grows with the patients in care, not with history.
+/// `unapplied` are read whatever they are (operator commands whose outcome
+/// was never recorded).
+pub fn start_from_store(
+    reader: &Reader,
+    tracker: &mut Tracker,
+    unapplied: &BTreeSet<i64>,
+    release_before_ms: TimeMs,
+) -> Result<Rebuilt, StoreError> {
+    let start = reader.start_inputs(release_before_ms, unapplied)?;
+    let mut replayed = 0;
+    let mut unreadable = Vec::new();
+    let mut commands = Vec::new();
+    for s in start.inputs {
+        match intake::replay(&s) {
+            Ok(t) => {
+                if unapplied.contains(&t.seq) {
+                    let mut scopes = BTreeSet::new();
+                    alert_scopes_of(&t, &mut scopes, &mut commands);
+                }
+                tracker.apply(t);
+                replayed += 1;
+            }
+            Err(r) => {
+                error!(seq = s.seq, topic = %s.record.topic, error = %r, "stored input no longer parses; not applied");
+                unreadable.push(s.seq);
+            }
+        }
+    }
+    for (device_id, last_heard_ms) in &start.last_heard {
+        tracker.restore_last_heard(device_id, *last_heard_ms);
+    }
+    let released = start.released.len();
+    tracker.restore_released(start.released);
+    Ok(Rebuilt {
+        replayed,
+        released,
+        pending_commands: commands,
+        unreadable,
+    })
+}
+
+/// What [`rebuild`] or [`start_from_store`] did.
 #[derive(Debug)]
 pub struct Rebuilt {
     /// Stored inputs applied to the tracker.
     pub replayed: usize,
+    /// Patients restored as released ([`start_from_store`]; 0 for
+    /// [`rebuild`]).
+    pub released: usize,
     /// Stored operator commands whose outcome was never recorded.
     pub pending_commands: Vec<PendingCommand>,
     /// The sequence numbers of stored inputs that no longer parse (not

@@ -44,8 +44,10 @@ mod apply;
 mod backup;
 mod lock;
 pub(crate) mod maintenance;
+#[macro_use]
 mod read;
 mod schema;
+mod start;
 mod ward;
 mod writer;
 
@@ -65,6 +67,7 @@ pub use lock::{check_directory, DatabaseLock};
 pub use maintenance::{CheckpointReport, MaintenanceConfig, MaintenanceReport};
 pub use read::{Counts, PatientRow, PublishedState, Reader, RejectedRow};
 pub use schema::migrations;
+pub use start::StartInputs;
 pub use ward::{AlertMessageRow, CommandFate, StateMark};
 pub use writer::{CommitObserver, Queued, Writer, WriterPragmas, WriterStats, WriterThread};
 

@@ -113,13 +113,13 @@ pub(super) const SQL_INPUTS_FOR_PATIENT: &str = concat!(
 );
 
 /// An input row before its source is checked.
-struct RawInput {
+pub(super) struct RawInput {
     source_kind: String,
     source_id: String,
-    input: StoredInput,
+    pub(super) input: StoredInput,
 }
 
-fn raw_input(row: &Row<'_>) -> rusqlite::Result<RawInput> {
+pub(super) fn raw_input(row: &Row<'_>) -> rusqlite::Result<RawInput> {
     Ok(RawInput {
         source_kind: row.get(2)?,
         source_id: row.get(3)?,
@@ -143,7 +143,7 @@ fn raw_input(row: &Row<'_>) -> rusqlite::Result<RawInput> {
     })
 }
 
-fn decode(raw: Vec<RawInput>) -> Result<Vec<StoredInput>, StoreError> {
+pub(super) fn decode(raw: Vec<RawInput>) -> Result<Vec<StoredInput>, StoreError> {
     raw.into_iter()
         .map(|r| {
             let seq = r.input.seq;

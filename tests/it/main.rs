@@ -26,6 +26,8 @@
 //!   topic prefix, a new user's frictions at start;
 //! * `operations`, `reload`, `systemd_service` — check-config, backup,
 //!   reload, stop, logs, sd_notify and the watchdog;
+//! * `restart` — a start from what the patients in care need equals a full
+//!   replay with the ended stays released (issue #16 item 2);
 //! * `retained_outputs` — retained state after a discharge, retained inputs
 //!   at restart (issue #13 item 6);
 //! * `stays` — stays as episodes: readmission, late discharge, history
@@ -66,6 +68,7 @@ mod one_database;
 mod operations;
 mod reliability;
 mod reload;
+mod restart;
 mod retained_outputs;
 mod scaling;
 mod schemas;

@@ -225,6 +225,13 @@ fn owner_of<'a>(associations: &'a [Association], event: &'a DeviceEvent) -> Opti
         .or_else(|| patient_at(associations, event.time_ms))
 }
 
+fn is_heartbeat(event: &DeviceEvent) -> bool {
+    matches!(
+        event.kind,
+        crate::contract::DeviceEventKind::Heartbeat { .. }
+    )
+}
+
 /// A patient's derived model, rebuilt when their inputs change.
 #[derive(Debug, Clone)]
 pub struct Derived {
@@ -564,6 +571,17 @@ impl Tracker {
                             .entry(pid.clone())
                             .or_default()
                             .insert(device_id.clone());
+                        // Heartbeats held while unattributable and now
+                        // covered by the association are attributed: no
+                        // longer held (see below).
+                        let DeviceTrack {
+                            associations,
+                            events,
+                            ..
+                        } = &mut *device;
+                        events.retain(|(_, e)| {
+                            !is_heartbeat(e) || owner_of(associations, e).is_none()
+                        });
                         touched.extend(before);
                         moved = true;
                     }
@@ -571,12 +589,14 @@ impl Tracker {
                 let owner = device.owner(&event).map(str::to_owned);
                 // A heartbeat carries no dosing: it only says the device is
                 // alive (read by `stale`). It is kept only while it cannot be
-                // attributed, so that it is listed as unassigned; it never
-                // makes a patient's model rebuild.
-                let heartbeat = matches!(
-                    event.kind,
-                    crate::contract::DeviceEventKind::Heartbeat { .. }
-                );
+                // attributed (no patient in its payload, no association at
+                // its time), so that it is listed as unassigned; an
+                // association covering its time later drops it (above). So
+                // what is held depends on the inputs, not on their arrival
+                // order, and a start can read exactly the held ones
+                // ([`Tracker::restore_released`]). It never makes a
+                // patient's model rebuild.
+                let heartbeat = is_heartbeat(&event);
                 // The event extends its owner's model when no association
                 // changed and the owner's model reads this device's events
                 // (a rebuild reads only devices ever associated with them).
@@ -1142,6 +1162,7 @@ pub fn spec_of(admit: &Admit) -> PatientSpec {
 }
 
 mod release;
+pub use release::{device_spans, released_at_start, AssociationRow, DeviceSpans, LifecycleRow};
 mod state;
 pub use state::{ActiveInput, StateForecast, StateMessage, StateRelief, StateReliefOverWeeks};
 

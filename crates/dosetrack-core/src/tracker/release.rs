@@ -30,14 +30,17 @@ impl Tracker {
             return false;
         }
         self.refused.remove(patient_id);
-        for device_id in self.patient_devices.get(patient_id).into_iter().flatten() {
-            if let Some(device) = self.devices.get_mut(device_id) {
-                let DeviceTrack {
-                    associations,
-                    events,
-                    ..
-                } = device;
-                events.retain(|(_, e)| owner_of(associations, e) != Some(patient_id));
+        // Every device: an alarm naming the patient may come from a device
+        // never associated with them (it does not associate).
+        for device in self.devices.values_mut() {
+            let DeviceTrack {
+                associations,
+                events,
+                ..
+            } = device;
+            let held = events.len();
+            events.retain(|(_, e)| owner_of(associations, e) != Some(patient_id));
+            if events.len() != held {
                 events.shrink_to_fit();
             }
         }
@@ -130,5 +133,133 @@ impl Tracker {
         if let Some(track) = self.patients.get_mut(patient_id) {
             track.dirty = true;
         }
+    }
+}
+
+/// A patient's admission or discharge as a start reads it from the
+/// store's lifecycle index ([`released_at_start`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleRow {
+    pub patient_id: String,
+    /// `true` for an admission, `false` for a discharge.
+    pub admit: bool,
+    pub time_ms: TimeMs,
+    pub seq: i64,
+}
+
+/// The patients a full replay followed by [`Tracker::release`] of
+/// everyone [`Tracker::releasable`] at `before_ms` would release: those
+/// whose last stay ([`stays_of`], the same rule) ended at or before it.
+/// A start does not read their inputs ([`Tracker::restore_released`]).
+pub fn released_at_start(lifecycle: &[LifecycleRow], before_ms: TimeMs) -> BTreeSet<String> {
+    type Events = (Vec<(TimeMs, i64)>, Vec<(TimeMs, i64)>);
+    let mut by_patient: BTreeMap<&str, Events> = BTreeMap::new();
+    for row in lifecycle {
+        let (admits, discharges) = by_patient.entry(&row.patient_id).or_default();
+        if row.admit {
+            admits.push((row.time_ms, row.seq));
+        } else {
+            discharges.push((row.time_ms, row.seq));
+        }
+    }
+    by_patient
+        .into_iter()
+        .filter(|(_, (admits, discharges))| {
+            stays_of(admits, discharges)
+                .last()
+                .and_then(|s| s.end_ms)
+                .is_some_and(|e| e <= before_ms)
+        })
+        .map(|(id, _)| id.to_owned())
+        .collect()
+}
+
+/// A device association as the store's projection holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationRow {
+    pub patient_id: String,
+    pub from_ms: TimeMs,
+    /// The input that made it.
+    pub seq: i64,
+}
+
+/// Which of one device's events without a patient in their payload a
+/// start must read ([`device_spans`]); the events that name a patient
+/// are read with that patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpans {
+    /// Events before this time have no patient (held, heartbeats
+    /// included); `None`: the device was never associated, every such
+    /// event of it has none.
+    pub unowned_before_ms: Option<TimeMs>,
+    /// `[from, to)` (`to` `None`: open) where the device's patient is not
+    /// released: its events there other than heartbeats (attributed
+    /// heartbeats are not held).
+    pub kept: Vec<(TimeMs, Option<TimeMs>)>,
+}
+
+/// [`DeviceSpans`] for a device with `associations` (any order) after the
+/// patients in `released` are released.
+pub fn device_spans(associations: &[AssociationRow], released: &BTreeSet<String>) -> DeviceSpans {
+    let mut by_time: Vec<&AssociationRow> = associations.iter().collect();
+    by_time.sort_by_key(|a| (a.from_ms, a.seq));
+    let mut kept: Vec<(TimeMs, Option<TimeMs>)> = Vec::new();
+    for (i, a) in by_time.iter().enumerate() {
+        let to = by_time.get(i + 1).map(|b| b.from_ms);
+        // Empty when the next association starts at the same time (it
+        // wins the tie by arrival).
+        if to == Some(a.from_ms) || released.contains(&a.patient_id) {
+            continue;
+        }
+        match kept.last_mut() {
+            Some((_, end)) if *end == Some(a.from_ms) => *end = to,
+            _ => kept.push((a.from_ms, to)),
+        }
+    }
+    DeviceSpans {
+        unowned_before_ms: by_time.first().map(|a| a.from_ms),
+        kept,
+    }
+}
+
+impl Tracker {
+    /// At start, after the inputs planned from [`released_at_start`] and
+    /// [`device_spans`] were applied: `ids` are released as if they had
+    /// been held and dropped ([`Tracker::release`]) — the events they own
+    /// (read to put their devices' associations back) are dropped, and a
+    /// later input concerning them reloads them.
+    pub fn restore_released(&mut self, ids: BTreeSet<String>) {
+        for id in &ids {
+            self.patients.remove(id);
+            self.refused.remove(id);
+        }
+        for device in self.devices.values_mut() {
+            let DeviceTrack {
+                associations,
+                events,
+                ..
+            } = device;
+            let held = events.len();
+            events.retain(|(_, e)| owner_of(associations, e).is_none_or(|p| !ids.contains(p)));
+            if events.len() != held {
+                events.shrink_to_fit();
+            }
+        }
+        self.released.extend(ids);
+    }
+
+    /// At start: the latest occurrence time heard from a device (the
+    /// store's projection, heartbeats included, which a start does not
+    /// read). Keeps a later time already known.
+    pub fn restore_last_heard(&mut self, device_id: &str, last_heard_ms: TimeMs) {
+        let device = self
+            .devices
+            .entry(device_id.to_owned())
+            .or_insert_with(|| DeviceTrack {
+                associations: Vec::new(),
+                events: Vec::new(),
+                last_heard_ms: i64::MIN,
+            });
+        device.last_heard_ms = device.last_heard_ms.max(last_heard_ms);
     }
 }
