@@ -736,3 +736,68 @@ fn the_state_carries_relief_now_and_until_when() {
         .relief_fraction;
     assert!((day25 - w.relief_fraction).abs() < 1e-3, "{day25} vs {w:?}");
 }
+
+#[test]
+fn a_held_heartbeat_leaves_once_an_association_covers_its_time() {
+    let mut tr = tracker();
+    let pump = "dosetrack/v1/devices/pump-3/events";
+    let beat = |seq: i64, id: &str, time: &str| {
+        input(
+            seq,
+            pump,
+            &format!(r#"{{"id":"{id}","time":"{time}","kind":"heartbeat"}}"#),
+        )
+    };
+    tr.apply(input(1, "dosetrack/v1/patients/P-1/admit", ADMIT));
+    // Two heartbeats before the pump has a patient: held, unassigned.
+    tr.apply(beat(2, "hb-a", "2026-11-27T08:01:00Z"));
+    tr.apply(beat(3, "hb-b", "2026-11-27T08:10:00Z"));
+    assert_eq!(tr.unowned_seqs("pump-3"), vec![2, 3]);
+    // A late start at 08:05 covers the second one only.
+    tr.apply(input(
+        4,
+        pump,
+        r#"{"id":"s-1","time":"2026-11-27T08:05:00Z","kind":"infusion_started","patient_id":"P-1","rate_mg_per_h":10}"#,
+    ));
+    assert_eq!(tr.unowned_seqs("pump-3"), vec![2]);
+    let held = tr.retained_inputs();
+    // The same inputs in another arrival order hold the same.
+    let mut other = tracker();
+    other.apply(input(1, "dosetrack/v1/patients/P-1/admit", ADMIT));
+    other.apply(input(
+        4,
+        pump,
+        r#"{"id":"s-1","time":"2026-11-27T08:05:00Z","kind":"infusion_started","patient_id":"P-1","rate_mg_per_h":10}"#,
+    ));
+    other.apply(beat(3, "hb-b", "2026-11-27T08:10:00Z"));
+    other.apply(beat(2, "hb-a", "2026-11-27T08:01:00Z"));
+    assert_eq!(other.unowned_seqs("pump-3"), vec![2]);
+    assert_eq!(other.retained_inputs(), held);
+}
+
+#[test]
+fn release_drops_an_alarm_naming_the_patient_from_a_device_never_theirs() {
+    let mut tr = tracker();
+    tr.apply(input(1, "dosetrack/v1/patients/P-1/admit", ADMIT));
+    // An alarm naming P-1 from a pump never associated with them (an
+    // alarm does not associate): theirs.
+    tr.apply(input(
+        2,
+        "dosetrack/v1/devices/pump-8/events",
+        r#"{"id":"al-1","time":"2026-11-27T08:30:00Z","kind":"alarm","code":"occlusion","patient_id":"P-1"}"#,
+    ));
+    tr.apply(input(
+        3,
+        "dosetrack/v1/patients/P-1/discharge",
+        r#"{"id":"dis-1","time":"2026-11-27T09:00:00Z"}"#,
+    ));
+    assert!(tr.unowned_seqs("pump-8").is_empty());
+    assert!(tr.release("P-1"));
+    // Gone with them, not left behind as "not admitted".
+    assert!(
+        tr.unowned_seqs("pump-8").is_empty(),
+        "{:?}",
+        tr.unassigned()
+    );
+    assert!(tr.unassigned().is_empty(), "{:?}", tr.unassigned());
+}
