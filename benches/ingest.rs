@@ -40,6 +40,13 @@
 //!    `state` message of its patient, with inputs paced at a fixed rate
 //!    (1,000/s); also the daemon's CPU per input and the mean size of its
 //!    state messages.
+//!    **With late events** (`late`, issue #16 item 1): the same paced
+//!    stream while one more patient, whose `DOSETRACK_BENCH_LATE_EVENTS`
+//!    pump events (full 40,000, small 10,000: one a minute up to a minute
+//!    ago) were stored before the daemon started, gets a dose dated 10 min
+//!    back every second (each recomputes that patient's model, history and
+//!    alerts from its time): the others' latency and the daemon's CPU,
+//!    against the phase without it.
 //! 3. **Memory** (VmRSS/VmHWM of the daemon) when empty and after admitting
 //!    patients, each with a pump start and a dose.
 //! 4. **Stock broker limits** (`stock`): the same stream as one live burst
@@ -65,7 +72,7 @@
 //! `_LATENCY_RATE`, `_LATENCY_PATIENTS`, `_MEMORY` (comma-separated patient
 //! counts), `_WINDOWS` (broker `max_inflight_messages` values, default
 //! `1000,100,20`), `_MODES` (`preload,live`), `_ONLY` (`throughput`, `latency`,
-//! `memory`, `stock`), `_SPREAD_S` (the stream's occurrence times span this
+//! `late`, `memory`, `stock`), `_LATE_EVENTS`, `_SPREAD_S` (the stream's occurrence times span this
 //! many seconds before its generation, default 30), `_WEIGHT_DECIMALS`
 //! (admitted weights are rounded to this many decimals, default 1),
 //! `_MOSQUITTO` (broker binary), `_BIN` (daemon binary),
@@ -111,6 +118,9 @@ struct Scale {
     only: Option<Vec<String>>,
     spread_ms: i64,
     weight_decimals: i32,
+    /// Stored pump events of the one patient the `late` phase sends a late
+    /// event for every second.
+    late_events: usize,
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -141,9 +151,16 @@ fn env_list<T: std::str::FromStr>(key: &str, default: Vec<T>) -> Vec<T> {
 impl Scale {
     fn from_env() -> Scale {
         let name = std::env::var("DOSETRACK_BENCH_SCALE").unwrap_or_else(|_| "small".into());
-        let (n, patients, latency_s, latency_patients, memory) = match name.as_str() {
-            "small" => (5_000, 100, 5.0, 100, vec![500, 1_000]),
-            "full" => (100_000, 1_000, 60.0, 500, vec![1_000, 2_500, 5_000, 10_000]),
+        let (n, patients, latency_s, latency_patients, memory, late_events) = match name.as_str() {
+            "small" => (5_000, 100, 5.0, 100, vec![500, 1_000], 10_000),
+            "full" => (
+                100_000,
+                1_000,
+                60.0,
+                500,
+                vec![1_000, 2_500, 5_000, 10_000],
+                40_000,
+            ),
             other => panic!("DOSETRACK_BENCH_SCALE={other}: use small or full"),
         };
         let only = std::env::var("DOSETRACK_BENCH_ONLY")
@@ -165,6 +182,7 @@ impl Scale {
             only,
             spread_ms: env_or("DOSETRACK_BENCH_SPREAD_S", 30i64) * 1000,
             weight_decimals: env_or("DOSETRACK_BENCH_WEIGHT_DECIMALS", 1),
+            late_events: env_or("DOSETRACK_BENCH_LATE_EVENTS", late_events),
         }
     }
 
@@ -708,6 +726,64 @@ fn event(p: usize, k: usize, j: usize, time_ms: i64, r: f64, tag: &str) -> Input
                 .to_string(),
         }
     }
+}
+
+/// Before the `late` phase's daemon starts: patient `p` admitted with a
+/// pump started 20 min later and then `n` rate changes, one a minute, the
+/// last a minute ago, written into the daemon's database through the
+/// library's store writer as the daemon stores inputs (publishing them
+/// would recompute the history from each one's time: hours for the setup).
+async fn store_long_history(db: &Path, prefix: &str, p: usize, n: usize) {
+    use dosetrack::intake::{self, Intake};
+    use dosetrack::store::{StoreConfig, WriteOp, Writer};
+    let formulary =
+        dosetrack::patient::Formulary::new(dosetrack::drug::DrugFile::builtin().unwrap()).unwrap();
+    let (writer, thread) = Writer::open(StoreConfig::new(db.to_owned())).unwrap();
+    let now = now_ms();
+    let minute = 60_000;
+    let first = now - (n as i64 + 1) * minute;
+    let mut inputs = vec![
+        (
+            format!("patients/{}/admit", patient_id(p)),
+            json!({"id": "adm-long", "time": format_rfc3339(first - 30 * minute),
+                "weight_kg": 80, "age_years": 50})
+            .to_string(),
+        ),
+        (
+            format!("devices/{}/events", pump_id(p)),
+            json!({"id": "long-0", "time": format_rfc3339(first - 10 * minute),
+                "kind": "infusion_started", "patient_id": patient_id(p), "rate_mg_per_h": rate_of(0)})
+            .to_string(),
+        ),
+    ];
+    for k in 1..=n {
+        inputs.push((
+            format!("devices/{}/events", pump_id(p)),
+            json!({"id": format!("long-{k}"), "time": format_rfc3339(first + k as i64 * minute),
+                "kind": "infusion_rate_changed", "patient_id": patient_id(p), "rate_mg_per_h": rate_of(k)})
+            .to_string(),
+        ));
+    }
+    let mut pending = Vec::new();
+    for (suffix, payload) in inputs {
+        let topic = format!("{prefix}/v1/{suffix}");
+        match intake::intake(prefix, &topic, payload.as_bytes(), now, 300_000, &formulary) {
+            Intake::Accept { record, .. } => {
+                pending.push(writer.enqueue(WriteOp::Input(*record)).await.unwrap());
+            }
+            Intake::Reject { record, .. } => panic!("long history input refused: {record:?}"),
+        }
+        if pending.len() >= 4096 {
+            for q in pending.drain(..) {
+                q.outcome().await.unwrap();
+            }
+        }
+    }
+    for q in pending.drain(..) {
+        q.outcome().await.unwrap();
+    }
+    drop(writer);
+    thread.shutdown().unwrap();
 }
 
 /// The throughput stream: `patients` admits, then `n - patients` events
@@ -1488,16 +1564,30 @@ struct Sent {
     rate: Option<f64>,
 }
 
-async fn latency(scale: &Scale, bin: &Path, dir: &Path) {
+async fn latency(scale: &Scale, bin: &Path, dir: &Path, late_events: usize) {
     let window = scale.windows.first().copied().unwrap_or(1000);
     let broker = Broker::start(dir, window, 0);
     let patients = scale.latency_patients;
     let total = (scale.latency_rate * scale.latency_s).round() as usize;
+    let phase = if late_events > 0 {
+        "latency_late"
+    } else {
+        "latency"
+    };
     println!(
-        "\n== latency: {total} inputs at {}/s for {} s over {patients} patients (broker max_inflight_messages {window})",
-        scale.latency_rate, scale.latency_s
+        "\n== {phase}: {total} inputs at {}/s for {} s over {patients} patients (broker max_inflight_messages {window}){}",
+        scale.latency_rate,
+        scale.latency_s,
+        if late_events > 0 {
+            format!("; meanwhile one late dose a second for {} ({late_events} stored pump events, one a minute up to a minute ago), dated 10 min back", patient_id(patients))
+        } else {
+            String::new()
+        }
     );
-    let mut d = Daemon::new(bin, dir, broker.port, "latency");
+    let mut d = Daemon::new(bin, dir, broker.port, phase);
+    if late_events > 0 {
+        store_long_history(&d.db, &d.prefix, patients, late_events).await;
+    }
     d.start();
     let (sub, states) = state_subscriber(broker.port, &d.prefix).await;
 
@@ -1544,6 +1634,32 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path) {
     });
     let mut sent: Vec<Sent> = Vec::with_capacity(total);
     let mut per_patient = vec![1usize; patients];
+    // One late dose a second for the patient with the long history.
+    let late_sent = Arc::new(AtomicU64::new(0));
+    let late_task = (late_events > 0).then(|| {
+        let client = client.clone();
+        let topic = format!("{}/v1/patients/{}/doses", d.prefix, patient_id(patients));
+        let late_sent = late_sent.clone();
+        let tag = tag.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            for k in 0.. {
+                tick.tick().await;
+                let payload = json!({"id": format!("late-{tag}-{k}"),
+                    "time": format_rfc3339(now_ms() - 10 * 60_000),
+                    "route": "iv_bolus", "amount_mg": 5})
+                .to_string();
+                if client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, payload.into_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                late_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
     let cpu_d0 = cpu_s(d.pid());
     let cpu_b0 = cpu_s(broker.pid());
     let start = tokio::time::Instant::now();
@@ -1578,9 +1694,18 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path) {
         });
     }
     let paced_s = start.elapsed().as_secs_f64();
+    if let Some(t) = late_task {
+        t.abort();
+    }
+    let late_sent = late_sent.load(Ordering::Relaxed);
     // Let the daemon catch up: every input stored, every patient's last
     // input followed by a state.
-    let stored_target = (2 * patients + total) as u64;
+    let stored_target = (2 * patients + total) as u64
+        + if late_events > 0 {
+            late_events as u64 + 1 + late_sent
+        } else {
+            0
+        };
     let probe_db = d.db.clone();
     let mut caught_up = false;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -1712,7 +1837,7 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path) {
         showing_rate.len()
     );
     println!(
-        "RESULT latency scale={} rate_per_s={} duration_s={} patients={patients} inputs={total} measured={} unmatched={unmatched} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} rate_shown_p50_ms={:.2} rate_shown_p99_ms={:.2} rate_shown_measured={} first_tenth_p99_ms={:.2} last_tenth_p50_ms={:.2} last_tenth_p99_ms={:.2} daemon_cpu_pct={:.0} daemon_cpu_us_per_input={:.1} mean_state_bytes={mean_state_bytes:.0} load={}",
+        "RESULT {phase} late_events={late_events} late_sent={late_sent} scale={} rate_per_s={} duration_s={} patients={patients} inputs={total} measured={} unmatched={unmatched} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} rate_shown_p50_ms={:.2} rate_shown_p99_ms={:.2} rate_shown_measured={} first_tenth_p99_ms={:.2} last_tenth_p50_ms={:.2} last_tenth_p99_ms={:.2} daemon_cpu_pct={:.0} daemon_cpu_us_per_input={:.1} mean_state_bytes={mean_state_bytes:.0} load={}",
         scale.name,
         scale.latency_rate,
         scale.latency_s,
@@ -1867,7 +1992,10 @@ fn main() {
             stock(&scale, &bin, &dir).await;
         }
         if scale.wants("latency") {
-            latency(&scale, &bin, &dir).await;
+            latency(&scale, &bin, &dir, 0).await;
+        }
+        if scale.wants("late") {
+            latency(&scale, &bin, &dir, scale.late_events).await;
         }
         if scale.wants("memory") {
             memory(&scale, &bin, &dir).await;
