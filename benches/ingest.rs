@@ -1562,6 +1562,9 @@ struct Sent {
     at_us: i64,
     /// For a rate change: the new rate.
     rate: Option<f64>,
+    /// A heartbeat from a pump that is not stale changes no state: the
+    /// daemon publishes none for it (the contract), so it has no latency.
+    heartbeat: bool,
 }
 
 async fn latency(scale: &Scale, bin: &Path, dir: &Path, late_events: usize) {
@@ -1677,6 +1680,7 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path, late_events: usize) {
             .payload
             .contains("infusion_rate_changed")
             .then(|| rate_of(k));
+        let heartbeat = input.payload.contains(r#""kind":"heartbeat""#);
         let at_us = now_us();
         client
             .publish(
@@ -1691,6 +1695,7 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path, late_events: usize) {
             patient: patient_id(p),
             at_us,
             rate,
+            heartbeat,
         });
     }
     let paced_s = start.elapsed().as_secs_f64();
@@ -1752,7 +1757,8 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path, late_events: usize) {
     let mut showing_rate = Vec::new();
     let mut next_by_input: Vec<Option<f64>> = Vec::with_capacity(sent.len());
     let mut unmatched = 0usize;
-    for s in &sent {
+    let heartbeats = sent.iter().filter(|s| s.heartbeat).count();
+    for s in sent.iter().filter(|s| !s.heartbeat) {
         let Some(list) = by_patient.get(s.patient.as_str()) else {
             unmatched += 1;
             next_by_input.push(None);
@@ -1781,7 +1787,7 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path, late_events: usize) {
     }
     // The first and the last tenth of the stream apart: the daemon's work
     // per input grows with what it holds.
-    let tenth = (sent.len() / 10).max(1);
+    let tenth = (next_by_input.len() / 10).max(1);
     let mut early: Vec<f64> = next_by_input
         .iter()
         .take(tenth)
@@ -1790,7 +1796,7 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path, late_events: usize) {
         .collect();
     let mut late: Vec<f64> = next_by_input
         .iter()
-        .skip(sent.len().saturating_sub(tenth))
+        .skip(next_by_input.len().saturating_sub(tenth))
         .flatten()
         .copied()
         .collect();
@@ -1815,7 +1821,7 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path, late_events: usize) {
         state_bytes.iter().max().copied().unwrap_or(0)
     );
     println!(
-        "   publish → next state of the patient: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} measured, {unmatched} without a later state)",
+        "   publish → next state of the patient: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} measured, {unmatched} without a later state; {heartbeats} heartbeats not measured: no state of their own)",
         p(&next_state, 50.0),
         p(&next_state, 90.0),
         p(&next_state, 99.0),
@@ -1837,7 +1843,7 @@ async fn latency(scale: &Scale, bin: &Path, dir: &Path, late_events: usize) {
         showing_rate.len()
     );
     println!(
-        "RESULT {phase} late_events={late_events} late_sent={late_sent} scale={} rate_per_s={} duration_s={} patients={patients} inputs={total} measured={} unmatched={unmatched} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} rate_shown_p50_ms={:.2} rate_shown_p99_ms={:.2} rate_shown_measured={} first_tenth_p99_ms={:.2} last_tenth_p50_ms={:.2} last_tenth_p99_ms={:.2} daemon_cpu_pct={:.0} daemon_cpu_us_per_input={:.1} mean_state_bytes={mean_state_bytes:.0} load={}",
+        "RESULT {phase} late_events={late_events} late_sent={late_sent} scale={} rate_per_s={} duration_s={} patients={patients} inputs={total} heartbeats_not_measured={heartbeats} measured={} unmatched={unmatched} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} rate_shown_p50_ms={:.2} rate_shown_p99_ms={:.2} rate_shown_measured={} first_tenth_p99_ms={:.2} last_tenth_p50_ms={:.2} last_tenth_p99_ms={:.2} daemon_cpu_pct={:.0} daemon_cpu_us_per_input={:.1} mean_state_bytes={mean_state_bytes:.0} load={}",
         scale.name,
         scale.latency_rate,
         scale.latency_s,

@@ -11,7 +11,11 @@
 //! it succeeds ([`committed`]): the input is not lost, and inputs behind it
 //! wait. Then the alert scopes the batch touched are evaluated; the alert
 //! write (records, lifecycle messages, outbox rows with their topics named,
-//! [`AlertCommit`]) is committed and the outbox woken.
+//! [`AlertCommit`]) is committed and the outbox woken. A heartbeat that
+//! changes nothing but when its device was last heard
+//! ([`Tracker::is_quiet_heartbeat`]: attributed, from a device that is not
+//! stale) touches no patient and no alert scope: most of the stream, in a
+//! ward of pumps, costs its write and its acknowledgement only.
 //!
 //! Between batches it also runs the timers: alert wake-ups (on the
 //! daemon's [`Clock`]); each tracked patient's state republished once per
@@ -516,6 +520,13 @@ async fn store_and_apply(b: &mut StageB, kind: Pending, effects: &mut BatchEffec
                 b.metrics.input(&tracked.input);
                 tracked.seq = seq;
                 let occurred = intake::occurred_at(&tracked.input);
+                // A heartbeat that changes nothing but when its device was
+                // last heard: stored, applied and acknowledged, no state and
+                // no alert evaluation (`Tracker::is_quiet_heartbeat`).
+                if b.tracker.is_quiet_heartbeat(&tracked, b.clock.now_ms()) {
+                    b.tracker.apply(*tracked);
+                    return true;
+                }
                 alert_scopes_of(&tracked, &mut effects.scopes, &mut effects.commands);
                 reload_released(b, &tracked);
                 for pid in b.tracker.apply(*tracked) {

@@ -756,6 +756,45 @@ fn device_rules_raise_on_the_timer_and_by_alarm_code() {
     drop(daemon);
 }
 
+/// A heartbeat from a pump that has gone silent is news: it clears
+/// `device_silent` and the state says the pump is fresh again. (A
+/// heartbeat from a pump that is not stale publishes nothing of its own:
+/// `Tracker::is_quiet_heartbeat`, unit-tested in the core.)
+#[test]
+fn a_heartbeat_after_silence_clears_device_silent_and_staleness() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("hb");
+    let client = Client::connect(&prefix);
+    let cfg = config("device_stale_after_min = 0.05", "", |r, rs| {
+        rs.condition_delay_s = 0;
+        if matches!(r, Rule::DeviceSilent) {
+            rs.clear_delay_s = 1;
+        }
+    });
+    let daemon = Daemon::start(dir.path(), &prefix, &cfg);
+    client.wait_online();
+    client.admit("P-hb", &ago(30 * MIN), json!({}));
+    client.device(
+        "pump-h",
+        &ago(0),
+        json!({"kind": "infusion_started", "patient_id": "P-hb", "rate_mg_per_h": 20}),
+    );
+    client.wait_alert("patients/P-hb", "device_silent", "pump-h", "raised", 20);
+    let sent_ms = now_ms();
+    client.device("pump-h", &ago(0), json!({"kind": "heartbeat"}));
+    client.wait_alert("patients/P-hb", "device_silent", "pump-h", "cleared", 20);
+    let rows =
+        daemon.query("SELECT time_ms, payload FROM published_state WHERE patient_id = 'P-hb'");
+    let time_ms: i64 = rows[0][0].parse().unwrap();
+    let state: Value = serde_json::from_str(&rows[0][1]).unwrap();
+    assert!(
+        time_ms >= sent_ms - 1_000,
+        "no state after the heartbeat: {state}"
+    );
+    assert_eq!(state["stale"], false, "{state}");
+    drop(daemon);
+}
+
 // ---------------------------------------------------------------------------
 // 2. The lifecycle, live
 // ---------------------------------------------------------------------------

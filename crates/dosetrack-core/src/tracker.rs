@@ -742,6 +742,35 @@ impl Tracker {
             .filter(|&t| t != i64::MIN)
     }
 
+    /// Would applying `input` at `now_ms` change nothing but the device's
+    /// last-heard time? True for a heartbeat that is attributed (a patient
+    /// in its payload, or its device's association at its time: so it is
+    /// not held, and no unassigned count changes) from a device heard from
+    /// within `device_stale_after_ms` of `now_ms` (so it is not stale now,
+    /// and the heartbeat cannot make it fresh: no state's `stale` or
+    /// `stale_devices` changes, and no `device_silent` alert can clear).
+    /// The daemon then publishes no state and evaluates no alert for it:
+    /// the contract publishes a state when it changes and at least every
+    /// `state_interval`, and the alert timers wake at device deadlines.
+    /// Call before [`Tracker::apply`].
+    pub fn is_quiet_heartbeat(&self, input: &TrackedInput, now_ms: TimeMs) -> bool {
+        let (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(event)) =
+            (&input.topic, &input.input)
+        else {
+            return false;
+        };
+        if !is_heartbeat(event) {
+            return false;
+        }
+        let Some(device) = self.devices.get(device_id) else {
+            return false;
+        };
+        let attributed = event.patient_id.is_some() || device.owner(event).is_some();
+        let fresh = device.last_heard_ms != i64::MIN
+            && now_ms.saturating_sub(device.last_heard_ms) <= self.config.device_stale_after_ms;
+        attributed && fresh
+    }
+
     /// Stored doses for a patient who has not been admitted (their `seq`).
     pub fn orphan_seqs(&self, patient_id: &str) -> Vec<i64> {
         self.orphan_doses

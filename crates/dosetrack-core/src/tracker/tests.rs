@@ -801,3 +801,42 @@ fn release_drops_an_alarm_naming_the_patient_from_a_device_never_theirs() {
     );
     assert!(tr.unassigned().is_empty(), "{:?}", tr.unassigned());
 }
+
+#[test]
+fn a_heartbeat_is_quiet_only_when_attributed_and_its_device_is_fresh() {
+    let mut tr = tracker();
+    let pump = "dosetrack/v1/devices/pump-7/events";
+    let beat = |seq: i64, time: &str| {
+        input(
+            seq,
+            pump,
+            &format!(r#"{{"id":"hb-{seq}","time":"{time}","kind":"heartbeat"}}"#),
+        )
+    };
+    // Unknown device: not quiet (it is new, and the heartbeat is held).
+    assert!(!tr.is_quiet_heartbeat(&beat(1, "2026-11-27T08:00:00Z"), t("2026-11-27T08:00:01Z")));
+    tr.apply(beat(1, "2026-11-27T08:00:00Z"));
+    // Heard a second ago but no patient: held (unassigned count changes).
+    assert!(!tr.is_quiet_heartbeat(&beat(2, "2026-11-27T08:00:30Z"), t("2026-11-27T08:00:31Z")));
+    tr.apply(input(3, "dosetrack/v1/patients/P-1/admit", ADMIT));
+    tr.apply(input(4, pump, PUMP_ON));
+    let now = t("2026-11-27T08:06:00Z");
+    // Attributed, heard a minute ago (the start at 08:05): quiet.
+    assert!(tr.is_quiet_heartbeat(&beat(5, "2026-11-27T08:06:00Z"), now));
+    assert!(!tr.state("P-1", now).unwrap().stale);
+    // Twenty minutes of silence: the pump is stale, a heartbeat is news.
+    let later = t("2026-11-27T08:26:00Z");
+    assert!(tr.state("P-1", later).unwrap().stale);
+    assert!(!tr.is_quiet_heartbeat(&beat(6, "2026-11-27T08:26:00Z"), later));
+    tr.apply(beat(6, "2026-11-27T08:26:00Z"));
+    assert!(!tr.state("P-1", later).unwrap().stale);
+    // Not a heartbeat: never quiet.
+    assert!(!tr.is_quiet_heartbeat(
+        &input(
+            7,
+            pump,
+            r#"{"id":"a-7","time":"2026-11-27T08:26:30Z","kind":"alarm","code":"occlusion"}"#
+        ),
+        later
+    ));
+}
