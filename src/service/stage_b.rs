@@ -56,8 +56,8 @@ use crate::service::settings::tracker_config;
 use crate::service::stage_a::{InFlight, Pending, Write};
 use crate::service::systemd;
 use crate::store::{
-    AlertCommit, HistoryRow, Reader, RejectedRecord, StateRow, StoreError, StoreOutcome, WriteOp,
-    WriteResult, Writer,
+    AlertCommit, HistoryRow, Reader, RejectedRecord, StateRow, StoreError, StoreOutcome,
+    StoredInput, WriteOp, WriteResult, Writer,
 };
 use crate::tracker::{Stay, TrackedInput, Tracker};
 use crate::vocab::TimeMs;
@@ -94,9 +94,7 @@ pub fn rebuild(
     tracker: &mut Tracker,
     unapplied: &BTreeSet<i64>,
 ) -> Result<Rebuilt, StoreError> {
-    let mut replayed = 0;
-    let mut unreadable = Vec::new();
-    let mut commands = Vec::new();
+    let mut replay = Replay::default();
     let mut after_seq = 0;
     loop {
         let page = reader.inputs_page(after_seq, REBUILD_PAGE)?;
@@ -104,29 +102,11 @@ pub fn rebuild(
             break;
         };
         after_seq = last.seq;
-        for s in page {
-            match intake::replay(&s) {
-                Ok(t) => {
-                    if unapplied.contains(&t.seq) {
-                        let mut scopes = BTreeSet::new();
-                        alert_scopes_of(&t, &mut scopes, &mut commands);
-                    }
-                    tracker.apply(t);
-                    replayed += 1;
-                }
-                Err(r) => {
-                    error!(seq = s.seq, topic = %s.record.topic, error = %r, "stored input no longer parses; not applied");
-                    unreadable.push(s.seq);
-                }
-            }
+        for s in &page {
+            replay.apply(tracker, unapplied, s);
         }
     }
-    Ok(Rebuilt {
-        replayed,
-        released: 0,
-        pending_commands: commands,
-        unreadable,
-    })
+    Ok(replay.done(0))
 }
 
 /// Build the tracker at start from what the patients in care need
@@ -146,36 +126,55 @@ pub fn start_from_store(
     release_before_ms: TimeMs,
 ) -> Result<Rebuilt, StoreError> {
     let start = reader.start_inputs(release_before_ms, unapplied)?;
-    let mut replayed = 0;
-    let mut unreadable = Vec::new();
-    let mut commands = Vec::new();
-    for s in start.inputs {
-        match intake::replay(&s) {
-            Ok(t) => {
-                if unapplied.contains(&t.seq) {
-                    let mut scopes = BTreeSet::new();
-                    alert_scopes_of(&t, &mut scopes, &mut commands);
-                }
-                tracker.apply(t);
-                replayed += 1;
-            }
-            Err(r) => {
-                error!(seq = s.seq, topic = %s.record.topic, error = %r, "stored input no longer parses; not applied");
-                unreadable.push(s.seq);
-            }
-        }
+    let mut replay = Replay::default();
+    for s in &start.inputs {
+        replay.apply(tracker, unapplied, s);
     }
     for (device_id, last_heard_ms) in &start.last_heard {
         tracker.restore_last_heard(device_id, *last_heard_ms);
     }
     let released = start.released.len();
     tracker.restore_released(start.released);
-    Ok(Rebuilt {
-        replayed,
-        released,
-        pending_commands: commands,
-        unreadable,
-    })
+    Ok(replay.done(released))
+}
+
+/// Stored inputs applied to the tracker at start, one at a time ([`rebuild`]
+/// and [`start_from_store`] alike).
+#[derive(Default)]
+struct Replay {
+    replayed: usize,
+    unreadable: Vec<i64>,
+    commands: Vec<PendingCommand>,
+}
+
+impl Replay {
+    /// Apply `s`, or note it as no longer parsing; an operator command
+    /// among `unapplied` is kept to be applied again.
+    fn apply(&mut self, tracker: &mut Tracker, unapplied: &BTreeSet<i64>, s: &StoredInput) {
+        match intake::replay(s) {
+            Ok(t) => {
+                if unapplied.contains(&t.seq) {
+                    let mut scopes = BTreeSet::new();
+                    alert_scopes_of(&t, &mut scopes, &mut self.commands);
+                }
+                tracker.apply(t);
+                self.replayed += 1;
+            }
+            Err(r) => {
+                error!(seq = s.seq, topic = %s.record.topic, error = %r, "stored input no longer parses; not applied");
+                self.unreadable.push(s.seq);
+            }
+        }
+    }
+
+    fn done(self, released: usize) -> Rebuilt {
+        Rebuilt {
+            replayed: self.replayed,
+            released,
+            pending_commands: self.commands,
+            unreadable: self.unreadable,
+        }
+    }
 }
 
 /// What [`rebuild`] or [`start_from_store`] did.

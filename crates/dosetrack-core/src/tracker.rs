@@ -197,6 +197,17 @@ struct DeviceTrack {
     last_heard_ms: TimeMs,
 }
 
+/// A device not heard from yet (`last_heard_ms` `i64::MIN`: none).
+impl Default for DeviceTrack {
+    fn default() -> Self {
+        DeviceTrack {
+            associations: Vec::new(),
+            events: Vec::new(),
+            last_heard_ms: i64::MIN,
+        }
+    }
+}
+
 impl DeviceTrack {
     fn patient_at(&self, t_ms: TimeMs) -> Option<&str> {
         patient_at(&self.associations, t_ms)
@@ -530,14 +541,7 @@ impl Tracker {
             (InputTopic::DeviceEvent { device_id }, Input::DeviceEvent(event)) => {
                 let mut quiet = BTreeSet::new();
                 let mut moved = false;
-                let device = self
-                    .devices
-                    .entry(device_id.clone())
-                    .or_insert_with(|| DeviceTrack {
-                        associations: Vec::new(),
-                        events: Vec::new(),
-                        last_heard_ms: i64::MIN,
-                    });
+                let device = self.devices.entry(device_id.clone()).or_default();
                 device.last_heard_ms = device.last_heard_ms.max(event.time_ms);
                 // Everyone the device ever delivered to may be affected by a
                 // change of association; the event's owner certainly is.

@@ -10,12 +10,7 @@ impl Tracker {
     pub fn releasable(&self, before_ms: TimeMs) -> Vec<String> {
         self.patients
             .iter()
-            .filter(|(_, t)| {
-                t.stays
-                    .last()
-                    .and_then(|s| s.end_ms)
-                    .is_some_and(|e| e <= before_ms)
-            })
+            .filter(|(_, t)| last_stay_ended_by(&t.stays, before_ms))
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -30,8 +25,15 @@ impl Tracker {
             return false;
         }
         self.refused.remove(patient_id);
-        // Every device: an alarm naming the patient may come from a device
-        // never associated with them (it does not associate).
+        self.drop_events_owned_by(|owner| owner == patient_id);
+        self.released.insert(patient_id.to_owned());
+        true
+    }
+
+    /// Drop the held device events whose owner `owned` picks, from every
+    /// device: an alarm naming a patient may come from a device never
+    /// associated with them (an alarm does not associate).
+    fn drop_events_owned_by(&mut self, owned: impl Fn(&str) -> bool) {
         for device in self.devices.values_mut() {
             let DeviceTrack {
                 associations,
@@ -39,13 +41,11 @@ impl Tracker {
                 ..
             } = device;
             let held = events.len();
-            events.retain(|(_, e)| owner_of(associations, e) != Some(patient_id));
+            events.retain(|(_, e)| owner_of(associations, e).is_none_or(|p| !owned(p)));
             if events.len() != held {
                 events.shrink_to_fit();
             }
         }
-        self.released.insert(patient_id.to_owned());
-        true
     }
 
     /// How many patients are released (dropped from memory after their
@@ -107,14 +107,7 @@ impl Tracker {
                     if matches!(e.kind, crate::contract::DeviceEventKind::Heartbeat { .. }) {
                         continue;
                     }
-                    let device =
-                        self.devices
-                            .entry(device_id.clone())
-                            .or_insert_with(|| DeviceTrack {
-                                associations: Vec::new(),
-                                events: Vec::new(),
-                                last_heard_ms: i64::MIN,
-                            });
+                    let device = self.devices.entry(device_id.clone()).or_default();
                     if let Err(pos) = device.events.binary_search_by_key(&i.seq, |(s, _)| *s) {
                         device.events.insert(pos, (i.seq, e.clone()));
                     }
@@ -134,6 +127,15 @@ impl Tracker {
             track.dirty = true;
         }
     }
+}
+
+/// Did the last of `stays` end at or before `before_ms`? The release rule,
+/// for [`Tracker::releasable`] and [`released_at_start`] alike.
+fn last_stay_ended_by(stays: &[Stay], before_ms: TimeMs) -> bool {
+    stays
+        .last()
+        .and_then(|s| s.end_ms)
+        .is_some_and(|e| e <= before_ms)
 }
 
 /// A patient's admission or discharge as a start reads it from the
@@ -165,10 +167,7 @@ pub fn released_at_start(lifecycle: &[LifecycleRow], before_ms: TimeMs) -> BTree
     by_patient
         .into_iter()
         .filter(|(_, (admits, discharges))| {
-            stays_of(admits, discharges)
-                .last()
-                .and_then(|s| s.end_ms)
-                .is_some_and(|e| e <= before_ms)
+            last_stay_ended_by(&stays_of(admits, discharges), before_ms)
         })
         .map(|(id, _)| id.to_owned())
         .collect()
@@ -233,18 +232,7 @@ impl Tracker {
             self.patients.remove(id);
             self.refused.remove(id);
         }
-        for device in self.devices.values_mut() {
-            let DeviceTrack {
-                associations,
-                events,
-                ..
-            } = device;
-            let held = events.len();
-            events.retain(|(_, e)| owner_of(associations, e).is_none_or(|p| !ids.contains(p)));
-            if events.len() != held {
-                events.shrink_to_fit();
-            }
-        }
+        self.drop_events_owned_by(|owner| ids.contains(owner));
         self.released.extend(ids);
     }
 
@@ -252,14 +240,7 @@ impl Tracker {
     /// store's projection, heartbeats included, which a start does not
     /// read). Keeps a later time already known.
     pub fn restore_last_heard(&mut self, device_id: &str, last_heard_ms: TimeMs) {
-        let device = self
-            .devices
-            .entry(device_id.to_owned())
-            .or_insert_with(|| DeviceTrack {
-                associations: Vec::new(),
-                events: Vec::new(),
-                last_heard_ms: i64::MIN,
-            });
+        let device = self.devices.entry(device_id.to_owned()).or_default();
         device.last_heard_ms = device.last_heard_ms.max(last_heard_ms);
     }
 }
