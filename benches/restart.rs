@@ -29,6 +29,10 @@
 //! overrides the days. The database is cached under
 //! `target/dosetrack-bench/` by size and generator version.
 //! `DOSETRACK_YEAR_FULL_REPLAY=0` skips the in-process full replay.
+//! `DOSETRACK_YEAR_COLD=1` starts from a cold page cache: before each
+//! start the copy is synced and its pages dropped from the cache
+//! (`posix_fadvise(POSIX_FADV_DONTNEED)`: that file only, no root needed),
+//! as after a reboot (the binary's own pages stay cached).
 //! Broker: `DOSETRACK_BENCH_BROKER` (default `mqtt://127.0.0.1:1883`; the
 //! start does not wait for it).
 //!
@@ -399,6 +403,9 @@ fn start_once(db: &Path) -> Start {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("dosetrack.db");
     std::fs::copy(db, &copy).unwrap();
+    if cold() {
+        drop_from_page_cache(&copy);
+    }
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
@@ -476,6 +483,42 @@ fn start_once(db: &Path) -> Start {
         hwm_later_mib,
         log_line,
     }
+}
+
+/// Whether the starts begin with the database out of the page cache.
+fn cold() -> bool {
+    std::env::var("DOSETRACK_YEAR_COLD").as_deref() == Ok("1")
+}
+
+/// Write `path` to disk and drop its pages from the page cache, so that a
+/// start reads it from the disk as after a reboot; prints the page cache's
+/// size (`/proc/meminfo` `Cached:`) before and after, to show they went.
+#[allow(unsafe_code)]
+fn drop_from_page_cache(path: &Path) {
+    use std::os::fd::AsRawFd as _;
+    let cached_kib = || {
+        std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Cached:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = cached_kib();
+    let file = std::fs::File::open(path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: a plain advice call on a file descriptor this function owns
+    // for the duration of the call; no memory is passed.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise failed: {rc}");
+    let after = cached_kib();
+    println!(
+        "  cold: page cache {:.0} -> {:.0} MiB ({:.0} MiB dropped)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        before.saturating_sub(after) as f64 / 1024.0
+    );
 }
 
 /// `key=value` from a log line.
@@ -568,8 +611,9 @@ fn main() {
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "RESULT restart size={} days={} inputs={} heartbeats={} stays={} in_care={} db_mib={:.0} ready_s={:.3} rss_ready_mib={:.1} peak_rss_mib={:.1} rss_3s_mib={:.1} replayed={} full_replay_s={} full_replay_rss_mib={} load={}",
+        "RESULT restart size={} cache={} days={} inputs={} heartbeats={} stays={} in_care={} db_mib={:.0} ready_s={:.3} rss_ready_mib={:.1} peak_rss_mib={:.1} rss_3s_mib={:.1} replayed={} full_replay_s={} full_replay_rss_mib={} load={}",
         size.name,
+        if cold() { "cold" } else { "warm" },
         size.days,
         facts.inputs,
         facts.heartbeats,
